@@ -1,0 +1,121 @@
+"""`refineloop run | demo | resume | runs`.
+
+Only argparse and the settings dataclass load at start-up: langgraph, torch and diffusers are imported
+when a command needs them, so `--help` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import types
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, get_args
+
+from refineloop.errors import RefineError
+from refineloop.settings import STRATEGIES, RunSettings
+
+DEMO_DEFAULTS = {"image_model": "sketch", "eval_model": "demo", "strategy": "climbing"}
+
+
+def _flag_type(field: dataclasses.Field[Any]) -> Any:
+    annotation = field.type if not isinstance(field.type, str) else eval(field.type, {}, {})  # noqa: S307
+    if isinstance(annotation, types.UnionType):
+        annotation = next(a for a in get_args(annotation) if a is not type(None))
+    return annotation
+
+
+def add_settings_flags(parser: argparse.ArgumentParser, defaults: dict[str, Any] | None = None) -> None:
+    """One flag per RunSettings field, described by the field's own description."""
+    defaults = defaults or {}
+    for field in dataclasses.fields(RunSettings):
+        flag = "--" + field.name.replace("_", "-")
+        default = defaults.get(field.name, field.default)
+        help_text = field.metadata.get("description", "")
+        if field.name == "strategy":
+            help_text += f" Choices: {', '.join(STRATEGIES)}."
+        shown = "" if default in (None, "") else f" (default: {default})"
+        parser.add_argument(
+            flag,
+            dest=field.name,
+            type=_flag_type(field),
+            default=default,
+            help=help_text + shown,
+            metavar=field.name.upper(),
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line."""
+    parser = argparse.ArgumentParser(
+        prog="refineloop",
+        description="Refine an image until a vision critic is satisfied: draw, judge, condense, keep the best.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser("run", help="start a refinement run", description="Start a refinement run.")
+    add_settings_flags(run)
+    demo = commands.add_parser(
+        "demo",
+        help="offline demo: sketch painter + heuristic critic, done in seconds",
+        description="Offline demo with the sketch painter and the heuristic demo critic (no real models).",
+    )
+    add_settings_flags(demo, DEMO_DEFAULTS)
+    resume = commands.add_parser("resume", help="continue an interrupted or crashed run from its last image")
+    resume.add_argument("run_dir", help="the run folder to continue")
+    runs = commands.add_parser("runs", help="list run folders with status, images and best score")
+    runs.add_argument("root", nargs="?", default="runs", help="folder holding runs (default: runs)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `refineloop` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command in ("run", "demo"):
+            return _run(args)
+        if args.command == "resume":
+            from refineloop.runner import resume_run
+
+            return resume_run(args.run_dir).exit_code
+        return _list_runs(args.root)
+    except RefineError as exc:
+        print(f"refineloop: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    names = {f.name for f in dataclasses.fields(RunSettings)}
+    settings = RunSettings(**{k: v for k, v in vars(args).items() if k in names})
+    settings.validate()  # before importing langgraph: a bad flag answers instantly
+    from refineloop.runner import start_run
+
+    return start_run(settings).exit_code
+
+
+def _list_runs(root: str) -> int:
+    from refineloop.tools.run_folder import is_locked, is_run_folder, read_meta, read_values
+
+    folders = sorted(p for p in Path(root).glob("*") if p.is_dir() and is_run_folder(p)) if Path(root).is_dir() else []
+    if not folders:
+        print(f"no runs in {root}/ yet: start one with `refineloop demo`")
+        return 0
+    print(f"{'run':<40} {'strategy':<10} {'status':<12} {'images':>6} {'best':>5}  reason")
+    for folder in folders:
+        meta = read_meta(str(folder))
+        values = read_values(str(folder), meta["thread_id"])
+        status = "running" if is_locked(str(folder)) else values.get("status", "new")
+        if status == "running" and not is_locked(str(folder)):
+            status = "interrupted"
+        best = values.get("best") or {}
+        score = f"{best['score']}/10" if best.get("score") is not None else "-"
+        print(
+            f"{folder.name:<40} {meta.get('strategy', '?'):<10} {status:<12} {values.get('iteration', 0):>6} "
+            f"{score:>5}  {values.get('stop_reason', '')}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

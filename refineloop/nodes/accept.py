@@ -1,0 +1,106 @@
+"""Acceptance: one node per strategy, one contract.
+
+Each reads the judged candidate and writes current, best, misses, failed ideas, the decision, the idea the
+next round starts from, a history entry and the image's sidecar. best is always the highest-scored image
+(the earliest on a tie), whatever the strategy adopts.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from refineloop.schedules import draw, temperature
+from refineloop.settings import RunSettings
+from refineloop.state import Candidate, HistoryEntry, RefineState
+from refineloop.tools.artifacts import save_json, sidecar_path
+
+
+def _beats(candidate: Candidate, best: Candidate | None) -> bool:
+    """Strictly higher than the best; an unscored image never wins, and a tie is no progress."""
+    if candidate.get("score") is None:
+        return False
+    return best is None or best.get("score") is None or candidate["score"] > best["score"]
+
+
+def _outcome(
+    state: RefineState,
+    decision: str,
+    current: Candidate | None,
+    *,
+    anneal_t: float | None = None,
+    anneal_draw: float | None = None,
+) -> dict[str, Any]:
+    """The common write-back of every strategy."""
+    candidate = state["candidate"] or {}
+    old_best = state.get("best")
+    improved = _beats(candidate, old_best)
+    best = candidate if improved else old_best
+    adopted = decision != "rejected"
+    failed = list(state.get("failed_ideas") or [])
+    if improved:
+        failed = []
+    elif not adopted and candidate.get("idea"):
+        failed.append(candidate["idea"])
+    entry: HistoryEntry = {
+        "iteration": candidate["iteration"],
+        "score": candidate.get("score"),
+        "verdict": candidate["verdict"],
+        "decision": decision,
+        "best_iteration": best["iteration"] if best else None,
+        "best_score": best.get("score") if best else None,
+        "temperature": anneal_t,
+        "draw": anneal_draw,
+    }
+    save_json({**candidate, **entry}, sidecar_path(state["run_dir"], candidate["iteration"]))
+    return {
+        "current": current,
+        "best": best,
+        "misses": 0 if improved else state.get("misses", 0) + 1,
+        "failed_ideas": failed[-12:],
+        "decision": decision,
+        "idea": candidate.get("next_idea") if adopted and candidate.get("next_idea") else state["idea"],
+        "history": [entry],
+    }
+
+
+def accept_greedy(state: RefineState) -> dict[str, Any]:
+    """Greedy: always adopt the new image and follow the critic's idea."""
+    return _outcome(state, "accepted", state["candidate"])
+
+
+def accept_climbing(state: RefineState) -> dict[str, Any]:
+    """Hill-climbing: adopt only a strictly higher score; otherwise revert to the best."""
+    candidate = state["candidate"] or {}
+    if _beats(candidate, state.get("best")):
+        return _outcome(state, "accepted", candidate)
+    return _outcome(state, "rejected", state.get("best"))
+
+
+def accept_img2img(state: RefineState) -> dict[str, Any]:
+    """img2img: climbing acceptance in image space (the next round starts from the best image)."""
+    return accept_climbing(state)
+
+
+def accept_annealing(state: RefineState) -> dict[str, Any]:
+    """Simulated annealing: Metropolis on delta = new - current, with a seeded draw per iteration."""
+    settings = RunSettings.from_dict(state["settings"])
+    candidate = state["candidate"] or {}
+    current = state.get("current")
+    t = temperature(settings.initial_temp, settings.cooling_rate, candidate["iteration"])
+    if candidate.get("score") is None:
+        return _outcome(state, "rejected", current, anneal_t=t)
+    if current is None or current.get("score") is None or candidate["score"] >= current["score"]:
+        return _outcome(state, "accepted", candidate, anneal_t=t)
+    u = draw(settings.seed or 0, candidate["iteration"])
+    if u < math.exp((candidate["score"] - current["score"]) / t):
+        return _outcome(state, "accepted-worse", candidate, anneal_t=t, anneal_draw=round(u, 6))
+    return _outcome(state, "rejected", current, anneal_t=t, anneal_draw=round(u, 6))
+
+
+ACCEPT_NODES = {
+    "greedy": accept_greedy,
+    "climbing": accept_climbing,
+    "annealing": accept_annealing,
+    "img2img": accept_img2img,
+}

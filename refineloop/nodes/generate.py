@@ -1,0 +1,83 @@
+"""`generate`: draw the next image from the current prompt (or from the best image, for img2img)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+
+from refineloop.schedules import derive_seed, strength
+from refineloop.settings import RunSettings
+from refineloop.state import Candidate, RefineState
+from refineloop.tasks import Task
+from refineloop.tools.artifacts import image_path, save_image
+from refineloop.tools.image_models import ImageRequest
+from refineloop.tools.models import models_for
+from refineloop.tools.trace import append_trace
+
+
+def compose_prompt(subject: str, prompt: str) -> str:
+    """The anchor first (it is what keeps the subject single and centred), then the idea."""
+    return f"{subject}, {prompt}" if prompt else subject
+
+
+def generate(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
+    """Make image number iteration+1 and store it as the candidate."""
+    settings = RunSettings.from_dict(state["settings"])
+    task = Task.from_dict(state["task"])
+    model = models_for(config).image_model(settings)
+    iteration = state["iteration"] + 1
+    best = state.get("best")
+    init_image, used_strength = None, None
+    if settings.strategy == "img2img" and best and model.traits.img2img:
+        init_image = best["path"]
+        if model.traits.strength:
+            used_strength = strength(
+                iteration, settings.max_iterations, settings.initial_strength, settings.final_strength
+            )
+    request = ImageRequest(
+        prompt=compose_prompt(task.subject, state["prompt"]),
+        negative_prompt=task.negative_prompt if model.traits.negative_prompt else "",
+        seeds=(derive_seed(settings.seed or 0, iteration),),
+        init_image=init_image,
+        strength=used_strength,
+        width=settings.width,
+        height=settings.height,
+        steps=settings.steps,
+        guidance=settings.guidance,
+    )
+    started = time.perf_counter()
+    image = model.generate(request)[0]
+    path = image_path(state["run_dir"], iteration)
+    save_image(image, path)
+    seconds = time.perf_counter() - started
+    append_trace(
+        state["run_dir"],
+        {
+            "kind": "image",
+            "iteration": iteration,
+            "model": model.name,
+            "prompt": request.prompt,
+            "negative_prompt": request.negative_prompt,
+            "seed": request.seeds[0],
+            "init_image": init_image,
+            "strength": used_strength,
+            "path": str(path),
+            "seconds": round(seconds, 4),
+        },
+    )
+    candidate: Candidate = {
+        "iteration": iteration,
+        "path": str(path),
+        "prompt": request.prompt,
+        "idea": state["idea"],
+        "seed": request.seeds[0],
+        "strength": used_strength,
+        "init_image": init_image,
+        "score": None,
+        "verdict": "unknown",
+        "critique": "",
+        "next_idea": "",
+    }
+    return {"iteration": iteration, "candidate": candidate}

@@ -1,0 +1,68 @@
+"""`propose`: ask the critic for a fresh idea from the image the search stands on.
+
+Climbing and img2img start from the best image, annealing from its current one; the ideas that already
+failed from there are listed so the proposer looks elsewhere. For annealing the proposer's sampling
+temperature follows the cooling schedule; the judge never warms.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+
+from refineloop.prompts import proposer_messages_text
+from refineloop.schedules import proposer_temperature, temperature
+from refineloop.settings import RunSettings
+from refineloop.state import RefineState
+from refineloop.tasks import Task
+from refineloop.tools.chat import build_messages, traced_invoke, with_temperature
+from refineloop.tools.models import models_for
+from refineloop.verdicts import parse_idea
+
+#: Proposer temperature for strategies that do not anneal: varied, but not wild.
+STEADY_TEMPERATURE = 0.7
+
+
+def propose(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
+    """Write a new idea into state; fall back to the escalation ladder when the reply is unusable."""
+    settings = RunSettings.from_dict(state["settings"])
+    task = Task.from_dict(state["task"])
+    iteration = state["iteration"]
+    if settings.strategy == "annealing":
+        t = temperature(settings.initial_temp, settings.cooling_rate, iteration)
+        sampling = proposer_temperature(t, settings.initial_temp)
+        base = state.get("current") or state.get("best") or state.get("candidate")
+    else:
+        sampling = STEADY_TEMPERATURE
+        base = state.get("best") or state.get("current") or state.get("candidate")
+    assert base is not None, "propose runs only after an image exists"
+    failed = list(state.get("failed_ideas") or [])
+    system, user = proposer_messages_text(task, base["prompt"], base.get("score"), failed)
+    model = with_temperature(models_for(config).chat_model(settings), sampling)
+    reply, _ = traced_invoke(
+        model,
+        build_messages(system, user, base["path"]),
+        run_dir=state["run_dir"],
+        role="propose",
+        iteration=iteration,
+        image_path=base["path"],
+        temperature=sampling,
+    )
+    idea = parse_idea(str(reply.content))
+    if not usable_idea(idea):
+        idea = fallback_idea(task, base.get("next_idea") or base.get("idea", ""), failed, iteration)
+    return {"idea": idea}
+
+
+def usable_idea(text: str) -> bool:
+    """Reject empty replies, refusals and judge-format echoes as image ideas."""
+    lowered = text.lower()
+    refusals = ("i cannot", "i can't", "sorry", "as an ai", "unable to")
+    return len(text.split()) >= 3 and not any(r in lowered for r in refusals) and "score:" not in lowered
+
+
+def fallback_idea(task: Task, previous: str, failed: list[str], iteration: int) -> str:
+    """A deterministic new idea: the next escalation step not yet tried, added to the last idea."""
+    steps = [s for s in task.escalation if s not in " ".join(failed)] or list(task.escalation) or ["more intense"]
+    return f"{previous or task.start_prompt}, {steps[iteration % len(steps)]}"

@@ -1,0 +1,48 @@
+"""Routers and stop conditions. Typed with Literal so Studio draws every edge."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from refineloop.settings import RunSettings
+from refineloop.state import RefineState
+
+PATIENT_STRATEGIES = ("climbing", "img2img")
+
+
+def stop_reason(state: RefineState) -> str | None:
+    """Why the run should stop now, or None to go on.
+
+    DONE ends the run only when the image that said it was adopted and is (or ties) the best: a DONE on a
+    rejected or lower-scored image must not crown it.
+    """
+    settings = RunSettings.from_dict(state["settings"])
+    candidate = state.get("candidate") or {}
+    best = state.get("best") or {}
+    if (
+        candidate.get("verdict") == "DONE"
+        and state.get("decision") != "rejected"
+        and candidate.get("score") is not None
+        and candidate["score"] >= (best.get("score") or 0)
+    ):
+        return f"the critic said DONE at image {candidate['iteration']}"
+    if state["iteration"] >= settings.image_cap():
+        if settings.max_iterations > 0:
+            return f"reached --max-iterations {settings.max_iterations}"
+        return f"reached the safety cap of {settings.safety_cap} images (raise --safety-cap to go on)"
+    patience = settings.effective_patience()
+    if settings.strategy in PATIENT_STRATEGIES and state.get("misses", 0) >= patience:
+        return f"{patience} images in a row did not beat the best (--patience {patience})"
+    return None
+
+
+def route_after_accept(state: RefineState) -> Literal["stop", "summarize", "propose"]:
+    """Stop, refine from the critic's idea, or ask the proposer for a new one."""
+    if stop_reason(state) is not None:
+        return "stop"
+    settings = RunSettings.from_dict(state["settings"])
+    candidate = state.get("candidate") or {}
+    adopted = state.get("decision") != "rejected"
+    if settings.strategy != "annealing" and adopted and candidate.get("next_idea"):
+        return "summarize"
+    return "propose"

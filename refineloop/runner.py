@@ -1,0 +1,221 @@
+"""Running the graph for a person: a run folder, SQLite checkpoints, Ctrl-C, progress and artifacts.
+
+The first Ctrl-C asks LangGraph to drain: the node in progress finishes, its checkpoint is written, and
+the run stops. A second Ctrl-C stops at once; the interrupted node re-runs from its top on resume. Either
+way best.png, summary.txt and collage.png are written from the last checkpoint and the exact resume
+command is printed.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.errors import GraphDrained
+from langgraph.runtime import RunControl
+
+from refineloop.errors import RefineError, RunFolderError
+from refineloop.graph import build_graph
+from refineloop.nodes.setup import initial_state, resolve_settings
+from refineloop.settings import RunSettings
+from refineloop.tools.artifacts import image_problem, write_artifacts
+from refineloop.tools.models import MODELS, ModelCache
+from refineloop.tools.run_folder import connect, locked, read_meta, write_meta
+
+#: Each image takes 4-5 super-steps; a cap well above any image limit keeps `--max-iterations 0` safe.
+STEPS_PER_IMAGE = 8
+
+EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+
+
+@dataclass
+class Outcome:
+    """How a run ended, for the CLI and for tests."""
+
+    run_dir: str
+    status: str
+    """done, interrupted or failed."""
+    exit_code: int
+    values: dict[str, Any]
+
+
+class Progress:
+    """One line per judged image: iteration, score, best so far, decision, elapsed time."""
+
+    def __init__(self, out: TextIO, cap: int, started: float) -> None:
+        self.out, self.cap, self.started = out, cap, started
+
+    def __call__(self, node: str, update: dict[str, Any]) -> None:
+        if node.startswith("accept_") and update.get("history"):
+            entry = update["history"][-1]
+            score = "?" if entry["score"] is None else entry["score"]
+            best = f"{entry['best_score']} (#{entry['best_iteration']})" if entry["best_iteration"] else "-"
+            extra = f"  T={entry['temperature']:.2f}" if entry.get("temperature") is not None else ""
+            self.out.write(
+                f"[{entry['iteration']:>2}/{self.cap}] score {score:>2}/10  best {best:<8} "
+                f"{entry['decision']:<14}{time.time() - self.started:6.1f}s{extra}\n"
+            )
+        elif node == "stop":
+            self.out.write(f"stopped: {update.get('stop_reason')}\n")
+        self.out.flush()
+
+
+@contextmanager
+def ctrl_c_drains(control: RunControl, out: TextIO) -> Iterator[None]:
+    """First SIGINT drains the graph; the second raises KeyboardInterrupt as usual."""
+
+    def first(signum: int, frame: Any) -> None:
+        out.write("\nfinishing the current step, then stopping (Ctrl-C again to stop now)\n")
+        out.flush()
+        control.request_drain("sigint")
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, first)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def start_run(settings: RunSettings, *, models: ModelCache = MODELS, out: TextIO = sys.stdout) -> Outcome:
+    """Start a new run: every check and model load happens before the run folder is made."""
+    settings, task = resolve_settings(settings)
+    if Path(settings.output_dir).exists() and any(Path(settings.output_dir).iterdir()):
+        raise RunFolderError(
+            f"{settings.output_dir} is not empty: resume it with `refineloop resume {settings.output_dir}`, "
+            "or pick a new --output-dir"
+        )
+    _load_models(models, settings, out)
+    state = initial_state(settings, task)
+    run_dir = settings.output_dir
+    with locked(run_dir):
+        write_meta(run_dir, Path(run_dir).name, settings.strategy)
+        out.write(f"run folder: {run_dir}\nstrategy: {settings.strategy}   seed: {settings.seed}   goal: {task.goal}\n")
+        return _execute(settings, state, Path(run_dir).name, models, out)
+
+
+def resume_run(run_dir: str, *, models: ModelCache = MODELS, out: TextIO = sys.stdout) -> Outcome:
+    """Continue a run from its last checkpoint."""
+    run_dir = str(Path(run_dir).expanduser().resolve())
+    meta = read_meta(run_dir)
+    with locked(run_dir):
+        conn = connect(run_dir)
+        try:
+            config = {"configurable": {"thread_id": meta["thread_id"]}}
+            values = build_graph(meta["strategy"], SqliteSaver(conn)).get_state(config).values
+        finally:
+            conn.close()
+        if not values.get("settings"):
+            raise RunFolderError(f"{run_dir} has no checkpoint yet: start a new run instead")
+        if values.get("status") == "done":
+            out.write(f"{run_dir} already finished ({values.get('stop_reason')}); nothing to do.\n")
+            return Outcome(run_dir, "done", EXIT_OK, values)
+        _check_images(values)
+        settings = RunSettings.from_dict(values["settings"])
+        _load_models(models, settings, out)
+        out.write(f"resuming {run_dir} after image {values.get('iteration', 0)}\n")
+        return _execute(settings, None, meta["thread_id"], models, out)
+
+
+def _check_images(values: dict[str, Any]) -> None:
+    for key in ("best", "current"):
+        record = values.get(key)
+        if record and (problem := image_problem(record["path"])):
+            raise RunFolderError(
+                f"{record['path']} {problem}, and the run continues from it: restore the file, or start a new run"
+            )
+
+
+def _load_models(models: ModelCache, settings: RunSettings, out: TextIO) -> None:
+    """Load both models up front, so a missing model fails before any image is made."""
+    image_model = models.image_model(settings)
+    models.chat_model(settings)
+    placement = getattr(image_model, "placement", "")
+    out.write(
+        f"image model: {image_model.name}"
+        + (f" on {placement}" if placement else "")
+        + f"   critic: {settings.eval_model}\n"
+    )
+
+
+def _execute(
+    settings: RunSettings, state: dict[str, Any] | None, thread_id: str, models: ModelCache, out: TextIO
+) -> Outcome:
+    run_dir = settings.output_dir
+    conn = connect(run_dir)
+    graph = build_graph(settings.strategy, SqliteSaver(conn))
+    config = {
+        "configurable": {"thread_id": thread_id, "models": models},
+        "recursion_limit": settings.image_cap() * STEPS_PER_IMAGE + 20,
+    }
+    control = RunControl()
+    started = (state or {}).get("started_at") or time.time()
+    progress = Progress(out, settings.image_cap(), started)
+    status, code = "done", EXIT_OK
+    try:
+        with ctrl_c_drains(control, out):
+            _stream(graph, state, config, control, progress)
+    except (GraphDrained, KeyboardInterrupt):
+        status, code = "interrupted", EXIT_INTERRUPTED
+    except RefineError as exc:
+        status, code = "failed", EXIT_FAILED
+        out.write(f"error: {exc}\n")
+    except Exception as exc:  # a model or library failure mid-run: keep the run, explain in one line
+        status, code = "failed", EXIT_FAILED
+        log = Path(run_dir) / "error.log"
+        log.write_text(traceback.format_exc(), "utf-8")
+        out.write(f"error: {explain(exc, settings)} (details in {log})\n")
+    try:
+        values = graph.get_state(config).values
+    finally:
+        conn.close()
+    if status != "done" and values.get("run_dir"):
+        write_artifacts(values)
+    _report(out, run_dir, status, values)
+    return Outcome(run_dir, status, code, values)
+
+
+def _stream(
+    graph: Any,
+    state: dict[str, Any] | None,
+    config: dict[str, Any],
+    control: RunControl,
+    progress: Callable[[str, dict[str, Any]], None],
+) -> None:
+    # "updates" keeps nodes on the main thread, so a second Ctrl-C lands at once.
+    for chunk in graph.stream(state, config, stream_mode="updates", durability="sync", control=control):
+        for node, update in chunk.items():
+            if isinstance(update, dict):
+                progress(node, update)
+
+
+def explain(exc: Exception, settings: RunSettings) -> str:
+    """One line for an unexpected failure, naming the model when it came from one."""
+    try:
+        from refineloop.tools.ollama import explain_connection_error
+
+        mapped = explain_connection_error(exc, settings.ollama_url or None)
+    except ImportError:
+        mapped = None
+    if mapped is not None:
+        return str(mapped)
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def _report(out: TextIO, run_dir: str, status: str, values: dict[str, Any]) -> None:
+    best = values.get("best")
+    if best:
+        out.write(f"best: image {best['iteration']} scored {best['score']}/10 -> {Path(run_dir) / 'best.png'}\n")
+    out.write(f"files: {run_dir}\n")
+    if status != "done":
+        out.write(f"resume with: refineloop resume {run_dir}\n")
+    out.flush()

@@ -1,0 +1,101 @@
+"""The graph's state: builtins only, so SQLite, Postgres and the Studio API all round-trip it.
+
+Images live on disk in the run folder; state holds their paths as `str`.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Annotated, Any, Literal
+
+from typing_extensions import TypedDict
+
+Verdict = Literal["DONE", "CONTINUE", "unknown"]
+Status = Literal["running", "done", "failed"]
+
+
+class Candidate(TypedDict, total=False):
+    """One generated image and what the critic said of it."""
+
+    iteration: int
+    """1-based index of the image; its file is `NN.png` in the run folder."""
+    path: str
+    """Absolute path of the image file."""
+    prompt: str
+    """The exact prompt sent to the image model (anchor included)."""
+    idea: str
+    """The free-form description this image was drawn from."""
+    seed: int
+    """Diffusion seed, derived from the run seed and the iteration, so the image can be remade."""
+    strength: float | None
+    """img2img strength used, or None for text-to-image."""
+    init_image: str | None
+    """Image this one started from (img2img), or None."""
+    score: int | None
+    """Critic score 1-10, or None when no reply parsed."""
+    verdict: Verdict
+    """DONE (cannot get better), CONTINUE, or unknown (unparseable reply)."""
+    critique: str
+    """What the critic saw."""
+    next_idea: str
+    """The critic's description of how the next image should look."""
+
+
+class HistoryEntry(TypedDict, total=False):
+    """A small per-iteration record (kept small: every checkpoint stores the whole list)."""
+
+    iteration: int
+    """The image this entry is about."""
+    score: int | None
+    """Its score."""
+    verdict: Verdict
+    """Its verdict."""
+    decision: str
+    """accepted, rejected, or accepted-worse (annealing's downhill move)."""
+    best_iteration: int | None
+    """Which image was best after this decision."""
+    best_score: int | None
+    """The best score after this decision."""
+    temperature: float | None
+    """Annealing temperature at this step, if any."""
+    draw: float | None
+    """Annealing's seeded uniform draw, when it decided a downhill move."""
+    seconds: float
+    """Wall time spent on this image (generate + judge)."""
+
+
+class RefineState(TypedDict, total=False):
+    """Everything the loop needs to continue after a crash."""
+
+    settings: dict[str, Any]
+    """RunSettings as a dict (runtime context is not checkpointed, so knobs live here)."""
+    task: dict[str, Any]
+    """The resolved Task as a dict: subject anchor, negative prompt, judging criteria, escalation."""
+    run_dir: str
+    """Folder holding the images, trace and artifacts of this run."""
+    iteration: int
+    """How many images have been made so far."""
+    idea: str
+    """The free-form description the next image should follow."""
+    prompt: str
+    """The idea condensed to the image model's budget (without the subject anchor)."""
+    candidate: Candidate | None
+    """The newest image, waiting for evaluation and acceptance."""
+    current: Candidate | None
+    """Where the walk stands (annealing and greedy may hold a worse image than best)."""
+    best: Candidate | None
+    """The highest-scored image so far; becomes best.png."""
+    failed_ideas: list[str]
+    """Ideas whose images were rejected, handed to the proposer so it tries something else."""
+    misses: int
+    """Rejections in a row since the last new best (climbing and img2img stop at patience)."""
+    decision: str
+    """The last acceptance decision: accepted, rejected or accepted-worse."""
+    status: Status
+    """running until the stop node finishes; done afterwards (an empty `next` is not proof)."""
+    stop_reason: str
+    """Why the run stopped, in words."""
+    history: Annotated[list[HistoryEntry], operator.add]
+    """One small entry per image, appended by the accept node."""
+    started_at: float
+    """Unix time the run began, for elapsed-time display."""

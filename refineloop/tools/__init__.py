@@ -1,0 +1,1 @@
+"""The outside world: image models, chat models, run artifacts and the trace."""

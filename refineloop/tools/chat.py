@@ -1,0 +1,82 @@
+"""Talking to any LangChain chat model: messages with an image, per-role temperature, traced calls."""
+
+from __future__ import annotations
+
+import base64
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from refineloop.tools.trace import append_trace
+
+if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
+    from langchain_core.messages import BaseMessage
+
+
+def with_temperature(model: BaseChatModel, temperature: float, **fields: Any) -> BaseChatModel:
+    """A copy of `model` sampling at `temperature` (plus any other fields it has, such as `reasoning`).
+
+    `model_copy` keeps every other option; `bind(temperature=...)` breaks ChatOllama and
+    `bind(options=...)` would replace all of its options.
+    """
+    known = type(model).model_fields
+    update = {k: v for k, v in {"temperature": temperature, **fields}.items() if k in known}
+    return model.model_copy(update=update) if update else model
+
+
+def judge_copy(model: BaseChatModel) -> BaseChatModel:
+    """The judge's model: temperature 0 and thinking off, so scores are as steady as the model allows."""
+    return with_temperature(model, 0.0, reasoning=False)
+
+
+def takes_json_schema(model: BaseChatModel) -> bool:
+    """Whether the model's server accepts a JSON schema as the reply format (Ollama does)."""
+    return type(model).__module__.startswith("langchain_ollama")
+
+
+def build_messages(system: str, user: str, image_path: str | None = None) -> list[BaseMessage]:
+    """A system message and one user message carrying the image inline as base64 PNG."""
+    from langchain_core.messages import HumanMessage, SystemMessage
+
+    content: list[str | dict[str, Any]] = [{"type": "text", "text": user}]
+    if image_path:
+        data = base64.b64encode(Path(image_path).read_bytes()).decode("ascii")
+        content.append({"type": "image", "base64": data, "mime_type": "image/png"})
+    return [SystemMessage(system), HumanMessage(content=content)]
+
+
+def traced_invoke(
+    runnable: Any,
+    messages: list[BaseMessage],
+    *,
+    run_dir: str,
+    role: str,
+    iteration: int,
+    image_path: str | None,
+    temperature: float | None,
+) -> tuple[Any, float]:
+    """Invoke a chat model (or a structured-output runnable) and log the call to trace.jsonl."""
+    started = time.perf_counter()
+    reply = runnable.invoke(messages)
+    seconds = time.perf_counter() - started
+    raw = reply.get("raw") if isinstance(reply, dict) else reply
+    append_trace(
+        run_dir,
+        {
+            "kind": "chat",
+            "role": role,
+            "iteration": iteration,
+            "temperature": temperature,
+            "sent": {"system": messages[0].content, "user": _user_text(messages[-1]), "image": image_path},
+            "received": getattr(raw, "content", str(raw)),
+            "seconds": round(seconds, 4),
+        },
+    )
+    return reply, seconds
+
+
+def _user_text(message: BaseMessage) -> str:
+    if isinstance(message.content, str):
+        return message.content
+    return " ".join(b.get("text", "") for b in message.content if isinstance(b, dict))

@@ -1,0 +1,148 @@
+"""`demo`: an offline heuristic vision critic, written as a LangChain chat model. NOT a real model.
+
+It reads the image it is sent (base64 content block), measures what a heat-minded eye would notice
+(warm pixels, white-hot spots, light haze, contrast), adds seeded noise the way a real judge wobbles, and
+answers in the same text format a real vision model is asked for. Because it is a chat model, every node
+talks to it exactly as it talks to Ollama.
+
+It recognises the three roles by the format each prompt requests: `SCORE:` (judge), `IDEA:` (proposer),
+and anything else (summarizer).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import random
+import re
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from PIL import Image
+
+
+def _text_of(message: BaseMessage) -> str:
+    if isinstance(message.content, str):
+        return message.content
+    return "\n".join(b.get("text", "") for b in message.content if isinstance(b, dict))
+
+
+def _image_of(message: BaseMessage) -> bytes | None:
+    if isinstance(message.content, str):
+        return None
+    for block in message.content:
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "image" and block.get("base64"):
+            return base64.b64decode(block["base64"])
+        if block.get("type") == "image_url":
+            url = block["image_url"]["url"] if isinstance(block["image_url"], dict) else block["image_url"]
+            return base64.b64decode(url.split(",", 1)[1])
+    return None
+
+
+def heat_features(png: bytes) -> dict[str, float]:
+    """Fractions of warm, white-hot and hazy pixels, and the mean warmth, on a 64 px thumbnail."""
+    img = Image.open(io.BytesIO(png)).convert("RGB").resize((64, 64))
+    pixels = list(img.getdata())
+    n = len(pixels)
+    warm = sum(r > 150 and r > 1.25 * g and r > 1.6 * b for r, g, b in pixels) / n
+    hot = sum(r > 235 and g > 190 and b < 200 for r, g, b in pixels) / n
+    haze = sum(min(r, g, b) > 190 and max(r, g, b) - min(r, g, b) < 30 for r, g, b in pixels) / n
+    warmth = sum((r - b) for r, g, b in pixels) / (255 * n)
+    return {"warm": warm, "hot": hot, "haze": haze, "warmth": warmth}
+
+
+def heat_score(features: dict[str, float]) -> float:
+    """A 1-10 reading of how hot the picture looks (before noise)."""
+    raw = 2.2 * features["warm"] + 6.0 * features["hot"] + 1.2 * features["haze"] + 1.5 * max(0, features["warmth"])
+    return 1.0 + 9.0 * min(1.0, raw / 5.0)
+
+
+def _ladder(system: str) -> list[str]:
+    """The escalation steps listed in the prompt under 'Ways to push further'."""
+    match = re.search(r"Ways to push further[^\n]*\n((?:- .*\n?)+)", system)
+    return [line[2:].strip() for line in match.group(1).splitlines()] if match else []
+
+
+def _failed(system: str) -> list[str]:
+    match = re.search(r"did NOT improve it[^\n]*\n((?:- .*\n?)+)", system)
+    return [line[2:].strip() for line in match.group(1).splitlines()] if match else []
+
+
+class DemoCritic(BaseChatModel):
+    """Heuristic judge, proposer and summarizer for the offline demo and tests."""
+
+    seed: int = 0
+    """Seeds the judge's noise and the proposer's choices."""
+    temperature: float = 0.0
+    """0 gives the steadiest proposals; higher values jump further along the escalation ladder."""
+    noise: float = 0.8
+    """Standard deviation, in score points, of the judge's wobble between images."""
+
+    @property
+    def _llm_type(self) -> str:
+        return "refineloop-demo-critic"
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        system = "\n".join(_text_of(m) for m in messages if m.type == "system")
+        humans = [m for m in messages if m.type == "human"]
+        # A retry appends a reminder after the message that carries the image, so look back for it.
+        png = next((img for m in reversed(humans) if (img := _image_of(m)) is not None), None)
+        if "SCORE:" in system:
+            text = self._judge(system, png)
+        elif "IDEA:" in system:
+            text = self._propose(system, _text_of(humans[0]), png)
+        else:
+            text = self._summarize(system, _text_of(humans[-1]))
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
+
+    def _rng(self, *parts: object) -> random.Random:
+        digest = hashlib.sha256(repr((self.seed, *parts)).encode()).digest()
+        return random.Random(int.from_bytes(digest[:8], "big"))
+
+    def _judge(self, system: str, png: bytes | None) -> str:
+        if png is None:
+            return "I cannot see any image in your message."
+        ladder = _ladder(system) or ["more intense", "far more dramatic"]
+        base = heat_score(heat_features(png))
+        # The same image always gets the same score (a cold judge); different images wobble.
+        score = max(1, min(10, round(base + self._rng(hashlib.sha256(png).hexdigest()).gauss(0, self.noise))))
+        step = min(len(ladder) - 1, int((score - 1) / 9 * len(ladder)))
+        if score >= 9 and step == len(ladder) - 1:
+            return f"SCORE: {score}\nCRITIQUE: Heat everywhere; it reads as {ladder[-1]}.\nDONE: nothing hotter fits."
+        wanted = ", ".join(ladder[step : step + 2])
+        return (
+            f"SCORE: {score}\nCRITIQUE: I see heat at the level of '{ladder[step]}', no more.\n"
+            f"CONTINUE: The same subject, now with {wanted}, dramatic lighting, intense and vivid."
+        )
+
+    def _propose(self, system: str, human: str, png: bytes | None) -> str:
+        ladder = _ladder(system) or ["more intense"]
+        failed = " ".join(_failed(system)).lower()
+        score = heat_score(heat_features(png)) if png else 1.0
+        rng = self._rng("propose", human, failed)
+        reach = 1 + int(round(rng.random() * self.temperature * 2))
+        start = min(len(ladder) - 1, int((score - 1) / 9 * len(ladder)) + reach - 1)
+        options = [s for s in ladder[start:] if s.lower() not in failed] or ladder[start:]
+        choice = options[min(len(options) - 1, int(rng.random() * (1 + self.temperature * 2)))]
+        return f"IDEA: The subject with {choice}, {ladder[max(0, start - 1)]}, bold warm light."
+
+    def _summarize(self, system: str, human: str) -> str:
+        match = re.search(r"at most (\d+) words", system)
+        budget = int(match.group(1)) if match else 30
+        idea = human.split("Description:", 1)[-1]
+        filler = {"the", "a", "an", "now", "with", "of", "and", "same", "subject", "is", "that", "this"}
+        words = [w for w in re.findall(r"[\w-]+|,", idea) if w.lower() not in filler]
+        phrase = " ".join(words).replace(" ,", ",").strip(", ")
+        return " ".join(phrase.split()[:budget]).rstrip(",")

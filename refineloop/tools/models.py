@@ -1,0 +1,103 @@
+"""The one model cache: every node, iteration and resume in a process reuses the same loaded models.
+
+Nodes never load models themselves; they ask the cache handed to them through the run config
+(`configurable.models`), falling back to the process-wide `MODELS`. A distributed runner can inject a
+cache whose image model is a remote handle without touching node code.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from refineloop.errors import ModelError
+
+if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
+    from langchain_core.runnables import RunnableConfig
+
+    from refineloop.settings import RunSettings
+    from refineloop.tools.image_models import ImageModel
+
+
+class ModelCache:
+    """Loaded image and chat models, keyed by how they were asked for."""
+
+    def __init__(self) -> None:
+        self._models: dict[tuple[Any, ...], Any] = {}
+        self._lock = threading.Lock()
+
+    def register_chat(self, name: str, model: BaseChatModel) -> None:
+        """Make a chat model built in Python usable as `--eval-model NAME`."""
+        self._models[("chat", name, "")] = model
+
+    def register_image(self, name: str, model: ImageModel) -> None:
+        """Make an image model built in Python usable as `--image-model NAME`."""
+        self._models[("image", name)] = model
+
+    def image_model(self, settings: RunSettings) -> ImageModel:
+        """The image model for these settings, loaded on first use."""
+        return self._get(("image", settings.image_model), lambda: load_image_model(settings.image_model))
+
+    def chat_model(self, settings: RunSettings) -> BaseChatModel:
+        """The critic chat model for these settings, loaded on first use."""
+        key = ("chat", settings.eval_model, settings.ollama_url)
+        return self._get(key, lambda: load_chat_model(settings.eval_model, settings.ollama_url, settings.seed))
+
+    def _get(self, key: tuple[Any, ...], load: Any) -> Any:
+        with self._lock:
+            if key not in self._models:
+                self._models[key] = load()
+            return self._models[key]
+
+
+#: The process-wide cache used when a run config brings none.
+MODELS = ModelCache()
+
+
+def models_for(config: RunnableConfig | None) -> ModelCache:
+    """The cache a node should use: the one in the run config, else the process-wide one."""
+    configurable = (config or {}).get("configurable") or {}
+    cache = configurable.get("models")
+    return cache if isinstance(cache, ModelCache) else MODELS
+
+
+def load_image_model(spec: str) -> ImageModel:
+    """Load `sketch`, `hf:<hub id>` or a local diffusers folder."""
+    if spec == "sketch" or spec.startswith("sketch:"):
+        from refineloop.tools.sketch import SketchImageModel
+
+        return SketchImageModel(**_sketch_options(spec))
+    if spec.startswith("hf:") or Path(spec).expanduser().is_dir():
+        from refineloop.tools.diffusers_model import load_diffusers
+
+        return load_diffusers(spec.removeprefix("hf:"))
+    raise ModelError(f"unknown image model '{spec}': use sketch, hf:<hub id> or a local diffusers folder")
+
+
+def _sketch_options(spec: str) -> dict[str, float]:
+    """`sketch:size=512,delay=0.5`: image size, and a pause per image that mimics a slow model."""
+    options: dict[str, float] = {}
+    for part in filter(None, spec.partition(":")[2].split(",")):
+        key, _, value = part.partition("=")
+        if key not in ("size", "delay"):
+            raise ModelError(f"unknown sketch option '{key}': use sketch:size=256,delay=0.5")
+        try:
+            options[key] = int(value) if key == "size" else float(value)
+        except ValueError:
+            raise ModelError(f"sketch option {key} needs a number, got '{value}'") from None
+    return options
+
+
+def load_chat_model(spec: str, ollama_url: str, seed: int | None) -> BaseChatModel:
+    """Load `demo` or `ollama:<model>`."""
+    if spec == "demo":
+        from refineloop.tools.demo_critic import DemoCritic
+
+        return DemoCritic(seed=seed or 0)
+    if spec.startswith("ollama:") and spec[7:]:
+        from refineloop.tools.ollama import load_ollama
+
+        return load_ollama(spec[7:], base_url=ollama_url or None)
+    raise ModelError(f"unknown eval model '{spec}': use demo or ollama:<model> (e.g. ollama:gemma3:4b)")

@@ -1,0 +1,311 @@
+"""Chat models served by Ollama: load and check them, make role copies, explain failures in one line.
+
+The heavy imports (langchain_ollama, ollama, httpx) happen inside the functions that need them, so importing
+this module costs nothing for the CLI's --help.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
+
+from refineloop.errors import ModelError
+
+if TYPE_CHECKING:
+    from langchain_core.runnables import Runnable
+    from langchain_ollama import ChatOllama
+
+DEFAULT_URL = "http://127.0.0.1:11434"
+DEFAULT_PORT = 11434
+CONNECT_TIMEOUT = 3.0
+"""Seconds to wait for a TCP connection: a live local server answers at once, so fail fast otherwise."""
+PROBE_TIMEOUT = 30.0
+"""Seconds to wait for /api/tags and /api/show answers."""
+VISION_MODELS_HINT = "gemma3:4b, qwen2.5vl or llava"
+
+M = TypeVar("M")
+
+
+@dataclass(frozen=True)
+class OllamaInfo:
+    """What the server told us about one model."""
+
+    base_url: str
+    model: str
+    capabilities: tuple[str, ...] | None
+    """As /api/show lists them (completion, vision, tools, thinking, ...); None when the server omits them."""
+
+    @property
+    def vision(self) -> bool | None:
+        """Whether the model takes images; None when unknown."""
+        return None if self.capabilities is None else "vision" in self.capabilities
+
+    @property
+    def tools(self) -> bool | None:
+        """Whether the model can call tools (matters for an agent router); None when unknown."""
+        return None if self.capabilities is None else "tools" in self.capabilities
+
+    @property
+    def thinking(self) -> bool | None:
+        """Whether the model reasons before answering; None when unknown."""
+        return None if self.capabilities is None else "thinking" in self.capabilities
+
+
+def resolve_base_url(base_url: str | None = None) -> str:
+    """The Ollama URL to use: the argument, else $OLLAMA_HOST, else the local default.
+
+    Like the ollama client, a bare `host` or `host:port` means http, and a missing port means 11434.
+    """
+    raw = (base_url or os.environ.get("OLLAMA_HOST") or "").strip()
+    if not raw:
+        return DEFAULT_URL
+    has_scheme = "://" in raw
+    parts = urlsplit(raw if has_scheme else f"http://{raw}")
+    host = parts.hostname or "127.0.0.1"
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ModelError(f"the Ollama URL {raw!r} has a bad port: pass one like http://127.0.0.1:11434") from exc
+    if port is None and not has_scheme:
+        port = DEFAULT_PORT
+    netloc = host if port is None else f"{host}:{port}"
+    return f"{parts.scheme}://{netloc}{parts.path.rstrip('/')}"
+
+
+def _unreachable(url: str) -> ModelError:
+    return ModelError(
+        f"cannot reach Ollama at {url}: start it with `ollama serve` (or pass --ollama-url / set OLLAMA_HOST)"
+    )
+
+
+def _one_line(text: object, limit: int = 200) -> str:
+    """Squash server text onto one short line."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _matches(wanted: str, installed: str) -> bool:
+    """Whether an installed tag is the model asked for; Ollama reads an untagged name as ':latest'."""
+    if wanted == installed:
+        return True
+    return ":" not in wanted.rsplit("/", 1)[-1] and installed == f"{wanted}:latest"
+
+
+def probe_ollama(
+    model: str,
+    *,
+    base_url: str | None = None,
+    require_vision: bool = True,
+    timeout: float = PROBE_TIMEOUT,
+) -> OllamaInfo:
+    """Check that Ollama answers, has `model`, and (with require_vision) that the model takes images.
+
+    Raises ModelError with a one-line fix for each failure. When the server does not report capabilities
+    (older Ollama), the vision check warns and goes on.
+    """
+    import httpx
+    import ollama
+
+    url = resolve_base_url(base_url)
+    client = ollama.Client(host=url, timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT))
+    try:
+        try:
+            tags = client.list()
+        except (ConnectionError, httpx.TransportError) as exc:
+            raise _unreachable(url) from exc
+        except ollama.ResponseError as exc:
+            # Something answered, but not like Ollama (a proxy, another service on the port).
+            raise ModelError(
+                f"{url} answered /api/tags with HTTP {exc.status_code}, so it is not an Ollama server: "
+                "check --ollama-url / OLLAMA_HOST"
+            ) from exc
+
+        names = [m.model for m in tags.models if m.model]
+        if not any(_matches(model, name) for name in names):
+            have = f" (it has: {', '.join(names[:6])}{', ...' if len(names) > 6 else ''})" if names else ""
+            raise ModelError(f"Ollama at {url} has no model '{model}': run `ollama pull {model}`{have}")
+
+        try:
+            shown = client.show(model)
+        except (ConnectionError, httpx.TransportError) as exc:
+            raise _unreachable(url) from exc
+        except ollama.ResponseError as exc:
+            if exc.status_code == 404:
+                raise ModelError(f"Ollama at {url} has no model '{model}': run `ollama pull {model}`") from exc
+            raise ModelError(
+                f"Ollama at {url} could not describe '{model}' ({_one_line(exc.error)}): check `ollama show {model}`"
+            ) from exc
+    finally:
+        client.close()
+
+    caps = tuple(shown.capabilities) if shown.capabilities else None
+    info = OllamaInfo(base_url=url, model=model, capabilities=caps)
+    if require_vision:
+        if info.vision is None:
+            # Older servers do not list capabilities; a text-only model then fails on the first image.
+            warnings.warn(f"could not confirm that '{model}' takes images; going on", UserWarning, stacklevel=2)
+        elif not info.vision:
+            raise ModelError(
+                f"'{model}' cannot see images (its capabilities: {', '.join(caps or ())}); "
+                f"pull a vision model such as {VISION_MODELS_HINT}"
+            )
+    return info
+
+
+def load_ollama(
+    model: str,
+    *,
+    base_url: str | None = None,
+    timeout: float = 300.0,
+    require_vision: bool = True,
+) -> ChatOllama:
+    """A checked ChatOllama at temperature 0 (see probe_ollama for the checks).
+
+    timeout bounds each chat request in seconds; connecting gives up after a few seconds so a dead server
+    is reported at once. The probe's findings ride along in `model.metadata["ollama"]`
+    (read them with :func:`ollama_capabilities`).
+    """
+    import httpx
+    from langchain_ollama import ChatOllama
+
+    info = probe_ollama(model, base_url=base_url, require_vision=require_vision, timeout=min(timeout, PROBE_TIMEOUT))
+    return ChatOllama(
+        model=model,
+        base_url=info.base_url,
+        temperature=0.0,
+        client_kwargs={"timeout": httpx.Timeout(timeout, connect=CONNECT_TIMEOUT)},
+        metadata={"ollama": {"base_url": info.base_url, "capabilities": info.capabilities}},
+    )
+
+
+def ollama_capabilities(model: Any) -> tuple[str, ...] | None:
+    """Capabilities recorded by load_ollama on this model (or a copy of it); None when unknown."""
+    meta = getattr(model, "metadata", None) or {}
+    caps = (meta.get("ollama") or {}).get("capabilities")
+    return tuple(caps) if caps is not None else None
+
+
+def _has_field(model: Any, name: str) -> bool:
+    """Whether a pydantic model declares a field (checked on the class: instance access is deprecated)."""
+    return name in (getattr(type(model), "model_fields", None) or {})
+
+
+def with_temperature(model: M, t: float) -> M:
+    """A copy of a chat model sampling at temperature t; the model itself when it has no temperature.
+
+    A pydantic copy keeps every other setting (seed, num_ctx, ...) and shares the HTTP client; bind() cannot
+    do this for ChatOllama: bind(temperature=) reaches the client as an unknown argument, and
+    bind(options=) replaces all options.
+    """
+    if not _has_field(model, "temperature"):
+        return model
+    return model.model_copy(update={"temperature": float(t)})  # type: ignore[attr-defined]
+
+
+def judge_model(model: M) -> M:
+    """The judge's copy: temperature 0 and, for ChatOllama, thinking off (`think: false` on the wire).
+
+    A reasoning model then answers directly instead of spending minutes thinking; Ollama accepts
+    think=false for models that cannot think at all, so this is safe for every model.
+    """
+    update: dict[str, Any] = {}
+    if _has_field(model, "temperature"):
+        update["temperature"] = 0.0
+    if _has_field(model, "reasoning"):
+        update["reasoning"] = False
+    return model.model_copy(update=update) if update else model  # type: ignore[attr-defined]
+
+
+def _unwrap(model: Any) -> Any:
+    """The chat model under bind()/with_config() wrappers."""
+    while hasattr(model, "bound"):
+        model = model.bound
+    return model
+
+
+def supports_json_schema(model: Any) -> bool:
+    """Whether the model can be held to a JSON schema at decoding time (Ollama's `format`)."""
+    from langchain_ollama import ChatOllama
+
+    return isinstance(_unwrap(model), ChatOllama)
+
+
+def structured_judge(model: Any, schema_cls: type) -> Runnable | None:
+    """The model answering in `schema_cls`, returning {"raw", "parsed", "parsing_error"} and never raising
+    on a bad reply; None when the model has no structured output (parse its text instead).
+
+    For ChatOllama, method="json_schema" sends the schema in `format`, so decoding is constrained; the other
+    methods are "json_mode" (format="json", no schema) and "function_calling" (a forced tool call, which
+    needs a tools-capable model).
+    """
+    if supports_json_schema(model):
+        return model.with_structured_output(schema_cls, method="json_schema", include_raw=True)
+    try:
+        return model.with_structured_output(schema_cls, include_raw=True)
+    except (NotImplementedError, AttributeError):
+        return None
+
+
+_MODEL_NOT_FOUND = re.compile(r"""model ["']?([^"'\s]+)["']? not found""", re.IGNORECASE)
+
+
+def explain_connection_error(exc: BaseException, base_url: str, model: str | None = None) -> ModelError | None:
+    """A one-line ModelError for a failure talking to Ollama during a run; None for anything else.
+
+    Looks through the exception's causes, since wrappers (LangGraph, langchain) may chain the original.
+    """
+    import httpx
+    import ollama
+
+    url = resolve_base_url(base_url)
+    name = f"'{model}'" if model else "the model"
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ModelError):
+            return current
+        # Connecting failed: the server is gone (ollama's own calls raise the builtin ConnectionError).
+        if isinstance(current, httpx.ConnectError | httpx.ConnectTimeout | ConnectionRefusedError):
+            return ModelError(f"Ollama at {url} stopped answering: restart it with `ollama serve`, then run again")
+        # Connected but the reply broke off: the server died or was killed mid-answer.
+        if isinstance(current, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError) or (
+            isinstance(current, ValueError) and "No data received from Ollama" in str(current)
+        ):
+            return ModelError(
+                f"Ollama at {url} dropped the connection mid-reply (crashed or out of memory?): "
+                "check its log, restart it with `ollama serve`, then run again"
+            )
+        if isinstance(current, httpx.TimeoutException):
+            return ModelError(
+                f"Ollama at {url} did not answer {name} in time: give it a longer timeout or use a smaller model"
+            )
+        if isinstance(current, ConnectionError):
+            return ModelError(f"Ollama at {url} stopped answering: restart it with `ollama serve`, then run again")
+        if isinstance(current, ollama.ResponseError):
+            return _explain_response_error(current, url, model)
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _explain_response_error(exc: Any, url: str, model: str | None) -> ModelError:
+    """Map an error Ollama itself reported (an HTTP error or an {"error": ...} line)."""
+    text = _one_line(exc.error)
+    low = text.lower()
+    found = _MODEL_NOT_FOUND.search(text)
+    if found or (exc.status_code == 404 and "not found" in low):
+        missing = found.group(1) if found else (model or "the model")
+        return ModelError(f"Ollama at {url} has no model '{missing}' (any more): run `ollama pull {missing}`")
+    who = f"'{model}'" if model else "the model"
+    if "memory" in low:
+        return ModelError(f"Ollama at {url} cannot run {who}: {text}; free memory or use a smaller model")
+    if "does not support" in low:
+        return ModelError(f"Ollama at {url} refused {who}: {text}; pick a model that supports it")
+    status = f"HTTP {exc.status_code}: " if exc.status_code and exc.status_code > 0 else ""
+    return ModelError(f"Ollama at {url} failed ({status}{text}): check its log and run again")

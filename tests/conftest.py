@@ -1,0 +1,1 @@
+"""Shared fixtures: scripted critics, tiny models and fake servers, all built locally."""
