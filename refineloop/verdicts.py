@@ -34,7 +34,11 @@ class Verdict:
 
 _SCORE_LINE = re.compile(r"\bscore\b\s*[:=\-]?\s*\**\s*(\d{1,3}(?:\.\d+)?)\s*(?:/\s*10|out of 10)?", re.I)
 _OUT_OF_TEN = re.compile(r"\b(\d{1,3}(?:\.\d+)?)\s*(?:/|out of)\s*10\b", re.I)
-_KEYWORD = re.compile(r"^\W*(DONE|CONTINUE|CRITIQUE|SCORE)\b\W*", re.I | re.M)
+# A keyword opens a section at the start of a line, or anywhere when a colon follows it ("8/10. DONE: ...").
+_KEYWORD = re.compile(
+    r"^[^\w\n]*(DONE|CONTINUE|CRITIQUE|SCORE)\b[^\w\n]*|\b(DONE|CONTINUE|CRITIQUE|SCORE)\s*\**\s*:[*\s]*",
+    re.I | re.M,
+)
 
 
 def _valid_score(raw: str) -> int | None:
@@ -55,9 +59,9 @@ def _sections(text: str) -> dict[str, str]:
     """Split the reply at DONE/CONTINUE/CRITIQUE/SCORE keywords that start a line."""
     sections: dict[str, str] = {}
     matches = list(_KEYWORD.finditer(text))
-    for match, following in zip(matches, [*matches[1:], None], strict=True):
-        end = following.start() if following else len(text)
-        key = match.group(1).upper()
+    ends = [m.start() for m in matches[1:]] + [len(text)]
+    for match, end in zip(matches, ends, strict=True):
+        key = (match.group(1) or match.group(2)).upper()
         sections.setdefault(key, text[match.end() : end].strip())
     return sections
 

@@ -1,1 +1,182 @@
-"""Shared fixtures: scripted critics, tiny models and fake servers, all built locally."""
+"""Shared fixtures: scripted critics, model caches and CLI helpers, all local and offline."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+
+from refineloop.settings import RunSettings
+from refineloop.tools.models import ModelCache
+from refineloop.tools.sketch import SketchImageModel
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class ScriptedCritic(BaseChatModel):
+    """A chat model that answers the judge from a script and records every call.
+
+    `judge` holds the judge replies in order (a reply may be an exception instance to raise). The proposer
+    answers `IDEA: idea N` and the summarizer echoes the description's first words. `calls` is shared by
+    every copy (model_copy is shallow), so temperature copies record into the same list.
+    """
+
+    judge: list[Any]
+    calls: list[dict[str, Any]]
+    propose_replies: list[str] = []
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted-critic"
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        system = str(messages[0].content)
+        has_image = any(
+            isinstance(m.content, list) and any(b.get("type") == "image" for b in m.content if isinstance(b, dict))
+            for m in messages
+        )
+        role = "judge" if "SCORE:" in system else "propose" if "IDEA:" in system else "summarize"
+        call = {"role": role, "system": system, "temperature": self.temperature_value(), "image": has_image}
+        call["messages"] = len(messages)
+        self.calls.append(call)
+        if role == "judge":
+            reply = self.judge.pop(0) if self.judge else "SCORE: 1\nCONTINUE: keep going"
+            if isinstance(reply, BaseException):
+                raise reply
+            text = reply
+        elif role == "propose":
+            n = sum(c["role"] == "propose" for c in self.calls)
+            text = self.propose_replies.pop(0) if self.propose_replies else f"IDEA: proposed idea number {n}"
+        else:
+            text = " ".join(str(messages[-1].content).split("Description:")[-1].split()[:12])
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
+
+    def temperature_value(self) -> float | None:
+        return getattr(self, "temperature", None)
+
+
+class TemperatureCritic(ScriptedCritic):
+    """ScriptedCritic with a temperature field, like real chat models."""
+
+    temperature: float = 0.5
+
+
+def judge_reply(score: int, verdict: str = "CONTINUE", idea: str | None = None) -> str:
+    """A well-formed judge reply."""
+    tail = f"DONE: {idea or 'finished'}" if verdict == "DONE" else f"CONTINUE: {idea or f'hotter than {score}'}"
+    return f"SCORE: {score}\nCRITIQUE: scripted critique {score}\n{tail}"
+
+
+@pytest.fixture
+def scripted() -> Callable[..., tuple[ModelCache, ScriptedCritic]]:
+    """Build a model cache holding the sketch painter and a scripted critic named `scripted`."""
+
+    def make(replies: list[Any], **fields: Any) -> tuple[ModelCache, ScriptedCritic]:
+        critic = TemperatureCritic(judge=list(replies), calls=[], **fields)
+        cache = ModelCache()
+        cache.register_chat("scripted", critic)
+        cache.register_image("sketch", SketchImageModel(size=64))
+        return cache, critic
+
+    return make
+
+
+@pytest.fixture
+def run_settings(tmp_path: Path) -> Callable[..., RunSettings]:
+    """Settings for a scripted run in a fresh folder."""
+
+    def make(**overrides: Any) -> RunSettings:
+        values: dict[str, Any] = {
+            "eval_model": "scripted",
+            "image_model": "sketch",
+            "seed": 11,
+            "output_dir": str(tmp_path / "run"),
+            "max_iterations": 5,
+        }
+        values.update(overrides)
+        return RunSettings(**values)
+
+    return make
+
+
+@pytest.fixture
+def quiet() -> io.StringIO:
+    """Where a run's progress goes in tests."""
+    return io.StringIO()
+
+
+def cli_env() -> dict[str, str]:
+    """Environment for CLI subprocesses: this checkout first on the path, unbuffered output."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def refineloop(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the CLI to completion."""
+    return subprocess.run(
+        [sys.executable, "-m", "refineloop.cli", *args],
+        cwd=cwd,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def start_cli(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """Start the CLI in the background; every process still running at the end is killed."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(*args: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "refineloop.cli", *args],
+            cwd=tmp_path,
+            env=cli_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
+    """Poll until `predicate` holds; fail the test after `timeout` seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+def images_in(run_dir: Path) -> list[str]:
+    """Names of the NN.png images in a run folder, in order."""
+    return sorted((p.name for p in run_dir.iterdir() if re.fullmatch(r"\d+\.png", p.name)), key=lambda n: int(n[:-4]))

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import re
 import socket
 import threading
 from collections.abc import Iterator, Sequence
@@ -35,6 +36,9 @@ _GB = 1e9
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 _VARIANT_TAGS = (".fp16.", ".bf16.", ".fp32.")
 _CLIP_TRUNCATION = "The following part of your input was truncated because CLIP"
+_TOKEN_LENGTH = re.compile(r"Token indices sequence length is longer than .*\(\d+ > (\d+)\)")
+# Where transformers logs that length warning (a fixed module of the library).
+_TOKENIZER_LOGGER = "transformers.tokenization_utils_base"
 _HUB_PROBE_SECONDS = 3.0
 # Tokenizers without a configured limit report a huge sentinel (int(1e30)) as model_max_length.
 _UNSET_MAX_LENGTH = 1_000_000
@@ -215,7 +219,7 @@ def _cached_snapshot(repo_id: str) -> Path | None:
 
     try:
         return Path(snapshot_download(repo_id, cache_dir=_hub_cache_dir(), local_files_only=True))
-    except Exception:  # noqa: BLE001 - any failure here just means "not usable from the cache"
+    except Exception:  # any failure here just means "not usable from the cache"
         return None
 
 
@@ -380,11 +384,24 @@ def _prompt_tokenizer(pipe: Any) -> tuple[Any, str | None, int | None, bool]:
     return tok, attr, budget, longer
 
 
-class _DropBenignClipTruncation(logging.Filter):
-    """Drops diffusers' CLIP truncation warning when a longer encoder still reads the whole prompt."""
+class _DropBenignTruncation(logging.Filter):
+    """Drops truncation warnings about the short CLIP encoders while a longer one reads the whole prompt.
+
+    Two messages: diffusers' "truncated because CLIP can only handle ..." and transformers' "Token indices
+    sequence length is longer ... (n > 77)" from the pipeline tokenizing the prompt untruncated. A length
+    warning about the budget-defining tokenizer itself is kept: then words really are lost.
+    """
+
+    def __init__(self, budget: int) -> None:
+        super().__init__()
+        self.budget = budget
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(_CLIP_TRUNCATION)
+        msg = str(record.msg)
+        if msg.startswith(_CLIP_TRUNCATION):
+            return False
+        match = _TOKEN_LENGTH.match(msg)
+        return not (match and int(match.group(1)) < self.budget)
 
 
 # --------------------------------------------------------------------------------------------- model
@@ -415,7 +432,7 @@ class DiffusersImageModel:
         tok, tok_attr, budget, longer = _prompt_tokenizer(pipe)
         self._tokenizer = tok
         self._tokenizer_attr = tok_attr
-        self._clip_filter = _DropBenignClipTruncation() if longer else None
+        self._log_filter = _DropBenignTruncation(budget) if longer and budget else None
         self.traits = ImageTraits(
             prompt_budget=budget,
             negative_prompt="negative_prompt" in _call_params(pipe.__call__),
@@ -444,7 +461,7 @@ class DiffusersImageModel:
 
         try:
             i2i = AutoPipelineForImage2Image.from_pipe(self.pipe)
-        except Exception as exc:  # noqa: BLE001 - no img2img twin is a capability answer, not a failure
+        except Exception as exc:  # no img2img twin is a capability answer, not a failure
             log.debug("no img2img twin for %s: %s", type(self.pipe).__name__, exc)
             # Unified pipelines (FLUX.2 Klein style) take the init image in the text-to-image call itself.
             params = _call_params(self.pipe.__call__)
@@ -615,20 +632,20 @@ class DiffusersImageModel:
         Only for the duration of the call, so another model of the same pipeline class (say SD3 without T5,
         where the CLIP cut is real) still shows the warning.
         """
-        if self._clip_filter is None:
+        if self._log_filter is None:
             yield
             return
-        modules = {type(self.pipe).__module__}
+        names = {type(self.pipe).__module__, _TOKENIZER_LOGGER}
         if self.img2img_pipe is not None:
-            modules.add(type(self.img2img_pipe).__module__)
-        loggers = [logging.getLogger(m) for m in modules]
+            names.add(type(self.img2img_pipe).__module__)
+        loggers = [logging.getLogger(n) for n in sorted(names)]
         for lg in loggers:
-            lg.addFilter(self._clip_filter)
+            lg.addFilter(self._log_filter)
         try:
             yield
         finally:
             for lg in loggers:
-                lg.removeFilter(self._clip_filter)
+                lg.removeFilter(self._log_filter)
 
     def _fall_back_to_offload(self) -> None:
         """Switch a pinned CUDA pipeline to model CPU offload and rebuild its img2img twin on top."""
@@ -710,7 +727,7 @@ def _remote_index(repo_id: str) -> dict[str, Any] | None:
 
     try:
         return dict(DiffusionPipeline.load_config(repo_id))
-    except Exception:  # noqa: BLE001 - only used to decide optional kwargs; the load reports real errors
+    except Exception:  # only decides optional kwargs; the load itself reports real errors
         return None
 
 

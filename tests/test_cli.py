@@ -1,0 +1,159 @@
+"""The CLI in real subprocesses: the demo, Ctrl-C, SIGKILL, resume, locks and run listings."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from refineloop.tools.run_folder import read_values
+from tests.conftest import images_in, refineloop, wait_for
+
+pytestmark = pytest.mark.slow
+
+# A goal with no heat words keeps the demo critic from ever saying DONE, so a run makes exactly N images.
+STEADY = ["--goal", "a quiet blue teapot on a table", "--strategy", "greedy", "--seed", "3"]
+
+
+def history(run: Path) -> list[int]:
+    meta = json.loads((run / "run.json").read_text())
+    return [h["iteration"] for h in read_values(str(run), meta["thread_id"])["history"]]
+
+
+def test_demo_writes_every_artifact(tmp_path):
+    done = refineloop("demo", "--seed", "2", "--output-dir", "out", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    run = tmp_path / "out"
+    images = images_in(run)
+    assert images and images[0] == "01.png"
+    assert "[ 1/10] score" in done.stdout and "best:" in done.stdout
+    summary = (run / "summary.txt").read_text()
+    for name in images:
+        assert f"[{name[:-4]}] score" in summary
+    assert "negative prompt:" in summary and "judge instructions:" in summary
+    collage = Image.open(run / "collage.png")
+    cols = math.ceil(math.sqrt(len(images)))
+    assert collage.size == (cols * 192, math.ceil(len(images) / cols) * 192)
+    trace = [json.loads(line) for line in (run / "trace.jsonl").read_text().splitlines()]
+    assert sum(t["kind"] == "image" for t in trace) == len(images)
+    assert all("seconds" in t for t in trace if t["kind"] in ("image", "chat"))
+    best_score = max(json.loads((run / f"{n[:-4]}.json").read_text())["score"] for n in images)
+    best_files = [n for n in images if (run / n).read_bytes() == (run / "best.png").read_bytes()]
+    assert json.loads((run / f"{best_files[0][:-4]}.json").read_text())["score"] == best_score
+
+    listing = refineloop("runs", cwd=tmp_path)
+    assert "no runs in runs/" in listing.stdout
+    listing = refineloop("runs", ".", cwd=tmp_path)
+    assert "out" in listing.stdout and "done" in listing.stdout
+
+
+def test_first_ctrl_c_finishes_the_step_then_resume_reaches_the_planned_total(tmp_path, start_cli):
+    proc = start_cli("demo", *STEADY, "--max-iterations", "6", "--image-model", "sketch:delay=0.4", "--output-dir", "r")
+    run = tmp_path / "r"
+    wait_for(lambda: (run / "02.png").exists())
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    assert "finishing the current step" in out and f"resume with: refineloop resume {run}" in out
+    assert "Traceback" not in out
+    assert (run / "summary.txt").exists() and (run / "collage.png").exists() and (run / "best.png").exists()
+    made = images_in(run)
+    assert len(made) < 6
+
+    listing = refineloop("runs", str(tmp_path), cwd=tmp_path)
+    assert "interrupted" in listing.stdout
+
+    again = refineloop("resume", str(run), cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert images_in(run) == [f"{i:02d}.png" for i in range(1, 7)]
+    assert history(run) == [1, 2, 3, 4, 5, 6]
+
+
+def test_second_ctrl_c_stops_at_once(tmp_path, start_cli):
+    proc = start_cli("demo", *STEADY, "--max-iterations", "6", "--image-model", "sketch:delay=3", "--output-dir", "r")
+    run = tmp_path / "r"
+    wait_for(lambda: (run / "01.png").exists())
+    proc.send_signal(signal.SIGINT)
+    wait_for(lambda: True, 0.3)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 130 and "Traceback" not in out
+    assert "resume with:" in out
+    resumed = refineloop("resume", str(run), cwd=tmp_path, timeout=120)
+    assert resumed.returncode == 0
+    assert history(run) == [1, 2, 3, 4, 5, 6]
+
+
+def test_sigkill_mid_generation_then_resume_loses_and_duplicates_nothing(tmp_path, start_cli):
+    proc = start_cli("demo", *STEADY, "--max-iterations", "5", "--image-model", "sketch:delay=0.5", "--output-dir", "r")
+    run = tmp_path / "r"
+    wait_for(lambda: (run / "03.png").exists())
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    resumed = refineloop("resume", str(run), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert images_in(run) == [f"{i:02d}.png" for i in range(1, 6)]
+    assert history(run) == [1, 2, 3, 4, 5]
+    trace = [json.loads(line) for line in (run / "trace.jsonl").read_text().splitlines()]
+    judged = [t["iteration"] for t in trace if t.get("role") == "judge#1"]
+    assert sorted(set(judged)) == [1, 2, 3, 4, 5]
+
+
+def test_a_second_process_on_the_same_folder_is_refused(tmp_path, start_cli):
+    proc = start_cli("demo", *STEADY, "--max-iterations", "4", "--image-model", "sketch:delay=1", "--output-dir", "r")
+    run = tmp_path / "r"
+    wait_for(lambda: (run / "01.png").exists())
+    second = refineloop("resume", str(run), cwd=tmp_path)
+    assert second.returncode == 2
+    assert "is in use by refineloop" in second.stderr and second.stderr.count("\n") == 1
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=30)
+
+
+def test_resuming_a_finished_run_changes_nothing(tmp_path):
+    assert refineloop("demo", *STEADY, "--max-iterations", "2", "--output-dir", "r", cwd=tmp_path).returncode == 0
+    run = tmp_path / "r"
+    before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
+    again = refineloop("resume", str(run), cwd=tmp_path)
+    assert again.returncode == 0 and "already finished" in again.stdout
+    after = {p.name: p.stat().st_mtime_ns for p in run.iterdir() if p.name != ".lock"}
+    assert after == {k: v for k, v in before.items() if k != ".lock"}
+
+
+def test_resuming_a_folder_that_is_not_a_run(tmp_path):
+    (tmp_path / "junk").mkdir()
+    result = refineloop("resume", "junk", cwd=tmp_path)
+    assert result.returncode == 2 and "is not a refineloop run" in result.stderr
+    missing = refineloop("resume", "nowhere", cwd=tmp_path)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+@pytest.mark.parametrize("damage", ["delete", "corrupt"])
+def test_a_damaged_best_image_stops_resume_with_one_line(tmp_path, start_cli, damage):
+    proc = start_cli("demo", *STEADY, "--max-iterations", "6", "--image-model", "sketch:delay=0.4", "--output-dir", "r")
+    run = tmp_path / "r"
+    wait_for(lambda: (run / "03.png").exists())
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    meta = json.loads((run / "run.json").read_text())
+    best = Path(read_values(str(run), meta["thread_id"])["best"]["path"])
+    if damage == "delete":
+        best.unlink()
+    else:
+        best.write_bytes(b"not a png")
+    kept = sorted(p.name for p in run.iterdir())
+    result = refineloop("resume", str(run), cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert best.name in result.stderr and "restore the file" in result.stderr
+    assert sorted(p.name for p in run.iterdir()) == kept
+
+
+def test_a_new_run_refuses_a_folder_that_holds_a_run(tmp_path):
+    assert refineloop("demo", *STEADY, "--max-iterations", "1", "--output-dir", "r", cwd=tmp_path).returncode == 0
+    result = refineloop("demo", "--output-dir", "r", cwd=tmp_path)
+    assert result.returncode == 2 and "refineloop resume" in result.stderr
