@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 from refineloop.errors import SettingsError
 
-Strategy = Literal["greedy", "climbing", "annealing", "img2img"]
-STRATEGIES: tuple[str, ...] = ("greedy", "climbing", "annealing", "img2img")
+Strategy = Literal["greedy", "climbing", "annealing", "img2img", "agent", "evaluator-optimizer"]
+STRATEGIES: tuple[str, ...] = ("greedy", "climbing", "annealing", "img2img", "agent", "evaluator-optimizer")
 
 #: Defaults that differ by strategy; the seed uses patience 3 for climbing and 4 for img2img.
 DEFAULT_PATIENCE = {"img2img": 4}
@@ -50,6 +50,12 @@ class RunSettings:
     guidance: float | None = _knob(None, "Guidance scale; empty takes the model's default.")
     judge_attempts: int = _knob(3, "Judge calls per image before an unparseable reply is recorded as unknown.")
     output_dir: str = _knob("", "Run folder; empty makes runs/<timestamp>-<task>.")
+    agent_model: str = _knob(
+        "",
+        "Chat model for the agent roles (agent's router, evaluator-optimizer's prompt writer): `demo`, "
+        "`ollama:<model>`; empty uses eval_model. The router needs tool calling, else it follows the fixed route.",
+    )
+    agent_router_calls: int = _knob(3, "Router model calls allowed per image in agent mode before the fixed route.")
 
     def effective_patience(self) -> int:
         """The patience this run uses, after the per-strategy default."""
@@ -73,6 +79,7 @@ class RunSettings:
             value = getattr(self, name)
             _check(0 < value <= 1, f"--{name.replace('_', '-')} must be in (0, 1]")
         _check(self.judge_attempts >= 1, "--judge-attempts must be at least 1")
+        _check(self.agent_router_calls >= 1, "--agent-router-calls must be at least 1")
         for name in ("width", "height", "steps"):
             value = getattr(self, name)
             _check(value is None or value >= 1, f"--{name} must be a positive number")

@@ -23,17 +23,16 @@ from PIL import Image
 from pydantic import BaseModel, Field
 
 from refineloop.errors import ModelError
+from refineloop.tools.chat import judge_copy, with_temperature
 from refineloop.tools.ollama import (
     OllamaInfo,
     explain_connection_error,
-    judge_model,
     load_ollama,
     ollama_capabilities,
     probe_ollama,
     resolve_base_url,
     structured_judge,
     supports_json_schema,
-    with_temperature,
 )
 from tests.fake_ollama import GARBAGE_REPLIES, FakeOllama, Reply, detect_role, fill_schema
 
@@ -193,7 +192,7 @@ def test_resolve_base_url_default(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_judge_model_is_cold_and_does_not_think(fake: FakeOllama, png_b64: str) -> None:
     llm = with_temperature(load_ollama("llava:7b", base_url=fake.url), 0.7)
-    judge = judge_model(llm)
+    judge = judge_copy(llm)
     judge.invoke(judge_messages(png_b64))
     sent = fake.chat_requests()[-1]
     assert sent["options"]["temperature"] == 0
@@ -203,7 +202,7 @@ def test_judge_model_is_cold_and_does_not_think(fake: FakeOllama, png_b64: str) 
 
 def test_judge_model_turns_thinking_off_on_a_reasoning_model(fake: FakeOllama) -> None:
     fake.script([Reply(content="7", thinking="let me look closely")])
-    llm = judge_model(load_ollama("qwen3:4b", base_url=fake.url, require_vision=False))
+    llm = judge_copy(load_ollama("qwen3:4b", base_url=fake.url, require_vision=False))
     assert llm.invoke("score it").content == "7"
     assert fake.chat_requests()[-1]["think"] is False
 
@@ -219,13 +218,13 @@ def test_with_temperature_keeps_other_options(fake: FakeOllama) -> None:
 
 def test_copies_keep_recorded_capabilities(fake: FakeOllama) -> None:
     llm = load_ollama("llava:7b", base_url=fake.url)
-    assert ollama_capabilities(judge_model(with_temperature(llm, 1.2))) == ("completion", "vision")
+    assert ollama_capabilities(judge_copy(with_temperature(llm, 1.2))) == ("completion", "vision")
 
 
 def test_copies_of_models_without_temperature_are_the_model() -> None:
     plain = FakeListChatModel(responses=["x"])
     assert with_temperature(plain, 0.5) is plain
-    assert judge_model(plain) is plain
+    assert judge_copy(plain) is plain
     assert ollama_capabilities(plain) is None
 
 
@@ -245,7 +244,7 @@ def test_image_block_arrives_as_base64(fake: FakeOllama, png_b64: str) -> None:
 
 def test_structured_judge_sends_schema_and_parses(fake: FakeOllama, png_b64: str) -> None:
     fake.script({"judge": [{"score": 8, "done": False, "critique": "more sparks"}]})
-    judge = structured_judge(judge_model(load_ollama("llava:7b", base_url=fake.url)), Verdict)
+    judge = structured_judge(judge_copy(load_ollama("llava:7b", base_url=fake.url)), Verdict)
     assert judge is not None
     out = judge.invoke(judge_messages(png_b64))
     assert out["parsed"] == Verdict(score=8, done=False, critique="more sparks")
@@ -335,7 +334,7 @@ def test_explains_a_chained_cause() -> None:
 
 
 def test_server_killed_between_calls(fake: FakeOllama, png_b64: str) -> None:
-    llm = judge_model(load_ollama("llava:7b", base_url=fake.url))
+    llm = judge_copy(load_ollama("llava:7b", base_url=fake.url))
     llm.invoke(judge_messages(png_b64))
     url = fake.url
     fake.stop()

@@ -4,26 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage
-from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables import Runnable, RunnableConfig
 
 from refineloop.prompts import JUDGE_REMINDER, judge_messages_text
 from refineloop.settings import RunSettings
 from refineloop.state import RefineState
 from refineloop.tasks import Task
-from refineloop.tools.chat import build_messages, judge_copy, takes_json_schema, traced_invoke
+from refineloop.tools.chat import build_messages, traced_invoke
 from refineloop.tools.models import models_for
 from refineloop.verdicts import JudgeReply, Verdict, from_structured, parse_judge_text
 
 
 def judge_image(
-    model: BaseChatModel, task: Task, candidate: dict[str, Any], *, attempts: int, run_dir: str
+    runnable: Runnable, task: Task, candidate: dict[str, Any], *, attempts: int, run_dir: str
 ) -> Verdict | None:
-    """Ask the judge up to `attempts` times; None when no reply yields a valid score."""
-    judge = judge_copy(model)
-    structured = takes_json_schema(judge)
-    runnable = judge.with_structured_output(JudgeReply, method="json_schema", include_raw=True) if structured else judge
+    """Ask the judge (`ModelCache.judge_model`) up to `attempts` times; None when no reply yields a score.
+
+    Structured replies are read first; a raw text reply still goes through the tolerant parser.
+    """
     system, user = judge_messages_text(task, candidate["prompt"])
     messages = build_messages(system, user, candidate["path"])
     for attempt in range(attempts):
@@ -60,10 +59,10 @@ def _read(reply: Any) -> Verdict | None:
 def evaluate(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
     """Score the candidate; an unparseable judge leaves the score None and the verdict 'unknown'."""
     settings = RunSettings.from_dict(state["settings"])
-    model = models_for(config).chat_model(settings)
+    judge = models_for(config).judge_model(settings)
     candidate = dict(state["candidate"] or {})
     verdict = judge_image(
-        model, Task.from_dict(state["task"]), candidate, attempts=settings.judge_attempts, run_dir=state["run_dir"]
+        judge, Task.from_dict(state["task"]), candidate, attempts=settings.judge_attempts, run_dir=state["run_dir"]
     )
     if verdict is None:
         candidate.update(score=None, verdict="unknown", critique="the judge's replies could not be read", next_idea="")

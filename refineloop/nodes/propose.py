@@ -16,7 +16,7 @@ from refineloop.schedules import proposer_temperature, temperature
 from refineloop.settings import RunSettings
 from refineloop.state import RefineState
 from refineloop.tasks import Task
-from refineloop.tools.chat import build_messages, traced_invoke, with_temperature
+from refineloop.tools.chat import build_messages, traced_invoke
 from refineloop.tools.models import models_for
 from refineloop.verdicts import parse_idea
 
@@ -39,7 +39,7 @@ def propose(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
     assert base is not None, "propose runs only after an image exists"
     failed = list(state.get("failed_ideas") or [])
     system, user = proposer_messages_text(task, base["prompt"], base.get("score"), failed)
-    model = with_temperature(models_for(config).chat_model(settings), sampling)
+    model = models_for(config).chat_at(settings, sampling)
     reply, _ = traced_invoke(
         model,
         build_messages(system, user, base["path"]),

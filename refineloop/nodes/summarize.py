@@ -18,7 +18,7 @@ from refineloop.prompts import summarizer_messages_text
 from refineloop.settings import RunSettings
 from refineloop.state import RefineState
 from refineloop.tasks import Task
-from refineloop.tools.chat import build_messages, traced_invoke, with_temperature
+from refineloop.tools.chat import build_messages, traced_invoke
 from refineloop.tools.image_models import ImageModel
 from refineloop.tools.models import models_for
 from refineloop.tools.trace import append_trace
@@ -40,7 +40,7 @@ def summarize(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
     room = budget - image_model.count_tokens(compose_prompt(task.subject, ""))
     words = max(4, int(room / TOKENS_PER_WORD))
     system, user = summarizer_messages_text(idea, words)
-    model = with_temperature(models.chat_model(settings), 0.0)
+    model = models.chat_at(settings, 0.0)
     reply, _ = traced_invoke(
         model,
         build_messages(system, user),

@@ -30,11 +30,6 @@ def judge_copy(model: BaseChatModel) -> BaseChatModel:
     return with_temperature(model, 0.0, reasoning=False)
 
 
-def takes_json_schema(model: BaseChatModel) -> bool:
-    """Whether the model's server accepts a JSON schema as the reply format (Ollama does)."""
-    return type(model).__module__.startswith("langchain_ollama")
-
-
 def build_messages(system: str, user: str, image_path: str | None = None) -> list[BaseMessage]:
     """A system message and one user message carrying the image inline as base64 PNG."""
     from langchain_core.messages import HumanMessage, SystemMessage

@@ -139,41 +139,46 @@ def _plan(
     largest_part: int | None,
 ) -> Placement:
     """The automatic decision, with the caller's `device` / `dtype` overrides taking precedence."""
-    if device is not None and device.strip().lower() == "cpu":
+    if device is not None and device.strip().lower() in ("cpu", "cpu:0"):
         # Asked for the CPU: no need to wake every GPU up just to measure its free memory.
         name = _dtype_name(dtype) if dtype is not None else "float32"
         return Placement("cpu", name, "none", f"cpu ({_DTYPE_SHORT[name]}): device set by caller")
     free, mps, bf16 = _probe_hardware()
-    auto = decide_placement(free, model_bytes, mps, largest_part_bytes=largest_part, bf16=bf16)
     if device is None:
-        if dtype is None:
-            return auto
-        name = _dtype_name(dtype)
-        short = _DTYPE_SHORT[name]
-        where = auto.reason.split(" (", 1)[0]
-        return replace(auto, dtype=name, reason=f"{where} ({short}, dtype set by caller)")
+        auto = decide_placement(free, model_bytes, mps, largest_part_bytes=largest_part, bf16=bf16)
+        return auto if dtype is None else _with_dtype(auto, _dtype_name(dtype))
     wanted = device.strip().lower()
-    kind = wanted.split(":", 1)[0]
+    kind, _, index_text = wanted.partition(":")
     if kind == "cuda":
         if not free:
             raise ModelError(
                 f"device '{device}' asked but torch sees no CUDA GPU: pass --device cpu, "
                 "or install a CUDA build of torch"
             )
+        if index_text and (not index_text.isdigit() or int(index_text) >= len(free)):
+            raise ModelError(
+                f"device '{device}' asked but torch sees {len(free)} CUDA GPU(s): use cuda:0 to cuda:{len(free) - 1}"
+            )
         # A bare `cuda` means "a GPU": take the freest one rather than whatever is current.
-        if wanted == "cuda":
-            wanted = f"cuda:{max(range(len(free)), key=lambda i: free[i])}"
-        default = "bfloat16" if bf16 else "float16"
-    elif kind == "mps":
+        index = int(index_text) if index_text else max(range(len(free)), key=lambda i: free[i])
+        # The caller picks the GPU; how much to offload onto the CPU is still decided from its free memory.
+        one = decide_placement([free[index]], model_bytes, False, largest_part_bytes=largest_part, bf16=bf16)
+        target = f"cuda:{index}"
+        plan = replace(one, device=target, reason=one.reason.replace("cuda:0", target, 1) + "; GPU set by caller")
+        return plan if dtype is None else _with_dtype(plan, _dtype_name(dtype))
+    if kind == "mps":
         if not mps:
             raise ModelError(f"device '{device}' asked but Apple MPS is not available: pass --device cpu")
-        default = "float16"
-    elif kind == "cpu":
-        default = "float32"
-    else:
-        raise ModelError(f"unknown device '{device}': use cpu, cuda, cuda:N or mps")
-    name = _dtype_name(dtype) if dtype is not None else default
-    return Placement(wanted, name, "none", f"{wanted} ({_DTYPE_SHORT[name]}): device set by caller")
+        name = _dtype_name(dtype) if dtype is not None else "float16"
+        return Placement("mps", name, "none", f"mps ({_DTYPE_SHORT[name]}): device set by caller")
+    raise ModelError(f"unknown device '{device}': use cpu, cuda, cuda:N or mps")
+
+
+def _with_dtype(plan: Placement, name: str) -> Placement:
+    """`plan` with the caller's dtype, its line saying so."""
+    old, new = _DTYPE_SHORT[plan.dtype], _DTYPE_SHORT[name]
+    reason = plan.reason.replace(f"({old}", f"({new}", 1) + "; dtype set by caller"
+    return replace(plan, dtype=name, reason=reason)
 
 
 # --------------------------------------------------------------------------------------------- sources
@@ -303,16 +308,17 @@ def _resolve(spec: str) -> _Source:
         )
     repo_id = raw
     snapshot = _cached_snapshot(repo_id)
+    cached = "not"
     if snapshot is not None:
         try:
             _read_index(snapshot, f"hf model '{repo_id}' in the cache")
             return _Source(str(snapshot), snapshot, repo_id, True)
         except ModelError:
-            # A partial download: fall through and let an online load fetch the rest.
-            pass
+            # A partial download: an online load fetches the rest.
+            cached = "only partly"
     if _hub_offline() or not _hub_reachable():
         raise ModelError(
-            f"hf model '{repo_id}' is not in the local Hugging Face cache and the hub cannot be reached: "
+            f"hf model '{repo_id}' is {cached} in the local Hugging Face cache and the hub cannot be reached: "
             f"run `hf download {repo_id}` on a machine with internet, or pass a local folder"
         )
     return _Source(repo_id, None, repo_id, False)
@@ -356,8 +362,8 @@ def _default(params: dict[str, inspect.Parameter], name: str) -> Any:
     return param.default
 
 
-def _prompt_tokenizer(pipe: Any) -> tuple[Any, str | None, int | None, bool]:
-    """The tokenizer whose budget caps the prompt: (tokenizer, its attribute name, budget, longer-than-CLIP).
+def _prompt_tokenizer(pipe: Any) -> tuple[Any, int | None, bool]:
+    """The tokenizer whose budget caps the prompt: (tokenizer, budget, whether it outreaches the others).
 
     Only tokenizers paired with a loaded text encoder count (SD3 can run without T5). When the pipeline takes
     `max_sequence_length`, the encoder with the largest capacity reads that many tokens by default.
@@ -372,7 +378,7 @@ def _prompt_tokenizer(pipe: Any) -> tuple[Any, str | None, int | None, bool]:
         known = int(limit) if isinstance(limit, int) and 0 < limit < _UNSET_MAX_LENGTH else None
         found.append((attr, tok, known))
     if not found:
-        return None, None, None, False
+        return None, None, False
     # Unknown limits sort as unbounded: such a tokenizer is the long one.
     attr, tok, limit = max(found, key=lambda f: math.inf if f[2] is None else f[2])
     seq = _default(_call_params(pipe.__call__), "max_sequence_length")
@@ -381,7 +387,7 @@ def _prompt_tokenizer(pipe: Any) -> tuple[Any, str | None, int | None, bool]:
         budget = seq if limit is None else min(seq, limit)
     others = [f[2] for f in found if f[0] != attr and f[2] is not None]
     longer = budget is not None and bool(others) and budget > max(others)
-    return tok, attr, budget, longer
+    return tok, budget, longer
 
 
 class _DropBenignTruncation(logging.Filter):
@@ -429,9 +435,8 @@ class DiffusersImageModel:
         self._progress = progress
         self._quiet_progress(pipe)
         self.img2img_pipe, strength = self._make_img2img()
-        tok, tok_attr, budget, longer = _prompt_tokenizer(pipe)
+        tok, budget, longer = _prompt_tokenizer(pipe)
         self._tokenizer = tok
-        self._tokenizer_attr = tok_attr
         self._log_filter = _DropBenignTruncation(budget) if longer and budget else None
         self.traits = ImageTraits(
             prompt_budget=budget,
@@ -726,7 +731,7 @@ def _remote_index(repo_id: str) -> dict[str, Any] | None:
     from diffusers import DiffusionPipeline
 
     try:
-        return dict(DiffusionPipeline.load_config(repo_id))
+        return dict(DiffusionPipeline.load_config(repo_id, cache_dir=_hub_cache_dir()))
     except Exception:  # only decides optional kwargs; the load itself reports real errors
         return None
 
@@ -757,6 +762,9 @@ def load_diffusers(
     kwargs: dict[str, Any] = {"dtype": getattr(torch, plan.dtype), **_pipeline_kwargs(index)}
     if source.local_only:
         kwargs["local_files_only"] = True
+    else:
+        # The cache as the environment names it now (huggingface_hub fixed its default at import).
+        kwargs["cache_dir"] = _hub_cache_dir()
     try:
         try:
             pipe = AutoPipelineForText2Image.from_pretrained(source.target, **kwargs)

@@ -26,7 +26,7 @@ class ModelCache:
 
     def __init__(self) -> None:
         self._models: dict[tuple[Any, ...], Any] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: a derived model loads its base model under the lock
 
     def register_chat(self, name: str, model: BaseChatModel) -> None:
         """Make a chat model built in Python usable as `--eval-model NAME`."""
@@ -44,6 +44,26 @@ class ModelCache:
         """The critic chat model for these settings, loaded on first use."""
         key = ("chat", settings.eval_model, settings.ollama_url)
         return self._get(key, lambda: load_chat_model(settings.eval_model, settings.ollama_url, settings.seed))
+
+    def judge_model(self, settings: RunSettings) -> Any:
+        """The critic set up as a judge (temperature 0, thinking off, JSON schema where the server takes
+        one), built once: constructing a structured-output runnable per call costs more than the call."""
+        from refineloop.tools.chat import judge_copy
+        from refineloop.tools.ollama import structured_judge
+        from refineloop.verdicts import JudgeReply
+
+        def build() -> Any:
+            judge = judge_copy(self.chat_model(settings))
+            return structured_judge(judge, JudgeReply) or judge
+
+        return self._get(("judge", settings.eval_model, settings.ollama_url), build)
+
+    def chat_at(self, settings: RunSettings, temperature: float) -> BaseChatModel:
+        """The critic sampling at `temperature` (proposer, summarizer), one copy per temperature."""
+        from refineloop.tools.chat import with_temperature
+
+        key = ("chat-at", settings.eval_model, settings.ollama_url, round(temperature, 3))
+        return self._get(key, lambda: with_temperature(self.chat_model(settings), temperature))
 
     def _get(self, key: tuple[Any, ...], load: Any) -> Any:
         with self._lock:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -191,37 +192,6 @@ def ollama_capabilities(model: Any) -> tuple[str, ...] | None:
     return tuple(caps) if caps is not None else None
 
 
-def _has_field(model: Any, name: str) -> bool:
-    """Whether a pydantic model declares a field (checked on the class: instance access is deprecated)."""
-    return name in (getattr(type(model), "model_fields", None) or {})
-
-
-def with_temperature(model: M, t: float) -> M:
-    """A copy of a chat model sampling at temperature t; the model itself when it has no temperature.
-
-    A pydantic copy keeps every other setting (seed, num_ctx, ...) and shares the HTTP client; bind() cannot
-    do this for ChatOllama: bind(temperature=) reaches the client as an unknown argument, and
-    bind(options=) replaces all options.
-    """
-    if not _has_field(model, "temperature"):
-        return model
-    return model.model_copy(update={"temperature": float(t)})  # type: ignore[attr-defined]
-
-
-def judge_model(model: M) -> M:
-    """The judge's copy: temperature 0 and, for ChatOllama, thinking off (`think: false` on the wire).
-
-    A reasoning model then answers directly instead of spending minutes thinking; Ollama accepts
-    think=false for models that cannot think at all, so this is safe for every model.
-    """
-    update: dict[str, Any] = {}
-    if _has_field(model, "temperature"):
-        update["temperature"] = 0.0
-    if _has_field(model, "reasoning"):
-        update["reasoning"] = False
-    return model.model_copy(update=update) if update else model  # type: ignore[attr-defined]
-
-
 def _unwrap(model: Any) -> Any:
     """The chat model under bind()/with_config() wrappers."""
     while hasattr(model, "bound"):
@@ -231,9 +201,12 @@ def _unwrap(model: Any) -> Any:
 
 def supports_json_schema(model: Any) -> bool:
     """Whether the model can be held to a JSON schema at decoding time (Ollama's `format`)."""
+    inner = _unwrap(model)
+    if "langchain_ollama" not in sys.modules:
+        return False  # no ChatOllama can exist yet, and importing the package just to say so costs 0.2 s
     from langchain_ollama import ChatOllama
 
-    return isinstance(_unwrap(model), ChatOllama)
+    return isinstance(inner, ChatOllama)
 
 
 def structured_judge(model: Any, schema_cls: type) -> Runnable | None:

@@ -1,0 +1,128 @@
+"""What the graph and its checkpoints cost per iteration, next to a plain Python loop.
+
+Both sides call the same instant backends (a pre-drawn 64 px image and a canned judge), so the difference
+is the graph: SQLite checkpoints with durability "sync", state copies, sidecars and trace lines.
+
+    python bench/overhead.py [--iterations 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from langchain_core.language_models import BaseChatModel  # noqa: E402
+from langchain_core.messages import AIMessage  # noqa: E402
+from langchain_core.outputs import ChatGeneration, ChatResult  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from refineloop.runner import start_run  # noqa: E402
+from refineloop.settings import RunSettings  # noqa: E402
+from refineloop.tools.artifacts import write_artifacts  # noqa: E402
+from refineloop.tools.chat import build_messages  # noqa: E402
+from refineloop.tools.image_models import ImageRequest, ImageTraits  # noqa: E402
+from refineloop.tools.models import ModelCache  # noqa: E402
+from refineloop.verdicts import parse_judge_text  # noqa: E402
+
+REPLY = "SCORE: 5\nCRITIQUE: fine\nCONTINUE: a hotter hotdog"
+
+
+class InstantImage:
+    """Returns the same small image at once; uncapped prompts, so no summarizer call."""
+
+    name = "instant"
+    traits = ImageTraits(prompt_budget=None, negative_prompt=True, img2img=True, strength=True)
+
+    def __init__(self) -> None:
+        self.image = Image.new("RGB", (64, 64), (200, 80, 20))
+
+    def generate(self, request: ImageRequest) -> list[Image.Image]:
+        return [self.image for _ in request.seeds]
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+
+class InstantCritic(BaseChatModel):
+    """Answers every call with the same judge reply."""
+
+    @property
+    def _llm_type(self) -> str:
+        return "instant"
+
+    def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kwargs: Any) -> ChatResult:
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=REPLY))])
+
+
+def plain_loop(iterations: int, folder: Path) -> float:
+    """The same backend calls in a bare loop: generate, save the PNG, judge with the image, parse."""
+    image_model, critic = InstantImage(), InstantCritic()
+    started = time.perf_counter()
+    for i in range(1, iterations + 1):
+        image = image_model.generate(ImageRequest(prompt="a hotdog", negative_prompt="", seeds=(i,)))[0]
+        path = folder / f"{i:02d}.png"
+        image.save(path)
+        reply = critic.invoke(build_messages("SCORE:", "judge", str(path)))
+        parse_judge_text(str(reply.content))
+    return (time.perf_counter() - started) / iterations * 1000
+
+
+def graph_loop(iterations: int, folder: Path) -> tuple[float, float]:
+    """The real runner: graph, SqliteSaver, durability sync, progress display to a buffer.
+
+    Returns ms per iteration of the loop, and ms for the once-per-run artifacts (collage, summary, best.png),
+    timed by writing them again from the final state and taken out of the loop figure.
+    """
+    cache = ModelCache()
+    cache.register_image("instant", InstantImage())
+    cache.register_chat("instant", InstantCritic())
+    settings = RunSettings(
+        image_model="instant",
+        eval_model="instant",
+        strategy="greedy",
+        max_iterations=iterations,
+        seed=1,
+        output_dir=str(folder / "run"),
+    )
+    started = time.perf_counter()
+    outcome = start_run(settings, models=cache, out=io.StringIO())
+    elapsed = time.perf_counter() - started
+    assert len(outcome.values["history"]) == iterations
+    started = time.perf_counter()
+    write_artifacts(outcome.values)
+    artifacts = time.perf_counter() - started
+    return (elapsed - artifacts) / iterations * 1000, artifacts * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iterations", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    plain, graph, artifacts = [], [], []
+    for _ in range(args.repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            plain.append(plain_loop(args.iterations, Path(tmp)))
+        with tempfile.TemporaryDirectory() as tmp:
+            loop, once = graph_loop(args.iterations, Path(tmp))
+            graph.append(loop)
+            artifacts.append(once)
+    p, g = statistics.median(plain), statistics.median(graph)
+    print(f"iterations per run: {args.iterations}, repeats: {args.repeats} (median shown)")
+    print(f"{'plain Python loop':<34}{p:8.2f} ms/iteration")
+    print(f"{'graph + SQLite (durability sync)':<34}{g:8.2f} ms/iteration")
+    print(f"{'added by the graph':<34}{g - p:8.2f} ms/iteration   (target < 5 ms; peer: ~350 ms)")
+    print(f"{'ratio':<34}{g / p:8.2f} x")
+    print(f"{'once per run: collage, summary':<34}{statistics.median(artifacts):8.1f} ms for {args.iterations} images")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,7 @@
+"""`python -m refineloop` runs the CLI."""
+
+import sys
+
+from refineloop.cli import main
+
+sys.exit(main())
