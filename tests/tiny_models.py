@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTextConfig, CLIPTokenizer, T5Tokenizer
 
 # Words the tiny tokenizers know as whole tokens, so common prompts do not explode into single characters.
 _WORDS = (
@@ -75,7 +80,7 @@ def _write_clip_tokenizer(folder: Path) -> int:
     return len(vocab)
 
 
-def _clip_tokenizer():  # noqa: ANN202 - returns a transformers CLIPTokenizer
+def _clip_tokenizer() -> CLIPTokenizer:
     """A tiny CLIP tokenizer loaded from freshly written files (the way a real one loads)."""
     import tempfile
 
@@ -86,7 +91,7 @@ def _clip_tokenizer():  # noqa: ANN202 - returns a transformers CLIPTokenizer
         return CLIPTokenizer.from_pretrained(scratch, model_max_length=77)
 
 
-def _clip_config(tokenizer, *, hidden: int, projection: int | None = None):  # noqa: ANN001, ANN202
+def _clip_config(tokenizer: CLIPTokenizer, *, hidden: int, projection: int | None = None) -> CLIPTextConfig:
     """A tiny CLIPTextConfig whose special-token ids match `tokenizer`."""
     from transformers import CLIPTextConfig
 
@@ -105,7 +110,7 @@ def _clip_config(tokenizer, *, hidden: int, projection: int | None = None):  # n
     )
 
 
-def _tiny_vae(*, shift_factor: float | None = None):  # noqa: ANN202 - returns an AutoencoderKL
+def _tiny_vae(*, shift_factor: float | None = None) -> AutoencoderKL:
     """A 4-block VAE: scale factor 8 like real SD (a 2-block one is very slow at large sizes)."""
     from diffusers import AutoencoderKL
 
@@ -168,7 +173,7 @@ def build_tiny_sd(path: str | Path) -> Path:
     return out
 
 
-def _t5_tokenizer(max_length: int):  # noqa: ANN202 - returns a transformers T5Tokenizer
+def _t5_tokenizer(max_length: int) -> T5Tokenizer:
     """A tiny unigram T5 tokenizer built in memory (no sentencepiece model needed)."""
     from transformers import T5Tokenizer
 
@@ -195,12 +200,8 @@ def build_tiny_sd3(path: str | Path) -> Path:
     # SD3 concatenates both CLIP hidden states and pads them to the T5 width, and concatenates both pooled
     # projections: so T5 d_model >= 2 * clip hidden, and pooled_projection_dim == 2 * projection.
     clip_hidden, projection, t5_width = 16, 16, 32
-    text_encoder = CLIPTextModelWithProjection(
-        _clip_config(tokenizer, hidden=clip_hidden, projection=projection)
-    )
-    text_encoder_2 = CLIPTextModelWithProjection(
-        _clip_config(tokenizer_2, hidden=clip_hidden, projection=projection)
-    )
+    text_encoder = CLIPTextModelWithProjection(_clip_config(tokenizer, hidden=clip_hidden, projection=projection))
+    text_encoder_2 = CLIPTextModelWithProjection(_clip_config(tokenizer_2, hidden=clip_hidden, projection=projection))
     tokenizer_3 = _t5_tokenizer(256)
     text_encoder_3 = T5EncoderModel(
         T5Config(

@@ -96,6 +96,9 @@ def write_artifacts(state: RefineState) -> list[Path]:
     if collage is not None:
         save_image(collage, Path(run_dir) / "collage.png")
         written.append(Path(run_dir) / "collage.png")
+    from refineloop.tools.report import write_report
+
+    written.append(write_report(run_dir, state))
     return written
 
 

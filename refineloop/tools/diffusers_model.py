@@ -530,10 +530,11 @@ class DiffusersImageModel:
             except Exception as exc:
                 if not _is_oom(exc):
                     raise
-                first = exc
+                if self._plan.offload != "none" or not self._plan.device.startswith("cuda"):
+                    self._release_cuda_cache()
+                    raise self._oom_error(request) from exc
+            # Retry outside the except block: the failed call's frames, and the tensors they hold, are gone.
             self._release_cuda_cache()
-            if self._plan.offload != "none" or not self._plan.device.startswith("cuda"):
-                raise self._oom_error(request) from first
             log.warning("out of GPU memory on %s; retrying once with model CPU offload", self._plan.device)
             self._fall_back_to_offload()
             try:
