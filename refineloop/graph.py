@@ -4,6 +4,13 @@
                          ^                        |--> summarize -> generate   (adopted: refine the critic's idea)
                          |                        '--> propose -> summarize     (rejected, or annealing)
 
+Two more loops hand the decisions to chat models (their shapes are drawn in their node modules):
+
+    agent:                START -> setup -> router <-> generate | evaluate -> accept_agent | summarize | propose
+                                              '-> stop -> END                  (refineloop.nodes.router)
+    evaluator-optimizer:  START -> setup -> generator -> critic -> accept_evaluator_optimizer --> stop -> END
+                                                ^------------------------------------------'   (nodes.agents)
+
 The module-level graphs are compiled without a checkpointer, for `langgraph dev` (which brings its own
 persistence and refuses a graph that has one); the CLI compiles with SQLite via `build_graph`.
 """
@@ -14,10 +21,12 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Checkpointer
 
-from refineloop.nodes.accept import ACCEPT_NODES
+from refineloop.nodes.accept import ACCEPT_NODES, accept_greedy
+from refineloop.nodes.agents import generator, route_after_critique
 from refineloop.nodes.evaluate import evaluate
 from refineloop.nodes.generate import generate
 from refineloop.nodes.propose import propose
+from refineloop.nodes.router import AgentState, agent_stop, make_agent_setup, router
 from refineloop.nodes.routes import route_after_accept
 from refineloop.nodes.setup import make_setup
 from refineloop.nodes.stop import stop
@@ -28,6 +37,8 @@ from refineloop.state import RefineState
 
 def build_graph(strategy: str, checkpointer: Checkpointer = None) -> CompiledStateGraph:
     """Compile the loop for one strategy."""
+    if strategy in AGENT_BUILDERS:
+        return AGENT_BUILDERS[strategy](checkpointer)
     if strategy not in ACCEPT_NODES:
         raise ValueError(f"unknown strategy '{strategy}': use one of {', '.join(STRATEGIES)}")
     accept = f"accept_{strategy}"
@@ -50,8 +61,58 @@ def build_graph(strategy: str, checkpointer: Checkpointer = None) -> CompiledSta
     return builder.compile(checkpointer=checkpointer, name=f"refine-{strategy}")
 
 
+def build_agent_graph(checkpointer: Checkpointer = None) -> CompiledStateGraph:
+    """Agent mode: every node returns to the router, which asks a tool-calling model where to go next.
+
+    Acceptance stays a fixed edge after evaluate (greedy, like the seed's agent), and propose runs only when
+    the fixed route asks for a new idea, so it leads straight to summarize.
+    """
+    builder = StateGraph(AgentState, context_schema=RunSettings)
+    builder.add_node("setup", make_agent_setup("agent"))
+    builder.add_node("router", router)
+    builder.add_node("generate", generate)
+    builder.add_node("evaluate", evaluate)
+    builder.add_node("accept_agent", accept_greedy)
+    builder.add_node("summarize", summarize)
+    builder.add_node("propose", propose)
+    builder.add_node("stop", agent_stop)
+    builder.add_edge(START, "setup")
+    builder.add_edge("setup", "router")
+    builder.add_edge("generate", "router")
+    builder.add_edge("evaluate", "accept_agent")
+    builder.add_edge("accept_agent", "router")
+    builder.add_edge("summarize", "router")
+    builder.add_edge("propose", "summarize")
+    builder.add_edge("stop", END)
+    return builder.compile(checkpointer=checkpointer, name="refine-agent")
+
+
+def build_evaluator_optimizer_graph(checkpointer: Checkpointer = None) -> CompiledStateGraph:
+    """Evaluator-optimizer: the generator agent writes and draws, the critic agent judges, greedy keeps."""
+    accept = "accept_evaluator_optimizer"
+    builder = StateGraph(RefineState, context_schema=RunSettings)
+    builder.add_node("setup", make_agent_setup("evaluator-optimizer"))
+    builder.add_node("generator", generator)
+    # The critic agent's one tool is the judge; the evaluate node already wraps judge_image for the state.
+    builder.add_node("critic", evaluate)
+    builder.add_node(accept, accept_greedy)
+    builder.add_node("stop", stop)
+    builder.add_edge(START, "setup")
+    builder.add_edge("setup", "generator")
+    builder.add_edge("generator", "critic")
+    builder.add_edge("critic", accept)
+    builder.add_conditional_edges(accept, route_after_critique)
+    builder.add_edge("stop", END)
+    return builder.compile(checkpointer=checkpointer, name="refine-evaluator-optimizer")
+
+
+#: Strategies whose loop is not the shared accept-and-route shape.
+AGENT_BUILDERS = {"agent": build_agent_graph, "evaluator-optimizer": build_evaluator_optimizer_graph}
+
 greedy = build_graph("greedy")
 climbing = build_graph("climbing")
 annealing = build_graph("annealing")
 img2img = build_graph("img2img")
+agent = build_graph("agent")
+evaluator_optimizer = build_graph("evaluator-optimizer")
 graph = greedy

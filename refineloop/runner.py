@@ -22,7 +22,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.errors import GraphDrained
 from langgraph.runtime import RunControl
 
-from refineloop.errors import RefineError, RunFolderError
+from refineloop.errors import RefineError, RunFolderError, SettingsError
 from refineloop.graph import build_graph
 from refineloop.nodes.setup import initial_state, resolve_settings
 from refineloop.settings import RunSettings
@@ -137,6 +137,8 @@ def _check_images(values: dict[str, Any]) -> None:
 def _load_models(models: ModelCache, settings: RunSettings, out: TextIO) -> None:
     """Load both models up front, so a missing model fails before any image is made."""
     image_model = models.image_model(settings)
+    if settings.strategy == "img2img" and not image_model.traits.img2img:
+        raise SettingsError(f"{image_model.name} cannot start from an image: use --strategy climbing with it")
     models.chat_model(settings)
     placement = getattr(image_model, "placement", "")
     out.write(
@@ -144,6 +146,11 @@ def _load_models(models: ModelCache, settings: RunSettings, out: TextIO) -> None
         + (f" on {placement}" if placement else "")
         + f"   critic: {settings.eval_model}\n"
     )
+    if settings.strategy == "img2img" and not image_model.traits.strength:
+        out.write(
+            f"warning: {image_model.name} has no strength knob: the strength schedule does nothing, "
+            "but every round still starts from the best image\n"
+        )
 
 
 def _execute(

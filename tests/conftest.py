@@ -180,3 +180,52 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
 def images_in(run_dir: Path) -> list[str]:
     """Names of the NN.png images in a run folder, in order."""
     return sorted((p.name for p in run_dir.iterdir() if re.fullmatch(r"\d+\.png", p.name)), key=lambda n: int(n[:-4]))
+
+
+# --- Agent modes: a scripted tool-calling model (appended for tests/test_agent.py and the evaluator-optimizer) ---
+
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel  # noqa: E402
+from pydantic import Field  # noqa: E402
+
+
+class ToolCallingFake(GenericFakeChatModel):
+    """A scripted chat model that accepts tools: `bind_tools` returns itself, so scripted AIMessages may carry
+    tool calls. Every call's messages are kept in `seen`; once the script runs out it answers `exhausted`."""
+
+    seen: list[list[BaseMessage]] = Field(default_factory=list)
+    tools: list[Any] = Field(default_factory=list)
+    exhausted: str = "the script has run out"
+
+    def bind_tools(self, tools: Any, *, tool_choice: Any = None, **kwargs: Any) -> ToolCallingFake:
+        """Keep the tools for inspection; the script already says which one is called."""
+        self.tools = list(tools)
+        return self
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        self.seen.append(list(messages))
+        try:
+            return super()._generate(messages, stop, run_manager, **kwargs)
+        except StopIteration:
+            return ChatResult(generations=[ChatGeneration(message=AIMessage(content=self.exhausted))])
+
+
+def tool_call(name: str, reason: str = "") -> AIMessage:
+    """A reply that calls one tool, the way a tool-calling model answers."""
+    args = {"reason": reason} if reason else {}
+    return AIMessage(content="", tool_calls=[{"name": name, "args": args, "id": f"call-{name}"}])
+
+
+@pytest.fixture
+def agent_model() -> Callable[..., ToolCallingFake]:
+    """Build a ToolCallingFake from a script of AIMessages (or plain strings)."""
+
+    def make(script: list[Any], **fields: Any) -> ToolCallingFake:
+        return ToolCallingFake(messages=iter(script), **fields)
+
+    return make

@@ -287,9 +287,7 @@ class FakeOllama:
         """Bodies of POST /api/chat requests, oldest first, optionally only one role's."""
         with self._lock:
             return [
-                r["body"]
-                for r in self.requests
-                if r["path"] == "/api/chat" and (role is None or r.get("role") == role)
+                r["body"] for r in self.requests if r["path"] == "/api/chat" and (role is None or r.get("role") == role)
             ]
 
     def _record(self, entry: dict[str, Any]) -> None:
@@ -518,10 +516,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"0\r\n\r\n")
             return
         if reply.tool_calls:
-            calls = [
-                {"function": {"name": c["name"], "arguments": c.get("arguments", {})}}
-                for c in reply.tool_calls
-            ]
+            calls = [{"function": {"name": c["name"], "arguments": c.get("arguments", {})}} for c in reply.tool_calls]
             msg = {"role": "assistant", "content": "", "tool_calls": calls}
             self._chunk({**base, "created_at": _now(), "message": msg, "done": False})
         elapsed = max(1, int((time.monotonic() - started) * 1e9))

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 from langgraph.types import Command
 
+from refineloop.errors import ModelError
 from refineloop.nodes.routes import route_after_accept, stop_reason
 from refineloop.nodes.setup import make_setup
 from refineloop.prompts_agents import route_tools, router_messages_text
@@ -35,8 +36,8 @@ from refineloop.settings import RunSettings
 from refineloop.state import RefineState
 from refineloop.tasks import Task
 from refineloop.tools.artifacts import write_artifacts
-from refineloop.tools.chat import build_messages, with_temperature
-from refineloop.tools.models import models_for
+from refineloop.tools.chat import build_messages
+from refineloop.tools.models import ModelCache, models_for
 from refineloop.tools.trace import append_trace
 
 Route = Literal["generate", "evaluate", "summarize", "propose", "stop"]
@@ -57,14 +58,42 @@ class AgentState(RefineState, total=False):
     """Why the model is no longer asked (it cannot call tools); empty while it is."""
 
 
-def agent_chat_model(config: RunnableConfig | None, settings: RunSettings) -> BaseChatModel:
-    """The chat model for agent roles: `agent_model`, or the critic's model when that is empty.
+def agent_chat_model(
+    config: RunnableConfig | None, settings: RunSettings, temperature: float | None = None
+) -> BaseChatModel:
+    """The chat model for agent roles: `agent_model`, or the critic's model when that is empty; sampling at
+    `temperature` when given (the cache keeps one copy per temperature).
 
-    The cache keys chat models by spec, so asking it for a copy of the settings whose eval model is the
-    agent's spec loads (or reuses) exactly that model; a judge with the same spec shares the instance.
+    The cache keys chat models by spec, so asking it with a copy of the settings whose eval model is the
+    agent's spec loads (or reuses) exactly that model, and a critic with the same spec shares the instance.
     """
+    models = models_for(config)
     spec = settings.agent_model or settings.eval_model
-    return models_for(config).chat_model(dataclasses.replace(settings, eval_model=spec))
+    if spec.startswith("ollama:") and spec != settings.eval_model:
+        as_critic = _text_model_settings(models, settings, spec)
+    else:
+        as_critic = dataclasses.replace(settings, eval_model=spec)
+    return models.chat_model(as_critic) if temperature is None else models.chat_at(as_critic, temperature)
+
+
+def _text_model_settings(models: ModelCache, settings: RunSettings, spec: str) -> RunSettings:
+    """Settings under which the cache holds Ollama model `spec` loaded WITHOUT the vision check.
+
+    The cache's own Ollama loader insists on a vision model (right for the critic), but a router or a prompt
+    writer reads text only, and the natural picks (qwen3, llama3.1) cannot see. So the model is loaded here
+    and registered under a name of its own that also carries the server URL.
+    """
+    from refineloop.tools.ollama import load_ollama
+
+    name = f"agent|{spec}|{settings.ollama_url}"
+    as_critic = dataclasses.replace(settings, eval_model=name, ollama_url="")
+    try:
+        models.chat_model(as_critic)
+    except ModelError:
+        # Not registered yet: the cache's loader does not know the name and says so without any I/O.
+        model = load_ollama(spec.removeprefix("ollama:"), base_url=settings.ollama_url or None, require_vision=False)
+        models.register_chat(name, model)
+    return as_critic
 
 
 def make_agent_setup(strategy: str):  # noqa: ANN201 - returns a node function
@@ -74,7 +103,13 @@ def make_agent_setup(strategy: str):  # noqa: ANN201 - returns a node function
     def setup(state: RefineState, runtime: Runtime[RunSettings], config: RunnableConfig) -> dict[str, Any]:
         """Fill in the run state (unless the CLI did) and load the agent model."""
         update = base(state, runtime)
-        agent_chat_model(config, RunSettings.from_dict(update.get("settings") or state["settings"]))
+        settings = RunSettings.from_dict(update.get("settings") or state["settings"])
+        try:
+            agent_chat_model(config, settings)
+        except ModelError as exc:
+            if not settings.agent_model:
+                raise
+            raise ModelError(f"--agent-model {settings.agent_model}: {exc}") from exc
         return update
 
     return setup
@@ -107,9 +142,12 @@ def fixed_route(state: AgentState) -> Route:
 
 
 def allowed_routes(state: AgentState) -> tuple[str, ...]:
-    """The model's picks that would be followed now (generate at the cap is followed, as a stop)."""
+    """The model's picks that would be followed as given now."""
     if unjudged(state):
         return ("evaluate",)
+    if state["iteration"] >= RunSettings.from_dict(state["settings"]).image_cap():
+        # No image can follow, so neither can a new prompt for one.
+        return ("stop",)
     allowed = ["generate"]
     if last_step(state) != "summarize":
         # Condensing the same idea twice changes nothing, so a second summarize in a row is refused.
@@ -122,14 +160,15 @@ def allowed_routes(state: AgentState) -> tuple[str, ...]:
 
 def check_route(state: AgentState, name: str) -> tuple[Route, str | None]:
     """Where the model's pick leads and, when it is not followed as given, why."""
-    settings = RunSettings.from_dict(state["settings"])
+    cap = RunSettings.from_dict(state["settings"]).image_cap()
     if name not in MODEL_ROUTES:
         return fixed_route(state), f"unknown tool '{name}'"
+    if name == "generate" and state["iteration"] >= cap and not unjudged(state):
+        # The cap is code's, not the model's: a wish for one more image ends the run instead.
+        return "stop", f"generate at the image cap ({cap} images)"
     if name not in allowed_routes(state):
         return fixed_route(state), f"'{name}' is not possible now ({_why_not(state, name)})"
-    if name == "generate" and state["iteration"] >= settings.image_cap():
-        return "stop", f"generate at the image cap ({settings.image_cap()} images)"
-    return name, None  # type: ignore[return-value]  # checked against MODEL_ROUTES above
+    return cast(Route, name), None  # one of MODEL_ROUTES, checked above
 
 
 def _why_not(state: AgentState, name: str) -> str:
@@ -137,6 +176,8 @@ def _why_not(state: AgentState, name: str) -> str:
         return f"image {state['iteration']} has not been judged"
     if name == "evaluate":
         return "no new image to judge"
+    if state["iteration"] >= RunSettings.from_dict(state["settings"]).image_cap():
+        return "the image cap is reached"
     if name == "summarize":
         return "the prompt was just summarized"
     return "no image has been made yet"
@@ -155,7 +196,8 @@ def state_view(state: AgentState, settings: RunSettings) -> dict[str, Any]:
     else:
         score = "?" if candidate.get("score") is None else candidate["score"]
         newest = f"#{candidate['iteration']}, score {score}/10, verdict {candidate.get('verdict', 'unknown')}"
-    fresh = last_step(state) == "summarize" or state["iteration"] == 0
+    # Only a judgement brings a new idea; until summarize runs, the prompt still describes the old one.
+    stale = last_step(state) == "evaluate" and state.get("idea") != state.get("prompt")
     return {
         "made": state["iteration"],
         "cap": cap,
@@ -165,7 +207,7 @@ def state_view(state: AgentState, settings: RunSettings) -> dict[str, Any]:
         "best": f"#{best['iteration']} at {best['score']}/10" if best and best.get("score") is not None else "none",
         "idea": state.get("idea", ""),
         "prompt": state.get("prompt", ""),
-        "prompt_note": "" if fresh else " (not yet updated from the idea)",
+        "prompt_note": " (not yet updated from the idea)" if stale else "",
         "last": state.get("agent_step") or "none (the run just started)",
         "allowed": ", ".join(allowed_routes(state)),
     }
@@ -207,7 +249,7 @@ def router(state: AgentState, config: RunnableConfig) -> Command[Route]:
         )
     else:
         # Temperature 0 before binding: the bound wrapper no longer exposes the model's fields.
-        bound, off = _tool_capable(with_temperature(agent_chat_model(config, settings), 0.0))
+        bound, off = _tool_capable(agent_chat_model(config, settings, 0.0))
         if bound is None:
             route = fixed_route(state)
             update["router_off"] = off

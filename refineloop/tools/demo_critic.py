@@ -48,7 +48,7 @@ def _image_of(message: BaseMessage) -> bytes | None:
 def heat_features(png: bytes) -> dict[str, float]:
     """Fractions of warm, white-hot and hazy pixels, and the mean warmth, on a 64 px thumbnail."""
     img = Image.open(io.BytesIO(png)).convert("RGB").resize((64, 64))
-    pixels = list(img.getdata())
+    pixels = list(img.get_flattened_data())
     n = len(pixels)
     warm = sum(r > 150 and r > 1.25 * g and r > 1.6 * b for r, g, b in pixels) / n
     hot = sum(r > 235 and g > 190 and b < 200 for r, g, b in pixels) / n

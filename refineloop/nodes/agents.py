@@ -1,0 +1,84 @@
+"""Evaluator-optimizer: a prompt-writing generator agent and a critic agent take turns.
+
+    START -> setup -> generator -> critic -> accept_evaluator_optimizer --> stop -> END
+                          ^                              |
+                          '------------------------------'
+
+The generator agent asks the agent model (`agent_model`, else the critic's model) for the next prompt,
+given the goal and the critic's last verdict, then draws it with the generate node's own function. The
+critic agent judges it with the evaluate node (`judge_image`). The image travels in state as a path, never
+as text relayed between the agents, and every image is judged, the last one included. Acceptance is
+greedy and best is tracked by the shared accept helpers, so the runner's progress lines, the stop node and
+the artifacts work unchanged. The run stops on the judge's DONE (on an image at least as good as the best,
+the rule every strategy shares) or at the image cap.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from langchain_core.runnables import RunnableConfig
+
+from refineloop.nodes.generate import compose_prompt, generate
+from refineloop.nodes.propose import STEADY_TEMPERATURE, usable_idea
+from refineloop.nodes.router import agent_chat_model
+from refineloop.nodes.routes import stop_reason
+from refineloop.nodes.summarize import TOKENS_PER_WORD, clean_prompt, fit_to_budget
+from refineloop.prompts_agents import writer_messages_text
+from refineloop.settings import RunSettings
+from refineloop.state import RefineState
+from refineloop.tasks import Task
+from refineloop.tools.chat import build_messages, traced_invoke
+from refineloop.tools.image_models import ImageModel
+from refineloop.tools.models import models_for
+from refineloop.tools.trace import append_trace
+
+#: Word budget asked of the writer when the image model reads any length (the judge's own idea limit).
+UNCAPPED_WORDS = 60
+
+
+def prompt_words(image_model: ImageModel, subject: str) -> int:
+    """How many words the writer may use: what the image model's token budget leaves after the anchor."""
+    budget = image_model.traits.prompt_budget
+    if budget is None:
+        return UNCAPPED_WORDS
+    room = budget - image_model.count_tokens(compose_prompt(subject, ""))
+    return max(4, int(room / TOKENS_PER_WORD))
+
+
+def generator(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
+    """The generator agent: write the next prompt from the goal and the last critique, then draw it."""
+    settings = RunSettings.from_dict(state["settings"])
+    task = Task.from_dict(state["task"])
+    image_model = models_for(config).image_model(settings)
+    iteration = state["iteration"] + 1
+    # Greedy acceptance has already moved the critic's description of the next image into `idea`.
+    idea = state["idea"]
+    last = state.get("candidate")
+    system, user = writer_messages_text(task, last, state.get("best"), idea, prompt_words(image_model, task.subject))
+    writer = agent_chat_model(config, settings, STEADY_TEMPERATURE)
+    reply, _ = traced_invoke(
+        writer,
+        build_messages(system, user),
+        run_dir=state["run_dir"],
+        role="writer",
+        iteration=iteration,
+        image_path=None,
+        temperature=STEADY_TEMPERATURE,
+    )
+    prompt = clean_prompt(str(reply.content))
+    if not usable_idea(prompt):
+        # A refusal or an empty reply must not become a prompt; the critic's own description still works.
+        append_trace(
+            state["run_dir"],
+            {"kind": "warning", "iteration": iteration, "message": f"writer reply unusable, drew the idea: {idea}"},
+        )
+        prompt = clean_prompt(idea)
+    prompt = fit_to_budget(prompt, task.subject, image_model, state["run_dir"], iteration)
+    drawn = generate({**state, "prompt": prompt}, config)
+    return {**drawn, "prompt": prompt}
+
+
+def route_after_critique(state: RefineState) -> Literal["stop", "generator"]:
+    """Stop on DONE or at the cap (the shared stop rules); otherwise the generator writes again."""
+    return "stop" if stop_reason(state) is not None else "generator"
