@@ -37,6 +37,9 @@ def add_settings_flags(parser: argparse.ArgumentParser, defaults: dict[str, Any]
         if field.name == "strategy":
             help_text += f" Choices: {', '.join(STRATEGIES)}."
         shown = "" if default in (None, "") else f" (default: {default})"
+        if _flag_type(field) is bool:
+            parser.add_argument(flag, dest=field.name, action="store_true", default=default, help=help_text)
+            continue
         parser.add_argument(
             flag,
             dest=field.name,

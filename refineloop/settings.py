@@ -31,9 +31,11 @@ class RunSettings:
     task: str = _knob("hotdog", "Task preset name (e.g. `hotdog`) or the path of a task TOML file.")
     goal: str = _knob("", "A one-sentence goal; when set it builds a quick task and overrides `task`.")
     strategy: str = _knob(
-        "greedy", "Search strategy: greedy, climbing, annealing or img2img (what to keep each round)."
+        "greedy",
+        "Search strategy (what to keep each round): greedy, climbing, annealing, img2img; or a mode where models "
+        "steer: agent (an LLM router picks the next step), evaluator-optimizer (a prompt-writer and a critic agent).",
     )
-    max_iterations: int = _knob(10, "Images to make; 0 runs until the critic says DONE (bounded by safety_cap).")
+    max_iterations: int = _knob(10, "Rounds to run (one image each, or --candidates images); 0 runs until DONE.")
     safety_cap: int = _knob(100, "Hard limit on images when max_iterations is 0.")
     patience: int | None = _knob(None, "Misses in a row before climbing or img2img gives up (default 3, img2img 4).")
     seed: int | None = _knob(None, "Base seed for images and annealing draws; chosen and recorded when empty.")
@@ -49,6 +51,19 @@ class RunSettings:
     steps: int | None = _knob(None, "Denoising steps; empty takes the model's default.")
     guidance: float | None = _knob(None, "Guidance scale; empty takes the model's default.")
     judge_attempts: int = _knob(3, "Judge calls per image before an unparseable reply is recorded as unknown.")
+    judge: str = _knob(
+        "score",
+        "How images are compared: score (1-10 each) or pairwise (the critic compares the new image with the best, "
+        "in both orders; it is adopted only when it wins both).",
+    )
+    judge_samples: int = _knob(1, "Judge samples per image, averaged (at a small temperature when above 1).")
+    candidates: int = _knob(1, "Images drawn per round (best-of-N, one batched call); the best-judged competes.")
+    max_images: int = _knob(0, "Budget: stop after this many images in all; 0 means no budget.")
+    max_critic_calls: int = _knob(0, "Budget: stop after this many critic calls in all; 0 means no budget.")
+    max_seconds: float = _knob(0.0, "Budget: stop after this much working time, in seconds; 0 means no budget.")
+    review: bool = _knob(False, "Pause after each judged image so a person can approve, edit the prompt, or stop.")
+    device: str = _knob("", "Image-model device: cuda, cuda:1, mps or cpu; empty picks by free memory.")
+    dtype: str = _knob("", "Image-model dtype: bf16, fp16 or fp32; empty: bf16 on CUDA, fp16 on MPS, fp32 on CPU.")
     output_dir: str = _knob("", "Run folder; empty makes runs/<timestamp>-<task>.")
     agent_model: str = _knob(
         "",
@@ -64,8 +79,10 @@ class RunSettings:
         return DEFAULT_PATIENCE.get(self.strategy, 3)
 
     def image_cap(self) -> int:
-        """The most images this run may make."""
-        return self.max_iterations if self.max_iterations > 0 else self.safety_cap
+        """The most images this run may make: rounds times candidates, and within --max-images."""
+        rounds = self.max_iterations if self.max_iterations > 0 else self.safety_cap
+        cap = rounds * self.candidates
+        return min(cap, self.max_images) if self.max_images > 0 else cap
 
     def validate(self) -> RunSettings:
         """Check every knob; raise SettingsError with a one-line fix for the first bad one."""
@@ -79,6 +96,16 @@ class RunSettings:
             value = getattr(self, name)
             _check(0 < value <= 1, f"--{name.replace('_', '-')} must be in (0, 1]")
         _check(self.judge_attempts >= 1, "--judge-attempts must be at least 1")
+        _check(self.judge in ("score", "pairwise"), f"unknown judge '{self.judge}': use score or pairwise")
+        _check(1 <= self.judge_samples <= 16, "--judge-samples must be between 1 and 16")
+        _check(1 <= self.candidates <= 16, "--candidates must be between 1 and 16")
+        for name in ("max_images", "max_critic_calls", "max_seconds"):
+            _check(getattr(self, name) >= 0, f"--{name.replace('_', '-')} must be 0 (no budget) or positive")
+        _check(self.dtype in ("", "bf16", "fp16", "fp32"), f"unknown dtype '{self.dtype}': use bf16, fp16 or fp32")
+        _check(
+            self.device == "" or self.device in ("cpu", "cuda", "mps") or self.device.startswith("cuda:"),
+            f"unknown device '{self.device}': use cuda, cuda:N, mps or cpu",
+        )
         _check(self.agent_router_calls >= 1, "--agent-router-calls must be at least 1")
         for name in ("width", "height", "steps"):
             value = getattr(self, name)

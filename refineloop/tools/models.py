@@ -34,11 +34,12 @@ class ModelCache:
 
     def register_image(self, name: str, model: ImageModel) -> None:
         """Make an image model built in Python usable as `--image-model NAME`."""
-        self._models[("image", name)] = model
+        self._models[("image", name, "", "")] = model
 
     def image_model(self, settings: RunSettings) -> ImageModel:
         """The image model for these settings, loaded on first use."""
-        return self._get(("image", settings.image_model), lambda: load_image_model(settings.image_model))
+        key = ("image", settings.image_model, settings.device, settings.dtype)
+        return self._get(key, lambda: load_image_model(settings.image_model, settings.device, settings.dtype))
 
     def chat_model(self, settings: RunSettings) -> BaseChatModel:
         """The critic chat model for these settings, loaded on first use."""
@@ -83,8 +84,8 @@ def models_for(config: RunnableConfig | None) -> ModelCache:
     return cache if isinstance(cache, ModelCache) else MODELS
 
 
-def load_image_model(spec: str) -> ImageModel:
-    """Load `sketch`, `hf:<hub id>` or a local diffusers folder."""
+def load_image_model(spec: str, device: str = "", dtype: str = "") -> ImageModel:
+    """Load `sketch`, `hf:<hub id>` or a local diffusers folder (placed on `device` in `dtype` when given)."""
     if spec == "sketch" or spec.startswith("sketch:"):
         from refineloop.tools.sketch import SketchImageModel
 
@@ -92,7 +93,7 @@ def load_image_model(spec: str) -> ImageModel:
     if spec.startswith("hf:") or Path(spec).expanduser().is_dir():
         from refineloop.tools.diffusers_model import load_diffusers
 
-        return load_diffusers(spec.removeprefix("hf:"))
+        return load_diffusers(spec.removeprefix("hf:"), device=device or None, dtype=dtype or None)
     raise ModelError(f"unknown image model '{spec}': use sketch, hf:<hub id> or a local diffusers folder")
 
 
