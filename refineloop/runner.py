@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.errors import GraphDrained
 from langgraph.runtime import RunControl
@@ -85,8 +86,32 @@ def ctrl_c_drains(control: RunControl, out: TextIO) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def start_run(settings: RunSettings, *, models: ModelCache = MODELS, out: TextIO = sys.stdout) -> Outcome:
-    """Start a new run: every check and model load happens before the run folder is made."""
+@contextmanager
+def checkpoints(run_dir: str, saver: BaseCheckpointSaver | None = None) -> Iterator[BaseCheckpointSaver]:
+    """The run's checkpointer: the one given (Postgres, in memory...), else SQLite in the run folder."""
+    if saver is not None:
+        yield saver
+        return
+    conn = connect(run_dir)
+    try:
+        yield SqliteSaver(conn)
+    finally:
+        conn.close()
+
+
+def start_run(
+    settings: RunSettings,
+    *,
+    models: ModelCache = MODELS,
+    out: TextIO = sys.stdout,
+    saver: BaseCheckpointSaver | None = None,
+    thread_id: str | None = None,
+) -> Outcome:
+    """Start a new run: every check and model load happens before the run folder is made.
+
+    `saver` replaces the run folder's SQLite checkpoints (a shared Postgres, say), and `thread_id` the
+    default thread (the folder's name); both are recorded so `resume_run` finds them again.
+    """
     settings, task = resolve_settings(settings)
     if Path(settings.output_dir).exists() and any(Path(settings.output_dir).iterdir()):
         raise RunFolderError(
@@ -96,23 +121,22 @@ def start_run(settings: RunSettings, *, models: ModelCache = MODELS, out: TextIO
     _load_models(models, settings, out)
     state = initial_state(settings, task)
     run_dir = settings.output_dir
-    with locked(run_dir):
-        write_meta(run_dir, Path(run_dir).name, settings.strategy)
+    thread_id = thread_id or Path(run_dir).name
+    with locked(run_dir), checkpoints(run_dir, saver) as checkpointer:
+        write_meta(run_dir, thread_id, settings.strategy)
         out.write(f"run folder: {run_dir}\nstrategy: {settings.strategy}   seed: {settings.seed}   goal: {task.goal}\n")
-        return _execute(settings, state, Path(run_dir).name, models, out)
+        return _execute(settings, state, thread_id, models, out, checkpointer)
 
 
-def resume_run(run_dir: str, *, models: ModelCache = MODELS, out: TextIO = sys.stdout) -> Outcome:
-    """Continue a run from its last checkpoint."""
+def resume_run(
+    run_dir: str, *, models: ModelCache = MODELS, out: TextIO = sys.stdout, saver: BaseCheckpointSaver | None = None
+) -> Outcome:
+    """Continue a run from its last checkpoint (in `saver` when the run was started with one)."""
     run_dir = str(Path(run_dir).expanduser().resolve())
     meta = read_meta(run_dir)
-    with locked(run_dir):
-        conn = connect(run_dir)
-        try:
-            config = {"configurable": {"thread_id": meta["thread_id"]}}
-            values = build_graph(meta["strategy"], SqliteSaver(conn)).get_state(config).values
-        finally:
-            conn.close()
+    with locked(run_dir), checkpoints(run_dir, saver) as checkpointer:
+        config = {"configurable": {"thread_id": meta["thread_id"]}}
+        values = build_graph(meta["strategy"], checkpointer).get_state(config).values
         if not values.get("settings"):
             raise RunFolderError(f"{run_dir} has no checkpoint yet: start a new run instead")
         if values.get("status") == "done":
@@ -122,7 +146,7 @@ def resume_run(run_dir: str, *, models: ModelCache = MODELS, out: TextIO = sys.s
         settings = RunSettings.from_dict(values["settings"])
         _load_models(models, settings, out)
         out.write(f"resuming {run_dir} after image {values.get('iteration', 0)}\n")
-        return _execute(settings, None, meta["thread_id"], models, out)
+        return _execute(settings, None, meta["thread_id"], models, out, checkpointer)
 
 
 def _check_images(values: dict[str, Any]) -> None:
@@ -154,11 +178,15 @@ def _load_models(models: ModelCache, settings: RunSettings, out: TextIO) -> None
 
 
 def _execute(
-    settings: RunSettings, state: dict[str, Any] | None, thread_id: str, models: ModelCache, out: TextIO
+    settings: RunSettings,
+    state: dict[str, Any] | None,
+    thread_id: str,
+    models: ModelCache,
+    out: TextIO,
+    checkpointer: BaseCheckpointSaver,
 ) -> Outcome:
     run_dir = settings.output_dir
-    conn = connect(run_dir)
-    graph = build_graph(settings.strategy, SqliteSaver(conn))
+    graph = build_graph(settings.strategy, checkpointer)
     config = {
         "configurable": {"thread_id": thread_id, "models": models},
         "recursion_limit": settings.image_cap() * STEPS_PER_IMAGE + 20,
@@ -180,10 +208,7 @@ def _execute(
         log = Path(run_dir) / "error.log"
         log.write_text(traceback.format_exc(), "utf-8")
         out.write(f"error: {explain(exc, settings)} (details in {log})\n")
-    try:
-        values = graph.get_state(config).values
-    finally:
-        conn.close()
+    values = graph.get_state(config).values
     if status != "done" and values.get("run_dir"):
         write_artifacts(values)
     _report(out, run_dir, status, values)
