@@ -21,6 +21,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from refineloop.settings import RunSettings
 from refineloop.tools.models import ModelCache
 from refineloop.tools.sketch import SketchImageModel
+from tests.tiny_models import build_tiny_sd, build_tiny_sd3
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -115,6 +116,18 @@ def run_settings(tmp_path: Path) -> Callable[..., RunSettings]:
         return RunSettings(**values)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Stable Diffusion 1.x-style pipeline folder (CLIP only, 77 tokens, 64 px)."""
+    return build_tiny_sd(tmp_path_factory.mktemp("tiny-sd") / "pipe")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Stable Diffusion 3-style pipeline folder (2 CLIP + T5 with 256 tokens, 64 px)."""
+    return build_tiny_sd3(tmp_path_factory.mktemp("tiny-sd3") / "pipe")
 
 
 @pytest.fixture

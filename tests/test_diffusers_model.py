@@ -16,23 +16,10 @@ from refineloop.errors import ModelError
 from refineloop.tools import diffusers_model as dm
 from refineloop.tools.diffusers_model import DiffusersImageModel, Placement, decide_placement, load_diffusers
 from refineloop.tools.image_models import ImageModel, ImageRequest
-from tests.tiny_models import build_tiny_sd, build_tiny_sd3
 
 GB = 10**9
 
 # ---------------------------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="session")
-def tiny_sd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny Stable Diffusion 1.x-style pipeline folder (CLIP only, 77 tokens, 64 px)."""
-    return build_tiny_sd(tmp_path_factory.mktemp("tiny-sd") / "pipe")
-
-
-@pytest.fixture(scope="session")
-def tiny_sd3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny Stable Diffusion 3-style pipeline folder (2 CLIP + T5 with 256 tokens, 64 px)."""
-    return build_tiny_sd3(tmp_path_factory.mktemp("tiny-sd3") / "pipe")
 
 
 @pytest.fixture(scope="module")

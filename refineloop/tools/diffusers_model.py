@@ -737,6 +737,20 @@ def _remote_index(repo_id: str) -> dict[str, Any] | None:
         return None
 
 
+class _DropTorchvisionFallback(logging.Filter):
+    """transformers warns, for every image processor it falls back on, that torchvision is missing; the
+    PIL processors it falls back to are what diffusers pipelines used all along, so the lines are noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "requires torchvision (not installed)" not in record.getMessage()
+
+
+def _quiet_torchvision_fallback() -> None:
+    target = logging.getLogger("transformers.utils.import_utils")
+    if not any(isinstance(f, _DropTorchvisionFallback) for f in target.filters):
+        target.addFilter(_DropTorchvisionFallback())
+
+
 def load_diffusers(
     spec: str,
     *,
@@ -757,6 +771,7 @@ def load_diffusers(
     total, largest = weight_bytes(source.folder, components) if source.folder else (0, 0)
     plan = _plan(device, dtype, total, largest or None)
 
+    _quiet_torchvision_fallback()
     import torch
     from diffusers import AutoPipelineForText2Image, DiffusionPipeline
 
@@ -778,6 +793,11 @@ def load_diffusers(
         raise
     except Exception as exc:
         where = f"folder '{source.target}'" if source.repo_id is None else f"hf model '{source.repo_id}'"
+        if isinstance(exc, KeyError):  # model_index.json without the keys every pipeline folder has
+            raise ModelError(
+                f"cannot load the diffusers pipeline from {where}: its model_index.json lacks {exc}; "
+                "point --image-model at a folder written by save_pretrained"
+            ) from exc
         raise ModelError(f"cannot load the diffusers pipeline from {where}: {_one_line(exc)}") from exc
 
     if source.folder is None and source.repo_id:
