@@ -45,6 +45,16 @@ IDEA: <a vivid description, under 60 words, of the whole next image>"""
 
 PROPOSER_USER = "This is the image to improve (score {score}/10). It was drawn from: {prompt}"
 
+COMPARE_SYSTEM = """You compare two generated images against a goal and pick the one that meets it better.
+Goal: {goal}
+Judge only this: {focus}.
+The first image is A, the second is B. Ignore which came first; look only at what each shows.
+Answer in exactly this format:
+WINNER: <A or B, or TIE only if you truly cannot tell them apart>
+WHY: <one sentence>"""
+
+COMPARE_USER = "Image A was drawn from: {prompt_a}\nImage B was drawn from: {prompt_b}"
+
 SUMMARIZER_SYSTEM = """You turn a description into a prompt for an image model that reads at most {words} words.
 Keep the most visual details (subject, light, colour, effects, mood); drop filler and full sentences.
 Do not mention the subject's framing; it is added separately.
@@ -78,6 +88,12 @@ def proposer_messages_text(task: Task, prompt: str, score: int | None, failed: l
         failed=_bullets(failed[-8:], "- (none yet)"),
     )
     return system, PROPOSER_USER.format(score="?" if score is None else score, prompt=prompt)
+
+
+def compare_messages_text(task: Task, prompt_a: str, prompt_b: str) -> tuple[str, str]:
+    """System and user text for a head-to-head comparison of image A (sent first) and image B."""
+    system = COMPARE_SYSTEM.format(goal=task.goal, focus=task.judge_focus or task.goal)
+    return system, COMPARE_USER.format(prompt_a=prompt_a, prompt_b=prompt_b)
 
 
 def summarizer_messages_text(idea: str, words: int) -> tuple[str, str]:

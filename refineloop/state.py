@@ -31,8 +31,12 @@ class Candidate(TypedDict, total=False):
     """img2img strength used, or None for text-to-image."""
     init_image: str | None
     """Image this one started from (img2img), or None."""
-    score: int | None
-    """Critic score 1-10, or None when no reply parsed."""
+    score: float | None
+    """Critic score 1-10 (the mean of the samples with --judge-samples), or None when no reply parsed."""
+    samples: list[int]
+    """Every judge score this image got (more than one with --judge-samples, or after a re-score)."""
+    pairwise: dict[str, Any] | None
+    """Head-to-head result with --judge pairwise: {"against": image, "wins": 0-2, "flipped": bool}."""
     verdict: Verdict
     """DONE (cannot get better), CONTINUE, or unknown (unparseable reply)."""
     critique: str
@@ -46,7 +50,7 @@ class HistoryEntry(TypedDict, total=False):
 
     iteration: int
     """The image this entry is about."""
-    score: int | None
+    score: float | None
     """Its score."""
     verdict: Verdict
     """Its verdict."""
@@ -54,7 +58,7 @@ class HistoryEntry(TypedDict, total=False):
     """accepted, rejected, or accepted-worse (annealing's downhill move)."""
     best_iteration: int | None
     """Which image was best after this decision."""
-    best_score: int | None
+    best_score: float | None
     """The best score after this decision."""
     temperature: float | None
     """Annealing temperature at this step, if any."""
@@ -80,7 +84,9 @@ class RefineState(TypedDict, total=False):
     prompt: str
     """The idea condensed to the image model's budget (without the subject anchor)."""
     candidate: Candidate | None
-    """The newest image, waiting for evaluation and acceptance."""
+    """The newest image (the best-judged of its round), waiting for evaluation and acceptance."""
+    batch: list[Candidate]
+    """Every image of the current round (more than one with --candidates)."""
     current: Candidate | None
     """Where the walk stands (annealing and greedy may hold a worse image than best)."""
     best: Candidate | None
@@ -99,3 +105,11 @@ class RefineState(TypedDict, total=False):
     """One small entry per image, appended by the accept node."""
     started_at: float
     """Unix time the run began, for elapsed-time display."""
+    critic_calls: Annotated[int, operator.add]
+    """Critic model calls so far (judge samples and retries, comparisons, proposals, summaries)."""
+    seconds: Annotated[float, operator.add]
+    """Working time so far, summed over the model-calling nodes (a resume does not count the pause)."""
+    comparisons: Annotated[int, operator.add]
+    """Pairwise comparisons made (each is two calls, one per image order)."""
+    order_flips: Annotated[int, operator.add]
+    """Comparisons whose two orders disagreed: the judge's position bias, reported in summary.txt."""

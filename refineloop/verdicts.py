@@ -102,6 +102,15 @@ def parse_idea(text: str) -> str:
     return _one_line(match.group(1) if match else text or "")
 
 
+_WINNER = re.compile(r"\bwinner\b\W*(A|B|TIE)\b", re.I)
+
+
+def parse_winner(text: str) -> Literal["A", "B", "TIE"] | None:
+    """The winner of a comparison ('WINNER: A'); None when the reply names none."""
+    match = _WINNER.search(text or "")
+    return match.group(1).upper() if match else None  # type: ignore[return-value]
+
+
 def _leftover_prose(text: str) -> str:
     lines = [ln for ln in text.splitlines() if not _KEYWORD.match(ln) and not _SCORE_LINE.search(ln)]
     return " ".join(lines)

@@ -37,6 +37,7 @@ class ScriptedCritic(BaseChatModel):
     judge: list[Any]
     calls: list[dict[str, Any]]
     propose_replies: list[str] = []
+    compare_replies: list[str] = []
 
     @property
     def _llm_type(self) -> str:
@@ -54,11 +55,21 @@ class ScriptedCritic(BaseChatModel):
             isinstance(m.content, list) and any(b.get("type") == "image" for b in m.content if isinstance(b, dict))
             for m in messages
         )
-        role = "judge" if "SCORE:" in system else "propose" if "IDEA:" in system else "summarize"
+        role = (
+            "compare"
+            if "WINNER:" in system
+            else "judge"
+            if "SCORE:" in system
+            else "propose"
+            if "IDEA:" in system
+            else "summarize"
+        )
         call = {"role": role, "system": system, "temperature": self.temperature_value(), "image": has_image}
         call["messages"] = len(messages)
         self.calls.append(call)
-        if role == "judge":
+        if role == "compare":
+            text = self.compare_replies.pop(0) if self.compare_replies else "WINNER: A"
+        elif role == "judge":
             reply = self.judge.pop(0) if self.judge else "SCORE: 1\nCONTINUE: keep going"
             if isinstance(reply, BaseException):
                 raise reply
@@ -242,3 +253,82 @@ def agent_model() -> Callable[..., ToolCallingFake]:
         return ToolCallingFake(messages=iter(script), **fields)
 
     return make
+
+
+# --- Studio: one `langgraph dev` server for the session (appended for tests/test_studio.py and test_review.py) ---
+
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import urllib.request  # noqa: E402
+
+STUDIO_STARTUP_SECONDS = 60
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now (the default 2024 may be taken)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def healthy(url: str) -> bool:
+    """Whether the server answers GET /ok."""
+    try:
+        with urllib.request.urlopen(f"{url}/ok", timeout=2) as reply:
+            return reply.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def studio_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Start `langgraph dev` on a free port, wait for /ok, yield its URL, stop its process group.
+
+    It runs from a temporary copy of the project, so its `.langgraph_api/` store and every run folder land under
+    pytest's tmp dirs, never in the checkout; one server serves every test file (startup costs seconds).
+    """
+    home = tmp_path_factory.mktemp("studio")
+    # Graph paths in langgraph.json resolve against the working directory, so the copy holds both.
+    shutil.copy(ROOT / "langgraph.json", home / "langgraph.json")
+    shutil.copytree(ROOT / "refineloop", home / "refineloop", ignore=shutil.ignore_patterns("__pycache__"))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LANGSMITH_", "LANGCHAIN_"))}
+    env.update(LANGGRAPH_CLI_NO_ANALYTICS="1", LANGGRAPH_NO_VERSION_CHECK="true")
+    log = home / "server.log"
+    langgraph = Path(sys.executable).with_name("langgraph")
+    command = [str(langgraph), "dev", "--no-browser", "--no-reload", "--port", str(port)]
+    with open(log, "wb") as sink:
+        # A session of its own, so the server and anything it spawns stop together.
+        proc = subprocess.Popen(
+            [*command, "--config", str(home / "langgraph.json")],
+            cwd=home,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.time() + STUDIO_STARTUP_SECONDS
+        while not healthy(url):
+            if proc.poll() is not None or time.time() > deadline:
+                pytest.fail(f"langgraph dev did not come up:\n{log.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        _stop_group(proc)
+
+
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the server's process group, SIGKILL it if it lingers."""
+    for sig, grace in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue

@@ -17,10 +17,27 @@ from refineloop.tools.artifacts import save_json, sidecar_path
 
 
 def _beats(candidate: Candidate, best: Candidate | None) -> bool:
-    """Strictly higher than the best; an unscored image never wins, and a tie is no progress."""
+    """Strictly better than the best; an unscored image never wins, and a tie is no progress.
+
+    With a pairwise verdict against that very image, better means winning in both orders; otherwise it
+    means a strictly higher score.
+    """
     if candidate.get("score") is None:
         return False
-    return best is None or best.get("score") is None or candidate["score"] > best["score"]
+    if best is None or best.get("score") is None:
+        return True
+    duel = candidate.get("pairwise")
+    if duel and duel["against"] == best["iteration"]:
+        return duel["wins"] == 2
+    return candidate["score"] > best["score"]
+
+
+def _delta(candidate: Candidate, current: Candidate) -> float:
+    """Annealing's step: the score difference, or +1 / 0 / -1 from a pairwise duel with the current image."""
+    duel = candidate.get("pairwise")
+    if duel and duel["against"] == current["iteration"]:
+        return float(duel["wins"] - 1)
+    return float(candidate["score"] - current["score"])
 
 
 def _outcome(
@@ -90,10 +107,10 @@ def accept_annealing(state: RefineState) -> dict[str, Any]:
     t = temperature(settings.initial_temp, settings.cooling_rate, candidate["iteration"])
     if candidate.get("score") is None:
         return _outcome(state, "rejected", current, anneal_t=t)
-    if current is None or current.get("score") is None or candidate["score"] >= current["score"]:
+    if current is None or current.get("score") is None or (delta := _delta(candidate, current)) >= 0:
         return _outcome(state, "accepted", candidate, anneal_t=t)
     u = draw(settings.seed or 0, candidate["iteration"])
-    if u < math.exp((candidate["score"] - current["score"]) / t):
+    if u < math.exp(delta / t):
         return _outcome(state, "accepted-worse", candidate, anneal_t=t, anneal_draw=round(u, 6))
     return _outcome(state, "rejected", current, anneal_t=t, anneal_draw=round(u, 6))
 

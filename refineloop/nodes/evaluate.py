@@ -1,23 +1,62 @@
-"""`evaluate`: the judge. Cold, stateless, one image in; never crashes on what a model says."""
+"""`evaluate`: the judge. Cold, stateless, one image in; never crashes on what a model says.
+
+Beyond one score per image, three options fight the judge's coarseness and noise:
+- `--judge-samples K`: K samples at a small temperature, averaged; a challenger that ties the best makes
+  the incumbent be judged again, so a lucky score on the best does not stand forever;
+- `--judge pairwise`: the new image is compared head to head with the one it must beat, in both orders;
+  a split verdict is a tie, and the order flips are counted (the judge's position bias);
+- `--candidates N`: every image of the round is judged and the best-judged one goes on to acceptance.
+Every call counts against `--max-critic-calls`; the judge never makes a call past it.
+"""
 
 from __future__ import annotations
 
+import statistics
+import time
 from typing import Any
 
 from langchain_core.messages import HumanMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 
-from refineloop.prompts import JUDGE_REMINDER, judge_messages_text
+from refineloop.budgets import critic_calls_left
+from refineloop.prompts import JUDGE_REMINDER, compare_messages_text, judge_messages_text
 from refineloop.settings import RunSettings
-from refineloop.state import RefineState
+from refineloop.state import Candidate, RefineState
 from refineloop.tasks import Task
+from refineloop.tools.artifacts import save_json, sidecar_path
 from refineloop.tools.chat import build_messages, traced_invoke
-from refineloop.tools.models import models_for
-from refineloop.verdicts import JudgeReply, Verdict, from_structured, parse_judge_text
+from refineloop.tools.models import ModelCache, models_for
+from refineloop.verdicts import JudgeReply, Verdict, from_structured, parse_judge_text, parse_winner
+
+#: Sampling temperature when several judge samples are averaged: enough to decorrelate, not to wander.
+SAMPLE_TEMPERATURE = 0.3
+#: Mean scores closer than this count as a tie on the 1-10 scale and trigger a re-score of the best.
+TIE_MARGIN = 0.5
+
+
+class CallBudget:
+    """Counts critic calls made in this node and refuses one past the run's budget."""
+
+    def __init__(self, left: int | None) -> None:
+        self.left, self.used = left, 0
+
+    def take(self) -> bool:
+        if self.left is not None and self.used >= self.left:
+            return False
+        self.used += 1
+        return True
 
 
 def judge_image(
-    runnable: Runnable, task: Task, candidate: dict[str, Any], *, attempts: int, run_dir: str
+    runnable: Runnable,
+    task: Task,
+    candidate: dict[str, Any],
+    *,
+    attempts: int,
+    run_dir: str,
+    budget: CallBudget | None = None,
+    label: str = "judge",
+    temperature: float = 0.0,
 ) -> Verdict | None:
     """Ask the judge (`ModelCache.judge_model`) up to `attempts` times; None when no reply yields a score.
 
@@ -26,14 +65,16 @@ def judge_image(
     system, user = judge_messages_text(task, candidate["prompt"])
     messages = build_messages(system, user, candidate["path"])
     for attempt in range(attempts):
+        if budget is not None and not budget.take():
+            return None
         reply, _ = traced_invoke(
             runnable,
             messages,
             run_dir=run_dir,
-            role=f"judge#{attempt + 1}",
+            role=f"{label}#{attempt + 1}",
             iteration=candidate["iteration"],
             image_path=candidate["path"],
-            temperature=0.0,
+            temperature=temperature,
         )
         verdict = _read(reply)
         if verdict is not None:
@@ -56,18 +97,121 @@ def _read(reply: Any) -> Verdict | None:
     return parse_judge_text(content if isinstance(content, str) else str(content))
 
 
-def evaluate(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
-    """Score the candidate; an unparseable judge leaves the score None and the verdict 'unknown'."""
-    settings = RunSettings.from_dict(state["settings"])
-    judge = models_for(config).judge_model(settings)
-    candidate = dict(state["candidate"] or {})
-    verdict = judge_image(
-        judge, Task.from_dict(state["task"]), candidate, attempts=settings.judge_attempts, run_dir=state["run_dir"]
-    )
-    if verdict is None:
-        candidate.update(score=None, verdict="unknown", critique="the judge's replies could not be read", next_idea="")
-    else:
-        candidate.update(
-            score=verdict.score, verdict=verdict.verdict, critique=verdict.critique, next_idea=verdict.next_idea
+def score_image(
+    models: ModelCache,
+    settings: RunSettings,
+    task: Task,
+    candidate: Candidate,
+    run_dir: str,
+    budget: CallBudget,
+    samples: int,
+) -> Candidate:
+    """Judge an image `samples` times and fold the answers into its record (mean score, every sample)."""
+    temperature = SAMPLE_TEMPERATURE if settings.judge_samples > 1 else 0.0
+    judge = models.judge_model(settings, temperature)
+    verdicts = [
+        v
+        for _ in range(samples)
+        if (
+            v := judge_image(
+                judge,
+                task,
+                candidate,
+                attempts=settings.judge_attempts,
+                run_dir=run_dir,
+                budget=budget,
+                temperature=temperature,
+            )
         )
-    return {"candidate": candidate}
+        is not None
+    ]
+    record: Candidate = dict(candidate)  # type: ignore[assignment]
+    scores = [*candidate.get("samples", []), *(v.score for v in verdicts)]
+    if not scores:
+        record.update(score=None, verdict="unknown", critique="the judge's replies could not be read", next_idea="")
+        return record
+    record["samples"] = scores
+    record["score"] = round(statistics.fmean(scores), 2) if len(scores) > 1 else scores[0]
+    if verdicts:
+        done = sum(v.verdict == "DONE" for v in verdicts) * 2 > len(verdicts)
+        first = verdicts[0]
+        record.update(
+            verdict="DONE" if done else "CONTINUE",
+            critique=first.critique,
+            next_idea=next((v.next_idea for v in verdicts if v.next_idea), ""),
+        )
+    return record
+
+
+def compare(
+    models: ModelCache,
+    settings: RunSettings,
+    task: Task,
+    challenger: Candidate,
+    incumbent: Candidate,
+    run_dir: str,
+    budget: CallBudget,
+) -> dict[str, Any] | None:
+    """Head to head in both orders: wins counts the orders in which the challenger won (0, 1 or 2)."""
+    judge = models.chat_at(settings, 0.0)
+    winners = []
+    for first, second in ((challenger, incumbent), (incumbent, challenger)):
+        if not budget.take():
+            return None
+        system, user = compare_messages_text(task, first["prompt"], second["prompt"])
+        reply, _ = traced_invoke(
+            judge,
+            build_messages(system, user, first["path"], second["path"]),
+            run_dir=run_dir,
+            role="compare",
+            iteration=challenger["iteration"],
+            image_path=[first["path"], second["path"]],
+            temperature=0.0,
+        )
+        winner = parse_winner(str(reply.content))
+        picked = first if winner == "A" else second if winner == "B" else None
+        winners.append(None if picked is None else picked["iteration"])
+    wins = sum(w == challenger["iteration"] for w in winners)
+    decided = [w for w in winners if w is not None]
+    return {"against": incumbent["iteration"], "wins": wins, "flipped": len(set(decided)) == 2}
+
+
+def evaluate(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
+    """Judge the round's images, pick the best-judged as the candidate, and run the judge options."""
+    started = time.perf_counter()
+    settings = RunSettings.from_dict(state["settings"])
+    task = Task.from_dict(state["task"])
+    models = models_for(config)
+    run_dir = state["run_dir"]
+    budget = CallBudget(critic_calls_left(state, settings))
+    batch = state.get("batch") or [state["candidate"]]
+    judged = [score_image(models, settings, task, c, run_dir, budget, settings.judge_samples) for c in batch]
+    chosen = max(judged, key=lambda c: -1.0 if c["score"] is None else c["score"])
+    for other in judged:
+        if other is not chosen:
+            save_json(
+                {**other, "decision": f"not chosen (best of {len(judged)})"}, sidecar_path(run_dir, other["iteration"])
+            )
+    update: dict[str, Any] = {}
+    best = state.get("best")
+    if (
+        settings.judge_samples > 1
+        and best
+        and best.get("score") is not None
+        and chosen["score"] is not None
+        and abs(chosen["score"] - best["score"]) < TIE_MARGIN
+        and settings.strategy != "greedy"
+    ):
+        # A tie with the incumbent: judge the incumbent again, so its score is as well measured as the challenger's.
+        best = score_image(models, settings, task, best, run_dir, budget, settings.judge_samples)
+        update["best"] = best
+        if state.get("current") and state["current"]["iteration"] == best["iteration"]:
+            update["current"] = best
+    opponent = state.get("current") if settings.strategy == "annealing" else best
+    if settings.judge == "pairwise" and opponent and chosen["score"] is not None and settings.strategy != "greedy":
+        result = compare(models, settings, task, chosen, opponent, run_dir, budget)
+        if result is not None:
+            chosen["pairwise"] = result
+            update.update(comparisons=1, order_flips=int(result["flipped"]))
+    update.update(candidate=chosen, batch=judged, critic_calls=budget.used, seconds=time.perf_counter() - started)
+    return update

@@ -23,23 +23,30 @@ def compose_prompt(subject: str, prompt: str) -> str:
 
 
 def generate(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
-    """Make image number iteration+1 and store it as the candidate."""
+    """Make the next round's images (one, or --candidates in one batched call) from the current prompt.
+
+    Images are numbered on from state.iteration; each has its own seed derived from the run seed and its
+    number, so any image can be remade alone.
+    """
     settings = RunSettings.from_dict(state["settings"])
     task = Task.from_dict(state["task"])
     model = models_for(config).image_model(settings)
-    iteration = state["iteration"] + 1
+    first = state["iteration"] + 1
+    count = max(1, min(settings.candidates, settings.image_cap() - state["iteration"]))
+    numbers = range(first, first + count)
     best = state.get("best")
     init_image, used_strength = None, None
     if settings.strategy == "img2img" and best and model.traits.img2img:
         init_image = best["path"]
         if model.traits.strength:
+            round_number = (first - 1) // settings.candidates + 1
             used_strength = strength(
-                iteration, settings.max_iterations, settings.initial_strength, settings.final_strength
+                round_number, settings.max_iterations, settings.initial_strength, settings.final_strength
             )
     request = ImageRequest(
         prompt=compose_prompt(task.subject, state["prompt"]),
         negative_prompt=task.negative_prompt if model.traits.negative_prompt else "",
-        seeds=(derive_seed(settings.seed or 0, iteration),),
+        seeds=tuple(derive_seed(settings.seed or 0, n) for n in numbers),
         init_image=init_image,
         strength=used_strength,
         width=settings.width,
@@ -48,36 +55,42 @@ def generate(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
         guidance=settings.guidance,
     )
     started = time.perf_counter()
-    image = model.generate(request)[0]
-    path = image_path(state["run_dir"], iteration)
-    save_image(image, path)
+    images = model.generate(request)
+    batch: list[Candidate] = []
+    for number, seed, image in zip(numbers, request.seeds, images, strict=True):
+        path = image_path(state["run_dir"], number)
+        save_image(image, path)
+        batch.append(
+            {
+                "iteration": number,
+                "path": str(path),
+                "prompt": request.prompt,
+                "idea": state["idea"],
+                "seed": seed,
+                "strength": used_strength,
+                "init_image": init_image,
+                "score": None,
+                "verdict": "unknown",
+                "critique": "",
+                "next_idea": "",
+            }
+        )
     seconds = time.perf_counter() - started
     append_trace(
         state["run_dir"],
         {
             "kind": "image",
-            "iteration": iteration,
+            "iteration": first,
+            "images": [c["iteration"] for c in batch],
             "model": model.name,
             "prompt": request.prompt,
             "negative_prompt": request.negative_prompt,
             "seed": request.seeds[0],
+            "seeds": list(request.seeds),
             "init_image": init_image,
             "strength": used_strength,
-            "path": str(path),
+            "path": batch[0]["path"],
             "seconds": round(seconds, 4),
         },
     )
-    candidate: Candidate = {
-        "iteration": iteration,
-        "path": str(path),
-        "prompt": request.prompt,
-        "idea": state["idea"],
-        "seed": request.seeds[0],
-        "strength": used_strength,
-        "init_image": init_image,
-        "score": None,
-        "verdict": "unknown",
-        "critique": "",
-        "next_idea": "",
-    }
-    return {"iteration": iteration, "candidate": candidate}
+    return {"iteration": first + count - 1, "candidate": batch[0], "batch": batch, "seconds": seconds}

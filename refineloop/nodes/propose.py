@@ -7,10 +7,12 @@ temperature follows the cooling schedule; the judge never warms.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 
+from refineloop.budgets import can_spare_call
 from refineloop.prompts import proposer_messages_text
 from refineloop.schedules import proposer_temperature, temperature
 from refineloop.settings import RunSettings
@@ -38,6 +40,10 @@ def propose(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
         base = state.get("best") or state.get("current") or state.get("candidate")
     assert base is not None, "propose runs only after an image exists"
     failed = list(state.get("failed_ideas") or [])
+    previous = base.get("next_idea") or base.get("idea", "")
+    if not can_spare_call(state, settings):
+        return {"idea": fallback_idea(task, previous, failed, iteration)}
+    started = time.perf_counter()
     system, user = proposer_messages_text(task, base["prompt"], base.get("score"), failed)
     model = models_for(config).chat_at(settings, sampling)
     reply, _ = traced_invoke(
@@ -51,8 +57,8 @@ def propose(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
     )
     idea = parse_idea(str(reply.content))
     if not usable_idea(idea):
-        idea = fallback_idea(task, base.get("next_idea") or base.get("idea", ""), failed, iteration)
-    return {"idea": idea}
+        idea = fallback_idea(task, previous, failed, iteration)
+    return {"idea": idea, "critic_calls": 1, "seconds": time.perf_counter() - started}
 
 
 def usable_idea(text: str) -> bool:

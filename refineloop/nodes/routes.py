@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from refineloop.budgets import budget_stop_reason
 from refineloop.settings import RunSettings
 from refineloop.state import RefineState
 
@@ -26,9 +27,14 @@ def stop_reason(state: RefineState) -> str | None:
         and candidate["score"] >= (best.get("score") or 0)
     ):
         return f"the critic said DONE at image {candidate['iteration']}"
+    budget = budget_stop_reason(state, settings)
+    if budget is not None:
+        return budget
     if state["iteration"] >= settings.image_cap():
         if settings.max_iterations > 0:
-            return f"reached --max-iterations {settings.max_iterations}"
+            return f"reached --max-iterations {settings.max_iterations}" + (
+                f" ({settings.candidates} images a round)" if settings.candidates > 1 else ""
+            )
         return f"reached the safety cap of {settings.safety_cap} images (raise --safety-cap to go on)"
     patience = settings.effective_patience()
     if settings.strategy in PATIENT_STRATEGIES and state.get("misses", 0) >= patience:

@@ -60,6 +60,10 @@ def initial_state(settings: RunSettings, task: Task) -> dict[str, Any]:
         "status": "running",
         "stop_reason": "",
         "started_at": time.time(),
+        "critic_calls": 0,
+        "seconds": 0.0,
+        "comparisons": 0,
+        "order_flips": 0,
     }
 
 

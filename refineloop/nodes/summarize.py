@@ -8,10 +8,12 @@ warning in the trace that names what was dropped.
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 
+from refineloop.budgets import can_spare_call
 from refineloop.nodes.generate import compose_prompt
 from refineloop.nodes.propose import usable_idea
 from refineloop.prompts import summarizer_messages_text
@@ -37,6 +39,9 @@ def summarize(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
     budget = image_model.traits.prompt_budget
     if budget is None or image_model.count_tokens(compose_prompt(task.subject, idea)) <= budget:
         return {"prompt": idea}
+    if not can_spare_call(state, settings):
+        return {"prompt": fit_to_budget(idea, task.subject, image_model, state["run_dir"], state["iteration"])}
+    started = time.perf_counter()
     room = budget - image_model.count_tokens(compose_prompt(task.subject, ""))
     words = max(4, int(room / TOKENS_PER_WORD))
     system, user = summarizer_messages_text(idea, words)
@@ -54,7 +59,7 @@ def summarize(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
     if not usable_idea(prompt):
         prompt = idea
     prompt = fit_to_budget(prompt, task.subject, image_model, state["run_dir"], state["iteration"])
-    return {"prompt": prompt}
+    return {"prompt": prompt, "critic_calls": 1, "seconds": time.perf_counter() - started}
 
 
 def clean_prompt(text: str) -> str:

@@ -143,6 +143,14 @@ def summary_text(state: RefineState) -> str:
         ]
     best = state.get("best")
     lines += ["", f"best: {best['path']} (score {best['score']}/10)" if best else "best: none yet"]
+    lines.append(f"critic calls: {state.get('critic_calls', 0)}   working time: {state.get('seconds', 0.0):.1f} s")
+    comparisons = state.get("comparisons", 0)
+    if comparisons:
+        flips = state.get("order_flips", 0)
+        lines.append(
+            f"pairwise comparisons: {comparisons}, order flips: {flips} ({flips / comparisons:.0%} of comparisons "
+            "gave a different winner when the two images swapped places)"
+        )
     return "\n".join(lines) + "\n"
 
 

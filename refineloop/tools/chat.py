@@ -25,18 +25,19 @@ def with_temperature(model: BaseChatModel, temperature: float, **fields: Any) ->
     return model.model_copy(update=update) if update else model
 
 
-def judge_copy(model: BaseChatModel) -> BaseChatModel:
-    """The judge's model: temperature 0 and thinking off, so scores are as steady as the model allows."""
-    return with_temperature(model, 0.0, reasoning=False)
+def judge_copy(model: BaseChatModel, temperature: float = 0.0) -> BaseChatModel:
+    """The judge's model: thinking off, and temperature 0 so scores are as steady as the model allows
+    (a small temperature only when several samples are averaged)."""
+    return with_temperature(model, temperature, reasoning=False)
 
 
-def build_messages(system: str, user: str, image_path: str | None = None) -> list[BaseMessage]:
-    """A system message and one user message carrying the image inline as base64 PNG."""
+def build_messages(system: str, user: str, *image_paths: str | None) -> list[BaseMessage]:
+    """A system message and one user message carrying the images, in order, inline as base64 PNG."""
     from langchain_core.messages import HumanMessage, SystemMessage
 
     content: list[str | dict[str, Any]] = [{"type": "text", "text": user}]
-    if image_path:
-        data = base64.b64encode(Path(image_path).read_bytes()).decode("ascii")
+    for path in filter(None, image_paths):
+        data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
         content.append({"type": "image", "base64": data, "mime_type": "image/png"})
     return [SystemMessage(system), HumanMessage(content=content)]
 
@@ -48,7 +49,7 @@ def traced_invoke(
     run_dir: str,
     role: str,
     iteration: int,
-    image_path: str | None,
+    image_path: str | list[str] | None,
     temperature: float | None,
 ) -> tuple[Any, float]:
     """Invoke a chat model (or a structured-output runnable) and log the call to trace.jsonl."""

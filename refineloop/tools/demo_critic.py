@@ -5,8 +5,8 @@ It reads the image it is sent (base64 content block), measures what a heat-minde
 answers in the same text format a real vision model is asked for. Because it is a chat model, every node
 talks to it exactly as it talks to Ollama.
 
-It recognises the three roles by the format each prompt requests: `SCORE:` (judge), `IDEA:` (proposer),
-and anything else (summarizer).
+It recognises its roles by the format each prompt requests: `WINNER:` (pairwise comparison), `SCORE:`
+(judge), `IDEA:` (proposer), and anything else (summarizer).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from PIL import Image
+from pydantic import PrivateAttr
 
 
 def _text_of(message: BaseMessage) -> str:
@@ -43,6 +44,12 @@ def _image_of(message: BaseMessage) -> bytes | None:
             url = block["image_url"]["url"] if isinstance(block["image_url"], dict) else block["image_url"]
             return base64.b64decode(url.split(",", 1)[1])
     return None
+
+
+def _images_of(message: BaseMessage) -> list[bytes]:
+    if isinstance(message.content, str):
+        return []
+    return [base64.b64decode(b["base64"]) for b in message.content if isinstance(b, dict) and b.get("base64")]
 
 
 def heat_features(png: bytes) -> dict[str, float]:
@@ -83,6 +90,8 @@ class DemoCritic(BaseChatModel):
     """0 gives the steadiest proposals; higher values jump further along the escalation ladder."""
     noise: float = 0.8
     """Standard deviation, in score points, of the judge's wobble between images."""
+    _calls: dict[str, int] = PrivateAttr(default_factory=dict)
+    """Warm judge calls per image, so each sample draws fresh noise (shared by temperature copies)."""
 
     @property
     def _llm_type(self) -> str:
@@ -99,7 +108,9 @@ class DemoCritic(BaseChatModel):
         humans = [m for m in messages if m.type == "human"]
         # A retry appends a reminder after the message that carries the image, so look back for it.
         png = next((img for m in reversed(humans) if (img := _image_of(m)) is not None), None)
-        if "SCORE:" in system:
+        if "WINNER:" in system:
+            text = self._compare([img for m in humans for img in _images_of(m)])
+        elif "SCORE:" in system:
             text = self._judge(system, png)
         elif "IDEA:" in system:
             text = self._propose(system, _text_of(humans[0]), png)
@@ -116,8 +127,14 @@ class DemoCritic(BaseChatModel):
             return "I cannot see any image in your message."
         ladder = _ladder(system) or ["more intense", "far more dramatic"]
         base = heat_score(heat_features(png))
-        # The same image always gets the same score (a cold judge); different images wobble.
-        score = max(1, min(10, round(base + self._rng(hashlib.sha256(png).hexdigest()).gauss(0, self.noise))))
+        digest = hashlib.sha256(png).hexdigest()
+        # A cold judge gives an image the same score every time; different images wobble around their heat.
+        wobble = self._rng(digest).gauss(0, self.noise)
+        if self.temperature > 0:
+            # Warm sampling adds a fresh error per call, which averaging several samples can cancel.
+            self._calls[digest] = self._calls.get(digest, 0) + 1
+            wobble = 0.5 * wobble + self._rng(digest, self._calls[digest]).gauss(0, self.noise * self.temperature * 3)
+        score = max(1, min(10, round(base + wobble)))
         step = min(len(ladder) - 1, int((score - 1) / 9 * len(ladder)))
         if score >= 9 and step == len(ladder) - 1:
             return f"SCORE: {score}\nCRITIQUE: Heat everywhere; it reads as {ladder[-1]}.\nDONE: nothing hotter fits."
@@ -126,6 +143,15 @@ class DemoCritic(BaseChatModel):
             f"SCORE: {score}\nCRITIQUE: I see heat at the level of '{ladder[step]}', no more.\n"
             f"CONTINUE: The same subject, now with {wanted}, dramatic lighting, intense and vivid."
         )
+
+    def _compare(self, images: list[bytes]) -> str:
+        """Pick the hotter of two images, with the wobble of a real judge and a slight lean to the first."""
+        if len(images) < 2:
+            return "I need two images to compare."
+        a, b = (heat_score(heat_features(png)) for png in images[:2])
+        rng = self._rng("compare", hashlib.sha256(images[0] + images[1]).hexdigest())
+        lean = a + 0.3 + rng.gauss(0, self.noise * 0.5) - (b + rng.gauss(0, self.noise * 0.5))
+        return f"WINNER: {'A' if lean >= 0 else 'B'}\nWHY: it shows more heat."
 
     def _propose(self, system: str, human: str, png: bytes | None) -> str:
         ladder = _ladder(system) or ["more intense"]

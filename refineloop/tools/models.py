@@ -46,7 +46,7 @@ class ModelCache:
         key = ("chat", settings.eval_model, settings.ollama_url)
         return self._get(key, lambda: load_chat_model(settings.eval_model, settings.ollama_url, settings.seed))
 
-    def judge_model(self, settings: RunSettings) -> Any:
+    def judge_model(self, settings: RunSettings, temperature: float = 0.0) -> Any:
         """The critic set up as a judge (temperature 0, thinking off, JSON schema where the server takes
         one), built once: constructing a structured-output runnable per call costs more than the call."""
         from refineloop.tools.chat import judge_copy
@@ -54,10 +54,10 @@ class ModelCache:
         from refineloop.verdicts import JudgeReply
 
         def build() -> Any:
-            judge = judge_copy(self.chat_model(settings))
+            judge = judge_copy(self.chat_model(settings), temperature)
             return structured_judge(judge, JudgeReply) or judge
 
-        return self._get(("judge", settings.eval_model, settings.ollama_url), build)
+        return self._get(("judge", settings.eval_model, settings.ollama_url, temperature), build)
 
     def chat_at(self, settings: RunSettings, temperature: float) -> BaseChatModel:
         """The critic sampling at `temperature` (proposer, summarizer), one copy per temperature."""

@@ -1,0 +1,37 @@
+"""Run budgets: images, critic calls and working time. Each stops the run cleanly and says which."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from refineloop.settings import RunSettings
+
+
+def critic_calls_left(state: dict[str, Any], settings: RunSettings) -> int | None:
+    """Critic calls still allowed; None when there is no critic-call budget."""
+    if not settings.max_critic_calls:
+        return None
+    return max(0, settings.max_critic_calls - state.get("critic_calls", 0))
+
+
+def can_spare_call(state: dict[str, Any], settings: RunSettings) -> bool:
+    """Whether a proposer or summarizer call still leaves one judge call for every image of the next round.
+
+    When it does not, those steps fall back to their deterministic answer, so the budget is spent on
+    judging, which is what decides what is kept.
+    """
+    left = critic_calls_left(state, settings)
+    return left is None or left > settings.candidates
+
+
+def budget_stop_reason(state: dict[str, Any], settings: RunSettings) -> str | None:
+    """Why a budget ends the run before the next round, or None."""
+    if settings.max_images and state.get("iteration", 0) >= settings.max_images:
+        return f"reached the image budget (--max-images {settings.max_images})"
+    left = critic_calls_left(state, settings)
+    if left is not None and left < settings.candidates:
+        used = state.get("critic_calls", 0)
+        return f"reached the critic-call budget (--max-critic-calls {settings.max_critic_calls}; {used} used)"
+    if settings.max_seconds and state.get("seconds", 0.0) >= settings.max_seconds:
+        return f"reached the time budget (--max-seconds {settings.max_seconds:g}; {state['seconds']:.1f} s worked)"
+    return None
