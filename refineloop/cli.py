@@ -1,4 +1,4 @@
-"""`refineloop run | demo | resume | runs`.
+"""`refineloop run | demo | resume | fork | runs`.
 
 Only argparse and the settings dataclass load at start-up: langgraph, torch and diffusers are imported
 when a command needs them, so `--help` answers at once.
@@ -27,18 +27,25 @@ def _flag_type(field: dataclasses.Field[Any]) -> Any:
     return annotation
 
 
-def add_settings_flags(parser: argparse.ArgumentParser, defaults: dict[str, Any] | None = None) -> None:
-    """One flag per RunSettings field, described by the field's own description."""
+def add_settings_flags(
+    parser: argparse.ArgumentParser, defaults: dict[str, Any] | None = None, *, overrides_only: bool = False
+) -> None:
+    """One flag per RunSettings field, described by the field's own description.
+
+    With `overrides_only` a flag not given leaves no attribute at all (so a fork can tell what was asked for),
+    and booleans get a `--no-` form, since the setting they override may be on.
+    """
     defaults = defaults or {}
     for field in dataclasses.fields(RunSettings):
         flag = "--" + field.name.replace("_", "-")
-        default = defaults.get(field.name, field.default)
+        default = argparse.SUPPRESS if overrides_only else defaults.get(field.name, field.default)
         help_text = field.metadata.get("description", "")
         if field.name == "strategy":
             help_text += f" Choices: {', '.join(STRATEGIES)}."
-        shown = "" if default in (None, "") else f" (default: {default})"
+        shown = "" if overrides_only or default in (None, "") else f" (default: {default})"
         if _flag_type(field) is bool:
-            parser.add_argument(flag, dest=field.name, action="store_true", default=default, help=help_text)
+            action = argparse.BooleanOptionalAction if overrides_only else "store_true"
+            parser.add_argument(flag, dest=field.name, action=action, default=default, help=help_text)
             continue
         parser.add_argument(
             flag,
@@ -67,6 +74,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings_flags(demo, DEMO_DEFAULTS)
     resume = commands.add_parser("resume", help="continue an interrupted or crashed run from its last image")
     resume.add_argument("run_dir", help="the run folder to continue")
+    fork = commands.add_parser(
+        "fork",
+        help="start a new run from image K of an old one (other settings or strategy allowed)",
+        description="Start a new run folder from the checkpoint right after image K of RUN_DIR was judged: images "
+        "1..K are copied, the flags given replace the original run's settings, and the new run goes on like "
+        "`refineloop run`. The new folder is RUN_DIR-fork-K unless --output-dir is given; RUN_DIR is not changed.",
+    )
+    fork.add_argument("run_dir", help="the run folder to fork")
+    fork.add_argument(
+        "--from-iteration", type=int, required=True, metavar="K", help="the last image the new run shares"
+    )
+    add_settings_flags(fork, overrides_only=True)
     runs = commands.add_parser("runs", help="list run folders with status, images and best score")
     runs.add_argument("root", nargs="?", default="runs", help="folder holding runs (default: runs)")
     return parser
@@ -82,6 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from refineloop.runner import resume_run
 
             return resume_run(args.run_dir).exit_code
+        if args.command == "fork":
+            return _fork(args)
         return _list_runs(args.root)
     except RefineError as exc:
         print(f"refineloop: error: {exc}", file=sys.stderr)
@@ -97,6 +118,14 @@ def _run(args: argparse.Namespace) -> int:
     return start_run(settings).exit_code
 
 
+def _fork(args: argparse.Namespace) -> int:
+    names = {f.name for f in dataclasses.fields(RunSettings)}
+    overrides = {k: v for k, v in vars(args).items() if k in names}
+    from refineloop.fork import fork_run
+
+    return fork_run(args.run_dir, args.from_iteration, overrides).exit_code
+
+
 def _list_runs(root: str) -> int:
     from refineloop.tools.run_folder import is_locked, is_run_folder, read_meta, read_values
 
@@ -110,7 +139,7 @@ def _list_runs(root: str) -> int:
         values = read_values(str(folder), meta["thread_id"])
         status = "running" if is_locked(str(folder)) else values.get("status", "new")
         if status == "running" and not is_locked(str(folder)):
-            status = "interrupted"
+            status = "review" if _waits_for_review(str(folder), meta["thread_id"]) else "interrupted"
         best = values.get("best") or {}
         score = f"{best['score']}/10" if best.get("score") is not None else "-"
         print(
@@ -118,6 +147,20 @@ def _list_runs(root: str) -> int:
             f"{score:>5}  {values.get('stop_reason', '')}"
         )
     return 0
+
+
+def _waits_for_review(run_dir: str, thread_id: str) -> bool:
+    """Whether the run stopped at a review question (its last checkpoint holds a pending interrupt)."""
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    from refineloop.tools.run_folder import connect
+
+    conn = connect(run_dir)
+    try:
+        found = SqliteSaver(conn).get_tuple({"configurable": {"thread_id": thread_id}})
+    finally:
+        conn.close()
+    return bool(found) and any(channel == "__interrupt__" for _, channel, _ in found.pending_writes or [])
 
 
 if __name__ == "__main__":

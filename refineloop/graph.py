@@ -3,6 +3,8 @@
     START -> setup -> generate -> evaluate -> accept_<strategy> --> stop -> END
                          ^                        |--> summarize -> generate   (adopted: refine the critic's idea)
                          |                        '--> propose -> summarize     (rejected, or annealing)
+                         '-------------- review <-- summarize   (review on: a person approves, edits or stops;
+                                           '--> stop              nodes.review)
 
 Two more loops hand the decisions to chat models (their shapes are drawn in their node modules):
 
@@ -26,6 +28,7 @@ from refineloop.nodes.agents import generator, route_after_critique
 from refineloop.nodes.evaluate import evaluate
 from refineloop.nodes.generate import generate
 from refineloop.nodes.propose import propose
+from refineloop.nodes.review import ReviewState, review, route_after_review, route_to_review, stop_or_reviewed
 from refineloop.nodes.router import AgentState, agent_stop, make_agent_setup, router
 from refineloop.nodes.routes import route_after_accept
 from refineloop.nodes.setup import make_setup
@@ -33,6 +36,17 @@ from refineloop.nodes.stop import stop
 from refineloop.nodes.summarize import summarize
 from refineloop.settings import STRATEGIES, RunSettings
 from refineloop.state import RefineState
+
+#: The node each strategy's graph writes its acceptance from; a fork seeds its new thread as this node, so the
+#: graph's own route after acceptance decides what comes next (refineloop.fork).
+ACCEPT_NODE = {
+    "greedy": "accept_greedy",
+    "climbing": "accept_climbing",
+    "annealing": "accept_annealing",
+    "img2img": "accept_img2img",
+    "agent": "accept_agent",
+    "evaluator-optimizer": "accept_evaluator_optimizer",
+}
 
 
 def build_graph(strategy: str, checkpointer: Checkpointer = None) -> CompiledStateGraph:
@@ -42,21 +56,25 @@ def build_graph(strategy: str, checkpointer: Checkpointer = None) -> CompiledSta
     if strategy not in ACCEPT_NODES:
         raise ValueError(f"unknown strategy '{strategy}': use one of {', '.join(STRATEGIES)}")
     accept = f"accept_{strategy}"
-    builder = StateGraph(RefineState, context_schema=RunSettings)
+    builder = StateGraph(ReviewState, context_schema=RunSettings)
     builder.add_node("setup", make_setup(strategy))
     builder.add_node("generate", generate)
     builder.add_node("evaluate", evaluate)
     builder.add_node(accept, ACCEPT_NODES[strategy])
     builder.add_node("propose", propose)
     builder.add_node("summarize", summarize)
-    builder.add_node("stop", stop)
+    builder.add_node("review", review)
+    # The reviewer's stop must carry its own reason, which the shared stop rules cannot know.
+    builder.add_node("stop", stop_or_reviewed)
     builder.add_edge(START, "setup")
     builder.add_edge("setup", "generate")
     builder.add_edge("generate", "evaluate")
     builder.add_edge("evaluate", accept)
     builder.add_conditional_edges(accept, route_after_accept)
     builder.add_edge("propose", "summarize")
-    builder.add_edge("summarize", "generate")
+    # A conditional edge rather than a review node that passes: with review off no super-step is added.
+    builder.add_conditional_edges("summarize", route_to_review)
+    builder.add_conditional_edges("review", route_after_review)
     builder.add_edge("stop", END)
     return builder.compile(checkpointer=checkpointer, name=f"refine-{strategy}")
 

@@ -4,6 +4,12 @@ The first Ctrl-C asks LangGraph to drain: the node in progress finishes, its che
 the run stops. A second Ctrl-C stops at once; the interrupted node re-runs from its top on resume. Either
 way best.png, summary.txt and collage.png are written from the last checkpoint and the exact resume
 command is printed.
+
+With `--review` the graph pauses before each next image (`refineloop.nodes.review`): the stream ends with an
+`__interrupt__` update, the runner shows its payload, reads the person's answer from standard input and goes on
+with `Command(resume=answer)`. End of input is no answer: the run stays paused at that question (status
+"paused", exit code 3) and `refineloop resume RUN_DIR` asks it again, so a script that closes stdin neither
+hangs nor ends the run on the person's behalf.
 """
 
 from __future__ import annotations
@@ -22,9 +28,11 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.errors import GraphDrained
 from langgraph.runtime import RunControl
+from langgraph.types import Command
 
 from refineloop.errors import RefineError, RunFolderError, SettingsError
 from refineloop.graph import build_graph
+from refineloop.nodes.review import ALIASES
 from refineloop.nodes.setup import initial_state, resolve_settings
 from refineloop.settings import RunSettings
 from refineloop.tools.artifacts import image_problem, write_artifacts
@@ -34,7 +42,10 @@ from refineloop.tools.run_folder import connect, locked, read_meta, write_meta
 #: Each image takes 4-5 super-steps; a cap well above any image limit keeps `--max-iterations 0` safe.
 STEPS_PER_IMAGE = 8
 
-EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+EXIT_OK, EXIT_FAILED, EXIT_PAUSED, EXIT_INTERRUPTED = 0, 1, 3, 130
+
+#: Strategies whose graph has the review node; the agent modes steer themselves.
+REVIEWED_STRATEGIES = ("greedy", "climbing", "annealing", "img2img")
 
 
 @dataclass
@@ -43,7 +54,7 @@ class Outcome:
 
     run_dir: str
     status: str
-    """done, interrupted or failed."""
+    """done, interrupted, paused (waiting for a review answer) or failed."""
     exit_code: int
     values: dict[str, Any]
 
@@ -87,6 +98,88 @@ def ctrl_c_drains(control: RunControl, out: TextIO) -> Iterator[None]:
 
 
 @contextmanager
+def ctrl_c_raises() -> Iterator[None]:
+    """While a question waits for a person, Ctrl-C stops at once: draining has nothing to finish, and the drain
+    handler would leave the read blocked until Enter."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    except ValueError:  # not the main thread: signals cannot be handled here anyway
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class NoAnswer(Exception):
+    """Standard input ended before the person answered a review question."""
+
+
+class TerminalReviewer:
+    """Shows a review payload (`refineloop.nodes.review.review_payload`) and reads approve / edit / stop."""
+
+    def __init__(self, inp: TextIO, out: TextIO) -> None:
+        self.inp, self.out = inp, out
+
+    def __call__(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """The answer to resume the graph with; NoAnswer at end of input."""
+        self.out.write(format_review(payload))
+        while True:
+            choice = self._ask("[a]pprove / [e]dit prompt / [s]top: ")
+            action = ALIASES.get(choice.lower())
+            if action == "edit":
+                prompt = self._ask("new prompt: ")
+                if prompt:
+                    return {"action": "edit", "prompt": prompt}
+                self.out.write("an empty prompt changes nothing: choose again\n")
+            elif action:
+                return {"action": action}
+            else:
+                self.out.write(f"'{choice}' is not a choice: type a, e or s\n")
+
+    def _ask(self, question: str) -> str:
+        self.out.write(question)
+        self.out.flush()
+        try:
+            with ctrl_c_raises():
+                line = self.inp.readline()
+        except KeyboardInterrupt:
+            self.out.write("\n")  # the report that follows starts on a line of its own
+            raise
+        if not line:
+            self.out.write("\n")
+            raise NoAnswer
+        if not _isatty(self.inp):
+            # Piped answers are not echoed by a terminal; showing them keeps a log readable.
+            self.out.write(line if line.endswith("\n") else line + "\n")
+        return line.strip()
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def format_review(payload: dict[str, Any]) -> str:
+    """The payload as a few readable lines."""
+    score = "?" if payload.get("score") is None else payload["score"]
+    best = f"{payload['best_score']}/10 (#{payload['best_iteration']})" if payload.get("best_iteration") else "-"
+    lines = [
+        f"--- review of image {payload.get('iteration')}/{payload.get('cap')}: score {score}/10, "
+        f"{payload.get('verdict')}, {payload.get('decision') or 'judged'}; best {best}",
+        f"  image:       {payload.get('image')}",
+        f"  critique:    {payload.get('critique') or '-'}",
+        f"  next prompt: {payload.get('next_prompt')}   (from the {payload.get('next_from')})",
+    ]
+    if payload.get("problem"):
+        lines.append(f"  problem:     {payload['problem']}")
+    return "\n".join(lines) + "\n"
+
+
+@contextmanager
 def checkpoints(run_dir: str, saver: BaseCheckpointSaver | None = None) -> Iterator[BaseCheckpointSaver]:
     """The run's checkpointer: the one given (Postgres, in memory...), else SQLite in the run folder."""
     if saver is not None:
@@ -106,11 +199,13 @@ def start_run(
     out: TextIO = sys.stdout,
     saver: BaseCheckpointSaver | None = None,
     thread_id: str | None = None,
+    inp: TextIO | None = None,
 ) -> Outcome:
     """Start a new run: every check and model load happens before the run folder is made.
 
     `saver` replaces the run folder's SQLite checkpoints (a shared Postgres, say), and `thread_id` the
-    default thread (the folder's name); both are recorded so `resume_run` finds them again.
+    default thread (the folder's name); both are recorded so `resume_run` finds them again. `inp` is where
+    review answers are read (standard input by default).
     """
     settings, task = resolve_settings(settings)
     if Path(settings.output_dir).exists() and any(Path(settings.output_dir).iterdir()):
@@ -125,13 +220,19 @@ def start_run(
     with locked(run_dir), checkpoints(run_dir, saver) as checkpointer:
         write_meta(run_dir, thread_id, settings.strategy)
         out.write(f"run folder: {run_dir}\nstrategy: {settings.strategy}   seed: {settings.seed}   goal: {task.goal}\n")
-        return _execute(settings, state, thread_id, models, out, checkpointer)
+        return _execute(settings, state, thread_id, models, out, checkpointer, inp)
 
 
 def resume_run(
-    run_dir: str, *, models: ModelCache = MODELS, out: TextIO = sys.stdout, saver: BaseCheckpointSaver | None = None
+    run_dir: str,
+    *,
+    models: ModelCache = MODELS,
+    out: TextIO = sys.stdout,
+    saver: BaseCheckpointSaver | None = None,
+    inp: TextIO | None = None,
 ) -> Outcome:
-    """Continue a run from its last checkpoint (in `saver` when the run was started with one)."""
+    """Continue a run from its last checkpoint (in `saver` when the run was started with one); a run paused at
+    a review question asks it again."""
     run_dir = str(Path(run_dir).expanduser().resolve())
     meta = read_meta(run_dir)
     with locked(run_dir), checkpoints(run_dir, saver) as checkpointer:
@@ -146,7 +247,7 @@ def resume_run(
         settings = RunSettings.from_dict(values["settings"])
         _load_models(models, settings, out)
         out.write(f"resuming {run_dir} after image {values.get('iteration', 0)}\n")
-        return _execute(settings, None, meta["thread_id"], models, out, checkpointer)
+        return _execute(settings, None, meta["thread_id"], models, out, checkpointer, inp)
 
 
 def _check_images(values: dict[str, Any]) -> None:
@@ -175,6 +276,8 @@ def _load_models(models: ModelCache, settings: RunSettings, out: TextIO) -> None
             f"warning: {image_model.name} has no strength knob: the strength schedule does nothing, "
             "but every round still starts from the best image\n"
         )
+    if settings.review and settings.strategy not in REVIEWED_STRATEGIES:
+        out.write(f"warning: --review pauses only in {', '.join(REVIEWED_STRATEGIES)}; {settings.strategy} runs on\n")
 
 
 def _execute(
@@ -184,7 +287,10 @@ def _execute(
     models: ModelCache,
     out: TextIO,
     checkpointer: BaseCheckpointSaver,
+    inp: TextIO | None = None,
 ) -> Outcome:
+    """Stream the graph on `thread_id` from `state` (None: from its last checkpoint) to an end, a pause or a
+    failure; write the artifacts of an unfinished run and report."""
     run_dir = settings.output_dir
     graph = build_graph(settings.strategy, checkpointer)
     config = {
@@ -197,9 +303,12 @@ def _execute(
     status, code = "done", EXIT_OK
     try:
         with ctrl_c_drains(control, out):
-            _stream(graph, state, config, control, progress)
+            _stream(graph, state, config, control, progress, TerminalReviewer(inp or sys.stdin, out))
     except (GraphDrained, KeyboardInterrupt):
         status, code = "interrupted", EXIT_INTERRUPTED
+    except NoAnswer:
+        status, code = "paused", EXIT_PAUSED
+        out.write("no answer on standard input: the run is paused at this review question\n")
     except RefineError as exc:
         status, code = "failed", EXIT_FAILED
         out.write(f"error: {exc}\n")
@@ -221,12 +330,23 @@ def _stream(
     config: dict[str, Any],
     control: RunControl,
     progress: Callable[[str, dict[str, Any]], None],
+    reviewer: Callable[[dict[str, Any]], Any],
 ) -> None:
-    # "updates" keeps nodes on the main thread, so a second Ctrl-C lands at once.
-    for chunk in graph.stream(state, config, stream_mode="updates", durability="sync", control=control):
-        for node, update in chunk.items():
-            if isinstance(update, dict):
-                progress(node, update)
+    """Run to the end; each review interrupt is answered by `reviewer` and the graph resumed with it."""
+    given: Any = state
+    while True:
+        question = None
+        # "updates" keeps nodes on the main thread, so a second Ctrl-C lands at once.
+        for chunk in graph.stream(given, config, stream_mode="updates", durability="sync", control=control):
+            for node, update in chunk.items():
+                if node == "__interrupt__":
+                    # The graph has checkpointed the pause and the stream ends here.
+                    question = update[0].value
+                elif isinstance(update, dict):
+                    progress(node, update)
+        if question is None:
+            return
+        given = Command(resume=reviewer(question))
 
 
 def explain(exc: Exception, settings: RunSettings) -> str:

@@ -1,21 +1,12 @@
 """`langgraph dev` serves every graph in langgraph.json offline: runs, state, history, schemas and drawings.
 
-One server for the module, started from a temporary copy of the project so its `.langgraph_api/` store and
-every run folder land under pytest's tmp dirs, never in the checkout.
+One server for the session (`studio_server` in conftest.py), started from a temporary copy of the project so its
+`.langgraph_api/` store and every run folder land under pytest's tmp dirs, never in the checkout.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,72 +18,6 @@ from tests.conftest import ROOT, images_in
 pytestmark = pytest.mark.slow
 
 GRAPHS = list(json.loads((ROOT / "langgraph.json").read_text())["graphs"])
-STARTUP_SECONDS = 60
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now (the default 2024 may be taken)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def healthy(url: str) -> bool:
-    """Whether the server answers GET /ok."""
-    try:
-        with urllib.request.urlopen(f"{url}/ok", timeout=2) as reply:
-            return reply.status == 200
-    except OSError:
-        return False
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Start `langgraph dev` on a free port, wait for /ok, yield its URL, stop its process group."""
-    home = tmp_path_factory.mktemp("studio")
-    # Graph paths in langgraph.json resolve against the working directory, so the copy holds both.
-    shutil.copy(ROOT / "langgraph.json", home / "langgraph.json")
-    shutil.copytree(ROOT / "refineloop", home / "refineloop", ignore=shutil.ignore_patterns("__pycache__"))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LANGSMITH_", "LANGCHAIN_"))}
-    env.update(LANGGRAPH_CLI_NO_ANALYTICS="1", LANGGRAPH_NO_VERSION_CHECK="true")
-    log = home / "server.log"
-    langgraph = Path(sys.executable).with_name("langgraph")
-    command = [str(langgraph), "dev", "--no-browser", "--no-reload", "--port", str(port)]
-    with open(log, "wb") as sink:
-        # A session of its own, so the server and anything it spawns stop together.
-        proc = subprocess.Popen(
-            [*command, "--config", str(home / "langgraph.json")],
-            cwd=home,
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.time() + STARTUP_SECONDS
-        while not healthy(url):
-            if proc.poll() is not None or time.time() > deadline:
-                pytest.fail(f"langgraph dev did not come up:\n{log.read_text(errors='replace')[-3000:]}")
-            time.sleep(0.2)
-        yield url
-    finally:
-        _stop(proc)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the server's process group, SIGKILL it if it lingers."""
-    for sig, grace in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=grace)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def context(out: Path) -> dict[str, Any]:
@@ -101,8 +26,8 @@ def context(out: Path) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("graph_id", GRAPHS)
-def test_every_graph_runs_to_done_with_state_and_history(server, graph_id, tmp_path):
-    client = get_sync_client(url=server)
+def test_every_graph_runs_to_done_with_state_and_history(studio_server, graph_id, tmp_path):
+    client = get_sync_client(url=studio_server)
     thread = client.threads.create()
     out = tmp_path / graph_id
     result = client.runs.wait(thread["thread_id"], graph_id, input={}, context=context(out))
@@ -129,8 +54,8 @@ def test_every_graph_runs_to_done_with_state_and_history(server, graph_id, tmp_p
         assert len(routes) == 1 and "cannot call tools" in routes[0]["fallback"]
 
 
-def test_context_schema_describes_every_field(server):
-    client = get_sync_client(url=server)
+def test_context_schema_describes_every_field(studio_server):
+    client = get_sync_client(url=studio_server)
     for graph_id in GRAPHS:
         assistant = client.assistants.search(graph_id=graph_id)[0]
         properties = client.assistants.get_schemas(assistant["assistant_id"])["context_schema"]["properties"]
@@ -144,8 +69,8 @@ EXPECTED_BRANCHES = {
 }
 
 
-def test_drawings_keep_every_branch(server):
-    client = get_sync_client(url=server)
+def test_drawings_keep_every_branch(studio_server):
+    client = get_sync_client(url=studio_server)
     for graph_id in GRAPHS:
         strategy = graph_id.removeprefix("refine-")
         source, targets = EXPECTED_BRANCHES.get(graph_id, (f"accept_{strategy}", {"stop", "summarize", "propose"}))

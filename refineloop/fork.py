@@ -1,0 +1,198 @@
+"""`refineloop fork RUN_DIR --from-iteration K`: a new run that shares the first K images of an old one.
+
+Which checkpoint: the run's SQLite history holds a checkpoint after every super-step. The accept node is the
+only writer of `history` (one entry per round), so for each history length the oldest checkpoint with it is the
+one written by the step that accepted or rejected that round's image; of those, the fork takes the one whose
+`iteration` (images made so far) is K. There best, current, misses, failed ideas and the next idea are decided,
+and nothing of image K+1 exists yet (propose, summarize or a review come later). With best-of-N rounds
+(`--candidates N`) K must end a round, since the round's images were judged together.
+
+How it continues: a new folder (`<RUN_DIR>-fork-K` or `--output-dir`) receives copies of images 1..K and their
+sidecars, with every path in them and in the state rewritten to the new folder. A new checkpoints.sqlite gets a
+new thread whose first checkpoint is that state with the merged settings, written with `graph.update_state(...,
+as_node=<the new strategy's accept node>)`: the new graph then takes its own route after acceptance (stop,
+summarize, propose, or the agent's router), so a changed strategy applies from image K+1 on. The run then goes
+on exactly like `refineloop run`, with the same progress, Ctrl-C, review and resume.
+
+The original folder is only read: its checkpoint database (and write-ahead log) is copied to a temporary folder
+under a shared lock before SQLite opens it, because opening the database in place would add -wal/-shm files and
+could checkpoint the log into it. A run in progress holds its folder's lock, so forking it is refused until it
+stops.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TextIO
+
+from langgraph.checkpoint.sqlite import SqliteSaver
+
+from refineloop.errors import RunFolderError, SettingsError
+from refineloop.graph import ACCEPT_NODE, build_graph
+from refineloop.runner import Outcome, _execute, _load_models, checkpoints
+from refineloop.settings import RunSettings
+from refineloop.tasks import resolve_task
+from refineloop.tools.artifacts import listed_images, save_json, sidecar_path
+from refineloop.tools.models import MODELS, ModelCache
+from refineloop.tools.run_folder import CHECKPOINTS, LOCK, META, locked, read_meta, write_meta
+from refineloop.tools.trace import append_trace
+
+
+def fork_run(
+    run_dir: str,
+    from_iteration: int,
+    overrides: dict[str, Any] | None = None,
+    *,
+    models: ModelCache = MODELS,
+    out: TextIO = sys.stdout,
+    inp: TextIO | None = None,
+) -> Outcome:
+    """Fork `run_dir` after image `from_iteration` into a new run folder and run it to its end.
+
+    `overrides` are RunSettings fields to change (only the flags given); the rest come from the original run.
+    Every check and model load happens before the new folder is made.
+    """
+    source = str(Path(run_dir).expanduser().resolve())
+    meta = read_meta(source)
+    values = state_after_image(source, meta, from_iteration)
+    overrides = dict(overrides or {})
+    target = str(Path(overrides.pop("output_dir", "") or f"{source}-fork-{from_iteration}").expanduser().resolve())
+    if Path(target).exists():
+        raise RunFolderError(f"{target} already exists: pick another --output-dir, or remove it")
+    settings = RunSettings.from_dict({**values["settings"], **overrides, "output_dir": target}).validate()
+    task = values["task"]
+    if "task" in overrides or "goal" in overrides:
+        task = resolve_task(settings.task, settings.goal).to_dict()
+    _load_models(models, settings, out)
+
+    state = rewrite_paths(values, source, target)
+    state.update(settings=settings.to_dict(), task=task, run_dir=target, status="running", stop_reason="")
+    state["started_at"] = time.time()
+    Path(target).mkdir(parents=True)
+    copy_images(source, target, from_iteration)
+    thread_id = Path(target).name
+    with locked(target), checkpoints(target) as checkpointer:
+        write_meta(target, thread_id, settings.strategy)
+        _note_origin(target, source, meta, from_iteration)
+        graph = build_graph(settings.strategy, checkpointer)
+        config = {"configurable": {"thread_id": thread_id}}
+        # Only the new graph's own keys: an agent run's router bookkeeping means nothing to climbing, say.
+        channels = set(graph.builder.channels)
+        seeded = {key: value for key, value in state.items() if key in channels}
+        if "review_stop" in channels:
+            seeded["review_stop"] = ""
+        graph.update_state(config, seeded, as_node=ACCEPT_NODE[settings.strategy])
+        append_trace(target, {"kind": "fork", "source": source, "iteration": from_iteration})
+        out.write(
+            f"forked {source} after image {from_iteration}\n"
+            f"run folder: {target}\nstrategy: {settings.strategy}   seed: {settings.seed}   "
+            f"goal: {task.get('goal', '')}\n"
+        )
+        return _execute(settings, None, thread_id, models, out, checkpointer, inp)
+
+
+def state_after_image(run_dir: str, meta: dict[str, Any], iteration: int) -> dict[str, Any]:
+    """The checkpointed state right after the round that ended with image `iteration` was accepted (or
+    rejected); SettingsError when no round ended there."""
+    with _database_copy(run_dir) as path:
+        conn = sqlite3.connect(path, check_same_thread=False)
+        try:
+            graph = build_graph(meta["strategy"], SqliteSaver(conn))
+            config = {"configurable": {"thread_id": meta["thread_id"]}}
+            # Only acceptance appends to history, once per round; the history is newest first, so for each
+            # length the value kept last is the oldest checkpoint with it: the one acceptance wrote.
+            rounds: dict[int, dict[str, Any]] = {}
+            for snapshot in graph.get_state_history(config):
+                if length := len(snapshot.values.get("history") or []):
+                    rounds[length] = snapshot.values
+        finally:
+            conn.close()
+    ends = sorted(values["iteration"] for values in rounds.values())
+    for values in rounds.values():
+        if values["iteration"] == iteration:
+            return dict(values)
+    if not ends:
+        raise SettingsError(f"--from-iteration {iteration} is out of range: {run_dir} has no judged image yet")
+    if ends == list(range(1, len(ends) + 1)):
+        span = f"images 1 to {ends[-1]}"
+    else:  # best-of-N: rounds end every N images
+        span = f"rounds ending at images {', '.join(map(str, ends))}"
+    raise SettingsError(f"--from-iteration {iteration} is out of range: {run_dir} has {span}")
+
+
+@contextmanager
+def _database_copy(run_dir: str) -> Iterator[str]:
+    """A private copy of the run's checkpoint database, taken while no process writes to it."""
+    with tempfile.TemporaryDirectory(prefix="refineloop-fork-") as tmp, _shared_lock(run_dir):
+        for suffix in ("", "-wal"):
+            name = Path(run_dir) / f"{CHECKPOINTS}{suffix}"
+            if name.exists():
+                shutil.copyfile(name, Path(tmp) / name.name)
+        yield str(Path(tmp) / CHECKPOINTS)
+
+
+@contextmanager
+def _shared_lock(run_dir: str) -> Iterator[None]:
+    """Keep a runner off the folder while it is read; refuse when one holds it. The lock file is only opened
+    for reading, so the original folder is not changed (a folder without one has never had a runner)."""
+    path = Path(run_dir) / LOCK
+    if not path.exists():
+        yield
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = path.read_text().strip() or "another process"
+            raise RunFolderError(
+                f"{run_dir} is in use by refineloop (pid {holder}): fork it once that run stops"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def rewrite_paths(value: Any, source: str, target: str) -> Any:
+    """`value` with every string naming `source` or a file in it pointed at `target` instead."""
+    if isinstance(value, dict):
+        return {key: rewrite_paths(item, source, target) for key, item in value.items()}
+    if isinstance(value, list):
+        return [rewrite_paths(item, source, target) for item in value]
+    if isinstance(value, str) and (value == source or value.startswith(source + os.sep)):
+        return target + value[len(source) :]
+    return value
+
+
+def copy_images(source: str, target: str, last: int) -> None:
+    """Copy images 1..`last` byte for byte, and their sidecars with paths pointed at the new folder."""
+    for iteration, image in listed_images(source):
+        if iteration > last:
+            continue
+        shutil.copyfile(image, Path(target) / image.name)
+        sidecar = sidecar_path(source, iteration)
+        if sidecar.is_file():
+            try:
+                record = json.loads(sidecar.read_text("utf-8"))
+            except (OSError, ValueError):
+                shutil.copyfile(sidecar, sidecar_path(target, iteration))  # keep what is there, unread
+                continue
+            save_json(rewrite_paths(record, source, target), sidecar_path(target, iteration))
+
+
+def _note_origin(target: str, source: str, meta: dict[str, Any], iteration: int) -> None:
+    """Record in the fork's run.json where it came from."""
+    path = Path(target) / META
+    data = json.loads(path.read_text("utf-8"))
+    data["forked_from"] = {"run_dir": source, "thread_id": meta["thread_id"], "iteration": iteration}
+    path.write_text(json.dumps(data, indent=1), "utf-8")
