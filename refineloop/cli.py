@@ -127,7 +127,7 @@ def _fork(args: argparse.Namespace) -> int:
 
 
 def _list_runs(root: str) -> int:
-    from refineloop.tools.run_folder import is_locked, is_run_folder, read_meta, read_values
+    from refineloop.tools.run_folder import is_run_folder, read_checkpoint, read_meta
 
     folders = sorted(p for p in Path(root).glob("*") if p.is_dir() and is_run_folder(p)) if Path(root).is_dir() else []
     if not folders:
@@ -136,31 +136,29 @@ def _list_runs(root: str) -> int:
     print(f"{'run':<40} {'strategy':<10} {'status':<12} {'images':>6} {'best':>5}  reason")
     for folder in folders:
         meta = read_meta(str(folder))
-        values = read_values(str(folder), meta["thread_id"])
-        status = "running" if is_locked(str(folder)) else values.get("status", "new")
-        if status == "running" and not is_locked(str(folder)):
-            status = "review" if _waits_for_review(str(folder), meta["thread_id"]) else "interrupted"
+        found = read_checkpoint(str(folder), meta["thread_id"])
+        values = dict(found.checkpoint["channel_values"]) if found else {}
         best = values.get("best") or {}
         score = f"{best['score']}/10" if best.get("score") is not None else "-"
         print(
-            f"{folder.name:<40} {meta.get('strategy', '?'):<10} {status:<12} {values.get('iteration', 0):>6} "
-            f"{score:>5}  {values.get('stop_reason', '')}"
+            f"{folder.name:<40} {meta.get('strategy', '?'):<10} {_status(str(folder), values, found):<12} "
+            f"{values.get('iteration', 0):>6} {score:>5}  {values.get('stop_reason', '')}"
         )
     return 0
 
 
-def _waits_for_review(run_dir: str, thread_id: str) -> bool:
-    """Whether the run stopped at a review question (its last checkpoint holds a pending interrupt)."""
-    from langgraph.checkpoint.sqlite import SqliteSaver
+def _status(run_dir: str, values: dict[str, Any], found: Any) -> str:
+    """running (a process holds it), done, review (paused at a question), interrupted, or new."""
+    from refineloop.tools.run_folder import is_locked
 
-    from refineloop.tools.run_folder import connect
-
-    conn = connect(run_dir)
-    try:
-        found = SqliteSaver(conn).get_tuple({"configurable": {"thread_id": thread_id}})
-    finally:
-        conn.close()
-    return bool(found) and any(channel == "__interrupt__" for _, channel, _ in found.pending_writes or [])
+    if is_locked(run_dir):
+        return "running"
+    status = values.get("status", "new")
+    if status != "running":
+        return status
+    # A run paused at a review question has the interrupt pending in its last checkpoint.
+    waiting = found is not None and any(channel == "__interrupt__" for _, channel, _ in found.pending_writes or [])
+    return "review" if waiting else "interrupted"
 
 
 if __name__ == "__main__":

@@ -11,9 +11,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from refineloop.errors import RunFolderError
+
+if TYPE_CHECKING:
+    from langgraph.checkpoint.base import CheckpointTuple
 
 CHECKPOINTS = "checkpoints.sqlite"
 META = "run.json"
@@ -95,13 +98,18 @@ def connect(run_dir: str) -> sqlite3.Connection:
     return conn
 
 
-def read_values(run_dir: str, thread_id: str) -> dict[str, Any]:
-    """The latest checkpointed state of a run, without compiling a graph."""
+def read_checkpoint(run_dir: str, thread_id: str) -> CheckpointTuple | None:
+    """The latest checkpoint of a run, without compiling a graph."""
     from langgraph.checkpoint.sqlite import SqliteSaver
 
     conn = connect(run_dir)
     try:
-        found = SqliteSaver(conn).get_tuple({"configurable": {"thread_id": thread_id}})
+        return SqliteSaver(conn).get_tuple({"configurable": {"thread_id": thread_id}})
     finally:
         conn.close()
+
+
+def read_values(run_dir: str, thread_id: str) -> dict[str, Any]:
+    """The latest checkpointed state of a run."""
+    found = read_checkpoint(run_dir, thread_id)
     return dict(found.checkpoint["channel_values"]) if found else {}
