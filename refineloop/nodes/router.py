@@ -19,7 +19,6 @@ what the model said and where the run went.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Any, Literal, cast
 
@@ -37,7 +36,7 @@ from refineloop.state import RefineState
 from refineloop.tasks import Task
 from refineloop.tools.artifacts import write_artifacts
 from refineloop.tools.chat import build_messages
-from refineloop.tools.models import ModelCache, models_for
+from refineloop.tools.models import models_for
 from refineloop.tools.trace import append_trace
 
 Route = Literal["generate", "evaluate", "summarize", "propose", "stop"]
@@ -61,39 +60,8 @@ class AgentState(RefineState, total=False):
 def agent_chat_model(
     config: RunnableConfig | None, settings: RunSettings, temperature: float | None = None
 ) -> BaseChatModel:
-    """The chat model for agent roles: `agent_model`, or the critic's model when that is empty; sampling at
-    `temperature` when given (the cache keeps one copy per temperature).
-
-    The cache keys chat models by spec, so asking it with a copy of the settings whose eval model is the
-    agent's spec loads (or reuses) exactly that model, and a critic with the same spec shares the instance.
-    """
-    models = models_for(config)
-    spec = settings.agent_model or settings.eval_model
-    if spec.startswith("ollama:") and spec != settings.eval_model:
-        as_critic = _text_model_settings(models, settings, spec)
-    else:
-        as_critic = dataclasses.replace(settings, eval_model=spec)
-    return models.chat_model(as_critic) if temperature is None else models.chat_at(as_critic, temperature)
-
-
-def _text_model_settings(models: ModelCache, settings: RunSettings, spec: str) -> RunSettings:
-    """Settings under which the cache holds Ollama model `spec` loaded WITHOUT the vision check.
-
-    The cache's own Ollama loader insists on a vision model (right for the critic), but a router or a prompt
-    writer reads text only, and the natural picks (qwen3, llama3.1) cannot see. So the model is loaded here
-    and registered under a name of its own that also carries the server URL.
-    """
-    from refineloop.tools.ollama import load_ollama
-
-    name = f"agent|{spec}|{settings.ollama_url}"
-    as_critic = dataclasses.replace(settings, eval_model=name, ollama_url="")
-    try:
-        models.chat_model(as_critic)
-    except ModelError:
-        # Not registered yet: the cache's loader does not know the name and says so without any I/O.
-        model = load_ollama(spec.removeprefix("ollama:"), base_url=settings.ollama_url or None, require_vision=False)
-        models.register_chat(name, model)
-    return as_critic
+    """The chat model for agent roles (see `ModelCache.agent_model`), at `temperature` when given."""
+    return models_for(config).agent_model(settings, temperature)
 
 
 def make_agent_setup(strategy: str):  # noqa: ANN201 - returns a node function

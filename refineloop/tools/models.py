@@ -7,6 +7,7 @@ cache whose image model is a remote handle without touching node code.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -66,6 +67,24 @@ class ModelCache:
         key = ("chat-at", settings.eval_model, settings.ollama_url, round(temperature, 3))
         return self._get(key, lambda: with_temperature(self.chat_model(settings), temperature))
 
+    def agent_model(self, settings: RunSettings, temperature: float | None = None) -> BaseChatModel:
+        """The chat model of the agent roles (router, prompt writer): `agent_model`, else the critic's.
+
+        Those roles read text only, so an Ollama agent model is loaded without the vision check (the natural
+        router picks, such as qwen3 or llama3.1, cannot see); the critic's own model is shared, not reloaded.
+        """
+        from refineloop.tools.chat import with_temperature
+
+        spec = settings.agent_model or settings.eval_model
+        if spec == settings.eval_model or not spec.startswith("ollama:"):
+            as_critic = dataclasses.replace(settings, eval_model=spec)
+            return self.chat_model(as_critic) if temperature is None else self.chat_at(as_critic, temperature)
+        key = ("agent", spec, settings.ollama_url)
+        model = self._get(key, lambda: load_chat_model(spec, settings.ollama_url, settings.seed, vision=False))
+        if temperature is None:
+            return model
+        return self._get((*key, round(temperature, 3)), lambda: with_temperature(model, temperature))
+
     def _get(self, key: tuple[Any, ...], load: Any) -> Any:
         with self._lock:
             if key not in self._models:
@@ -111,8 +130,8 @@ def _sketch_options(spec: str) -> dict[str, float]:
     return options
 
 
-def load_chat_model(spec: str, ollama_url: str, seed: int | None) -> BaseChatModel:
-    """Load `demo` or `ollama:<model>`."""
+def load_chat_model(spec: str, ollama_url: str, seed: int | None, *, vision: bool = True) -> BaseChatModel:
+    """Load `demo` or `ollama:<model>` (checked for vision unless `vision` is False)."""
     if spec == "demo":
         from refineloop.tools.demo_critic import DemoCritic
 
@@ -120,5 +139,5 @@ def load_chat_model(spec: str, ollama_url: str, seed: int | None) -> BaseChatMod
     if spec.startswith("ollama:") and spec[7:]:
         from refineloop.tools.ollama import load_ollama
 
-        return load_ollama(spec[7:], base_url=ollama_url or None)
+        return load_ollama(spec[7:], base_url=ollama_url or None, require_vision=vision)
     raise ModelError(f"unknown eval model '{spec}': use demo or ollama:<model> (e.g. ollama:gemma3:4b)")
