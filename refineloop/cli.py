@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, get_args
 
+from refineloop.batch_cli import add_batch_command
 from refineloop.errors import RefineError
 from refineloop.settings import STRATEGIES, RunSettings
 
@@ -88,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings_flags(fork, overrides_only=True)
     runs = commands.add_parser("runs", help="list run folders with status, images and best score")
     runs.add_argument("root", nargs="?", default="runs", help="folder holding runs (default: runs)")
+    add_batch_command(commands)
     return parser
 
 
@@ -103,6 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return resume_run(args.run_dir).exit_code
         if args.command == "fork":
             return _fork(args)
+        if args.command == "batch":
+            return args.batch_handler(args)
         return _list_runs(args.root)
     except RefineError as exc:
         print(f"refineloop: error: {exc}", file=sys.stderr)

@@ -39,7 +39,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 
 from refineloop.errors import RunFolderError, SettingsError
 from refineloop.graph import ACCEPT_NODE, build_graph
-from refineloop.runner import Outcome, _execute, _load_models, checkpoints
+from refineloop.runner import Outcome, checkpoints, execute, load_models
 from refineloop.settings import RunSettings
 from refineloop.tasks import resolve_task
 from refineloop.tools.artifacts import listed_images, save_json, sidecar_path
@@ -73,7 +73,7 @@ def fork_run(
     task = values["task"]
     if "task" in overrides or "goal" in overrides:
         task = resolve_task(settings.task, settings.goal).to_dict()
-    _load_models(models, settings, out)
+    load_models(models, settings, out)
 
     state = rewrite_paths(values, source, target)
     state.update(settings=settings.to_dict(), task=task, run_dir=target, status="running", stop_reason="")
@@ -98,7 +98,7 @@ def fork_run(
             f"run folder: {target}\nstrategy: {settings.strategy}   seed: {settings.seed}   "
             f"goal: {task.get('goal', '')}\n"
         )
-        return _execute(settings, None, thread_id, models, out, checkpointer, inp)
+        return execute(settings, None, thread_id, models, out, checkpointer, inp=inp)
 
 
 def state_after_image(run_dir: str, meta: dict[str, Any], iteration: int) -> dict[str, Any]:

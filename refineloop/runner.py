@@ -57,6 +57,8 @@ class Outcome:
     """done, interrupted, paused (waiting for a review answer) or failed."""
     exit_code: int
     values: dict[str, Any]
+    error: str = ""
+    """The one-line reason of a failed run."""
 
 
 class Progress:
@@ -90,7 +92,11 @@ def ctrl_c_drains(control: RunControl, out: TextIO) -> Iterator[None]:
         control.request_drain("sigint")
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    previous = signal.signal(signal.SIGINT, first)
+    try:
+        previous = signal.signal(signal.SIGINT, first)
+    except ValueError:  # not the main thread: the caller drains through its own control
+        yield
+        return
     try:
         yield
     finally:
@@ -213,14 +219,14 @@ def start_run(
             f"{settings.output_dir} is not empty: resume it with `refineloop resume {settings.output_dir}`, "
             "or pick a new --output-dir"
         )
-    _load_models(models, settings, out)
+    load_models(models, settings, out)
     state = initial_state(settings, task)
     run_dir = settings.output_dir
     thread_id = thread_id or Path(run_dir).name
     with locked(run_dir), checkpoints(run_dir, saver) as checkpointer:
         write_meta(run_dir, thread_id, settings.strategy)
         out.write(f"run folder: {run_dir}\nstrategy: {settings.strategy}   seed: {settings.seed}   goal: {task.goal}\n")
-        return _execute(settings, state, thread_id, models, out, checkpointer, inp)
+        return execute(settings, state, thread_id, models, out, checkpointer, inp=inp)
 
 
 def resume_run(
@@ -243,14 +249,15 @@ def resume_run(
         if values.get("status") == "done":
             out.write(f"{run_dir} already finished ({values.get('stop_reason')}); nothing to do.\n")
             return Outcome(run_dir, "done", EXIT_OK, values)
-        _check_images(values)
+        check_images(values)
         settings = RunSettings.from_dict(values["settings"])
-        _load_models(models, settings, out)
+        load_models(models, settings, out)
         out.write(f"resuming {run_dir} after image {values.get('iteration', 0)}\n")
-        return _execute(settings, None, meta["thread_id"], models, out, checkpointer, inp)
+        return execute(settings, None, meta["thread_id"], models, out, checkpointer, inp=inp)
 
 
-def _check_images(values: dict[str, Any]) -> None:
+def check_images(values: dict[str, Any]) -> None:
+    """Refuse to continue from a best or current image that is missing or unreadable (one line)."""
     for key in ("best", "current"):
         record = values.get(key)
         if record and (problem := image_problem(record["path"])):
@@ -259,7 +266,7 @@ def _check_images(values: dict[str, Any]) -> None:
             )
 
 
-def _load_models(models: ModelCache, settings: RunSettings, out: TextIO) -> None:
+def load_models(models: ModelCache, settings: RunSettings, out: TextIO) -> None:
     """Load both models up front, so a missing model fails before any image is made."""
     image_model = models.image_model(settings)
     if settings.strategy == "img2img" and not image_model.traits.img2img:
@@ -280,48 +287,61 @@ def _load_models(models: ModelCache, settings: RunSettings, out: TextIO) -> None
         out.write(f"warning: --review pauses only in {', '.join(REVIEWED_STRATEGIES)}; {settings.strategy} runs on\n")
 
 
-def _execute(
+def execute(
     settings: RunSettings,
     state: dict[str, Any] | None,
     thread_id: str,
     models: ModelCache,
     out: TextIO,
     checkpointer: BaseCheckpointSaver,
+    *,
     inp: TextIO | None = None,
+    control: RunControl | None = None,
+    reviewer: Callable[[dict[str, Any]], Any] | None = None,
+    report: bool = True,
 ) -> Outcome:
     """Stream the graph on `thread_id` from `state` (None: from its last checkpoint) to an end, a pause or a
-    failure; write the artifacts of an unfinished run and report."""
+    failure; write the artifacts of an unfinished run and, with `report`, say where things are.
+
+    The terminal runner drains on Ctrl-C and asks review questions on `inp`; a batch worker passes its own
+    `control` (it may run in any thread, where no signal handler can be installed) and `reviewer`.
+    """
     run_dir = settings.output_dir
     graph = build_graph(settings.strategy, checkpointer)
     config = {
         "configurable": {"thread_id": thread_id, "models": models},
         "recursion_limit": settings.image_cap() * STEPS_PER_IMAGE + 20,
     }
-    control = RunControl()
     started = (state or {}).get("started_at") or time.time()
     progress = Progress(out, settings.image_cap(), started)
-    status, code = "done", EXIT_OK
+    status, code, error = "done", EXIT_OK, ""
     try:
-        with ctrl_c_drains(control, out):
-            _stream(graph, state, config, control, progress, TerminalReviewer(inp or sys.stdin, out))
+        if control is None:
+            control = RunControl()
+            with ctrl_c_drains(control, out):
+                _stream(graph, state, config, control, progress, TerminalReviewer(inp or sys.stdin, out))
+        else:
+            _stream(graph, state, config, control, progress, reviewer or TerminalReviewer(inp or sys.stdin, out))
     except (GraphDrained, KeyboardInterrupt):
         status, code = "interrupted", EXIT_INTERRUPTED
     except NoAnswer:
         status, code = "paused", EXIT_PAUSED
         out.write("no answer on standard input: the run is paused at this review question\n")
     except RefineError as exc:
-        status, code = "failed", EXIT_FAILED
-        out.write(f"error: {exc}\n")
+        status, code, error = "failed", EXIT_FAILED, str(exc)
     except Exception as exc:  # a model or library failure mid-run: keep the run, explain in one line
         status, code = "failed", EXIT_FAILED
         log = Path(run_dir) / "error.log"
         log.write_text(traceback.format_exc(), "utf-8")
-        out.write(f"error: {explain(exc, settings)} (details in {log})\n")
+        error = f"{explain(exc, settings)} (details in {log})"
+    if error:
+        out.write(f"error: {error}\n")
     values = graph.get_state(config).values
     if status != "done" and values.get("run_dir"):
         write_artifacts(values)
-    _report(out, run_dir, status, values)
-    return Outcome(run_dir, status, code, values)
+    if report:
+        _report(out, run_dir, status, values)
+    return Outcome(run_dir, status, code, values, error)
 
 
 def _stream(

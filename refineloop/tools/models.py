@@ -31,7 +31,7 @@ class ModelCache:
 
     def register_chat(self, name: str, model: BaseChatModel) -> None:
         """Make a chat model built in Python usable as `--eval-model NAME`."""
-        self._models[("chat", name, "")] = model
+        self._models[("chat", name, "", None)] = model
 
     def register_image(self, name: str, model: ImageModel) -> None:
         """Make an image model built in Python usable as `--image-model NAME`."""
@@ -44,7 +44,7 @@ class ModelCache:
 
     def chat_model(self, settings: RunSettings) -> BaseChatModel:
         """The critic chat model for these settings, loaded on first use."""
-        key = ("chat", settings.eval_model, settings.ollama_url)
+        key = _critic_key("chat", settings)
         return self._get(key, lambda: load_chat_model(settings.eval_model, settings.ollama_url, settings.seed))
 
     def judge_model(self, settings: RunSettings, temperature: float = 0.0) -> Any:
@@ -58,13 +58,13 @@ class ModelCache:
             judge = judge_copy(self.chat_model(settings), temperature)
             return structured_judge(judge, JudgeReply) or judge
 
-        return self._get(("judge", settings.eval_model, settings.ollama_url, temperature), build)
+        return self._get((*_critic_key("judge", settings), temperature), build)
 
     def chat_at(self, settings: RunSettings, temperature: float) -> BaseChatModel:
         """The critic sampling at `temperature` (proposer, summarizer), one copy per temperature."""
         from refineloop.tools.chat import with_temperature
 
-        key = ("chat-at", settings.eval_model, settings.ollama_url, round(temperature, 3))
+        key = (*_critic_key("chat-at", settings), round(temperature, 3))
         return self._get(key, lambda: with_temperature(self.chat_model(settings), temperature))
 
     def agent_model(self, settings: RunSettings, temperature: float | None = None) -> BaseChatModel:
@@ -90,6 +90,13 @@ class ModelCache:
             if key not in self._models:
                 self._models[key] = load()
             return self._models[key]
+
+
+def _critic_key(role: str, settings: RunSettings) -> tuple[Any, ...]:
+    """Cache key of the critic in one role. The demo critic's noise is seeded by the run, so one process
+    running several runs (a batch) keeps one per seed; real critics take no seed and are shared."""
+    seed = settings.seed if settings.eval_model == "demo" else None
+    return (role, settings.eval_model, settings.ollama_url, seed)
 
 
 #: The process-wide cache used when a run config brings none.
