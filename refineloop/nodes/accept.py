@@ -70,15 +70,17 @@ def _outcome(
         "draw": anneal_draw,
     }
     save_json({**candidate, **entry}, sidecar_path(state["run_dir"], candidate["iteration"]))
-    return {
+    update = {
         "current": current,
         "best": best,
         "misses": 0 if improved else state.get("misses", 0) + 1,
         "failed_ideas": failed[-12:],
         "decision": decision,
         "idea": candidate.get("next_idea") if adopted and candidate.get("next_idea") else state["idea"],
-        "history": [entry],
     }
+    # Only what changed is written: with durability "sync" every written key is a row saved before the next step.
+    changed = {key: value for key, value in update.items() if state.get(key) != value}
+    return {**changed, "history": [entry]}
 
 
 def accept_greedy(state: RefineState) -> dict[str, Any]:

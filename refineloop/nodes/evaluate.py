@@ -184,7 +184,10 @@ def evaluate(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
     models = models_for(config)
     run_dir = state["run_dir"]
     budget = CallBudget(critic_calls_left(state, settings))
-    batch = state.get("batch") or [state["candidate"]]
+    candidate = state["candidate"]
+    batch = state.get("batch") or []
+    if not batch or batch[0]["iteration"] != candidate["iteration"]:
+        batch = [candidate]  # a one-image round (the batch, if any, is an older round's)
     judged = [score_image(models, settings, task, c, run_dir, budget, settings.judge_samples) for c in batch]
     chosen = max(judged, key=lambda c: -1.0 if c["score"] is None else c["score"])
     for other in judged:
@@ -213,5 +216,7 @@ def evaluate(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
         if result is not None:
             chosen["pairwise"] = result
             update.update(comparisons=1, order_flips=int(result["flipped"]))
-    update.update(candidate=chosen, batch=judged, critic_calls=budget.used, seconds=time.perf_counter() - started)
+    if len(judged) > 1:
+        update["batch"] = judged
+    update.update(candidate=chosen, critic_calls=budget.used, seconds=time.perf_counter() - started)
     return update

@@ -93,4 +93,7 @@ def generate(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
             "seconds": round(seconds, 4),
         },
     )
-    return {"iteration": first + count - 1, "candidate": batch[0], "batch": batch, "seconds": seconds}
+    update: dict[str, Any] = {"iteration": first + count - 1, "candidate": batch[0], "seconds": seconds}
+    if count > 1:
+        update["batch"] = batch  # one image needs no batch: every checkpoint would carry the copy
+    return update
