@@ -167,6 +167,23 @@ def refineloop(*args: str, cwd: Path, timeout: float = 120) -> subprocess.Comple
     )
 
 
+def batch_cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`refineloop batch ...` to completion."""
+    return refineloop("batch", *args, cwd=cwd, timeout=timeout)
+
+
+def start_batch_cli(*args: str, cwd: Path) -> subprocess.Popen[str]:
+    """`refineloop batch ...` in the background (output merged, read at the end)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "refineloop.cli", "batch", *args],
+        cwd=cwd,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
 @pytest.fixture
 def start_cli(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
     """Start the CLI in the background; every process still running at the end is killed."""

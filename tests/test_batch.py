@@ -29,33 +29,9 @@ from refineloop.settings import RunSettings
 from refineloop.tools.image_models import ImageRequest
 from refineloop.tools.run_folder import read_values
 from refineloop.tools.sketch import SketchImageModel
-from tests.conftest import cli_env, images_in, judge_reply, wait_for
+from tests.conftest import batch_cli, cli_env, images_in, judge_reply, start_batch_cli, wait_for
 
 # --------------------------------------------------------------------------------------------- helpers
-
-
-def batch_cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """`python -m refineloop.batch_cli batch ...` to completion."""
-    return subprocess.run(
-        [sys.executable, "-m", "refineloop.batch_cli", "batch", *args],
-        cwd=cwd,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def start_batch_cli(*args: str, cwd: Path) -> subprocess.Popen[str]:
-    """The same, in the background (output merged, read at the end)."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "refineloop.batch_cli", "batch", *args],
-        cwd=cwd,
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
 
 
 def item_dirs(batch_dir: Path) -> list[Path]:

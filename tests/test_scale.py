@@ -22,7 +22,7 @@ import pytest
 
 from refineloop.batch import BatchPlan, plan_batch
 from refineloop.settings import RunSettings
-from tests.conftest import cli_env, wait_for
+from tests.conftest import batch_cli, cli_env, start_batch_cli, wait_for
 from tests.scale_fixtures import *  # noqa: F403 - the session fixtures
 
 pytestmark = pytest.mark.scale
@@ -31,30 +31,6 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 # --------------------------------------------------------------------------------------------- helpers
-
-
-def batch_cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """`python -m refineloop.batch_cli batch ...` to completion."""
-    return subprocess.run(
-        [sys.executable, "-m", "refineloop.batch_cli", "batch", *args],
-        cwd=cwd,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def start_batch_cli(*args: str, cwd: Path) -> subprocess.Popen[str]:
-    """The same, in the background."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "refineloop.batch_cli", "batch", *args],
-        cwd=cwd,
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
 
 
 def write_goals(path: Path, count: int) -> Path:
