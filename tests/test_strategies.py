@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -120,7 +121,7 @@ def test_img2img_starts_every_round_from_the_best_image(scripted, run_settings, 
     cache, _ = scripted([judge_reply(5), judge_reply(7), judge_reply(6), judge_reply(8)])
     outcome = start_run(run_settings(strategy="img2img", max_iterations=4), models=cache, out=quiet)
     run = Path(outcome.run_dir)
-    sidecars = [__import__("json").loads((run / f"0{i}.json").read_text()) for i in range(1, 5)]
+    sidecars = [json.loads((run / f"0{i}.json").read_text()) for i in range(1, 5)]
     assert sidecars[0]["init_image"] is None
     assert [Path(s["init_image"]).name for s in sidecars[1:]] == ["01.png", "02.png", "02.png"]
     strengths = [s["strength"] for s in sidecars[1:]]
@@ -132,3 +133,25 @@ def test_until_done_stops_at_the_safety_cap(scripted, run_settings, quiet):
     outcome = start_run(run_settings(strategy="greedy", max_iterations=0, safety_cap=4), models=cache, out=quiet)
     assert len(outcome.values["history"]) == 4
     assert "safety cap of 4" in outcome.values["stop_reason"]
+
+
+def test_img2img_without_a_strength_knob_warns_once_and_still_climbs_in_image_space(scripted, run_settings, quiet):
+    from refineloop.tools.image_models import ImageTraits
+    from refineloop.tools.sketch import SketchImageModel
+
+    class Unified(SketchImageModel):
+        """Like FLUX.2 Klein: conditions on the reference image at a fixed influence, no strength."""
+
+        name = "unified"
+        traits = ImageTraits(prompt_budget=77, negative_prompt=False, img2img=True, strength=False)
+
+    cache, _ = scripted([judge_reply(5), judge_reply(7), judge_reply(6)])
+    cache.register_image("unified", Unified(size=64))
+    outcome = start_run(
+        run_settings(strategy="img2img", image_model="unified", max_iterations=3), models=cache, out=quiet
+    )
+    assert quiet.getvalue().count("has no strength knob") == 1
+    run = Path(outcome.run_dir)
+    records = [json.loads((run / f"0{i}.json").read_text()) for i in (2, 3)]
+    assert [Path(r["init_image"]).name for r in records] == ["01.png", "02.png"]
+    assert all(r["strength"] is None for r in records)
