@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import sys
 import types
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, get_args, get_type_hints
 
 from refineloop.batch_cli import add_batch_command
 from refineloop.errors import RefineError
@@ -21,8 +22,14 @@ from refineloop.settings import STRATEGIES, RunSettings
 DEMO_DEFAULTS = {"image_model": "sketch", "eval_model": "demo", "strategy": "climbing"}
 
 
+@functools.cache
+def _settings_hints() -> dict[str, Any]:
+    return get_type_hints(RunSettings)
+
+
 def _flag_type(field: dataclasses.Field[Any]) -> Any:
-    annotation = field.type if not isinstance(field.type, str) else eval(field.type, {}, {})  # noqa: S307
+    """The flag's type: the field's annotation, with `| None` dropped (an empty flag is the default)."""
+    annotation = _settings_hints()[field.name]
     if isinstance(annotation, types.UnionType):
         annotation = next(a for a in get_args(annotation) if a is not type(None))
     return annotation

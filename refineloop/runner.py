@@ -371,12 +371,9 @@ def _stream(
 
 def explain(exc: Exception, settings: RunSettings) -> str:
     """One line for an unexpected failure, naming the model when it came from one."""
-    try:
-        from refineloop.tools.ollama import explain_connection_error
+    from refineloop.tools.ollama import explain_connection_error
 
-        mapped = explain_connection_error(exc, settings.ollama_url or None)
-    except ImportError:
-        mapped = None
+    mapped = explain_connection_error(exc, settings.ollama_url or None)
     if mapped is not None:
         return str(mapped)
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
