@@ -64,7 +64,7 @@ def traced_invoke(
             "role": role,
             "iteration": iteration,
             "temperature": temperature,
-            "sent": {"system": messages[0].content, "user": _user_text(messages[-1]), "image": image_path},
+            "sent": {"system": messages[0].content, "user": message_text(messages[-1]), "image": image_path},
             "received": getattr(raw, "content", str(raw)),
             "seconds": round(seconds, 4),
         },
@@ -72,7 +72,8 @@ def traced_invoke(
     return reply, seconds
 
 
-def _user_text(message: BaseMessage) -> str:
+def message_text(message: BaseMessage) -> str:
+    """The text of a message, its text blocks joined by newlines (images left out)."""
     if isinstance(message.content, str):
         return message.content
-    return " ".join(b.get("text", "") for b in message.content if isinstance(b, dict))
+    return "\n".join(b.get("text", "") for b in message.content if isinstance(b, dict))

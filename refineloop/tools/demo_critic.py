@@ -25,11 +25,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from PIL import Image
 from pydantic import PrivateAttr
 
-
-def _text_of(message: BaseMessage) -> str:
-    if isinstance(message.content, str):
-        return message.content
-    return "\n".join(b.get("text", "") for b in message.content if isinstance(b, dict))
+from refineloop.tools.chat import message_text
 
 
 def _image_of(message: BaseMessage) -> bytes | None:
@@ -104,7 +100,7 @@ class DemoCritic(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        system = "\n".join(_text_of(m) for m in messages if m.type == "system")
+        system = "\n".join(message_text(m) for m in messages if m.type == "system")
         humans = [m for m in messages if m.type == "human"]
         # A retry appends a reminder after the message that carries the image, so look back for it.
         png = next((img for m in reversed(humans) if (img := _image_of(m)) is not None), None)
@@ -113,9 +109,9 @@ class DemoCritic(BaseChatModel):
         elif "SCORE:" in system:
             text = self._judge(system, png)
         elif "IDEA:" in system:
-            text = self._propose(system, _text_of(humans[0]), png)
+            text = self._propose(system, message_text(humans[0]), png)
         else:
-            text = self._summarize(system, _text_of(humans[-1]))
+            text = self._summarize(system, message_text(humans[-1]))
         return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
 
     def _rng(self, *parts: object) -> random.Random:
