@@ -374,15 +374,20 @@ class Store(Protocol):
     def finished(self, item: BatchItem, result: ItemResult) -> None:
         """Record how an attempt ended."""
 
+    def claim_batch(self, batch: str) -> None:
+        """Be the one driver of `batch` until `close`; RunBusyError when another driver has it."""
+
     def close(self) -> None:
-        """Release connections."""
+        """Release connections (and the batch, when claimed)."""
 
 
 class FolderStore:
     """SQLite checkpoints in each item's run folder, the folder's file lock, and `batch-item.json` for status.
 
     Each item folder is an ordinary run folder, so `refineloop resume` and `refineloop runs` work on it too.
-    SQLite suits one host; batches across hosts use Postgres (SQLite's WAL does not work over network storage).
+    Every process of one host may share it (the local engine, or the runner processes of a local Ray): flock
+    keeps an item to one holder and is freed by the kernel when the holder dies, and SQLite's WAL serves
+    readers beside the one writer. Batches across hosts use Postgres (WAL does not work over network storage).
     """
 
     kind = "sqlite"
@@ -390,6 +395,7 @@ class FolderStore:
     def __init__(self, batch_dir: str) -> None:
         self.batch_dir = batch_dir
         self._items: list[BatchItem] = []
+        self._batch_lock: int | None = None
 
     def register(self, batch: str, items: list[BatchItem]) -> None:
         """Remember the items for `records` (the folders themselves are the queue)."""
@@ -434,8 +440,25 @@ class FolderStore:
         record.update(status=result.status, error=result.error)
         _write_json(Path(item.run_dir) / ITEM_RECORD, record)
 
+    def claim_batch(self, batch: str) -> None:
+        """Hold `.batch.lock` in the batch folder (flock, freed when this process dies) until `close`."""
+        import fcntl
+
+        from refineloop.scale import RunBusyError
+
+        fd = os.open(Path(self.batch_dir) / ".batch.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RunBusyError(f"batch {self.batch_dir} is being driven by another process right now") from None
+        self._batch_lock = fd
+
     def close(self) -> None:
-        """Nothing is kept open between items."""
+        """Let go of the batch; nothing else is kept open between items."""
+        if self._batch_lock is not None:
+            os.close(self._batch_lock)
+            self._batch_lock = None
 
     def _record(self, item: BatchItem) -> dict[str, Any]:
         path = Path(item.run_dir) / ITEM_RECORD
@@ -445,13 +468,15 @@ class FolderStore:
             return {"status": "pending", "attempts": 0, "error": ""}
 
 
-def open_store(checkpointer: str, batch_dir: str, *, pool_size: int = 8) -> Store:
-    """`FolderStore` for "" or "sqlite", `PostgresStore` for a postgres:// URL (tables created if missing)."""
+def open_store(checkpointer: str, batch_dir: str, *, pool_size: int = 8, create_tables: bool = True) -> Store:
+    """`FolderStore` for "" or "sqlite", `PostgresStore` for a postgres:// URL (tables created if missing, unless
+    a driver already did: `create_tables=False`)."""
     if checkpointer in ("", "sqlite"):
         return FolderStore(batch_dir)
     from refineloop.scale.postgres import PostgresStore, check_url, prepare
 
-    prepare(check_url(checkpointer))
+    if create_tables:
+        prepare(check_url(checkpointer))
     return PostgresStore(checkpointer, pool_size=pool_size)
 
 

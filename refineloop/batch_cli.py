@@ -23,8 +23,9 @@ Run one refinement per goal: GOALS_FILE has one goal per line, or JSONL objects 
 their own goal or task, seed and settings. Flags below apply to every item that does not set them itself.
 Each item gets a run folder inside the batch folder, and a summary table is printed and written there.
 Running the same command again resumes the batch: finished items are left as they are, the interrupted one
-continues from its last image. --engine ray spreads the runs over a Ray cluster (one batched image
-generator per GPU); it keeps checkpoints and the queue in Postgres (--checkpointer postgres://...).
+continues from its last image. --engine ray runs many at once on Ray (one batched image generator per GPU):
+without --address it starts a Ray on this machine and keeps checkpoints, queue and locks in the batch folder;
+a cluster (--address) keeps them in Postgres (--checkpointer postgres://...), which every host can reach.
 """
 
 
@@ -64,8 +65,8 @@ def add_batch_command(subparsers: Any) -> None:
         "--checkpointer",
         default="",
         metavar="URL",
-        help="postgres://user@host:port/db keeps checkpoints and the queue in Postgres (needed by --engine ray); "
-        "default: SQLite in each run folder",
+        help="postgres://user@host:port/db keeps checkpoints and the queue in Postgres (needed by --engine ray "
+        "with --address); default: SQLite in each run folder",
     )
     scale.add_argument("--replicas", type=int, default=0, help="generator replicas (default: one per GPU)")
     scale.add_argument("--runners", type=int, default=2, help="runner processes (default: 2)")
@@ -123,11 +124,10 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         raise SettingsError("--review needs a person at the terminal for every image: not available in a batch")
     if args.address and args.engine != "ray":
         raise SettingsError("--address joins a Ray cluster: add --engine ray")
-    if args.engine == "ray" and not args.checkpointer.startswith(("postgres://", "postgresql://")):
-        raise SettingsError(
-            "--engine ray keeps checkpoints and its queue in Postgres (SQLite cannot be shared between hosts): "
-            "add --checkpointer postgres://user@host:port/db"
-        )
+    if args.engine == "ray" and args.address and not args.checkpointer:
+        from refineloop.scale import check_storage
+
+        check_storage(args.checkpointer, args.address)
     # The pool logs every failed reconnection; the batch reports a lost server itself, in one line.
     logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
     names = {f.name for f in dataclasses.fields(RunSettings)}

@@ -276,7 +276,7 @@ def test_an_item_held_by_another_process_is_skipped_not_run_twice(tmp_path: Path
     ("flags", "message"),
     [
         (["--goal", "x"], "reads its goals from GOALS_FILE"),
-        (["--engine", "ray"], "--engine ray keeps checkpoints and its queue in Postgres"),
+        (["--engine", "ray", "--address", "h:1"], "SQLite checkpoints cannot be shared between hosts"),
         (["--address", "h:1"], "--address joins a Ray cluster: add --engine ray"),
         (["--checkpointer", "mysql://x"], "--checkpointer takes a postgres://"),
         (["--max-iterations", "-1"], "--max-iterations must be 0"),

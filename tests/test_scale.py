@@ -391,7 +391,7 @@ def test_a_runner_that_cannot_reach_postgres_is_one_line(ray_address: str) -> No
 
     # Say the driver reached Postgres but a worker host cannot (a URL naming 127.0.0.1 on a two-host cluster).
     with pytest.raises(ScaleError) as info:
-        start_runners(f"postgresql://postgres@127.0.0.1:{free_port()}/x", EngineOptions(runners=1))
+        start_runners(f"postgresql://postgres@127.0.0.1:{free_port()}/x", "/nowhere", EngineOptions(runners=1))
     message = str(info.value)
     assert message.startswith("a runner could not start on the cluster: cannot reach Postgres at 127.0.0.1:")
     assert "\n" not in message
@@ -409,3 +409,73 @@ def test_unreachable_ray_address_is_one_line(pg_url: str, tmp_path: Path) -> Non
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and f"cannot reach the Ray cluster at {address}" in lines[0], result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+
+
+# --------------------------------------------------------------------------------------------- Ray on one machine
+
+
+def folder_values(item: Any) -> dict[str, Any]:
+    """An item's latest checkpointed state, read from the SQLite in its run folder."""
+    from refineloop.tools.run_folder import read_values
+
+    return read_values(item.run_dir, item.thread_id)
+
+
+def test_local_ray_without_postgres_runs_each_item_once_through_a_killed_runner(
+    ray_address: str, tiny_sd_dir: Path, tmp_path: Path
+) -> None:
+    """No --checkpointer: the runner processes share the batch folder (SQLite per run, file locks)."""
+    import ray
+
+    from refineloop.scale.ray_engine import EngineOptions, run_ray
+
+    goals = write_goals(tmp_path / "goals.jsonl", 4)
+    plan = plan_batch(str(goals), tiny_settings(tiny_sd_dir, 4), str(tmp_path / "b"), "sqlite")
+    killed: list[int] = []
+
+    def kill_one_runner(runners: list[Any]) -> None:
+        pid = ray.get(runners[0].pid.remote())
+
+        def kill_when_running() -> None:
+            wait_for(lambda: len(list(Path(plan.batch_dir).glob("*/02.png"))) >= 2, timeout=120)
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+        threading.Thread(target=kill_when_running, daemon=True).start()
+
+    out = io.StringIO()
+    rows = run_ray(plan, "", EngineOptions(runners=2, runs_per_runner=2), out=out, on_ready=kill_one_runner)
+    assert killed, "the runner was not killed"
+    assert "checkpoints and queue: SQLite in" in out.getvalue()
+    assert [r.status for r in rows] == ["done"] * 4, out.getvalue()
+    for item in plan.items:
+        values = folder_values(item)
+        assert [h["iteration"] for h in values["history"]] == [1, 2, 3, 4]
+        pngs = sorted(p.name for p in Path(item.run_dir).glob("[0-9][0-9].png"))
+        assert pngs == ["01.png", "02.png", "03.png", "04.png"]
+    records = [json.loads((Path(i.run_dir) / "batch-item.json").read_text()) for i in plan.items]
+    assert max(r["attempts"] for r in records) >= 2, "no run was retried after the kill"
+
+    # The same batch again: every item is finished, nothing is run or rewritten.
+    stamps = {p: p.stat().st_mtime_ns for p in Path(plan.batch_dir).glob("*/*.png")}
+    again = io.StringIO()
+    rows = run_ray(plan, "", EngineOptions(runners=1, runs_per_runner=2), out=again)
+    assert [r.status for r in rows] == ["done"] * 4
+    assert "4 of 4 items finished earlier" in again.getvalue()
+    assert {p: p.stat().st_mtime_ns for p in Path(plan.batch_dir).glob("*/*.png")} == stamps
+
+
+def test_a_second_driver_of_a_folder_batch_is_refused(tmp_path: Path) -> None:
+    pytest.importorskip("ray.serve", reason="the ray extra is not installed")
+    from refineloop.batch import FolderStore
+    from refineloop.scale import RunBusyError
+    from refineloop.scale.ray_engine import EngineOptions, run_ray
+
+    goals = tmp_path / "goals.txt"
+    goals.write_text("a lamp\n")
+    plan = plan_batch(str(goals), RunSettings(), str(tmp_path / "b"), "sqlite")
+    first = FolderStore(plan.batch_dir)
+    first.claim_batch(plan.batch_id)
+    with pytest.raises(RunBusyError, match="being driven by another process"):
+        run_ray(plan, "", EngineOptions(), out=io.StringIO())
+    first.close()

@@ -20,3 +20,18 @@ class RunBusyError(RefineError):
 def missing_extra(package: str, extra: str) -> ScaleError:
     """The one-line error for an optional dependency that is not installed."""
     return ScaleError(f"{package} is not installed: pip install 'refineloop[{extra}]'")
+
+
+def check_storage(url: str, address: str) -> None:
+    """Refuse, in one line, a cluster given by address without Postgres: its runners may sit on other hosts,
+    which cannot share the batch folder's SQLite files and file locks."""
+    if address and not url:
+        raise ScaleError(
+            "--address joins a Ray cluster whose runners may run on other hosts, and SQLite checkpoints cannot be "
+            "shared between hosts: add --checkpointer postgres://user@host:port/db, or drop --address to run "
+            "Ray on this machine"
+        )
+    if url:
+        from refineloop.scale.postgres import check_url
+
+        check_url(url)

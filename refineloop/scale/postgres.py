@@ -306,6 +306,11 @@ class PostgresStore:
         """Record an attempt's outcome in the queue."""
         self.table.finish(item.thread_id, result)
 
+    def claim_batch(self, batch: str) -> None:
+        """Hold the batch's advisory lock on this process's lock session until `close`."""
+        if not self.locks.try_take(f"batch:{batch}"):
+            raise RunBusyError(f"batch {batch} is being driven by another process right now")
+
     def close(self) -> None:
         """Free the locks and the pool."""
         self.locks.close()

@@ -5,13 +5,14 @@
   concurrent runs; each batch is split into groups that one pipeline call can serve (same mode, size, steps,
   guidance and strength) and every image keeps its own seeded generator. Only the batch handler touches the
   pipeline, one batch at a time (`max_concurrent_batches=1`): diffusers pipelines are not thread-safe.
-- **Runner actors** (`Runner`): each hosts up to `runs_per_runner` runs as threads over one Postgres pool.
+- **Runner actors** (`Runner`): each hosts up to `runs_per_runner` runs as threads over one store: Postgres
+  on a cluster, or, on a Ray of this machine alone, the batch folder (SQLite per run, file locks).
   Nodes reach the generator through `RemoteImageModel`, an ImageModel whose `generate` is a Serve call,
   handed to them in the run config's model cache: node code is the same as on one machine. A runner that
   dies is restarted by Ray and its in-flight runs are retried; each resumes from its last checkpoint.
-- **Driver** (`run_ray`): puts the batch in the Postgres runs table, keeps a bounded number of runs in
-  flight, resubmits runs that come back busy (a dying process still held their lock) and writes the summary.
-  It holds an advisory lock on the batch, so two drivers never run one batch.
+- **Driver** (`run_ray`): registers the batch in the store (the Postgres runs table, or the batch folder),
+  keeps a bounded number of runs in flight, resubmits runs that come back busy (a dying process still held
+  their lock) and writes the summary. It holds the batch's lock, so two drivers never run one batch.
 
 Ray is imported at module level: callers import this module only after checking that the `ray` extra is
 installed (`refineloop.batch_cli` does).
@@ -45,7 +46,7 @@ from refineloop.batch import (
     write_summary,
 )
 from refineloop.errors import ModelError, RefineError, SettingsError
-from refineloop.scale import RunBusyError, ScaleError
+from refineloop.scale import ScaleError, check_storage
 from refineloop.settings import RunSettings
 from refineloop.tools.image_models import ImageRequest, ImageTraits
 from refineloop.tools.models import ModelCache
@@ -405,14 +406,14 @@ class RemoteModelCache(ModelCache):
 
 
 class Runner:
-    """Hosts many runs as threads: one Postgres pool, one lock session, one model cache per process."""
+    """Hosts many runs as threads: one store (a Postgres pool and lock session, or the batch folder) and one
+    model cache per process."""
 
-    def __init__(self, url: str, app: str = APP) -> None:
+    def __init__(self, checkpointer: str, batch_dir: str, app: str = APP) -> None:
         import refineloop.graph  # noqa: F401 - load the graph and node code now, not inside the first run
-        from refineloop.scale.postgres import PostgresStore
+        from refineloop.batch import open_store
 
-        self.url = url
-        self.store = PostgresStore(url, pool_size=8)
+        self.store = open_store(checkpointer, batch_dir, pool_size=8, create_tables=False)
         handle = serve.get_deployment_handle(DEPLOYMENT, app_name=app)
         self.models = RemoteModelCache(RemoteImageModel(handle))
 
@@ -427,7 +428,7 @@ class Runner:
         return os.getpid()
 
 
-def start_runners(url: str, options: EngineOptions) -> list[Any]:
+def start_runners(checkpointer: str, batch_dir: str, options: EngineOptions) -> list[Any]:
     """The runner actors, restarted by Ray when they die, with their in-flight runs retried."""
     actor = ray.remote(Runner).options(
         max_restarts=-1,
@@ -436,7 +437,7 @@ def start_runners(url: str, options: EngineOptions) -> list[Any]:
         num_cpus=0,
         scheduling_strategy="SPREAD",
     )
-    runners = [actor.remote(url) for _ in range(options.runners)]
+    runners = [actor.remote(checkpointer, batch_dir) for _ in range(options.runners)]
     try:
         # Fail here, in one place, if a runner cannot start (no retries: they would only print the same traceback).
         ray.get([r.pid.options(max_task_retries=0).remote() for r in runners])
@@ -530,6 +531,14 @@ def _one_image_model(plan: BatchPlan) -> RunSettings:
     return first
 
 
+def _storage(url: str, plan: BatchPlan) -> str:
+    if not url:
+        return f"SQLite in {plan.batch_dir}"
+    from refineloop.scale.postgres import where
+
+    return f"postgres {where(url)}"
+
+
 def run_ray(
     plan: BatchPlan,
     url: str,
@@ -538,29 +547,28 @@ def run_ray(
     out: TextIO,
     on_ready: Callable[[list[Any]], None] | None = None,
 ) -> list[SummaryRow]:
-    """Run a batch on Ray with Postgres checkpoints and queue; returns (and writes) the summary.
+    """Run a batch on Ray; returns (and writes) the summary. Checkpoints and the queue live in Postgres when
+    `url` names one, else in the batch folder, which only a Ray on this machine alone may share.
 
     `on_ready` is called with the runner actors once they are up (tests use it to kill one).
     """
-    from refineloop.scale.postgres import PostgresStore, check_url, prepare, where
+    from refineloop.batch import open_store
 
     options.check()
-    check_url(url)
+    check_storage(url, options.address)
     generator_settings = _one_image_model(plan)
-    prepare(url)
-    store = PostgresStore(url, pool_size=2)
+    store = open_store(url, plan.batch_dir, pool_size=2)
     started = time.time()
     joined = False
     runners: list[Any] = []
     try:
         # One driver per batch: a second one would submit every run twice (their locks would refuse the copies).
-        if not store.locks.try_take(f"batch:{plan.batch_id}"):
-            raise RunBusyError(f"batch {plan.batch_dir} is being driven by another process right now")
+        store.claim_batch(plan.batch_id)
         store.register(plan.batch_id, plan.items)
         joined = connect(options)
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         out.write(
-            f"ray: {len(nodes)} node(s), {_cluster_gpus()} GPU(s)   checkpoints and queue: postgres {where(url)}\n"
+            f"ray: {len(nodes)} node(s), {_cluster_gpus()} GPU(s)   checkpoints and queue: {_storage(url, plan)}\n"
         )
         out.flush()
         _handle, info = deploy_generator(generator_settings, options)
@@ -570,7 +578,7 @@ def run_ray(
             f"{options.max_batch_size}\nrunners: {options.runners} x {options.runs_per_runner} runs\n"
         )
         out.flush()
-        runners = start_runners(url, options)
+        runners = start_runners(url, plan.batch_dir, options)
         if on_ready is not None:
             on_ready(runners)
         try:
