@@ -20,7 +20,6 @@ import dataclasses
 import io
 import json
 import os
-import re
 import socket
 import threading
 import time
@@ -35,7 +34,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from refineloop.errors import RefineError, RunFolderError, SettingsError
-from refineloop.settings import RunSettings
+from refineloop.settings import RunSettings, settings_warnings
+from refineloop.tools.names import safe_component
+from refineloop.tools.safe_io import read_user_text, write_text_atomic
 
 if TYPE_CHECKING:
     from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -53,6 +54,10 @@ EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 #: Settings an item cannot set: the batch gives every item its own folder, and nobody answers review questions.
 ITEM_FORBIDDEN = {"output_dir": "the batch gives each item its own run folder", "review": "a batch runs unattended"}
 _ITEM_KEYS = ("goal", "task", "seed")
+
+#: A goals file is read whole before anything starts; past these it is surely the wrong file.
+MAX_GOALS_BYTES = 16_000_000
+MAX_ITEMS = 10_000
 
 
 # --------------------------------------------------------------------------------------------- items
@@ -78,6 +83,9 @@ class BatchItem:
     """The LangGraph thread of the item's run; fixed in batch.json at the batch's first start."""
     run_dir: str = ""
     """The item's run folder."""
+    problem: str = ""
+    """Why the item cannot run (one line naming it), found while reading or checking it; such an item is
+    reported as failed and the others run."""
 
     @property
     def label(self) -> str:
@@ -149,7 +157,9 @@ def _item_from_mapping(data: dict[str, Any], index: int, where: str, base_dir: P
     kinds = _setting_types()
     flags: dict[str, Any] = {}
     for raw_key, value in data.items():
-        key = str(raw_key).replace("-", "_")
+        if not isinstance(raw_key, str):
+            raise SettingsError(f"{where}: setting names are text, got {raw_key!r}")
+        key = raw_key.replace("-", "_")
         if key in _ITEM_KEYS:
             continue
         if key in ITEM_FORBIDDEN:
@@ -159,13 +169,14 @@ def _item_from_mapping(data: dict[str, Any], index: int, where: str, base_dir: P
         flags[key] = _coerce(key, value, kinds[key], where)
     goal = data.get("goal", "")
     task = data.get("task", "")
-    if not isinstance(goal, str) or not isinstance(task, str):
-        raise SettingsError(f"{where}: goal and task are text")
+    for key, value in (("goal", goal), ("task", task)):
+        if not isinstance(value, str):
+            raise SettingsError(f'{where}: {key} must be text, got {value!r}: write {key} = "..."')
     if not goal.strip() and not task.strip():
         raise SettingsError(f"{where}: an item needs a goal or a task")
     seed = _coerce("seed", data.get("seed"), int, where)
     task = task.strip()
-    if task.endswith(".toml") and not Path(task).expanduser().is_absolute():
+    if task.endswith(".toml") and "\x00" not in task and not _expanded(task).is_absolute():
         # A task file named in a goals file is found next to the goals file, wherever the command runs.
         beside = (base_dir / task).resolve()
         if beside.is_file():
@@ -173,20 +184,47 @@ def _item_from_mapping(data: dict[str, Any], index: int, where: str, base_dir: P
     return BatchItem(index=index, goal=goal.strip(), task=task, seed=seed, flags=flags, source=where)
 
 
-def parse_goals(path: str | Path) -> list[BatchItem]:
-    """Read a goals file (text, JSONL or TOML) into items; a bad entry is a one-line SettingsError."""
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise SettingsError(f"goals file {path} does not exist: pass a text, JSONL or TOML file of goals")
+def _expanded(path: str) -> Path:
+    """`~/x` expanded; `~nobody/x` (an unknown user) left as written rather than raising."""
     try:
-        text = file.read_text("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SettingsError(f"cannot read goals file {path}: {exc}") from None
+        return Path(path).expanduser()
+    except RuntimeError:
+        return Path(path)
+
+
+def parse_goals(path: str | Path) -> list[BatchItem]:
+    """Read a goals file (text, JSONL or TOML) into items.
+
+    A file that cannot be read as a whole (missing, too large, not UTF-8, not TOML, no items) is a one-line
+    SettingsError. A bad entry is not: it becomes an item whose `problem` says what is wrong, so it fails
+    alone and the others run; only when every entry is bad is the first one's problem raised.
+    """
+    file = _expanded(str(path))
+    if not file.exists():
+        raise SettingsError(f"goals file {path} does not exist: pass a text, JSONL or TOML file of goals")
+    text = read_user_text(file, f"goals file {path}", MAX_GOALS_BYTES, SettingsError)
     base_dir = file.resolve().parent
     items = _parse_toml(text, file, base_dir) if file.suffix.lower() == ".toml" else _parse_lines(text, file, base_dir)
     if not items:
         raise SettingsError(f"goals file {path} has no goals: write one goal per line")
+    if len(items) > MAX_ITEMS:
+        raise SettingsError(f"goals file {path} has {len(items)} goals, more than {MAX_ITEMS}: split it")
+    _raise_if_all_bad(items)
     return items
+
+
+def _raise_if_all_bad(items: list[BatchItem]) -> None:
+    """Nothing could run: say the first problem in one line rather than print a table of failures."""
+    if items and all(item.problem for item in items):
+        raise SettingsError(items[0].problem)
+
+
+def _refused(index: int, where: str, preview: Any, problem: SettingsError | str) -> BatchItem:
+    """An entry that cannot run: kept in its place so the summary reports it, labelled by what it said."""
+    goal = preview if isinstance(preview, str) else ""
+    if not goal.strip():
+        goal = f"(unreadable entry at {where})"
+    return BatchItem(index=index, goal=" ".join(goal.split())[:200], source=where, problem=str(problem))
 
 
 def _parse_lines(text: str, file: Path, base_dir: Path) -> list[BatchItem]:
@@ -196,19 +234,29 @@ def _parse_lines(text: str, file: Path, base_dir: Path) -> list[BatchItem]:
         if not line or line.startswith("#"):
             continue
         where = f"{file.name}:{number}"
-        if line.startswith(("{", '"')):
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise SettingsError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-            if isinstance(data, str):
-                data = {"goal": data}
-            if not isinstance(data, dict):
-                raise SettingsError(f"{where}: a JSON line must be an object or a string")
-            items.append(_item_from_mapping(data, len(items) + 1, where, base_dir))
-        else:
-            items.append(BatchItem(index=len(items) + 1, goal=line, source=where))
+        index = len(items) + 1
+        if not line.startswith(("{", '"')):
+            items.append(BatchItem(index=index, goal=line, source=where))
+            continue
+        try:
+            data = _json_line(line, where)
+            items.append(_item_from_mapping(data, index, where, base_dir))
+        except SettingsError as exc:
+            items.append(_refused(index, where, line, exc))
     return items
+
+
+def _json_line(line: str, where: str) -> dict[str, Any]:
+    try:
+        data = json.loads(line)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        detail = f"{exc.msg} at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else "nested too deep"
+        raise SettingsError(f"{where}: not valid JSON ({detail})") from None
+    if isinstance(data, str):
+        data = {"goal": data}
+    if not isinstance(data, dict):
+        raise SettingsError(f"{where}: a JSON line must be an object or a string")
+    return data
 
 
 def _parse_toml(text: str, file: Path, base_dir: Path) -> list[BatchItem]:
@@ -228,9 +276,13 @@ def _parse_toml(text: str, file: Path, base_dir: Path) -> list[BatchItem]:
         where = f"{file.name} item {n}"
         if isinstance(entry, str):
             entry = {"goal": entry}
-        if not isinstance(entry, dict):
-            raise SettingsError(f"{where}: an item is a table with a goal (or task)")
-        items.append(_item_from_mapping({**defaults, **entry}, n, where, base_dir))
+        preview = entry.get("goal") or entry.get("task") if isinstance(entry, dict) else None
+        try:
+            if not isinstance(entry, dict):
+                raise SettingsError(f"{where}: an item is a table with a goal (or task)")
+            items.append(_item_from_mapping({**defaults, **entry}, n, where, base_dir))
+        except SettingsError as exc:
+            items.append(_refused(n, where, preview, exc))
     return items
 
 
@@ -245,10 +297,13 @@ class BatchPlan:
     batch_dir: str
     batch_id: str
     items: list[BatchItem]
+    """The items that run."""
     base: RunSettings
     """The command line's settings, applied to every item that does not override them."""
     store_kind: str
     """sqlite or postgres: a batch keeps the checkpointer it started with."""
+    rejected: list[BatchItem] = field(default_factory=list)
+    """Items that cannot run (each with its `problem`): reported as failed, never started."""
 
     def settings_for(self, item: BatchItem) -> RunSettings:
         """The settings an item starts with."""
@@ -256,8 +311,8 @@ class BatchPlan:
 
 
 def _slug(text: str, limit: int = 40) -> str:
-    words = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    return words[:limit].rstrip("-") or "item"
+    """A goal, task or file name as one folder-name component (goals files are user text: no `..`, no `/`)."""
+    return safe_component(text.lower(), limit, fallback="item")
 
 
 def default_batch_dir(goals_file: str | Path, root: str = "runs") -> str:
@@ -273,8 +328,9 @@ def plan_batch(goals_file: str, base: RunSettings, batch_dir: str = "", store_ki
     """
     items = parse_goals(goals_file)
     for item in items:
-        _check_item(item, base)
-    folder = Path(batch_dir).expanduser().resolve() if batch_dir else Path(default_batch_dir(goals_file))
+        item.problem = item.problem or _item_problem(item, base)
+    _raise_if_all_bad(items)
+    folder = _expanded(batch_dir).resolve() if batch_dir else Path(default_batch_dir(goals_file))
     manifest_path = folder / MANIFEST
     old = _read_manifest(manifest_path)
     if old is None:
@@ -296,13 +352,13 @@ def plan_batch(goals_file: str, base: RunSettings, batch_dir: str = "", store_ki
     for item in items:
         entry = known.get(item.index)
         if entry is not None:
-            if entry["spec"] != json.loads(json.dumps(item.spec())):
+            if entry["spec"] != json.loads(json.dumps(item.spec())) and not item.problem:
                 raise SettingsError(
                     f"{item.source} changed since the batch in {folder} started: restore it, or pass a new "
                     "--output-dir (new goals may be appended at the end)"
                 )
             item.thread_id, item.run_dir = entry["thread_id"], entry["run_dir"]
-        else:
+        elif not item.problem:
             item.thread_id = f"{batch_id}-{item.index:03d}"
             item.run_dir = str(folder / f"{item.index:03d}-{_slug(item.label)}")
     folder.mkdir(parents=True, exist_ok=True)
@@ -311,17 +367,28 @@ def plan_batch(goals_file: str, base: RunSettings, batch_dir: str = "", store_ki
         "goals_file": str(Path(goals_file).resolve()),
         "store": store_kind,
         "created": old["created"] if old else time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "items": [
-            {"index": i.index, "spec": i.spec(), "thread_id": i.thread_id, "run_dir": i.run_dir, "source": i.source}
-            for i in items
-        ],
+        # A refused item keeps the entry it had (restored, it resumes); one that never ran gets none, so once
+        # fixed it is taken like an appended goal.
+        "items": [known[i.index] if i.problem else _manifest_entry(i) for i in items if i.thread_id],
     }
     _write_json(manifest_path, manifest)
-    return BatchPlan(str(Path(goals_file).resolve()), str(folder), batch_id, items, base, store_kind)
+    runnable = [i for i in items if not i.problem]
+    rejected = [i for i in items if i.problem]
+    return BatchPlan(str(Path(goals_file).resolve()), str(folder), batch_id, runnable, base, store_kind, rejected)
+
+
+def _manifest_entry(item: BatchItem) -> dict[str, Any]:
+    return {
+        "index": item.index,
+        "spec": item.spec(),
+        "thread_id": item.thread_id,
+        "run_dir": item.run_dir,
+        "source": item.source,
+    }
 
 
 def _check_item(item: BatchItem, base: RunSettings) -> None:
-    """Validate an item's settings and task now, so a typo in item 40 fails before item 1 starts."""
+    """Validate an item's settings and task now, so a typo in item 40 is known before item 1 starts."""
     from refineloop.tasks import resolve_task
 
     settings = item.settings(base)
@@ -330,6 +397,15 @@ def _check_item(item: BatchItem, base: RunSettings) -> None:
         resolve_task(settings.task, settings.goal)
     except RefineError as exc:
         raise type(exc)(f"{item.source}: {exc}") from None
+
+
+def _item_problem(item: BatchItem, base: RunSettings) -> str:
+    """`_check_item`'s one-line refusal, or "" when the item can run."""
+    try:
+        _check_item(item, base)
+    except RefineError as exc:
+        return str(exc)
+    return ""
 
 
 def _read_manifest(path: Path) -> dict[str, Any] | None:
@@ -345,10 +421,8 @@ def _read_manifest(path: Path) -> dict[str, Any] | None:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    """Write through a temporary file and a rename, so a crash never leaves half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1), "utf-8")
-    os.replace(tmp, path)
+    """Write through a temporary file and a rename, so a crash never leaves half a file; never through a link."""
+    write_text_atomic(path, json.dumps(data, indent=1))
 
 
 # --------------------------------------------------------------------------------------------- stores
@@ -676,7 +750,22 @@ def summarize(plan: BatchPlan, store: Store) -> list[SummaryRow]:
                 error=str(record.get("error") or "") if status != "done" else "",
             )
         )
-    return rows
+    for item in plan.rejected:
+        rows.append(
+            SummaryRow(
+                index=item.index,
+                goal=item.label,
+                status="failed",
+                best_score=None,
+                images=0,
+                seconds=0.0,
+                attempts=0,
+                run_dir=item.run_dir,
+                thread_id=item.thread_id,
+                error=item.problem,
+            )
+        )
+    return sorted(rows, key=lambda row: row.index)
 
 
 def format_summary(rows: list[SummaryRow], wall_seconds: float | None = None) -> str:
@@ -688,7 +777,7 @@ def format_summary(rows: list[SummaryRow], wall_seconds: float | None = None) ->
         best = f"{r.best_score}/10" if r.best_score is not None else "-"
         lines.append(
             f"{r.index:>3}  {goal:<{width}}  {r.status:<11} {best:>5} {r.images:>6} {r.seconds:>7.1f}s  "
-            f"{Path(r.run_dir).name}"
+            f"{Path(r.run_dir).name if r.run_dir else '-'}"
         )
         if r.error:
             lines.append(f"{'':>3}  error: {r.error}")
@@ -707,7 +796,7 @@ def write_summary(plan: BatchPlan, rows: list[SummaryRow], wall_seconds: float |
     """Write summary.txt and summary.json into the batch folder; return the text."""
     text = format_summary(rows, wall_seconds)
     folder = Path(plan.batch_dir)
-    (folder / SUMMARY_TEXT).write_text(text, "utf-8")
+    write_text_atomic(folder / SUMMARY_TEXT, text)
     _write_json(folder / SUMMARY_JSON, [dataclasses.asdict(r) for r in rows])
     return text
 
@@ -750,6 +839,8 @@ def run_local(
     # Signal handlers can only be installed from the main thread (tests and embedders may call from others).
     guard = ctrl_c_drains(control, out) if threading.current_thread() is threading.main_thread() else nullcontext()
     total = len(plan.items)
+    for item in plan.rejected:
+        out.write(f"[{item.source}] {item.label}: not run: {item.problem}\n")
     try:
         with guard:
             for n, item in enumerate(plan.items, start=1):
@@ -759,6 +850,8 @@ def run_local(
                     continue
                 verb = f"resuming after image {values.get('iteration', 0)}" if values else "starting"
                 out.write(f"[item {n}/{total}] {item.label}: {verb} -> {item.run_dir}\n")
+                for warning in settings_warnings(plan.settings_for(item)):
+                    out.write(f"[item {n}/{total}] {warning}\n")
                 out.flush()
                 result = run_item(item, plan.settings_for(item), store, cache, out=out, control=control)
                 if result.status == "busy":

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import os
+import signal
 import sys
 import types
 from collections.abc import Sequence
@@ -17,7 +19,7 @@ from typing import Any, get_args, get_type_hints
 
 from refineloop.batch_cli import add_batch_command
 from refineloop.errors import RefineError
-from refineloop.settings import STRATEGIES, RunSettings
+from refineloop.settings import RESUME_OVERRIDES, STRATEGIES, RunSettings
 
 DEMO_DEFAULTS = {"image_model": "sketch", "eval_model": "demo", "strategy": "climbing"}
 
@@ -36,15 +38,21 @@ def _flag_type(field: dataclasses.Field[Any]) -> Any:
 
 
 def add_settings_flags(
-    parser: argparse.ArgumentParser, defaults: dict[str, Any] | None = None, *, overrides_only: bool = False
+    parser: argparse.ArgumentParser,
+    defaults: dict[str, Any] | None = None,
+    *,
+    overrides_only: bool = False,
+    only: Sequence[str] | None = None,
 ) -> None:
-    """One flag per RunSettings field, described by the field's own description.
+    """One flag per RunSettings field (or per field named in `only`), described by the field's own description.
 
-    With `overrides_only` a flag not given leaves no attribute at all (so a fork can tell what was asked for),
-    and booleans get a `--no-` form, since the setting they override may be on.
+    With `overrides_only` a flag not given leaves no attribute at all (so a fork or a resume can tell what was
+    asked for), and booleans get a `--no-` form, since the setting they override may be on.
     """
     defaults = defaults or {}
     for field in dataclasses.fields(RunSettings):
+        if only is not None and field.name not in only:
+            continue
         flag = "--" + field.name.replace("_", "-")
         default = argparse.SUPPRESS if overrides_only else defaults.get(field.name, field.default)
         help_text = field.metadata.get("description", "")
@@ -74,14 +82,23 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser("run", help="start a refinement run", description="Start a refinement run.")
     add_settings_flags(run)
+    _add_checkpointer_flag(run)
     demo = commands.add_parser(
         "demo",
         help="offline demo: sketch painter + heuristic critic, done in seconds",
         description="Offline demo with the sketch painter and the heuristic demo critic (no real models).",
     )
     add_settings_flags(demo, DEMO_DEFAULTS)
-    resume = commands.add_parser("resume", help="continue an interrupted or crashed run from its last image")
+    _add_checkpointer_flag(demo)
+    resume = commands.add_parser(
+        "resume",
+        help="continue an interrupted or crashed run from its last image",
+        description="Continue a run from its last checkpoint, in the folder given (a copied or moved run folder "
+        "resumes into itself). The flags below may change how the models are reached, never what they make.",
+    )
     resume.add_argument("run_dir", help="the run folder to continue")
+    add_settings_flags(resume, overrides_only=True, only=RESUME_OVERRIDES)
+    _add_checkpointer_flag(resume)
     fork = commands.add_parser(
         "fork",
         help="start a new run from image K of an old one (other settings or strategy allowed)",
@@ -94,68 +111,142 @@ def build_parser() -> argparse.ArgumentParser:
         "--from-iteration", type=int, required=True, metavar="K", help="the last image the new run shares"
     )
     add_settings_flags(fork, overrides_only=True)
-    runs = commands.add_parser("runs", help="list run folders with status, images and best score")
+    _add_checkpointer_flag(fork)
+    runs = commands.add_parser(
+        "runs", help="list run folders (and the runs inside batch folders) with status, images and best score"
+    )
     runs.add_argument("root", nargs="?", default="runs", help="folder holding runs (default: runs)")
     add_batch_command(commands)
     return parser
 
 
+def _add_checkpointer_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--checkpointer",
+        default="",
+        metavar="URL",
+        help="postgres://user@host:port/db keeps the checkpoints in Postgres (recorded in run.json without the "
+        "password; give it here, or in PGPASSWORD, to reach them again); default: SQLite in the run folder",
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `refineloop` console script."""
     args = build_parser().parse_args(argv)
+    # Until a run installs its own handlers (the first stop drains), SIGTERM and SIGHUP stop like Ctrl-C:
+    # whatever was half made before the first image is cleaned up, and the user reads one line.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _stop_now)
     try:
-        if args.command in ("run", "demo"):
-            return _run(args)
-        if args.command == "resume":
-            from refineloop.runner import resume_run
-
-            return resume_run(args.run_dir).exit_code
-        if args.command == "fork":
-            return _fork(args)
-        if args.command == "batch":
-            return args.batch_handler(args)
-        return _list_runs(args.root)
+        code = _dispatch(args)
+        sys.stdout.flush()  # inside the try: a reader that went away is noticed here, not at exit
+        return code
     except RefineError as exc:
         print(f"refineloop: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        what = "the run folder is as it was" if args.command in ("resume", "fork", "batch") else "nothing was kept"
+        print(f"refineloop: stopped before the first image: {what}", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`refineloop runs | head`): stop quietly, as command-line tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _stop_now(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command in ("run", "demo"):
+        return _run(args)
+    if args.command == "resume":
+        from refineloop.runner import resume_run
+
+        overrides = {name: getattr(args, name) for name in RESUME_OVERRIDES if hasattr(args, name)}
+        if overrides:
+            RunSettings(**overrides).validate()  # a bad value answers before anything opens
+        return resume_run(args.run_dir, checkpointer_url=_checked_url(args), overrides=overrides).exit_code
+    if args.command == "fork":
+        return _fork(args)
+    if args.command == "batch":
+        return args.batch_handler(args)
+    return _list_runs(args.root)
+
+
+def _checked_url(args: argparse.Namespace) -> str:
+    """The --checkpointer URL after a one-line check (empty: SQLite, or what run.json records)."""
+    if not args.checkpointer:
+        return ""
+    from refineloop.scale import ScaleError
+
+    if not args.checkpointer.startswith(("postgres://", "postgresql://")):
+        raise ScaleError(f"--checkpointer takes a postgres://user@host:port/db URL, got '{args.checkpointer}'")
+    return args.checkpointer
 
 
 def _run(args: argparse.Namespace) -> int:
     names = {f.name for f in dataclasses.fields(RunSettings)}
     settings = RunSettings(**{k: v for k, v in vars(args).items() if k in names})
     settings.validate()  # before importing langgraph: a bad flag answers instantly
+    url = _checked_url(args)
     from refineloop.runner import start_run
 
-    return start_run(settings).exit_code
+    return start_run(settings, checkpointer_url=url).exit_code
 
 
 def _fork(args: argparse.Namespace) -> int:
     names = {f.name for f in dataclasses.fields(RunSettings)}
     overrides = {k: v for k, v in vars(args).items() if k in names}
+    url = _checked_url(args)
     from refineloop.fork import fork_run
 
-    return fork_run(args.run_dir, args.from_iteration, overrides).exit_code
+    return fork_run(args.run_dir, args.from_iteration, overrides, checkpointer_url=url).exit_code
 
 
 def _list_runs(root: str) -> int:
-    from refineloop.tools.run_folder import is_run_folder, read_checkpoint, read_meta
+    """Every run folder under `root`, and the runs inside each batch folder there, grouped under it."""
+    from refineloop.batch import MANIFEST
+    from refineloop.tools.run_folder import is_run_folder
 
-    folders = sorted(p for p in Path(root).glob("*") if p.is_dir() and is_run_folder(p)) if Path(root).is_dir() else []
-    if not folders:
+    base = Path(root)
+    entries = sorted(p for p in base.iterdir() if p.is_dir() and not p.is_symlink()) if base.is_dir() else []
+    runs = [p for p in entries if is_run_folder(p)]
+    batches = [p for p in entries if (p / MANIFEST).is_file() and not is_run_folder(p)]
+    if not runs and not batches:
         print(f"no runs in {root}/ yet: start one with `refineloop demo`")
         return 0
     print(f"{'run':<40} {'strategy':<10} {'status':<12} {'images':>6} {'best':>5}  reason")
-    for folder in folders:
+    for folder in runs:
+        print(_run_row(folder, folder.name))
+    for batch in batches:
+        items = sorted(p for p in batch.iterdir() if p.is_dir() and not p.is_symlink() and is_run_folder(p))
+        print(f"batch {batch.name}/ ({len(items)} runs)")
+        for folder in items:
+            print(_run_row(folder, "  " + folder.name))
+    return 0
+
+
+def _run_row(folder: Path, label: str) -> str:
+    """One line of `refineloop runs`, read without writing; a folder that cannot be read is `damaged`."""
+    from refineloop.errors import RefineError
+    from refineloop.tools.run_folder import read_checkpoint, read_meta
+
+    try:
         meta = read_meta(str(folder))
-        found = read_checkpoint(str(folder), meta["thread_id"])
+        found = read_checkpoint(str(folder), meta["thread_id"], meta.get("checkpointer", ""))
         values = dict(found.checkpoint["channel_values"]) if found else {}
         best = values.get("best") or {}
-        score = f"{best['score']}/10" if best.get("score") is not None else "-"
-        print(
-            f"{folder.name:<40} {meta.get('strategy', '?'):<10} {_status(str(folder), values, found):<12} "
+        score = f"{best['score']:g}/10" if isinstance(best.get("score"), (int, float)) else "-"
+        status = _status(str(folder), values, found)
+        return (
+            f"{label:<40} {meta['strategy']:<10} {status:<12} "
             f"{values.get('iteration', 0):>6} {score:>5}  {values.get('stop_reason', '')}"
         )
-    return 0
+    except (RefineError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return f"{label:<40} {'?':<10} {'damaged':<12} {'-':>6} {'-':>5}  {reason}"
 
 
 def _status(run_dir: str, values: dict[str, Any], found: Any) -> str:

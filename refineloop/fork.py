@@ -39,12 +39,13 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 
 from refineloop.errors import RunFolderError, SettingsError
 from refineloop.graph import ACCEPT_NODE, build_graph
+from refineloop.run_view import rewrite_paths
 from refineloop.runner import Outcome, checkpoints, execute, load_models
 from refineloop.settings import RunSettings
 from refineloop.tasks import resolve_task
-from refineloop.tools.artifacts import listed_images, save_json, sidecar_path
+from refineloop.tools.artifacts import listed_images, read_record, save_json, sidecar_path
 from refineloop.tools.models import MODELS, ModelCache
-from refineloop.tools.run_folder import CHECKPOINTS, LOCK, META, locked, read_meta, write_meta
+from refineloop.tools.run_folder import CHECKPOINTS, LOCK, META, database_error, new_run_folder, read_meta, write_meta
 from refineloop.tools.trace import append_trace
 
 
@@ -56,15 +57,17 @@ def fork_run(
     models: ModelCache = MODELS,
     out: TextIO = sys.stdout,
     inp: TextIO | None = None,
+    checkpointer_url: str = "",
 ) -> Outcome:
     """Fork `run_dir` after image `from_iteration` into a new run folder and run it to its end.
 
     `overrides` are RunSettings fields to change (only the flags given); the rest come from the original run.
-    Every check and model load happens before the new folder is made.
+    Settings are checked first; the new folder is made and locked before the models load, and removed again
+    when anything fails before its first checkpoint.
     """
     source = str(Path(run_dir).expanduser().resolve())
     meta = read_meta(source)
-    values = state_after_image(source, meta, from_iteration)
+    values = state_after_image(source, meta, from_iteration, checkpointer_url or meta.get("checkpointer", ""))
     overrides = dict(overrides or {})
     target = str(Path(overrides.pop("output_dir", "") or f"{source}-fork-{from_iteration}").expanduser().resolve())
     if Path(target).exists():
@@ -73,50 +76,53 @@ def fork_run(
     task = values["task"]
     if "task" in overrides or "goal" in overrides:
         task = resolve_task(settings.task, settings.goal).to_dict()
-    load_models(models, settings, out)
 
-    state = rewrite_paths(values, source, target)
+    # The state names the folder the run was started in, which differs from `source` once it was moved.
+    recorded = values.get("run_dir") or source
+    state = rewrite_paths(values, recorded, target)
     state.update(settings=settings.to_dict(), task=task, run_dir=target, status="running", stop_reason="")
     state["started_at"] = time.time()
-    Path(target).mkdir(parents=True)
-    copy_images(source, target, from_iteration)
     thread_id = Path(target).name
-    with locked(target), checkpoints(target) as checkpointer:
-        write_meta(target, thread_id, settings.strategy)
-        _note_origin(target, source, meta, from_iteration)
-        graph = build_graph(settings.strategy, checkpointer)
-        config = {"configurable": {"thread_id": thread_id}}
-        # Only the new graph's own keys: an agent run's router bookkeeping means nothing to climbing, say.
-        channels = set(graph.builder.channels)
-        seeded = {key: value for key, value in state.items() if key in channels}
-        if "review_stop" in channels:
-            seeded["review_stop"] = ""
-        graph.update_state(config, seeded, as_node=ACCEPT_NODE[settings.strategy])
-        append_trace(target, {"kind": "fork", "source": source, "iteration": from_iteration})
-        out.write(
-            f"forked {source} after image {from_iteration}\n"
-            f"run folder: {target}\nstrategy: {settings.strategy}   seed: {settings.seed}   "
-            f"goal: {task.get('goal', '')}\n"
-        )
-        return execute(settings, None, thread_id, models, out, checkpointer, inp=inp)
+    # Made and locked before the models load, so a second fork to the same folder is refused at once.
+    with new_run_folder(target, named=True) as claim:
+        load_models(models, settings, out)
+        copy_images(source, target, from_iteration, recorded)
+        with checkpoints(target) as checkpointer:
+            write_meta(target, thread_id, settings.strategy)
+            _note_origin(target, source, meta, from_iteration)
+            graph = build_graph(settings.strategy, checkpointer)
+            config = {"configurable": {"thread_id": thread_id}}
+            # Only the new graph's own keys: an agent run's router bookkeeping means nothing to climbing, say.
+            channels = set(graph.builder.channels)
+            seeded = {key: value for key, value in state.items() if key in channels}
+            if "review_stop" in channels:
+                seeded["review_stop"] = ""
+            graph.update_state(config, seeded, as_node=ACCEPT_NODE[settings.strategy])
+            claim.keep()
+            append_trace(target, {"kind": "fork", "source": source, "iteration": from_iteration})
+            out.write(
+                f"forked {source} after image {from_iteration}\n"
+                f"run folder: {target}\nstrategy: {settings.strategy}   seed: {settings.seed}   "
+                f"goal: {task.get('goal', '')}\n"
+            )
+            return execute(settings, None, thread_id, models, out, checkpointer, inp=inp)
 
 
-def state_after_image(run_dir: str, meta: dict[str, Any], iteration: int) -> dict[str, Any]:
+def state_after_image(run_dir: str, meta: dict[str, Any], iteration: int, url: str = "") -> dict[str, Any]:
     """The checkpointed state right after the round that ended with image `iteration` was accepted (or
-    rejected); SettingsError when no round ended there."""
-    with _database_copy(run_dir) as path:
-        conn = sqlite3.connect(path, check_same_thread=False)
+    rejected); SettingsError when no round ended there. Checkpoints in Postgres (`url`) are read in place."""
+    with _history_saver(run_dir, url) as saver:
+        graph = build_graph(meta["strategy"], saver)
+        config = {"configurable": {"thread_id": meta["thread_id"]}}
+        # Only acceptance appends to history, once per round; the history is newest first, so for each
+        # length the value kept last is the oldest checkpoint with it: the one acceptance wrote.
+        rounds: dict[int, dict[str, Any]] = {}
         try:
-            graph = build_graph(meta["strategy"], SqliteSaver(conn))
-            config = {"configurable": {"thread_id": meta["thread_id"]}}
-            # Only acceptance appends to history, once per round; the history is newest first, so for each
-            # length the value kept last is the oldest checkpoint with it: the one acceptance wrote.
-            rounds: dict[int, dict[str, Any]] = {}
             for snapshot in graph.get_state_history(config):
                 if length := len(snapshot.values.get("history") or []):
                     rounds[length] = snapshot.values
-        finally:
-            conn.close()
+        except sqlite3.DatabaseError as exc:
+            raise database_error(run_dir, exc) from None
     ends = sorted(values["iteration"] for values in rounds.values())
     for values in rounds.values():
         if values["iteration"] == iteration:
@@ -128,6 +134,26 @@ def state_after_image(run_dir: str, meta: dict[str, Any], iteration: int) -> dic
     else:  # best-of-N: rounds end every N images
         span = f"rounds ending at images {', '.join(map(str, ends))}"
     raise SettingsError(f"--from-iteration {iteration} is out of range: {run_dir} has {span}")
+
+
+@contextmanager
+def _history_saver(run_dir: str, url: str) -> Iterator[Any]:
+    """A checkpointer to read the run's history from: Postgres as it is, or a private copy of the SQLite."""
+    if url:
+        from refineloop.scale.postgres import open_pool, open_saver
+
+        pool = open_pool(url, max_size=1)
+        try:
+            yield open_saver(pool)
+        finally:
+            pool.close()
+        return
+    with _database_copy(run_dir) as path:
+        conn = sqlite3.connect(path, check_same_thread=False)
+        try:
+            yield SqliteSaver(conn)
+        finally:
+            conn.close()
 
 
 @contextmanager
@@ -163,31 +189,21 @@ def _shared_lock(run_dir: str) -> Iterator[None]:
         os.close(fd)
 
 
-def rewrite_paths(value: Any, source: str, target: str) -> Any:
-    """`value` with every string naming `source` or a file in it pointed at `target` instead."""
-    if isinstance(value, dict):
-        return {key: rewrite_paths(item, source, target) for key, item in value.items()}
-    if isinstance(value, list):
-        return [rewrite_paths(item, source, target) for item in value]
-    if isinstance(value, str) and (value == source or value.startswith(source + os.sep)):
-        return target + value[len(source) :]
-    return value
-
-
-def copy_images(source: str, target: str, last: int) -> None:
-    """Copy images 1..`last` byte for byte, and their sidecars with paths pointed at the new folder."""
+def copy_images(source: str, target: str, last: int, recorded: str = "") -> None:
+    """Copy images 1..`last` byte for byte, and their sidecars with paths pointed at the new folder (paths
+    under `recorded`, where the run was made, as well as under `source`, where it is now)."""
     for iteration, image in listed_images(source):
         if iteration > last:
             continue
         shutil.copyfile(image, Path(target) / image.name)
         sidecar = sidecar_path(source, iteration)
         if sidecar.is_file():
-            try:
-                record = json.loads(sidecar.read_text("utf-8"))
-            except (OSError, ValueError):
+            record = read_record(sidecar)
+            if record is None:
                 shutil.copyfile(sidecar, sidecar_path(target, iteration))  # keep what is there, unread
                 continue
-            save_json(rewrite_paths(record, source, target), sidecar_path(target, iteration))
+            moved = rewrite_paths(record, recorded, target) if recorded else record
+            save_json(rewrite_paths(moved, source, target), sidecar_path(target, iteration))
 
 
 def _note_origin(target: str, source: str, meta: dict[str, Any], iteration: int) -> None:

@@ -34,6 +34,7 @@ from refineloop.nodes.routes import route_after_accept
 from refineloop.nodes.setup import make_setup
 from refineloop.nodes.stop import stop
 from refineloop.nodes.summarize import summarize
+from refineloop.run_view import in_run_view
 from refineloop.settings import STRATEGIES, RunSettings
 from refineloop.state import RefineState
 
@@ -57,15 +58,15 @@ def build_graph(strategy: str, checkpointer: Checkpointer = None) -> CompiledSta
         raise ValueError(f"unknown strategy '{strategy}': use one of {', '.join(STRATEGIES)}")
     accept = f"accept_{strategy}"
     builder = StateGraph(ReviewState, context_schema=RunSettings)
-    builder.add_node("setup", make_setup(strategy))
-    builder.add_node("generate", generate)
-    builder.add_node("evaluate", evaluate)
-    builder.add_node(accept, ACCEPT_NODES[strategy])
-    builder.add_node("propose", propose)
-    builder.add_node("summarize", summarize)
-    builder.add_node("review", review)
+    builder.add_node("setup", in_run_view(make_setup(strategy)))
+    builder.add_node("generate", in_run_view(generate))
+    builder.add_node("evaluate", in_run_view(evaluate))
+    builder.add_node(accept, in_run_view(ACCEPT_NODES[strategy]))
+    builder.add_node("propose", in_run_view(propose))
+    builder.add_node("summarize", in_run_view(summarize))
+    builder.add_node("review", in_run_view(review))
     # The reviewer's stop must carry its own reason, which the shared stop rules cannot know.
-    builder.add_node("stop", stop_or_reviewed)
+    builder.add_node("stop", in_run_view(stop_or_reviewed))
     builder.add_edge(START, "setup")
     builder.add_edge("setup", "generate")
     builder.add_edge("generate", "evaluate")
@@ -86,14 +87,14 @@ def build_agent_graph(checkpointer: Checkpointer = None) -> CompiledStateGraph:
     the fixed route asks for a new idea, so it leads straight to summarize.
     """
     builder = StateGraph(AgentState, context_schema=RunSettings)
-    builder.add_node("setup", make_agent_setup("agent"))
-    builder.add_node("router", router)
-    builder.add_node("generate", generate)
-    builder.add_node("evaluate", evaluate)
-    builder.add_node("accept_agent", accept_greedy)
-    builder.add_node("summarize", summarize)
-    builder.add_node("propose", propose)
-    builder.add_node("stop", agent_stop)
+    builder.add_node("setup", in_run_view(make_agent_setup("agent")))
+    builder.add_node("router", in_run_view(router))
+    builder.add_node("generate", in_run_view(generate))
+    builder.add_node("evaluate", in_run_view(evaluate))
+    builder.add_node("accept_agent", in_run_view(accept_greedy))
+    builder.add_node("summarize", in_run_view(summarize))
+    builder.add_node("propose", in_run_view(propose))
+    builder.add_node("stop", in_run_view(agent_stop))
     builder.add_edge(START, "setup")
     builder.add_edge("setup", "router")
     builder.add_edge("generate", "router")
@@ -109,12 +110,12 @@ def build_evaluator_optimizer_graph(checkpointer: Checkpointer = None) -> Compil
     """Evaluator-optimizer: the generator agent writes and draws, the critic agent judges, greedy keeps."""
     accept = "accept_evaluator_optimizer"
     builder = StateGraph(RefineState, context_schema=RunSettings)
-    builder.add_node("setup", make_agent_setup("evaluator-optimizer"))
-    builder.add_node("generator", generator)
+    builder.add_node("setup", in_run_view(make_agent_setup("evaluator-optimizer")))
+    builder.add_node("generator", in_run_view(generator))
     # The critic agent's one tool is the judge; the evaluate node already wraps judge_image for the state.
-    builder.add_node("critic", evaluate)
-    builder.add_node(accept, accept_greedy)
-    builder.add_node("stop", stop)
+    builder.add_node("critic", in_run_view(evaluate))
+    builder.add_node(accept, in_run_view(accept_greedy))
+    builder.add_node("stop", in_run_view(stop))
     builder.add_edge(START, "setup")
     builder.add_edge("setup", "generator")
     builder.add_edge("generator", "critic")

@@ -14,7 +14,9 @@ hangs nor ends the run on the person's behalf.
 
 from __future__ import annotations
 
+import errno
 import signal
+import sqlite3
 import sys
 import time
 import traceback
@@ -34,10 +36,20 @@ from refineloop.errors import RefineError, RunFolderError, SettingsError
 from refineloop.graph import build_graph
 from refineloop.nodes.review import ALIASES
 from refineloop.nodes.setup import initial_state, resolve_settings
+from refineloop.run_view import apply_view, make_view
 from refineloop.settings import RunSettings
 from refineloop.tools.artifacts import image_problem, write_artifacts
 from refineloop.tools.models import MODELS, ModelCache
-from refineloop.tools.run_folder import connect, locked, read_meta, write_meta
+from refineloop.tools.run_folder import (
+    connect,
+    database_error,
+    locked,
+    new_run_folder,
+    read_meta,
+    read_values,
+    write_meta,
+)
+from refineloop.tools.safe_io import write_text_atomic
 
 #: Each image takes 4-5 super-steps; a cap well above any image limit keeps `--max-iterations 0` safe.
 STEPS_PER_IMAGE = 8
@@ -82,25 +94,38 @@ class Progress:
         self.out.flush()
 
 
+#: What stops a run: Ctrl-C, and what `kill`, `timeout`, systemd, Slurm and container runtimes send (SIGTERM),
+#: or a closed terminal (SIGHUP). All three drain alike.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+def raise_interrupt(signum: int, frame: Any) -> None:
+    """A stop signal as KeyboardInterrupt, so whatever runs unwinds (and cleans up) as for Ctrl-C."""
+    raise KeyboardInterrupt
+
+
 @contextmanager
 def ctrl_c_drains(control: RunControl, out: TextIO) -> Iterator[None]:
-    """First SIGINT drains the graph; the second raises KeyboardInterrupt as usual."""
+    """The first stop signal drains the graph; the next one raises KeyboardInterrupt (stop now)."""
 
     def first(signum: int, frame: Any) -> None:
-        out.write("\nfinishing the current step, then stopping (Ctrl-C again to stop now)\n")
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        out.write(f"\n{name}: finishing the current step, then stopping (Ctrl-C again to stop now)\n")
         out.flush()
-        control.request_drain("sigint")
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        control.request_drain(name.lower())
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, raise_interrupt)
 
     try:
-        previous = signal.signal(signal.SIGINT, first)
+        previous = {sig: signal.signal(sig, first) for sig in STOP_SIGNALS}
     except ValueError:  # not the main thread: the caller drains through its own control
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @contextmanager
@@ -186,10 +211,24 @@ def format_review(payload: dict[str, Any]) -> str:
 
 
 @contextmanager
-def checkpoints(run_dir: str, saver: BaseCheckpointSaver | None = None) -> Iterator[BaseCheckpointSaver]:
-    """The run's checkpointer: the one given (Postgres, in memory...), else SQLite in the run folder."""
+def checkpoints(
+    run_dir: str, saver: BaseCheckpointSaver | None = None, url: str = "", thread_id: str = ""
+) -> Iterator[BaseCheckpointSaver]:
+    """The run's checkpointer: the one given (in memory, say), else Postgres at `url` (holding the run's
+    advisory lock, which batch runners respect too), else SQLite in the run folder."""
     if saver is not None:
         yield saver
+        return
+    if url:
+        from refineloop.scale.postgres import PostgresStore, prepare
+
+        prepare(url)
+        store = PostgresStore(url, pool_size=2)
+        try:
+            with store.locks.hold(thread_id or Path(run_dir).name):
+                yield store.saver
+        finally:
+            store.close()
         return
     conn = connect(run_dir)
     try:
@@ -204,29 +243,35 @@ def start_run(
     models: ModelCache = MODELS,
     out: TextIO = sys.stdout,
     saver: BaseCheckpointSaver | None = None,
+    checkpointer_url: str = "",
     thread_id: str | None = None,
     inp: TextIO | None = None,
 ) -> Outcome:
-    """Start a new run: every check and model load happens before the run folder is made.
+    """Start a new run. Settings and task are checked first; then the run folder is made and locked at once,
+    before the slow model loads, so no other run can take it; a failure before the first image removes it.
 
-    `saver` replaces the run folder's SQLite checkpoints (a shared Postgres, say), and `thread_id` the
-    default thread (the folder's name); both are recorded so `resume_run` finds them again. `inp` is where
-    review answers are read (standard input by default).
+    `saver` replaces the run folder's SQLite checkpoints (in memory, say), `checkpointer_url` keeps them in
+    Postgres (recorded, without its password, so `resume_run` finds them again), and `thread_id` replaces the
+    default thread (the folder's name). `inp` is where review answers are read (standard input by default).
     """
+    named = bool(settings.output_dir)
     settings, task = resolve_settings(settings)
-    if Path(settings.output_dir).exists() and any(Path(settings.output_dir).iterdir()):
-        raise RunFolderError(
-            f"{settings.output_dir} is not empty: resume it with `refineloop resume {settings.output_dir}`, "
-            "or pick a new --output-dir"
-        )
-    load_models(models, settings, out)
-    state = initial_state(settings, task)
-    run_dir = settings.output_dir
-    thread_id = thread_id or Path(run_dir).name
-    with locked(run_dir), checkpoints(run_dir, saver) as checkpointer:
-        write_meta(run_dir, thread_id, settings.strategy)
-        out.write(f"run folder: {run_dir}\nstrategy: {settings.strategy}   seed: {settings.seed}   goal: {task.goal}\n")
-        return execute(settings, state, thread_id, models, out, checkpointer, inp=inp)
+    with new_run_folder(settings.output_dir, named=named) as claim:
+        settings.output_dir = run_dir = claim.path
+        load_models(models, settings, out)
+        state = initial_state(settings, task)
+        thread_id = thread_id or Path(run_dir).name
+        with checkpoints(run_dir, saver, checkpointer_url, thread_id) as checkpointer:
+            write_meta(run_dir, thread_id, settings.strategy, checkpointer_url)
+            out.write(
+                f"run folder: {run_dir}\nstrategy: {settings.strategy}   seed: {settings.seed}   goal: {task.goal}\n"
+            )
+            outcome = execute(settings, state, thread_id, models, out, checkpointer, inp=inp)
+            if outcome.values:
+                claim.keep()
+            else:
+                out.write("nothing was checkpointed, so the run folder is removed: run the same command again\n")
+            return outcome
 
 
 def resume_run(
@@ -235,25 +280,43 @@ def resume_run(
     models: ModelCache = MODELS,
     out: TextIO = sys.stdout,
     saver: BaseCheckpointSaver | None = None,
+    checkpointer_url: str = "",
+    overrides: dict[str, Any] | None = None,
     inp: TextIO | None = None,
 ) -> Outcome:
-    """Continue a run from its last checkpoint (in `saver` when the run was started with one); a run paused at
-    a review question asks it again."""
+    """Continue a run from its last checkpoint; a run paused at a review question asks it again.
+
+    The folder given is the truth: a copied or moved folder resumes into itself (`refineloop.run_view`).
+    Checkpoints come from `saver`, else the Postgres at `checkpointer_url` or the one run.json records, else
+    the folder's SQLite. `overrides` may change the settings in `RESUME_OVERRIDES` (how models are reached,
+    never what they make). A finished run is only read: nothing in its folder changes.
+    """
     run_dir = str(Path(run_dir).expanduser().resolve())
     meta = read_meta(run_dir)
-    with locked(run_dir), checkpoints(run_dir, saver) as checkpointer:
+    url = checkpointer_url or meta.get("checkpointer", "")
+    if saver is None and read_values(run_dir, meta["thread_id"], url).get("status") == "done":
+        return _already_finished(run_dir, read_values(run_dir, meta["thread_id"], url), out)
+    with locked(run_dir), checkpoints(run_dir, saver, url, meta["thread_id"]) as checkpointer:
         config = {"configurable": {"thread_id": meta["thread_id"]}}
-        values = build_graph(meta["strategy"], checkpointer).get_state(config).values
+        try:
+            values = build_graph(meta["strategy"], checkpointer).get_state(config).values
+        except sqlite3.DatabaseError as exc:
+            raise database_error(run_dir, exc) from None
         if not values.get("settings"):
             raise RunFolderError(f"{run_dir} has no checkpoint yet: start a new run instead")
         if values.get("status") == "done":
-            out.write(f"{run_dir} already finished ({values.get('stop_reason')}); nothing to do.\n")
-            return Outcome(run_dir, "done", EXIT_OK, values)
-        check_images(values)
-        settings = RunSettings.from_dict(values["settings"])
+            return _already_finished(run_dir, values, out)
+        view = make_view(values, run_dir, overrides)
+        check_images(apply_view(values, view))
+        settings = RunSettings.from_dict({**values["settings"], **(overrides or {}), "output_dir": run_dir})
         load_models(models, settings, out)
         out.write(f"resuming {run_dir} after image {values.get('iteration', 0)}\n")
-        return execute(settings, None, meta["thread_id"], models, out, checkpointer, inp=inp)
+        return execute(settings, None, meta["thread_id"], models, out, checkpointer, inp=inp, view=view)
+
+
+def _already_finished(run_dir: str, values: dict[str, Any], out: TextIO) -> Outcome:
+    out.write(f"{run_dir} already finished ({values.get('stop_reason')}); nothing to do.\n")
+    return Outcome(run_dir, "done", EXIT_OK, values)
 
 
 def check_images(values: dict[str, Any]) -> None:
@@ -285,6 +348,11 @@ def load_models(models: ModelCache, settings: RunSettings, out: TextIO) -> None:
         )
     if settings.review and settings.strategy not in REVIEWED_STRATEGIES:
         out.write(f"warning: --review pauses only in {', '.join(REVIEWED_STRATEGIES)}; {settings.strategy} runs on\n")
+    from refineloop.settings import settings_warnings
+
+    # Options the strategy ignores are said, not dropped in silence (the checks that refuse are in validate).
+    for warning in settings_warnings(settings):
+        out.write(warning + "\n")
 
 
 def execute(
@@ -299,17 +367,19 @@ def execute(
     control: RunControl | None = None,
     reviewer: Callable[[dict[str, Any]], Any] | None = None,
     report: bool = True,
+    view: dict[str, Any] | None = None,
 ) -> Outcome:
     """Stream the graph on `thread_id` from `state` (None: from its last checkpoint) to an end, a pause or a
     failure; write the artifacts of an unfinished run and, with `report`, say where things are.
 
     The terminal runner drains on Ctrl-C and asks review questions on `inp`; a batch worker passes its own
-    `control` (it may run in any thread, where no signal handler can be installed) and `reviewer`.
+    `control` (it may run in any thread, where no signal handler can be installed) and `reviewer`. `view`
+    (from `refineloop.run_view.make_view`) is how this process sees a resumed run: its folder and overrides.
     """
     run_dir = settings.output_dir
     graph = build_graph(settings.strategy, checkpointer)
     config = {
-        "configurable": {"thread_id": thread_id, "models": models},
+        "configurable": {"thread_id": thread_id, "models": models, "run_view": view or {}},
         "recursion_limit": settings.image_cap() * STEPS_PER_IMAGE + 20,
     }
     started = (state or {}).get("started_at") or time.time()
@@ -331,17 +401,27 @@ def execute(
         status, code, error = "failed", EXIT_FAILED, str(exc)
     except Exception as exc:  # a model or library failure mid-run: keep the run, explain in one line
         status, code = "failed", EXIT_FAILED
-        log = Path(run_dir) / "error.log"
-        log.write_text(traceback.format_exc(), "utf-8")
-        error = f"{explain(exc, settings)} (details in {log})"
+        error = explain(exc, settings) + _logged(run_dir)
     if error:
         out.write(f"error: {error}\n")
-    values = graph.get_state(config).values
+    values = apply_view(_last_state(graph, config), view)
     if status != "done" and values.get("run_dir"):
-        write_artifacts(values)
+        try:
+            write_artifacts(values)
+        except (OSError, RefineError) as exc:
+            # The checkpoints hold the run; the artifacts are made again at its next stop.
+            out.write(f"warning: could not write the run's artifacts ({explain(exc, settings)})\n")
     if report:
         _report(out, run_dir, status, values)
     return Outcome(run_dir, status, code, values, error)
+
+
+def _last_state(graph: Any, config: dict[str, Any]) -> dict[str, Any]:
+    """The last checkpointed state; {} when the checkpoints cannot be read (the failure was already reported)."""
+    try:
+        return dict(graph.get_state(config).values)
+    except (sqlite3.Error, OSError):
+        return {}
 
 
 def _stream(
@@ -369,10 +449,30 @@ def _stream(
         given = Command(resume=reviewer(question))
 
 
-def explain(exc: Exception, settings: RunSettings) -> str:
+def _logged(run_dir: str) -> str:
+    """Write the traceback being handled to the run's error.log; the note that says where (or why not)."""
+    log = Path(run_dir) / "error.log"
+    try:
+        write_text_atomic(log, traceback.format_exc())
+    except (OSError, RefineError) as exc:
+        return f" (no error.log: {exc.strerror if isinstance(exc, OSError) else exc})"
+    return f" (details in {log})"
+
+
+#: Write failures a person fixes by making room, not by reading a traceback.
+_NO_ROOM = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up", errno.EFBIG: "a file limit"}
+
+
+def explain(exc: BaseException, settings: RunSettings) -> str:
     """One line for an unexpected failure, naming the model when it came from one."""
     from refineloop.tools.ollama import explain_connection_error
 
+    if isinstance(exc, OSError) and exc.errno in _NO_ROOM:
+        return f"{_NO_ROOM[exc.errno]} ({exc.strerror}): free some space, then resume the run"
+    if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM) and exc.filename:
+        return f"cannot write {exc.filename} ({exc.strerror}): make the run folder writable, then resume the run"
+    if isinstance(exc, sqlite3.DatabaseError):
+        return str(database_error(settings.output_dir, exc))
     mapped = explain_connection_error(exc, settings.ollama_url or None)
     if mapped is not None:
         return str(mapped)
@@ -384,6 +484,8 @@ def _report(out: TextIO, run_dir: str, status: str, values: dict[str, Any]) -> N
     best = values.get("best")
     if best:
         out.write(f"best: image {best['iteration']} scored {best['score']}/10 -> {Path(run_dir) / 'best.png'}\n")
+    if not values:
+        return  # nothing was checkpointed: there is nothing to look at or resume
     out.write(f"files: {run_dir}\n")
     if status != "done":
         out.write(f"resume with: refineloop resume {run_dir}\n")

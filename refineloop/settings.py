@@ -8,6 +8,11 @@ is not checkpointed, so a resumed run reads its knobs from state).
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
+import re
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -18,6 +23,26 @@ STRATEGIES: tuple[str, ...] = ("greedy", "climbing", "annealing", "img2img", "ag
 
 #: Defaults that differ by strategy; the seed uses patience 3 for climbing and 4 for img2img.
 DEFAULT_PATIENCE = {"img2img": 4}
+
+#: Strategies that stop on --patience misses (the same list as refineloop.nodes.routes, which imports this module).
+PATIENT_STRATEGIES = ("climbing", "img2img")
+#: Strategies whose acceptance compares the new image with another, so a pairwise judge has a duel to decide.
+COMPARING_STRATEGIES = ("climbing", "annealing", "img2img")
+AGENT_STRATEGIES = ("agent", "evaluator-optimizer")
+#: Chat backends a `prefix:name` spec may name (refineloop.tools.models.load_chat_model); other names without a
+#: colon may be models registered in the process's model cache, so only the prefixed form is checked.
+CHAT_BACKENDS = ("ollama",)
+
+# Bounds that catch a typo before any folder exists; past them a model fails (or a run never ends) only at the
+# first image. Sizes are multiples of 8, the latent downscale of every diffusers VAE in use.
+MAX_SEED = 2**64 - 1
+MAX_SIDE = 8192
+MAX_STEPS = 1000
+MAX_GUIDANCE = 100.0
+MAX_ROUNDS = 10_000
+MAX_GOAL = 4000
+MAX_TEXT = 4096
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def _knob(default: Any, description: str) -> Any:
@@ -51,6 +76,16 @@ class RunSettings:
     steps: int | None = _knob(None, "Denoising steps; empty takes the model's default.")
     guidance: float | None = _knob(None, "Guidance scale; empty takes the model's default.")
     judge_attempts: int = _knob(3, "Judge calls per image before an unparseable reply is recorded as unknown.")
+    critic_timeout: float = _knob(
+        120.0,
+        "Seconds one critic call may take before it is abandoned as a transport failure (and retried); "
+        "raise it for slow models or hosts.",
+    )
+    critic_retries: int = _knob(
+        2,
+        "Retries, with backoff, of a critic call that failed in transport (connection refused or dropped, "
+        "timeout, HTTP 5xx); 0 fails on the first such error.",
+    )
     judge: str = _knob(
         "score",
         "How images are compared: score (1-10 each) or pairwise (the critic compares the new image with the best, "
@@ -85,7 +120,13 @@ class RunSettings:
         return min(cap, self.max_images) if self.max_images > 0 else cap
 
     def validate(self) -> RunSettings:
-        """Check every knob; raise SettingsError with a one-line fix for the first bad one."""
+        """Check every knob; raise SettingsError with a one-line fix for the first bad one.
+
+        Pure (no model, file or network): every entry point (run, demo, fork, batch items, Studio) calls it
+        before a folder exists.
+        """
+        _check_types(self)
+        _check_text(self)
         _check(self.strategy in STRATEGIES, f"unknown strategy '{self.strategy}': use one of {', '.join(STRATEGIES)}")
         _check(self.max_iterations >= 0, "--max-iterations must be 0 (until DONE) or a positive count")
         _check(self.safety_cap >= 1, "--safety-cap must be at least 1")
@@ -96,6 +137,11 @@ class RunSettings:
             value = getattr(self, name)
             _check(0 < value <= 1, f"--{name.replace('_', '-')} must be in (0, 1]")
         _check(self.judge_attempts >= 1, "--judge-attempts must be at least 1")
+        _check(
+            math.isfinite(self.critic_timeout) and self.critic_timeout > 0,
+            "--critic-timeout must be a positive number of seconds (try 120)",
+        )
+        _check(0 <= self.critic_retries <= 10, "--critic-retries must be between 0 and 10")
         _check(self.judge in ("score", "pairwise"), f"unknown judge '{self.judge}': use score or pairwise")
         _check(1 <= self.judge_samples <= 16, "--judge-samples must be between 1 and 16")
         _check(1 <= self.candidates <= 16, "--candidates must be between 1 and 16")
@@ -103,14 +149,13 @@ class RunSettings:
             _check(getattr(self, name) >= 0, f"--{name.replace('_', '-')} must be 0 (no budget) or positive")
         _check(self.dtype in ("", "bf16", "fp16", "fp32"), f"unknown dtype '{self.dtype}': use bf16, fp16 or fp32")
         _check(
-            self.device == "" or self.device in ("cpu", "cuda", "mps") or self.device.startswith("cuda:"),
+            self.device in ("", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", self.device) is not None,
             f"unknown device '{self.device}': use cuda, cuda:N, mps or cpu",
         )
         _check(self.agent_router_calls >= 1, "--agent-router-calls must be at least 1")
-        for name in ("width", "height", "steps"):
-            value = getattr(self, name)
-            _check(value is None or value >= 1, f"--{name} must be a positive number")
-        _check(self.guidance is None or self.guidance >= 0, "--guidance must not be negative")
+        _check_ranges(self)
+        _check_models(self)
+        _check_combinations(self)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -127,3 +172,193 @@ class RunSettings:
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise SettingsError(message)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+@functools.cache
+def field_types() -> dict[str, tuple[type, bool]]:
+    """RunSettings field name -> (the type its values must have, whether None is allowed)."""
+    kinds: dict[str, tuple[type, bool]] = {}
+    for name, hint in typing.get_type_hints(RunSettings).items():
+        optional = False
+        if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+            args = [a for a in typing.get_args(hint) if a is not type(None)]
+            optional, hint = len(args) < len(typing.get_args(hint)), args[0]
+        kinds[name] = (hint, optional)
+    return kinds
+
+
+def _check_types(settings: RunSettings) -> None:
+    """Every field holds its own type: Studio's form, a batch file or an old checkpoint may hand in anything,
+    and a float that is not finite passes every range check below (nan compares false to everything)."""
+    for name, (kind, optional) in field_types().items():
+        value, flag = getattr(settings, name), _flag(name)
+        if value is None:
+            _check(optional, f"{flag} needs a value")
+            continue
+        if kind is bool:
+            _check(isinstance(value, bool), f"{flag} takes true or false, got {value!r}")
+        elif kind is int:
+            whole = isinstance(value, int) and not isinstance(value, bool)
+            _check(whole, f"{flag} takes a whole number, got {value!r}")
+        elif kind is float:
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            _check(number, f"{flag} takes a number, got {value!r}")
+            _check(math.isfinite(value), f"{flag} must be a finite number, got {value}")
+        elif kind is str:
+            _check(isinstance(value, str), f"{flag} takes text, got {value!r}")
+
+
+def _check_text(settings: RunSettings) -> None:
+    """Text flags are bounded and free of control characters (a NUL in a path is an exception, not an error)."""
+    for name, (kind, _) in field_types().items():
+        value = getattr(settings, name)
+        if kind is not str or not value:
+            continue
+        limit = MAX_GOAL if name == "goal" else MAX_TEXT
+        _check(len(value) <= limit, f"{_flag(name)} has {len(value)} characters, more than {limit}: shorten it")
+        # A goal may span lines (they are joined); nothing else may hold a control character.
+        text = re.sub(r"[\t\n\r]", " ", value) if name == "goal" else value
+        _check(not _CONTROL.search(text), f"{_flag(name)} holds a control character: remove it")
+    _check(
+        settings.goal == "" or settings.goal.strip() != "",
+        '--goal is blank: describe the image you want (e.g. --goal "a cosy cabin in snow"), or leave it out',
+    )
+    _check(
+        settings.goal.strip() != "" or settings.task.strip() != "",
+        "--task is empty: use a preset (e.g. hotdog) or the path of a task .toml file",
+    )
+
+
+def _check_ranges(settings: RunSettings) -> None:
+    """Ranges a model or the loop would only trip over at the first image, or never finish with."""
+    _check(
+        settings.seed is None or 0 <= settings.seed <= MAX_SEED,
+        f"--seed must be between 0 and {MAX_SEED} (2**64-1), got {settings.seed}",
+    )
+    for name in ("width", "height"):
+        side = getattr(settings, name)
+        _check(
+            side is None or (8 <= side <= MAX_SIDE and side % 8 == 0),
+            f"--{name} must be a multiple of 8 from 8 to {MAX_SIDE} (e.g. 512 or 1024), got {side}",
+        )
+    _check(
+        settings.steps is None or 1 <= settings.steps <= MAX_STEPS,
+        f"--steps must be between 1 and {MAX_STEPS}, got {settings.steps}",
+    )
+    _check(
+        settings.guidance is None or 0 <= settings.guidance <= MAX_GUIDANCE,
+        f"--guidance must be between 0 and {MAX_GUIDANCE:g}, got {settings.guidance}",
+    )
+    for name in ("max_iterations", "safety_cap"):
+        _check(getattr(settings, name) <= MAX_ROUNDS, f"{_flag(name)} must be at most {MAX_ROUNDS}")
+    _check(settings.judge_attempts <= 10, "--judge-attempts must be between 1 and 10")
+    _check(settings.agent_router_calls <= 50, "--agent-router-calls must be between 1 and 50")
+
+
+def _check_models(settings: RunSettings) -> None:
+    """Backend specs that can never load, refused here rather than after the run's folder is made."""
+    image = settings.image_model
+    _check(image.strip() != "", "--image-model is empty: use sketch, hf:<hub id> or a local diffusers folder")
+    if image.startswith("hf:"):
+        hub_id = image[3:]
+        _check(
+            hub_id.strip() != "" and not any(ch.isspace() for ch in hub_id),
+            f"--image-model '{image}' needs a hub id after hf: (e.g. hf:stabilityai/sdxl-turbo)",
+        )
+    elif image.startswith("sketch:"):
+        _check_sketch_options(image)
+    for flag, spec in (("--eval-model", settings.eval_model), ("--agent-model", settings.agent_model)):
+        if flag == "--agent-model" and spec == "":
+            continue  # empty means: the critic's model
+        fix = "use demo or ollama:<model> (e.g. ollama:gemma3:4b)"
+        _check(spec.strip() != "", f"{flag} is empty: {fix}")
+        backend, colon, name = spec.partition(":")
+        if colon:
+            _check(backend in CHAT_BACKENDS and name.strip() != "", f"{flag} '{spec}' is not a model: {fix}")
+
+
+def _check_sketch_options(spec: str) -> None:
+    """`sketch:size=256,delay=0.5`, checked the way refineloop.tools.models reads it."""
+    for part in filter(None, spec.partition(":")[2].split(",")):
+        key, _, value = part.partition("=")
+        _check(key in ("size", "delay"), f"unknown sketch option '{key}': use --image-model sketch:size=256,delay=0.5")
+        try:
+            number = int(value) if key == "size" else float(value)
+        except ValueError:
+            raise SettingsError(f"sketch option {key} needs a number, got '{value}'") from None
+        if key == "size":
+            _check(8 <= number <= MAX_SIDE, f"sketch size must be between 8 and {MAX_SIDE}, got {value}")
+        else:
+            _check(math.isfinite(number) and 0 <= number <= 60, f"sketch delay must be 0 to 60 seconds, got {value}")
+
+
+def _check_combinations(settings: RunSettings) -> None:
+    """Options that cannot mean anything with the chosen strategy, refused.
+
+    Only a pairwise judge is refused: it chooses how images are compared, and greedy and the agent modes adopt
+    every image, so the run would be reported as pairwise-judged while no duel decided anything (the agent
+    modes would even pay two critic calls an image for duels nobody reads). The tuning knobs of other
+    strategies only warn (`settings_warnings`): they leave the run exactly as asked otherwise, and they arrive
+    legitimately from a forked run's original settings or a batch's [defaults].
+    """
+    _check(
+        settings.judge != "pairwise" or settings.strategy in COMPARING_STRATEGIES,
+        f"--judge pairwise compares the new image with the one it must beat, but {settings.strategy} keeps every "
+        f"image: use --strategy {_either(COMPARING_STRATEGIES)}, or --judge score",
+    )
+
+
+def _either(names: tuple[str, ...]) -> str:
+    return f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else names[0]
+
+
+def _them(knobs: list[str]) -> str:
+    return "them" if len(knobs) > 1 else "it"
+
+
+#: Field defaults, to tell a knob the user changed from one left alone.
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunSettings)}
+
+
+def _changed(settings: RunSettings, *names: str) -> list[str]:
+    return [_flag(name) for name in names if getattr(settings, name) != _DEFAULTS[name]]
+
+
+def settings_warnings(settings: RunSettings) -> list[str]:
+    """One line per option that the chosen strategy ignores (each line starts with `warning:`).
+
+    These warn instead of failing: the run is still what was asked for, only without that knob, and such a
+    value often comes from a forked run's original or a batch's [defaults] rather than from a mistake.
+    """
+    strategy, found = settings.strategy, []
+    if settings.patience is not None and strategy not in PATIENT_STRATEGIES:
+        found.append(
+            f"--patience {settings.patience} counts misses in a row, which only "
+            f"{' and '.join(PATIENT_STRATEGIES)} stop on: {strategy} ignores it"
+        )
+    if strategy != "annealing" and (knobs := _changed(settings, "initial_temp", "cooling_rate")):
+        found.append(f"{' and '.join(knobs)} shape annealing's temperature only: {strategy} ignores {_them(knobs)}")
+    if strategy != "img2img" and (knobs := _changed(settings, "initial_strength", "final_strength")):
+        found.append(f"{' and '.join(knobs)} set img2img's strength only: {strategy} ignores {_them(knobs)}")
+    if settings.judge_samples > 1 and strategy not in COMPARING_STRATEGIES:
+        found.append(
+            f"--judge-samples {settings.judge_samples}: {strategy} adopts every image whatever its score, so the "
+            f"averaged samples only choose best.png and confirm DONE, at {settings.judge_samples} critic calls an image"
+        )
+    if strategy not in AGENT_STRATEGIES and settings.agent_model:
+        found.append(
+            f"--agent-model {settings.agent_model} is used by {' and '.join(AGENT_STRATEGIES)} only: "
+            f"{strategy} ignores it"
+        )
+    if strategy != "agent" and _changed(settings, "agent_router_calls"):
+        found.append(f"--agent-router-calls bounds the agent's router: {strategy} has none and ignores it")
+    return [f"warning: {line}" for line in found]
+
+
+#: Settings a resume may change: they decide where and how models are reached, never what an image or a
+#: verdict is, so a resumed run still ends exactly like an uninterrupted one.
+RESUME_OVERRIDES = ("ollama_url", "device", "critic_timeout", "critic_retries")

@@ -1,7 +1,8 @@
 """Reading the judge: a JSON schema where the model takes one, a tolerant text parser everywhere.
 
 Whatever a model says, the loop gets either a complete verdict or None (then it retries with a reminder,
-and finally records an "unknown" verdict). Nothing here raises on model output.
+and finally records an "unknown" verdict). Nothing here raises on model output, and nothing read here keeps a
+control character or terminal escape (`clean_model_text`): a parser is where a reply's text enters the run.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, Field
+
+from refineloop.tools.text_safety import clean_model_text
 
 
 class JudgeReply(BaseModel):
@@ -72,7 +75,7 @@ def parse_judge_text(text: str) -> Verdict | None:
     A reply holding both DONE and CONTINUE counts as CONTINUE when it offers a next idea: a critic
     that still describes an improvement has not shown the image is finished.
     """
-    text = (text or "").strip()
+    text = clean_model_text(text or "").strip()
     score = find_score(text)
     if score is None:
         return None
@@ -98,8 +101,9 @@ def from_structured(reply: JudgeReply) -> Verdict | None:
 
 def parse_idea(text: str) -> str:
     """The idea from a proposer reply ('IDEA: ...'), or the whole reply when the keyword is missing."""
-    match = re.search(r"^\W*IDEA\W*\s*(.+)", text or "", re.I | re.M | re.S)
-    return _one_line(match.group(1) if match else text or "")
+    text = clean_model_text(text or "")
+    match = re.search(r"^\W*IDEA\W*\s*(.+)", text, re.I | re.M | re.S)
+    return _one_line(match.group(1) if match else text)
 
 
 _WINNER = re.compile(r"\bwinner\b\W*(A|B|TIE)\b", re.I)
@@ -107,7 +111,7 @@ _WINNER = re.compile(r"\bwinner\b\W*(A|B|TIE)\b", re.I)
 
 def parse_winner(text: str) -> Literal["A", "B", "TIE"] | None:
     """The winner of a comparison ('WINNER: A'); None when the reply names none."""
-    match = _WINNER.search(text or "")
+    match = _WINNER.search(clean_model_text(text or ""))
     return match.group(1).upper() if match else None  # type: ignore[return-value]
 
 
@@ -117,4 +121,4 @@ def _leftover_prose(text: str) -> str:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(text.replace("*", " ").split())
+    return " ".join(clean_model_text(text).replace("*", " ").split())

@@ -196,20 +196,25 @@ def start_batch_cli(*args: str, cwd: Path) -> subprocess.Popen[str]:
     )
 
 
+def start_cli_in(cwd: Path, *args: str) -> subprocess.Popen[str]:
+    """The CLI in the background in `cwd` (output merged, read at the end)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "refineloop.cli", *args],
+        cwd=cwd,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
 @pytest.fixture
 def start_cli(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
     """Start the CLI in the background; every process still running at the end is killed."""
     started: list[subprocess.Popen[str]] = []
 
     def start(*args: str) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "refineloop.cli", *args],
-            cwd=tmp_path,
-            env=cli_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        proc = start_cli_in(tmp_path, *args)
         started.append(proc)
         return proc
 

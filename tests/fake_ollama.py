@@ -21,7 +21,14 @@ entry "garbage" inside a list expands to GARBAGE_REPLIES.
 
 Reply entries: a str (plain content), a dict (sent as JSON text), {"error": msg} (an NDJSON error line;
 add "status": 500 to fail with that HTTP status instead), {"tool_calls": [{"name": n, "arguments": {...}}]},
-or {"reply": {...}} holding the fields of :class:`Reply` for full control (thinking, delay, drop, ...).
+{"hang": seconds} (say nothing for that long, then an empty reply), {"drop": true} (close the connection
+without answering), or {"reply": {...}} holding the fields of :class:`Reply` for full control (thinking, delay,
+drop, ...).
+
+Misbehaving-server modes, for tests of timeouts and retries: `fail_first=K` (script key "fail_first", with
+"fail_status", default 500) answers the first K chat requests with that HTTP status, whatever their role,
+before any scripted reply is taken; `hang(seconds, role)`, `drop(role)` and `fail(k, status, role)` queue the
+same misbehaviour as script entries.
 
 Roles, detected per chat request (override with ``role_of=``): "tools" when the request offers tools;
 "judge" when a message carries images and the text talks about judging, scoring, rating or critique;
@@ -85,6 +92,8 @@ class Reply:
     """Close the connection abruptly after this many content chunks (a server dying mid-reply)."""
     chunks: int = 3
     """How many pieces the content is streamed in."""
+    hangup: bool = False
+    """Close the connection without sending any response at all (a server that died on the request)."""
 
 
 def _as_reply(entry: Any) -> Reply:
@@ -100,6 +109,10 @@ def _as_reply(entry: Any) -> Reply:
             return Reply(error=str(entry["error"]), status=int(entry.get("status", 200)))
         if set(entry) == {"tool_calls"}:
             return Reply(tool_calls=list(entry["tool_calls"]))
+        if set(entry) == {"hang"}:
+            return Reply(delay=float(entry["hang"]))
+        if set(entry) == {"drop"} and entry["drop"]:
+            return Reply(hangup=True)
         if set(entry) == {"reply"}:
             known = {f.name for f in fields(Reply)}
             return Reply(**{k: v for k, v in entry["reply"].items() if k in known})
@@ -232,11 +245,14 @@ class FakeOllama:
         host: str = "127.0.0.1",
         port: int = 0,
         log_path: str | Path | None = None,
+        fail_first: int = 0,
+        fail_status: int = 500,
     ) -> None:
         """models: name -> capabilities (None leaves the field out, like an older server).
 
         default: called as default(role, body, n) when the queues are empty; None answers "" instead.
         log_path: also append every request as one JSON line there (for subprocess tests).
+        fail_first: answer the first this many chat requests with HTTP `fail_status` (settable later too).
         """
         src = DEFAULT_MODELS if models is None else models
         self.models: dict[str, list[str] | None] = {k: None if v is None else list(v) for k, v in src.items()}
@@ -248,6 +264,9 @@ class FakeOllama:
         """Every request: {"method", "path", "body", "role"} (role only for chat)."""
         self.log_path = Path(log_path) if log_path else None
         self._defaults_served: dict[str, int] = {}
+        self.fail_first = fail_first
+        """Chat requests still to fail with `fail_status` before any scripted reply is served."""
+        self.fail_status = fail_status
         self._lock = threading.Lock()
         self._host, self._port = host, port
         self._server: ThreadingHTTPServer | None = None
@@ -269,6 +288,26 @@ class FakeOllama:
             raise ValueError(f"unknown role {target!r}: use one of {', '.join((*ROLES, SHARED))}")
         with self._lock:
             self.queues[target].extend(_expand(replies))
+
+    def hang(self, seconds: float, role: str | None = None, times: int = 1) -> None:
+        """Queue `times` replies that stay silent for `seconds` (then answer empty), like a stuck model."""
+        self.script([{"hang": seconds}] * times, role)
+
+    def drop(self, role: str | None = None, times: int = 1) -> None:
+        """Queue `times` requests answered by closing the connection, like a server crashing on them."""
+        self.script([{"drop": True}] * times, role)
+
+    def fail(self, times: int, status: int = 500, role: str | None = None, message: str = "internal error") -> None:
+        """Queue `times` replies failing with HTTP `status`."""
+        self.script([{"error": message, "status": status}] * times, role)
+
+    def _take_failure(self) -> int | None:
+        """The status to fail this chat request with, while `fail_first` lasts."""
+        with self._lock:
+            if self.fail_first <= 0:
+                return None
+            self.fail_first -= 1
+            return self.fail_status
 
     def next_reply(self, role: str, body: Mapping[str, Any]) -> Reply:
         """The reply for one chat request: the role's queue, then the shared one, then the default."""
@@ -349,6 +388,8 @@ class FakeOllama:
             models=script.get("models"),
             replies=script.get("replies"),
             version=script.get("version", "0.12.6"),
+            fail_first=int(script.get("fail_first", 0)),
+            fail_status=int(script.get("fail_status", 500)),
             **kwargs,
         )
 
@@ -477,7 +518,14 @@ class _Handler(BaseHTTPRequestHandler):
             # The real server refuses think=true for a model without the capability (false is fine).
             self._json(400, {"error": f'"{requested}" does not support thinking'})
             return
+        failure = self.owner._take_failure()
+        if failure is not None:
+            self._json(failure, {"error": f"scripted failure (HTTP {failure})"})
+            return
         reply = self.owner.next_reply(role, body)
+        if reply.hangup:
+            self._drop()
+            return
         if reply.status != 200:
             self._json(reply.status, {"error": reply.error or "internal error"})
             return

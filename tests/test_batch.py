@@ -118,12 +118,18 @@ def test_bad_goals_files_fail_in_one_line(tmp_path: Path, name: str, text: str, 
     assert "\n" not in str(info.value)
 
 
-def test_an_item_with_a_bad_setting_fails_before_any_item_starts(tmp_path: Path) -> None:
+def test_an_item_with_a_bad_setting_is_refused_alone_before_any_item_starts(tmp_path: Path) -> None:
     goals = tmp_path / "goals.jsonl"
     goals.write_text('"fine"\n{"goal": "bad", "strategy": "sideways"}\n')
-    with pytest.raises(SettingsError, match=r"goals.jsonl:2: unknown strategy 'sideways'"):
-        plan_batch(str(goals), RunSettings(), str(tmp_path / "b"))
-    assert not (tmp_path / "b").exists()
+    plan = plan_batch(str(goals), RunSettings(), str(tmp_path / "b"))
+    assert [i.goal for i in plan.items] == ["fine"]
+    (refused,) = plan.rejected
+    assert refused.problem.startswith("goals.jsonl:2: unknown strategy 'sideways'") and not refused.run_dir
+    only_bad = tmp_path / "bad.jsonl"
+    only_bad.write_text('{"goal": "bad", "strategy": "sideways"}\n')
+    with pytest.raises(SettingsError, match=r"bad.jsonl:1: unknown strategy 'sideways'"):
+        plan_batch(str(only_bad), RunSettings(), str(tmp_path / "c"))
+    assert not (tmp_path / "c").exists()
 
 
 def test_the_manifest_refuses_an_edited_goal_and_takes_an_appended_one(tmp_path: Path) -> None:

@@ -52,8 +52,9 @@ def test_averaged_samples_and_a_tie_rescores_the_incumbent(scripted, run_setting
     best = outcome.values["best"]
     # Image 2 tied image 1 at 6.0, so image 1 was judged twice more (5, 5) and fell to 5.5: image 2 wins.
     assert best["iteration"] == 2 and best["score"] == 6.0
+    # The incumbent's sidecar says what it was re-scored to, and keeps the score it was first given.
     first = json.loads((Path(outcome.run_dir) / "01.json").read_text())
-    assert first["samples"] == [6, 6]
+    assert first["samples"] == [6, 6, 5, 5] and first["score"] == 5.5 and first["first_score"] == 6.0
     assert outcome.values["history"][1]["decision"] == "accepted"
     assert outcome.values["critic_calls"] == 6
 

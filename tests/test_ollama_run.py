@@ -135,6 +135,8 @@ def test_ollama_dying_mid_run_keeps_the_run_for_resume(tmp_path, fake):
         "sketch:size=64",
         "--max-iterations",
         "3",
+        "--critic-retries",
+        "0",  # a 500 is retried by default; with no retries it ends the run, which is what this test is about
         "--output-dir",
         "r",
         cwd=tmp_path,

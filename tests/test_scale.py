@@ -23,7 +23,7 @@ import pytest
 
 from refineloop.batch import BatchPlan, plan_batch
 from refineloop.settings import RunSettings
-from tests.conftest import batch_cli, cli_env, start_batch_cli, wait_for
+from tests.conftest import batch_cli, cli_env, refineloop, start_batch_cli, start_cli_in, wait_for
 from tests.scale_fixtures import *  # noqa: F403 - the session fixtures
 
 pytestmark = pytest.mark.scale
@@ -479,3 +479,41 @@ def test_a_second_driver_of_a_folder_batch_is_refused(tmp_path: Path) -> None:
     with pytest.raises(RunBusyError, match="being driven by another process"):
         run_ray(plan, "", EngineOptions(), out=io.StringIO())
     first.close()
+
+
+# --------------------------------------------------------------------------------------------- Postgres run folders
+
+
+def test_a_postgres_backed_run_folder_resumes_lists_and_forks_from_the_cli(pg_url: str, tmp_path: Path) -> None:
+    steady = ["--goal", "a quiet blue teapot on a table", "--strategy", "climbing", "--seed", "7", "--patience", "9"]
+    whole = refineloop("demo", *steady, "--max-iterations", "5", "--output-dir", "whole", cwd=tmp_path)
+    assert whole.returncode == 0, whole.stdout + whole.stderr
+    # A password in the URL must never reach the folder (trust auth here, so any password connects).
+    secret_url = pg_url.replace("@", ":s3cret-word@", 1)
+    run = tmp_path / "pg"
+    proc_args = ["--checkpointer", secret_url, "--output-dir", "pg"]
+    proc = start_cli_in(
+        tmp_path, "demo", *steady, "--image-model", "sketch:delay=0.3", "--max-iterations", "5", *proc_args
+    )
+    wait_for(lambda: (run / "02.png").exists(), timeout=60)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["checkpointer"] == pg_url and "s3cret" not in (run / "run.json").read_text()
+    assert not (run / "checkpoints.sqlite").exists()
+
+    listing = refineloop("runs", ".", cwd=tmp_path)
+    assert any(line.startswith("pg ") and " interrupted " in line for line in listing.stdout.splitlines()), listing
+    resumed = refineloop("resume", "pg", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    for n in range(1, 6):
+        assert (run / f"{n:02d}.png").read_bytes() == (tmp_path / "whole" / f"{n:02d}.png").read_bytes()
+    assert (run / "best.png").read_bytes() == (tmp_path / "whole" / "best.png").read_bytes()
+    listing = refineloop("runs", ".", cwd=tmp_path)
+    assert any(line.startswith("pg ") and " done " in line for line in listing.stdout.splitlines()), listing
+    again = refineloop("resume", "pg", "--checkpointer", pg_url, cwd=tmp_path)
+    assert again.returncode == 0 and "already finished" in again.stdout
+
+    forked = refineloop("fork", "pg", "--from-iteration", "2", "--output-dir", "forked", cwd=tmp_path)
+    assert forked.returncode == 0, forked.stdout + forked.stderr
+    assert (tmp_path / "forked" / "02.png").read_bytes() == (run / "02.png").read_bytes()

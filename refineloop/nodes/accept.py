@@ -1,8 +1,11 @@
 """Acceptance: one node per strategy, one contract.
 
 Each reads the judged candidate and writes current, best, misses, failed ideas, the decision, the idea the
-next round starts from, a history entry and the image's sidecar. best is always the highest-scored image
-(the earliest on a tie), whatever the strategy adopts.
+next round starts from, a history entry and the image's sidecar. best does not depend on what the strategy
+adopts; it is what the judge calls best (the README's best.png): with `--judge score` the highest-scored
+image, the earliest on a tie (re-scores included: see `refineloop.nodes.evaluate`); with `--judge pairwise`
+the image that beat the best in both orders of a duel, or by a strictly higher score where no duel with the
+best was held. Whatever it names is what best.png, summary.txt and report.html show.
 """
 
 from __future__ import annotations

@@ -65,6 +65,7 @@ def generator(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
         iteration=iteration,
         image_path=None,
         temperature=STEADY_TEMPERATURE,
+        settings=settings,
     )
     prompt = clean_prompt(str(reply.content))
     if not usable_idea(prompt):

@@ -2,7 +2,10 @@
 
 Beyond one score per image, three options fight the judge's coarseness and noise:
 - `--judge-samples K`: K samples at a small temperature, averaged; a challenger that ties the best makes
-  the incumbent be judged again, so a lucky score on the best does not stand forever;
+  the incumbent be judged again, so a lucky score on the best does not stand forever. The revised score is
+  written back to the incumbent's sidecar (which keeps its `first_score` and every re-score), and with
+  `--judge score` the best is then again the highest-scored image judged so far, the earliest on a tie: a
+  re-score that drops the incumbent below an earlier image hands the title to that image;
 - `--judge pairwise`: the new image is compared head to head with the one it must beat, in both orders;
   a split verdict is a tie, and the order flips are counted (the judge's position bias);
 - `--candidates N`: every image of the round is judged and the best-judged one goes on to acceptance.
@@ -11,6 +14,7 @@ Every call counts against `--max-critic-calls`; the judge never makes a call pas
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from typing import Any
@@ -23,7 +27,7 @@ from refineloop.prompts import JUDGE_REMINDER, compare_messages_text, judge_mess
 from refineloop.settings import RunSettings
 from refineloop.state import Candidate, RefineState
 from refineloop.tasks import Task
-from refineloop.tools.artifacts import save_json, sidecar_path
+from refineloop.tools.artifacts import image_path, read_sidecars, save_json, sidecar_path
 from refineloop.tools.chat import build_messages, traced_invoke
 from refineloop.tools.models import ModelCache, models_for
 from refineloop.verdicts import JudgeReply, Verdict, from_structured, parse_judge_text, parse_winner
@@ -57,10 +61,12 @@ def judge_image(
     budget: CallBudget | None = None,
     label: str = "judge",
     temperature: float = 0.0,
+    settings: RunSettings | None = None,
 ) -> Verdict | None:
     """Ask the judge (`ModelCache.judge_model`) up to `attempts` times; None when no reply yields a score.
 
-    Structured replies are read first; a raw text reply still goes through the tolerant parser.
+    Structured replies are read first; a raw text reply still goes through the tolerant parser. `settings`
+    bound each call (critic timeout and transport retries, see `traced_invoke`).
     """
     system, user = judge_messages_text(task, candidate["prompt"])
     messages = build_messages(system, user, candidate["path"])
@@ -75,6 +81,7 @@ def judge_image(
             iteration=candidate["iteration"],
             image_path=candidate["path"],
             temperature=temperature,
+            settings=settings,
         )
         verdict = _read(reply)
         if verdict is not None:
@@ -121,6 +128,7 @@ def score_image(
                 run_dir=run_dir,
                 budget=budget,
                 temperature=temperature,
+                settings=settings,
             )
         )
         is not None
@@ -167,6 +175,7 @@ def compare(
             iteration=challenger["iteration"],
             image_path=[first["path"], second["path"]],
             temperature=0.0,
+            settings=settings,
         )
         winner = parse_winner(str(reply.content))
         picked = first if winner == "A" else second if winner == "B" else None
@@ -197,6 +206,7 @@ def evaluate(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
             )
     update: dict[str, Any] = {}
     best = state.get("best")
+    rescored: tuple[Candidate, Candidate] | None = None
     if (
         settings.judge_samples > 1
         and best
@@ -206,17 +216,69 @@ def evaluate(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
         and settings.strategy != "greedy"
     ):
         # A tie with the incumbent: judge the incumbent again, so its score is as well measured as the challenger's.
-        best = score_image(models, settings, task, best, run_dir, budget, settings.judge_samples)
+        revised = score_image(models, settings, task, best, run_dir, budget, settings.judge_samples)
+        rescored = (best, revised)
+        best = revised
+        if settings.judge == "score":
+            best = highest_scored(run_dir, revised, before=batch[0]["iteration"])
         update["best"] = best
-        if state.get("current") and state["current"]["iteration"] == best["iteration"]:
-            update["current"] = best
-    opponent = state.get("current") if settings.strategy == "annealing" else best
+        current = state.get("current")
+        if current and current["iteration"] == revised["iteration"]:
+            # Climbing and img2img stand on the best; annealing walks on, from the re-scored image's record.
+            update["current"] = best if settings.strategy != "annealing" else revised
+    opponent = update.get("current", state.get("current")) if settings.strategy == "annealing" else best
     if settings.judge == "pairwise" and opponent and chosen["score"] is not None and settings.strategy != "greedy":
         result = compare(models, settings, task, chosen, opponent, run_dir, budget)
         if result is not None:
             chosen["pairwise"] = result
             update.update(comparisons=1, order_flips=int(result["flipped"]))
+    if rescored is not None:
+        # Written last, after every critic call of this node: a drain aborts a call, never this write.
+        record_rescore(run_dir, *rescored, at=candidate["iteration"])
     if len(judged) > 1:
         update["batch"] = judged
     update.update(candidate=chosen, critic_calls=budget.used, seconds=time.perf_counter() - started)
     return update
+
+
+def record_rescore(run_dir: str, before: Candidate, after: Candidate, *, at: int) -> None:
+    """Rewrite a re-scored image's sidecar with what it now says (score, samples, verdict, critique, idea),
+    keeping the score it was first given (`first_score`) and each re-score (`rescores`: the image that
+    caused it, the revised score). Re-running the node for the same challenger replaces its entry."""
+    path = sidecar_path(run_dir, after["iteration"])
+    try:
+        record = json.loads(path.read_text("utf-8"))
+    except (OSError, json.JSONDecodeError):
+        record = dict(before)
+    if not isinstance(record, dict):
+        record = dict(before)
+    first = record.get("first_score", record.get("score", before.get("score")))
+    rescores = [r for r in record.get("rescores") or [] if isinstance(r, dict) and r.get("at") != at]
+    rescores.append({"at": at, "score": after.get("score")})
+    record.update({key: after[key] for key in ("score", "samples", "verdict", "critique", "next_idea") if key in after})
+    record.update(first_score=first, rescores=rescores)
+    save_json(record, path)
+
+
+def highest_scored(run_dir: str, incumbent: Candidate, *, before: int) -> Candidate:
+    """The best under `--judge score` once the incumbent has a revised score: the highest-scored image among
+    those judged before image `before` (the incumbent with its new score), the earliest on a tie.
+
+    Earlier images' scores come from their sidecars, the record of every judged image; an image that takes the
+    title is rebuilt from its sidecar, with its path in this run folder.
+    """
+    leader = incumbent
+    for iteration, record in sorted(read_sidecars(run_dir).items()):
+        score = record.get("score")
+        if iteration >= before or iteration == incumbent["iteration"] or not _is_score(score):
+            continue
+        held = leader.get("score")
+        if held is None or score > held or (score == held and iteration < leader["iteration"]):
+            known = Candidate.__annotations__
+            leader = {k: v for k, v in record.items() if k in known}  # type: ignore[assignment]
+            leader.update(iteration=iteration, path=str(image_path(run_dir, iteration)))
+    return leader
+
+
+def _is_score(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

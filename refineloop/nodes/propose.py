@@ -54,6 +54,7 @@ def propose(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
         iteration=iteration,
         image_path=base["path"],
         temperature=sampling,
+        settings=settings,
     )
     idea = parse_idea(str(reply.content))
     if not usable_idea(idea):

@@ -23,7 +23,6 @@ answer that is none of these asks again, with the problem named in the payload.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 
 from langchain_core.runnables import RunnableConfig
@@ -34,7 +33,7 @@ from refineloop.nodes.summarize import clean_prompt, fit_to_budget
 from refineloop.settings import RunSettings
 from refineloop.state import RefineState
 from refineloop.tasks import Task
-from refineloop.tools.artifacts import save_json, sidecar_path, write_artifacts
+from refineloop.tools.artifacts import read_record, save_json, sidecar_path, write_artifacts
 from refineloop.tools.models import models_for
 from refineloop.tools.trace import append_trace
 
@@ -129,9 +128,8 @@ def _record(run_dir: str, iteration: int, record: dict[str, Any]) -> None:
     sidecar entry)."""
     append_trace(run_dir, {"kind": "review", "iteration": iteration, **record})
     path = sidecar_path(run_dir, iteration)
-    try:
-        sidecar = json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError):
+    sidecar = read_record(path)
+    if sidecar is None:
         return  # no sidecar to annotate (the image's own record is the accept node's job)
     save_json({**sidecar, "review": record}, path)
 

@@ -19,7 +19,6 @@ what the model said and where the run went.
 
 from __future__ import annotations
 
-import time
 from typing import Any, Literal, cast
 
 from langchain_core.language_models import BaseChatModel
@@ -35,8 +34,9 @@ from refineloop.settings import RunSettings
 from refineloop.state import RefineState
 from refineloop.tasks import Task
 from refineloop.tools.artifacts import write_artifacts
-from refineloop.tools.chat import build_messages
+from refineloop.tools.chat import bounded_invoke, build_messages
 from refineloop.tools.models import models_for
+from refineloop.tools.text_safety import clean_model_text
 from refineloop.tools.trace import append_trace
 
 Route = Literal["generate", "evaluate", "summarize", "propose", "stop"]
@@ -237,9 +237,14 @@ def _ask(state: AgentState, settings: RunSettings, bound: Any) -> tuple[Route, d
     """One model call: the view in, one tool call out; logged whatever happens."""
     task = Task.from_dict(state["task"])
     system, user = router_messages_text(task, state_view(state, settings))
-    started = time.perf_counter()
-    reply = bound.invoke(build_messages(system, user))
-    seconds = time.perf_counter() - started
+    reply, seconds, _ = bounded_invoke(
+        bound,
+        build_messages(system, user),
+        run_dir=state["run_dir"],
+        role="router",
+        iteration=state["iteration"],
+        settings=settings,
+    )
     tool_calls = list(getattr(reply, "tool_calls", None) or [])
     extra: dict[str, Any] = {}
     if not tool_calls:
@@ -247,7 +252,7 @@ def _ask(state: AgentState, settings: RunSettings, bound: Any) -> tuple[Route, d
     else:
         # One step per turn: a second call in the same reply is only logged.
         call = tool_calls[0]
-        reason = str((call.get("args") or {}).get("reason") or "")
+        reason = clean_model_text(str((call.get("args") or {}).get("reason") or ""))
         route, fallback = check_route(state, str(call.get("name")))
         if route == "stop" and fallback is None:
             # The stop node prefers a DONE or cap reason; this one says the agent chose to end.

@@ -10,19 +10,26 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
+from refineloop.errors import SettingsError
 from refineloop.settings import RunSettings
 from refineloop.state import RefineState
 from refineloop.tasks import Task, resolve_task
+from refineloop.tools.names import safe_component
 
 
 def default_run_dir(task_name: str, root: str = "runs") -> str:
-    """runs/<timestamp>-<task>, made unique if two runs start in the same second."""
+    """runs/<timestamp>-<task>, made unique if two runs start in the same second.
+
+    The task name comes from a user's file, so it is reduced to one safe component: a name such as
+    `x/../../elsewhere` must still land inside `root`.
+    """
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = Path(root) / f"{stamp}-{task_name}"
+    name = safe_component(task_name, fallback="task")
+    path = Path(root) / f"{stamp}-{name}"
     suffix = 1
-    while path.exists():
+    while path.exists() or path.is_symlink():
         suffix += 1
-        path = Path(root) / f"{stamp}-{task_name}-{suffix}"
+        path = Path(root) / f"{stamp}-{name}-{suffix}"
     return str(path.resolve())
 
 
@@ -34,10 +41,16 @@ def resolve_settings(settings: RunSettings, strategy: str | None = None) -> tupl
     if settings.seed is None:
         settings.seed = random.SystemRandom().randrange(2**31)
     task = resolve_task(settings.task, settings.goal)
-    settings.output_dir = (
-        str(Path(settings.output_dir).expanduser().resolve()) if settings.output_dir else default_run_dir(task.name)
-    )
+    settings.output_dir = _chosen_dir(settings.output_dir) if settings.output_dir else default_run_dir(task.name)
     return settings, task
+
+
+def _chosen_dir(output_dir: str) -> str:
+    """The --output-dir given, absolute; `~nobody/...` for an unknown user is one line, not a traceback."""
+    try:
+        return str(Path(output_dir).expanduser().resolve())
+    except RuntimeError:
+        raise SettingsError(f"--output-dir {output_dir}: no such user's home folder; write the path out") from None
 
 
 def initial_state(settings: RunSettings, task: Task) -> dict[str, Any]:

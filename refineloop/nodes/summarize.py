@@ -23,6 +23,7 @@ from refineloop.tasks import Task
 from refineloop.tools.chat import build_messages, traced_invoke
 from refineloop.tools.image_models import ImageModel
 from refineloop.tools.models import models_for
+from refineloop.tools.text_safety import clean_model_text
 from refineloop.tools.trace import append_trace
 
 #: Tokens per English word, roughly, for CLIP and T5 tokenizers; used only to size the request.
@@ -54,6 +55,7 @@ def summarize(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
         iteration=state["iteration"],
         image_path=None,
         temperature=0.0,
+        settings=settings,
     )
     prompt = clean_prompt(str(reply.content))
     if not usable_idea(prompt):
@@ -63,8 +65,8 @@ def summarize(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
 
 
 def clean_prompt(text: str) -> str:
-    """Strip preambles, quotes and line breaks a chat model tends to add."""
-    text = re.sub(r"^\s*(prompt|here is[^:]*|summary)\s*:\s*", "", text.strip(), flags=re.I)
+    """Strip preambles, quotes and line breaks a chat model tends to add (and any control characters)."""
+    text = re.sub(r"^\s*(prompt|here is[^:]*|summary)\s*:\s*", "", clean_model_text(text).strip(), flags=re.I)
     return " ".join(text.strip().strip("\"'`").split())
 
 

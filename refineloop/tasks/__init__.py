@@ -15,8 +15,24 @@ from pathlib import Path
 from typing import Any
 
 from refineloop.errors import TaskError
+from refineloop.tools.names import safe_component
+from refineloop.tools.safe_io import read_user_text
 
 REQUIRED = ("name", "goal", "subject", "start_prompt")
+TEXT_KEYS = ("name", "goal", "subject", "start_prompt", "negative_prompt", "judge_focus")
+LIST_KEYS = ("criteria", "escalation")
+
+#: Bounds on what a task file may hold: every text goes into prompts (and the name into a folder name), so a
+#: runaway file must fail in one line here, not as a context overflow or a huge folder name mid-run.
+MAX_TASK_BYTES = 1_000_000
+MAX_NAME = 100
+MAX_TEXT = 4000
+MAX_LIST = 50
+MAX_ITEM = 500
+
+# Tabs and newlines are fine in a TOML multi-line string; other control characters only corrupt prompts,
+# files and terminals.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True)
@@ -48,19 +64,79 @@ class Task:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Task:
-        """Build a task from a mapping, checking the required keys."""
-        missing = [key for key in REQUIRED if not str(data.get(key, "")).strip()]
-        if missing:
-            raise TaskError(f"task lacks {', '.join(missing)}: add {' and '.join(missing)} to the task file")
+    def from_dict(cls, data: dict[str, Any], source: str = "task") -> Task:
+        """Build a task from a mapping, checking every key's type, size and content.
+
+        `source` names where the mapping came from (`task file teapot.toml`) in the one-line errors.
+        """
+        if not isinstance(data, dict):
+            raise TaskError(f"{source} is not a table of keys: write name, goal, subject and start_prompt")
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
+        unknown = sorted(str(key) for key in data if key not in names)
         if unknown:
-            raise TaskError(f"task has unknown keys {', '.join(unknown)}: allowed are {', '.join(sorted(names))}")
-        clean = dict(data)
-        clean["criteria"] = tuple(str(c) for c in data.get("criteria", ()))
-        clean["escalation"] = tuple(str(e) for e in data.get("escalation", ()))
+            raise TaskError(f"{source} has unknown keys {', '.join(unknown)}: allowed are {', '.join(sorted(names))}")
+        missing = [key for key in REQUIRED if data.get(key) is None or data.get(key) == ""]
+        if missing:
+            raise TaskError(f"{source} lacks {', '.join(missing)}: add {' and '.join(missing)} to the task file")
+        clean: dict[str, Any] = {}
+        for key in TEXT_KEYS:
+            if key in data:
+                clean[key] = _text(data[key], key, source, required=key in REQUIRED)
+        for key in LIST_KEYS:
+            clean[key] = _texts(data.get(key, ()), key, source)
         return cls(**clean)
+
+
+def _text(value: Any, key: str, source: str, *, required: bool) -> str:
+    """A text value, checked: a string, not blank when required, bounded, no control characters."""
+    example = f'{key} = "..."'
+    if not isinstance(value, str):
+        raise TaskError(f"{source}: {key} must be text, got {_kind(value)}: write {example}")
+    if required and not value.strip():
+        raise TaskError(f"{source}: {key} is blank: write {example} with some text")
+    limit = MAX_NAME if key == "name" else MAX_TEXT
+    if len(value) > limit:
+        raise TaskError(f"{source}: {key} has {len(value)} characters, more than {limit}: shorten it")
+    if _CONTROL.search(value):
+        raise TaskError(f"{source}: {key} holds a control character: remove it")
+    return value.strip() if required else value
+
+
+def _texts(value: Any, key: str, source: str) -> tuple[str, ...]:
+    """A list of texts, checked: a list (not one string, which would become one entry per character)."""
+    example = f'{key} = ["...", "..."]'
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise TaskError(f"{source}: {key} must be a list of texts, got {_kind(value)}: write {example}")
+    if len(value) > MAX_LIST:
+        raise TaskError(f"{source}: {key} has {len(value)} entries, more than {MAX_LIST}: keep the ones that matter")
+    entries = []
+    for n, entry in enumerate(value, start=1):
+        where = f"{key} entry {n}"
+        if not isinstance(entry, str):
+            raise TaskError(f"{source}: {where} must be text, got {_kind(entry)}: write {example}")
+        if not entry.strip():
+            raise TaskError(f"{source}: {where} is blank: remove it or write some text")
+        if len(entry) > MAX_ITEM:
+            raise TaskError(f"{source}: {where} has {len(entry)} characters, more than {MAX_ITEM}: shorten it")
+        if _CONTROL.search(entry):
+            raise TaskError(f"{source}: {where} holds a control character: remove it")
+        entries.append(entry.strip())
+    return tuple(entries)
+
+
+def _kind(value: Any) -> str:
+    """How a TOML value reads to a person: a list, a number, a table..."""
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, dict):
+        return "a table"
+    return "a date" if hasattr(value, "isoformat") else type(value).__name__
 
 
 def preset_names() -> list[str]:
@@ -70,22 +146,30 @@ def preset_names() -> list[str]:
 
 def load_task(spec: str) -> Task:
     """Load a preset by name or a TOML file by path."""
-    path = Path(spec).expanduser()
+    if not isinstance(spec, str) or not spec.strip() or "\x00" in spec:
+        raise TaskError(f"--task is empty: use a preset ({', '.join(preset_names())}) or a .toml file")
+    try:
+        path = Path(spec).expanduser()
+    except RuntimeError:  # ~someone for a user this machine does not know
+        path = Path(spec)
     if spec.endswith(".toml") or path.exists():
-        if not path.is_file():
+        if not path.exists():
             raise TaskError(
                 f"task file {spec} not found: check the path, or use a preset ({', '.join(preset_names())})"
             )
-        text = path.read_text(encoding="utf-8")
+        text = read_user_text(path, f"task file {spec}", MAX_TASK_BYTES, TaskError)
+        source = f"task file {spec}"
     elif spec in preset_names():
         text = resources.files(__package__).joinpath(f"{spec}.toml").read_text(encoding="utf-8")
+        source = f"task preset {spec}"
     else:
         raise TaskError(f"unknown task '{spec}': use a preset ({', '.join(preset_names())}) or a .toml file")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise TaskError(f"task file {spec} is not valid TOML ({exc}): fix the line it names") from None
-    return Task.from_dict(data)
+        first = str(exc).splitlines()[0] if str(exc) else "syntax error"
+        raise TaskError(f"{source} is not valid TOML ({first}): fix the line it names") from None
+    return Task.from_dict(data, source)
 
 
 def task_from_goal(goal: str) -> Task:
@@ -93,7 +177,11 @@ def task_from_goal(goal: str) -> Task:
     goal = " ".join(goal.split())
     if not goal:
         raise TaskError('--goal is empty: describe the image you want, e.g. --goal "a cosy cabin in snow"')
-    slug = re.sub(r"[^a-z0-9]+", "-", goal.lower()).strip("-")[:32].strip("-") or "goal"
+    if len(goal) > MAX_TEXT:
+        raise TaskError(f"--goal has {len(goal)} characters, more than {MAX_TEXT}: say it in a sentence or two")
+    if _CONTROL.search(goal):
+        raise TaskError("--goal holds a control character: remove it")
+    slug = safe_component(goal.lower(), limit=32, fallback="goal")
     return Task(
         name=slug,
         goal=goal,

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
+
+from refineloop.tools.safe_io import write_bytes_atomic, write_text_atomic, write_with
 
 if TYPE_CHECKING:
     from refineloop.state import RefineState
@@ -34,20 +34,14 @@ def sidecar_path(run_dir: str, iteration: int) -> Path:
     return Path(run_dir) / f"{iteration:02d}.json"
 
 
-def _replace_with(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def save_image(image: Image.Image, path: Path) -> None:
-    """Save a PNG atomically."""
-    _replace_with(path, lambda tmp: image.save(tmp, format="PNG"))
+    """Save a PNG atomically, never through a symbolic link."""
+    write_with(path, lambda fh: image.save(fh, format="PNG"))
 
 
 def save_json(data: dict[str, Any], path: Path) -> None:
-    """Save JSON atomically."""
-    _replace_with(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False), "utf-8"))
+    """Save JSON atomically, never through a symbolic link."""
+    write_text_atomic(path, json.dumps(data, indent=1, ensure_ascii=False))
 
 
 def listed_images(run_dir: str) -> list[tuple[int, Path]]:
@@ -57,14 +51,22 @@ def listed_images(run_dir: str) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def read_record(path: Path) -> dict[str, Any] | None:
+    """A JSON object from a file in the run folder; None when it is missing, unreadable, not UTF-8, not JSON,
+    or JSON that is not an object (a damaged or hand-edited sidecar is skipped, never a crash)."""
+    try:
+        record = json.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def read_sidecars(run_dir: str) -> dict[int, dict[str, Any]]:
     """Sidecar records by iteration; unreadable ones are skipped."""
     records = {}
     for iteration, _ in listed_images(run_dir):
-        try:
-            records[iteration] = json.loads(sidecar_path(run_dir, iteration).read_text("utf-8"))
-        except (OSError, json.JSONDecodeError):
-            continue
+        if (record := read_record(sidecar_path(run_dir, iteration))) is not None:
+            records[iteration] = record
     return records
 
 
@@ -85,12 +87,16 @@ def write_artifacts(state: RefineState) -> list[Path]:
     run_dir = state["run_dir"]
     written = []
     best = state.get("best")
-    if best and not image_problem(best["path"]):
-        shutil.copyfile(best["path"], Path(run_dir) / ".best.png.tmp")
-        os.replace(Path(run_dir) / ".best.png.tmp", Path(run_dir) / "best.png")
+    # best.png is a copy of exactly the image the state names, this folder's NN.png, the one summary.txt and
+    # report.html name; with no readable best, no best.png is truer than an older best's copy.
+    source = image_path(run_dir, best["iteration"]) if best else None
+    if source is not None and not image_problem(str(source)):
+        write_bytes_atomic(Path(run_dir) / "best.png", source.read_bytes())
         written.append(Path(run_dir) / "best.png")
+    else:
+        (Path(run_dir) / "best.png").unlink(missing_ok=True)
     summary = Path(run_dir) / "summary.txt"
-    _replace_with(summary, lambda tmp: tmp.write_text(summary_text(state), "utf-8"))
+    write_text_atomic(summary, summary_text(state))
     written.append(summary)
     collage = make_collage(run_dir, best["iteration"] if best else None)
     if collage is not None:
@@ -142,7 +148,16 @@ def summary_text(state: RefineState) -> str:
             f"     next:     {record.get('next_idea', '')}",
         ]
     best = state.get("best")
-    lines += ["", f"best: {best['path']} (score {best['score']}/10)" if best else "best: none yet"]
+    if best:
+        score = best.get("score")
+        lines += [
+            "",
+            f"best: image {best['iteration']} ({image_path(state['run_dir'], best['iteration']).name}) scored "
+            f"{score if score is not None else '?'}/10, copied to best.png",
+            f"  (best means {best_rule(settings)})",
+        ]
+    else:
+        lines += ["", "best: none yet"]
     lines.append(f"critic calls: {state.get('critic_calls', 0)}   working time: {state.get('seconds', 0.0):.1f} s")
     comparisons = state.get("comparisons", 0)
     if comparisons:
@@ -152,6 +167,16 @@ def summary_text(state: RefineState) -> str:
             "gave a different winner when the two images swapped places)"
         )
     return "\n".join(lines) + "\n"
+
+
+def best_rule(settings: dict[str, Any]) -> str:
+    """What "best" means in this run, in words (README: the run folder, best.png)."""
+    if settings.get("judge") == "pairwise" and settings.get("strategy") != "greedy":
+        return (
+            "the winner of the pairwise duels: an image takes over by beating the best in both orders, or by a "
+            "strictly higher score where it met no duel with the best"
+        )
+    return "the highest-scored image, the earliest on a tie; re-scored images count with their revised score"
 
 
 def make_collage(run_dir: str, best_iteration: int | None) -> Image.Image | None:

@@ -1,17 +1,62 @@
-"""Talking to any LangChain chat model: messages with an image, per-role temperature, traced calls."""
+"""Talking to any LangChain chat model: messages with an image, per-role temperature, traced and bounded calls.
+
+Every critic call of every role (judge, pairwise, proposer, summarizer, the agents' writer) goes through
+:func:`traced_invoke`, so that is where a misbehaving critic is bounded:
+
+- **Time.** The call runs in a daemon worker thread while the node's thread waits for it, for at most
+  `critic_timeout` seconds. Backends with a client timeout of their own also read the value from
+  :data:`CALL_TIMEOUT` (the Ollama client applies it to its HTTP request), so the abandoned worker's socket is
+  closed at about the same moment instead of lingering.
+- **Transport failures** (connection refused, reset or dropped, a timeout, an HTTP 5xx: see
+  :func:`is_transport_error`) are retried up to `critic_retries` times, waiting 0.5 s, 1 s, 2 s... (capped);
+  each retry is a `"kind": "retry"` line in trace.jsonl. Anything else (an HTTP 4xx, a reply that does not
+  parse) is not a transport problem and is raised at once or left to the caller, which for the judge means a
+  retry with a format reminder.
+- **Ctrl-C.** The first Ctrl-C asks LangGraph to drain (`RunControl.request_drain`), which normally lets the
+  node in progress finish. A node blocked in a hung critic call would make the person wait out the timeout, so
+  the waiting thread polls the run's drain flag (`Runtime.drain_requested`, reached through LangGraph's
+  ambient config; no extra plumbing) and, once it is set, raises `GraphDrained` from inside the node. LangGraph
+  writes nothing for a node that raises it (it bubbles up like an interrupt), so the node stays unfinished and
+  re-runs from its top on resume, exactly as after a second Ctrl-C: the resumed run matches an uninterrupted
+  one. The abandoned worker is a daemon and holds no lock or file; its late answer is dropped.
+- **Text.** A reply's text is stripped of control characters and terminal escapes
+  (:func:`refineloop.tools.text_safety.clean_model_text`) before anyone reads it, the trace included.
+"""
 
 from __future__ import annotations
 
 import base64
+import contextvars
+import json
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from refineloop.errors import ModelError
+from refineloop.tools.text_safety import clean_model_text
 from refineloop.tools.trace import append_trace
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
     from langchain_core.messages import BaseMessage
+
+    from refineloop.settings import RunSettings
+
+DEFAULT_TIMEOUT = 120.0
+"""The HTTP client's own timeout for a call made outside `bounded_invoke` (RunSettings.critic_timeout's default)."""
+BACKOFF_START, BACKOFF_CAP = 0.5, 8.0
+"""The first retry waits BACKOFF_START seconds, each next one twice as long, never more than BACKOFF_CAP."""
+POLL_SECONDS = 0.1
+"""How often a waiting call looks at the drain flag: the delay a Ctrl-C can add."""
+
+CALL_TIMEOUT: contextvars.ContextVar[float | None] = contextvars.ContextVar("refineloop_call_timeout", default=None)
+"""Seconds the critic call running in this context may take; set only inside the worker thread of a call."""
+
+
+class CriticTimeout(TimeoutError):
+    """A critic call took longer than its timeout (a transport failure, so it is retried)."""
 
 
 def with_temperature(model: BaseChatModel, temperature: float, **fields: Any) -> BaseChatModel:
@@ -51,11 +96,13 @@ def traced_invoke(
     iteration: int,
     image_path: str | list[str] | None,
     temperature: float | None,
+    settings: RunSettings,
 ) -> tuple[Any, float]:
-    """Invoke a chat model (or a structured-output runnable) and log the call to trace.jsonl."""
-    started = time.perf_counter()
-    reply = runnable.invoke(messages)
-    seconds = time.perf_counter() - started
+    """Invoke a chat model (or a structured-output runnable) within the run's critic limits, log the call to
+    trace.jsonl, and return its cleaned reply and the seconds the answered call took (see the module notes)."""
+    reply, seconds, attempts = bounded_invoke(
+        runnable, messages, run_dir=run_dir, role=role, iteration=iteration, settings=settings
+    )
     raw = reply.get("raw") if isinstance(reply, dict) else reply
     append_trace(
         run_dir,
@@ -67,13 +114,215 @@ def traced_invoke(
             "sent": {"system": messages[0].content, "user": message_text(messages[-1]), "image": image_path},
             "received": getattr(raw, "content", str(raw)),
             "seconds": round(seconds, 4),
+            **({"attempts": attempts} if attempts > 1 else {}),
         },
     )
     return reply, seconds
 
 
+def bounded_invoke(
+    runnable: Any, messages: list[BaseMessage], *, run_dir: str, role: str, iteration: int, settings: RunSettings
+) -> tuple[Any, float, int]:
+    """`runnable.invoke(messages)` within `critic_timeout`, transport errors retried `critic_retries` times with
+    backoff (each retry traced), abandoned on a drain; returns the cleaned reply, the seconds the answered call
+    took and how many tries it needed. Callers that trace the call their own way (the router) use it directly."""
+    timeout, retries = settings.critic_timeout, settings.critic_retries
+    drain = _drain_probe()
+    where = {"role": role, "iteration": iteration}
+    attempt = 0
+    while True:
+        attempt += 1
+        started = time.perf_counter()
+        try:
+            reply = _call_within(runnable, messages, timeout, drain)
+            break
+        except Exception as exc:
+            if _is_drain(exc):
+                append_trace(run_dir, {"kind": "aborted", **where, "reason": f"drain requested ({exc})"})
+                raise
+            error = _describe(exc)
+            if attempt > retries or not is_transport_error(exc):
+                append_trace(run_dir, {"kind": "chat-error", **where, "attempts": attempt, "error": error})
+                if isinstance(exc, CriticTimeout):
+                    raise ModelError(
+                        f"the critic did not answer the {role.split('#')[0]} call within {timeout:g} s "
+                        f"({attempt} tries): give it more time with --critic-timeout, or check the model server"
+                    ) from exc
+                raise
+            wait = min(BACKOFF_CAP, BACKOFF_START * 2 ** (attempt - 1))
+            append_trace(
+                run_dir,
+                {"kind": "retry", **where, "attempt": attempt, "retries": retries, "error": error, "wait": wait},
+            )
+            _pause(wait, drain)
+    return clean_reply(reply), time.perf_counter() - started, attempt
+
+
+def _call_within(runnable: Any, messages: list[BaseMessage], timeout: float, drain: Callable[[], str | None]) -> Any:
+    """`runnable.invoke(messages)` in a worker thread; CriticTimeout past `timeout`, GraphDrained on a drain."""
+    _raise_if_drained(drain)
+    outcome: dict[str, Any] = {}
+    done = threading.Event()
+    # The worker runs in a copy of this context, so LangChain's callbacks and config still see the caller's.
+    context = contextvars.copy_context()
+
+    def work() -> None:
+        CALL_TIMEOUT.set(timeout)
+        try:
+            outcome["reply"] = runnable.invoke(messages)
+        except BaseException as exc:  # handed to the waiting thread, which raises it
+            outcome["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=context.run, args=(work,), name="critic-call", daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while not done.wait(min(POLL_SECONDS, max(0.0, deadline - time.monotonic()))):
+        _raise_if_drained(drain)
+        if time.monotonic() >= deadline:
+            raise CriticTimeout(f"no answer within {timeout:g} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["reply"]
+
+
+def _pause(seconds: float, drain: Callable[[], str | None]) -> None:
+    """Sleep before a retry, but give way to a drain at once."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        _raise_if_drained(drain)
+        time.sleep(min(POLL_SECONDS, left))
+    _raise_if_drained(drain)
+
+
+def _drain_probe() -> Callable[[], str | None]:
+    """A function telling whether this graph run was asked to drain (its reason), or None; outside a graph run
+    (a unit test calling a node helper directly) nothing can ask, so it always says None."""
+    try:
+        from langgraph.runtime import get_runtime
+
+        runtime = get_runtime()
+    except (ImportError, RuntimeError, KeyError):
+        runtime = None
+    if runtime is None:
+        return lambda: None
+    return lambda: runtime.drain_reason
+
+
+def _raise_if_drained(drain: Callable[[], str | None]) -> None:
+    reason = drain()
+    if reason is not None:
+        from langgraph.errors import GraphDrained
+
+        raise GraphDrained(reason)
+
+
+def _is_drain(exc: BaseException) -> bool:
+    from langgraph.errors import GraphDrained
+
+    return isinstance(exc, GraphDrained)
+
+
+def is_transport_error(exc: BaseException) -> bool:
+    """Whether a failed call failed in transport, so that the same call may well succeed when tried again:
+    the connection refused, reset or dropped mid-reply, a timeout, or an HTTP 5xx from the server.
+
+    An HTTP 4xx (a missing model, a refused option), an error the model itself reported, and every reply
+    that arrived but does not parse are not: trying again would only repeat them.
+    """
+    try:
+        import httpx
+
+        transport: tuple[type[BaseException], ...] = (
+            httpx.TimeoutException,
+            httpx.NetworkError,
+            httpx.RemoteProtocolError,
+        )
+    except ImportError:
+        transport = ()
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (ConnectionError, TimeoutError, *transport)):
+            return True
+        if 500 <= _status_of(current) <= 599:
+            return True
+        # langchain-ollama's words for a stream that ended before its last line: the server went away.
+        if isinstance(current, ValueError) and "No data received from Ollama" in str(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _status_of(exc: BaseException) -> int:
+    """The HTTP status an exception carries (ollama.ResponseError, openai's and httpx's status errors), or 0."""
+    status = getattr(exc, "status_code", None)
+    if status is None:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+    return status if isinstance(status, int) and not isinstance(status, bool) else 0
+
+
+def _describe(exc: BaseException) -> str:
+    """One clean line naming the error, for the trace."""
+    text = " ".join(clean_model_text(str(exc)).split())
+    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
+
+
+def clean_reply(reply: Any) -> Any:
+    """The reply with control characters and terminal escapes removed from all of its text: a message's
+    content, a structured-output result ({"raw", "parsed", ...}) or a parsed pydantic model's string fields."""
+    from langchain_core.messages import BaseMessage
+    from pydantic import BaseModel
+
+    if isinstance(reply, str):
+        return clean_model_text(reply)
+    if isinstance(reply, dict):
+        return {k: clean_reply(v) if k in ("raw", "parsed") else v for k, v in reply.items()}
+    if isinstance(reply, BaseMessage):
+        content = reply.content
+        cleaned = _clean_content(content) if isinstance(content, str) else [_clean_block(b) for b in content]
+        return reply.model_copy(update={"content": cleaned})
+    if isinstance(reply, BaseModel):
+        texts = {k: clean_model_text(v) for k, v in vars(reply).items() if isinstance(v, str)}
+        return reply.model_copy(update=texts) if texts else reply
+    return reply
+
+
+def _clean_block(block: Any) -> Any:
+    if isinstance(block, str):
+        return _clean_content(block)
+    if isinstance(block, dict) and isinstance(block.get("text"), str):
+        return {**block, "text": _clean_content(block["text"])}
+    return block
+
+
+def _clean_content(text: str) -> str:
+    """Cleaned text; a JSON reply (structured output) whose strings hold escaped control characters
+    (`"\\u001b[31m"`) is written again without them, so not even their spelled-out form reaches the trace."""
+    text = clean_model_text(text)
+    if "\\u" not in text:
+        return text
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text
+    cleaned = _clean_json(data)
+    return text if cleaned == data else json.dumps(cleaned, ensure_ascii=False)
+
+
+def _clean_json(value: Any) -> Any:
+    if isinstance(value, str):
+        return clean_model_text(value)
+    if isinstance(value, list):
+        return [_clean_json(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _clean_json(item) for key, item in value.items()}
+    return value
+
+
 def message_text(message: BaseMessage) -> str:
-    """The text of a message, its text blocks joined by newlines (images left out)."""
+    """The text of a message, its text blocks joined by newlines (images left out), without control characters."""
     if isinstance(message.content, str):
-        return message.content
-    return "\n".join(b.get("text", "") for b in message.content if isinstance(b, dict))
+        return clean_model_text(message.content)
+    return clean_model_text("\n".join(b.get("text", "") for b in message.content if isinstance(b, dict)))

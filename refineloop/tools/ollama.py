@@ -15,8 +15,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from refineloop.errors import ModelError
+from refineloop.tools.chat import CALL_TIMEOUT, DEFAULT_TIMEOUT
+from refineloop.tools.text_safety import clean_model_text
 
 if TYPE_CHECKING:
+    import httpx
     from langchain_core.runnables import Runnable
     from langchain_ollama import ChatOllama
 
@@ -86,8 +89,8 @@ def _unreachable(url: str) -> ModelError:
 
 
 def _one_line(text: object, limit: int = 200) -> str:
-    """Squash server text onto one short line."""
-    line = " ".join(str(text).split())
+    """Squash server text onto one short line, without control characters (it is printed to the terminal)."""
+    line = " ".join(clean_model_text(str(text)).split())
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
@@ -163,14 +166,15 @@ def load_ollama(
     model: str,
     *,
     base_url: str | None = None,
-    timeout: float = 300.0,
+    timeout: float = DEFAULT_TIMEOUT,
     require_vision: bool = True,
 ) -> ChatOllama:
     """A checked ChatOllama at temperature 0 (see probe_ollama for the checks).
 
-    timeout bounds each chat request in seconds; connecting gives up after a few seconds so a dead server
-    is reported at once. The probe's findings ride along in `model.metadata["ollama"]`
-    (read them with :func:`ollama_capabilities`).
+    timeout bounds each chat request in seconds when the call sets no limit of its own; a call made through
+    `refineloop.tools.chat.traced_invoke` applies the run's `critic_timeout` instead (see
+    :func:`_apply_call_timeout`). Connecting gives up after a few seconds so a dead server is reported at once.
+    The probe's findings ride along in `model.metadata["ollama"]` (read them with :func:`ollama_capabilities`).
     """
     import httpx
     from langchain_ollama import ChatOllama
@@ -181,8 +185,23 @@ def load_ollama(
         base_url=info.base_url,
         temperature=0.0,
         client_kwargs={"timeout": httpx.Timeout(timeout, connect=CONNECT_TIMEOUT)},
+        # Only the sync client: an async httpx client would need async hooks, and the loop calls invoke().
+        sync_client_kwargs={"event_hooks": {"request": [_apply_call_timeout]}},
         metadata={"ollama": {"base_url": info.base_url, "capabilities": info.capabilities}},
     )
+
+
+def _apply_call_timeout(request: httpx.Request) -> None:
+    """Give this request the calling critic call's own timeout (`CALL_TIMEOUT`), when it has one.
+
+    The model is loaded once per process and shared by runs and roles, so the run's `critic_timeout` cannot be
+    baked into its client; httpx reads a request's timeouts from its extensions, which a request hook may set.
+    """
+    import httpx
+
+    seconds = CALL_TIMEOUT.get()
+    if seconds is not None:
+        request.extensions["timeout"] = httpx.Timeout(seconds, connect=min(CONNECT_TIMEOUT, seconds)).as_dict()
 
 
 def ollama_capabilities(model: Any) -> tuple[str, ...] | None:
@@ -218,11 +237,37 @@ def structured_judge(model: Any, schema_cls: type) -> Runnable | None:
     needs a tools-capable model).
     """
     if supports_json_schema(model):
-        return model.with_structured_output(schema_cls, method="json_schema", include_raw=True)
+        return _schema_bound(model, schema_cls)
     try:
         return model.with_structured_output(schema_cls, include_raw=True)
     except (NotImplementedError, AttributeError):
         return None
+
+
+def _schema_bound(model: Any, schema_cls: type) -> Runnable:
+    """What `with_structured_output(schema_cls, method="json_schema", include_raw=True)` sends and returns, with
+    the model called in the caller's own thread.
+
+    LangChain's version calls the model inside a RunnableParallel, that is in its thread pool, and the interpreter
+    joins that pool at exit: a judge call abandoned on Ctrl-C (see `refineloop.tools.chat`) would then hold the
+    process until the call's timeout. Here the call runs in the thread `traced_invoke` made for it, a daemon.
+    """
+    from langchain_core.output_parsers import PydanticOutputParser
+    from langchain_core.runnables import RunnableLambda
+
+    parser = PydanticOutputParser(pydantic_object=schema_cls)
+    bound = model.bind(
+        format=schema_cls.model_json_schema(),
+        ls_structured_output_format={"kwargs": {"method": "json_schema"}, "schema": schema_cls},
+    )
+
+    def with_parsed(message: Any) -> dict[str, Any]:
+        try:
+            return {"raw": message, "parsed": parser.invoke(message), "parsing_error": None}
+        except Exception as exc:  # any reply that does not fit is kept for the text parser, never raised
+            return {"raw": message, "parsed": None, "parsing_error": exc}
+
+    return bound | RunnableLambda(with_parsed)
 
 
 _MODEL_NOT_FOUND = re.compile(r"""model ["']?([^"'\s]+)["']? not found""", re.IGNORECASE)
@@ -257,7 +302,8 @@ def explain_connection_error(exc: BaseException, base_url: str, model: str | Non
             )
         if isinstance(current, httpx.TimeoutException):
             return ModelError(
-                f"Ollama at {url} did not answer {name} in time: give it a longer timeout or use a smaller model"
+                f"Ollama at {url} did not answer {name} in time: give it more time with --critic-timeout, "
+                "or use a smaller model"
             )
         if isinstance(current, ConnectionError):
             return ModelError(f"Ollama at {url} stopped answering: restart it with `ollama serve`, then run again")

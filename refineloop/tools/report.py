@@ -13,7 +13,8 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from refineloop.tools.artifacts import _replace_with, listed_images, read_sidecars
+from refineloop.tools.artifacts import best_rule, listed_images, read_sidecars
+from refineloop.tools.safe_io import write_text_atomic
 
 if TYPE_CHECKING:
     from refineloop.state import RefineState
@@ -91,7 +92,7 @@ def write_report(run_dir: str | Path, state: RefineState | dict[str, Any]) -> Pa
     """Write report.html in the run folder (atomically) and return its path."""
     path = Path(run_dir) / REPORT_NAME
     page = report_html(str(run_dir), state)
-    _replace_with(path, lambda tmp: tmp.write_text(page, "utf-8"))
+    write_text_atomic(path, page)
     return path
 
 
@@ -137,6 +138,7 @@ def report_html(run_dir: str, state: RefineState | dict[str, Any]) -> str:
         ("stop reason", state.get("stop_reason") or "-"),
         ("images", str(len(rows))),
         ("best", f"image {best_iteration} scored {_fmt(best_row['score'])}/10" if best_row else "none yet"),
+        ("best means", best_rule(settings)),
         ("models", f"{settings.get('image_model', '?')} / critic {settings.get('eval_model', '?')}"),
         ("seed", _fmt(settings.get("seed"))),
         ("folder", run_dir),
@@ -196,6 +198,11 @@ def _card(row: dict[str, Any], is_best: bool) -> str:
         meta.append(f"draw {_fmt(row['draw'])}")
     if row.get("best_score") is not None:
         meta.append(f"best after this: #{_fmt(row.get('best_iteration'))} ({_fmt(row['best_score'])}/10)")
+    duel = row.get("pairwise")
+    if isinstance(duel, dict) and duel.get("against") is not None:
+        meta.append(f"duel with #{_fmt(duel['against'])}: won {_fmt(duel.get('wins'))} of 2 orders")
+    if row.get("first_score") is not None:
+        meta.append(f"re-scored: first {_fmt(row['first_score'])}/10, now {_fmt(row['score'])}/10")
     text = [
         f'<h3>#{iteration} <span class="score">{escape(_fmt(row["score"]))}/10</span>{"".join(tags)}</h3>',
         f'<p><span class="label">critique</span>{escape(str(row.get("critique") or "-"))}</p>',

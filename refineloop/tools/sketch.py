@@ -162,7 +162,10 @@ def paint(scene: Scene, width: int, height: int, seed: int) -> Image.Image:
     if scene.lava:
         for _ in range(6 + rng.randint(0, 4)):
             x = cx + rng.uniform(-0.3, 0.3) * width
-            draw.ellipse((x - 6, cy + 10, x + 6, cy + rng.uniform(0.1, 0.3) * height), fill=(255, 90, 0, 230))
+            # On a small canvas the drip's fixed 10 px start could sit below its end, which Pillow refuses.
+            top = cy + min(10.0, 0.05 * height)
+            bottom = max(top + 1, cy + rng.uniform(0.1, 0.3) * height)
+            draw.ellipse((x - 6, top, x + 6, bottom), fill=(255, 90, 0, 230))
     if scene.white_hot:
         r = width * (0.08 + 0.1 * heat)
         draw.ellipse((cx - r, cy - r * 0.6, cx + r, cy + r * 0.6), fill=(255, 250, 220, 210))

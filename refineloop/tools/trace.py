@@ -7,12 +7,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from refineloop.tools.safe_io import append_line
+
 
 def append_trace(run_dir: str, record: dict[str, Any]) -> None:
-    """Append one record; a line is written whole so a crash never leaves half a record behind."""
+    """Append one record; a line is written whole so a crash never leaves half a record behind, and never
+    through a symbolic link."""
     line = json.dumps({"time": round(time.time(), 3), **record}, ensure_ascii=False, default=str)
-    with open(Path(run_dir) / "trace.jsonl", "a", encoding="utf-8") as fh:
-        fh.write(line + "\n")
+    append_line(Path(run_dir) / "trace.jsonl", line)
 
 
 def read_trace(run_dir: str) -> list[dict[str, Any]]:
