@@ -478,10 +478,9 @@ class FolderStore:
     @contextmanager
     def hold(self, item: BatchItem) -> Iterator[BaseCheckpointSaver]:
         """Lock the item's folder (flock: freed by the kernel if this process dies) and open its SQLite."""
-        from langgraph.checkpoint.sqlite import SqliteSaver
 
         from refineloop.scale import RunBusyError
-        from refineloop.tools.run_folder import connect, locked
+        from refineloop.tools.run_folder import connect, locked, run_saver
 
         Path(item.run_dir).mkdir(parents=True, exist_ok=True)
         with ExitStack() as stack:
@@ -494,7 +493,7 @@ class FolderStore:
             _write_json(Path(item.run_dir) / ITEM_RECORD, record)
             conn = connect(item.run_dir)
             stack.callback(conn.close)
-            yield SqliteSaver(conn)
+            yield run_saver(conn)
 
     def values(self, item: BatchItem) -> dict[str, Any]:
         """The folder's latest checkpoint (without taking its lock: reading is safe under WAL)."""
@@ -718,10 +717,15 @@ class SummaryRow:
     run_dir: str
     thread_id: str
     error: str = ""
+    audit: str = ""
+    """With --audit-model: whether the independent critic agrees the run improved (improved, not improved,
+    unsure); empty without an audit."""
 
 
 def summarize(plan: BatchPlan, store: Store) -> list[SummaryRow]:
     """Rows from the checkpoints (the truth about images and scores) and the store's records (attempts, errors)."""
+    from refineloop.judges.audit import audit_word
+
     records = store.records(plan.batch_id)
     rows = []
     for item in plan.items:
@@ -748,6 +752,7 @@ def summarize(plan: BatchPlan, store: Store) -> list[SummaryRow]:
                 run_dir=item.run_dir,
                 thread_id=item.thread_id,
                 error=str(record.get("error") or "") if status != "done" else "",
+                audit=audit_word(values.get("audit")) if values.get("audit") else "",
             )
         )
     for item in plan.rejected:
@@ -771,12 +776,15 @@ def summarize(plan: BatchPlan, store: Store) -> list[SummaryRow]:
 def format_summary(rows: list[SummaryRow], wall_seconds: float | None = None) -> str:
     """The summary table, with a totals line."""
     width = max([len("goal")] + [min(len(r.goal), 48) for r in rows])
-    lines = [f"{'#':>3}  {'goal':<{width}}  {'status':<11} {'best':>5} {'images':>6} {'time':>8}  folder"]
+    audited = any(r.audit for r in rows)  # the column shows only when some run had an auditor
+    audit_head = f" {'audit':<12}" if audited else ""
+    lines = [f"{'#':>3}  {'goal':<{width}}  {'status':<11} {'best':>5} {'images':>6} {'time':>8}{audit_head}  folder"]
     for r in rows:
         goal = r.goal if len(r.goal) <= 48 else r.goal[:45] + "..."
         best = f"{r.best_score}/10" if r.best_score is not None else "-"
+        audit = f" {r.audit or '-':<12}" if audited else ""
         lines.append(
-            f"{r.index:>3}  {goal:<{width}}  {r.status:<11} {best:>5} {r.images:>6} {r.seconds:>7.1f}s  "
+            f"{r.index:>3}  {goal:<{width}}  {r.status:<11} {best:>5} {r.images:>6} {r.seconds:>7.1f}s{audit}  "
             f"{Path(r.run_dir).name if r.run_dir else '-'}"
         )
         if r.error:

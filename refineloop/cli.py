@@ -1,4 +1,4 @@
-"""`refineloop run | demo | resume | fork | runs`.
+"""`refineloop run | demo | resume | fork | runs | show | batch`.
 
 Only argparse and the settings dataclass load at start-up: langgraph, torch and diffusers are imported
 when a command needs them, so `--help` answers at once.
@@ -19,6 +19,7 @@ from typing import Any, get_args, get_type_hints
 
 from refineloop.batch_cli import add_batch_command
 from refineloop.errors import RefineError
+from refineloop.judges.check_cli import add_judge_check_command
 from refineloop.settings import RESUME_OVERRIDES, STRATEGIES, RunSettings
 
 DEMO_DEFAULTS = {"image_model": "sketch", "eval_model": "demo", "strategy": "climbing"}
@@ -43,6 +44,7 @@ def add_settings_flags(
     *,
     overrides_only: bool = False,
     only: Sequence[str] | None = None,
+    skip: Sequence[str] = (),
 ) -> None:
     """One flag per RunSettings field (or per field named in `only`), described by the field's own description.
 
@@ -51,20 +53,36 @@ def add_settings_flags(
     """
     defaults = defaults or {}
     for field in dataclasses.fields(RunSettings):
-        if only is not None and field.name not in only:
+        if (only is not None and field.name not in only) or field.name in skip:
             continue
         flag = "--" + field.name.replace("_", "-")
         default = argparse.SUPPRESS if overrides_only else defaults.get(field.name, field.default)
+        if default is dataclasses.MISSING:
+            default = field.default_factory()  # type: ignore[misc]  # a list knob: a fresh empty list
+        if _flag_type(field) == list[str]:
+            # A knob that holds several values takes its flag once per value (--lora a --lora b:0.5).
+            parser.add_argument(
+                flag,
+                dest=field.name,
+                action="append",
+                default=default,
+                help=field.metadata.get("description", ""),
+                metavar=field.name.upper(),
+            )
+            continue
         help_text = field.metadata.get("description", "")
         if field.name == "strategy":
             help_text += f" Choices: {', '.join(STRATEGIES)}."
         shown = "" if overrides_only or default in (None, "") else f" (default: {default})"
         if _flag_type(field) is bool:
-            action = argparse.BooleanOptionalAction if overrides_only else "store_true"
+            # A setting that is on by default needs its --no- form to be turned off at all.
+            action = argparse.BooleanOptionalAction if overrides_only or default is True else "store_true"
             parser.add_argument(flag, dest=field.name, action=action, default=default, help=help_text)
             continue
+        # `--from IMAGE` reads as a sentence; --from-image stays for symmetry with the setting's name.
+        names = (flag, "--from") if field.name == "from_image" else (flag,)
         parser.add_argument(
-            flag,
+            *names,
             dest=field.name,
             type=_flag_type(field),
             default=default,
@@ -110,13 +128,23 @@ def build_parser() -> argparse.ArgumentParser:
     fork.add_argument(
         "--from-iteration", type=int, required=True, metavar="K", help="the last image the new run shares"
     )
-    add_settings_flags(fork, overrides_only=True)
+    add_settings_flags(fork, overrides_only=True, skip=("from_image",))
     _add_checkpointer_flag(fork)
     runs = commands.add_parser(
         "runs", help="list run folders (and the runs inside batch folders) with status, images and best score"
     )
     runs.add_argument("root", nargs="?", default="runs", help="folder holding runs (default: runs)")
+    show = commands.add_parser(
+        "show",
+        help="print the provenance an image carries (prompt, seed, model, run...)",
+        description="Print what a PNG refineloop wrote says about itself: prompt, negative prompt, seed, steps, "
+        "guidance, size, strength, model, LoRAs and run id; images from other tools that use the `parameters` "
+        "text convention are read too.",
+    )
+    show.add_argument("image", help="a PNG file (NN.png, best.png, or any image with a parameters text)")
+    show.add_argument("--json", action="store_true", help="print the full record as JSON")
     add_batch_command(commands)
+    add_judge_check_command(commands)
     return parser
 
 
@@ -172,7 +200,22 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _fork(args)
     if args.command == "batch":
         return args.batch_handler(args)
+    if args.command == "judge-check":
+        return args.handler(args)
+    if args.command == "show":
+        return _show(args.image, as_json=args.json)
     return _list_runs(args.root)
+
+
+def _show(image: str, *, as_json: bool) -> int:
+    """Print an image's provenance (refineloop.tools.provenance)."""
+    import json
+
+    from refineloop.tools.provenance import describe, read_provenance
+
+    record = read_provenance(image)
+    print(json.dumps(record, indent=1, ensure_ascii=False) if as_json else describe(record, image))
+    return 0
 
 
 def _checked_url(args: argparse.Namespace) -> str:

@@ -35,17 +35,24 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
-from langgraph.checkpoint.sqlite import SqliteSaver
-
 from refineloop.errors import RunFolderError, SettingsError
 from refineloop.graph import ACCEPT_NODE, build_graph
 from refineloop.run_view import rewrite_paths
-from refineloop.runner import Outcome, checkpoints, execute, load_models
+from refineloop.runner import Outcome, checkpoints, execute, load_models, stop_ends_loading
 from refineloop.settings import RunSettings
 from refineloop.tasks import resolve_task
 from refineloop.tools.artifacts import listed_images, read_record, save_json, sidecar_path
 from refineloop.tools.models import MODELS, ModelCache
-from refineloop.tools.run_folder import CHECKPOINTS, LOCK, META, database_error, new_run_folder, read_meta, write_meta
+from refineloop.tools.run_folder import (
+    CHECKPOINTS,
+    LOCK,
+    META,
+    database_error,
+    new_run_folder,
+    read_meta,
+    run_saver,
+    write_meta,
+)
 from refineloop.tools.trace import append_trace
 
 
@@ -85,7 +92,8 @@ def fork_run(
     thread_id = Path(target).name
     # Made and locked before the models load, so a second fork to the same folder is refused at once.
     with new_run_folder(target, named=True) as claim:
-        load_models(models, settings, out)
+        with stop_ends_loading("nothing was kept", claim.discard):
+            load_models(models, settings, out)
         copy_images(source, target, from_iteration, recorded)
         with checkpoints(target) as checkpointer:
             write_meta(target, thread_id, settings.strategy)
@@ -151,7 +159,7 @@ def _history_saver(run_dir: str, url: str) -> Iterator[Any]:
     with _database_copy(run_dir) as path:
         conn = sqlite3.connect(path, check_same_thread=False)
         try:
-            yield SqliteSaver(conn)
+            yield run_saver(conn)
         finally:
             conn.close()
 

@@ -18,6 +18,8 @@ from typing import Any
 
 from langgraph.config import get_config
 
+from refineloop.tools import critic_images
+
 
 def rewrite_paths(value: Any, source: str, target: str) -> Any:
     """`value` with every string naming `source` or a file in it pointed at `target` instead."""
@@ -57,7 +59,8 @@ def apply_view(state: dict[str, Any], view: dict[str, Any] | None) -> dict[str, 
 
 
 def in_run_view(node: Callable[..., Any]) -> Callable[..., Any]:
-    """`node`, reading its state through the run config's view (see the module docstring)."""
+    """`node`, reading its state through the run config's view (see the module docstring), with the run's
+    critic working size in effect for the images it sends (refineloop.tools.critic_images)."""
 
     @functools.wraps(node)
     def seen_through_view(state: Any, *args: Any, **kwargs: Any) -> Any:
@@ -65,6 +68,12 @@ def in_run_view(node: Callable[..., Any]) -> Callable[..., Any]:
             view = get_config().get("configurable", {}).get("run_view")
         except RuntimeError:  # called outside a graph (tests call nodes directly): nothing to apply
             view = None
-        return node(apply_view(state, view) if view else state, *args, **kwargs)
+        seen = apply_view(state, view) if view else state
+        size = (seen.get("settings") or {}).get("judge_image_size") if isinstance(seen, dict) else None
+        token = critic_images.WORKING_SIZE.set(size or critic_images.DEFAULT_SIZE)
+        try:
+            return node(seen, *args, **kwargs)
+        finally:
+            critic_images.WORKING_SIZE.reset(token)
 
     return seen_through_view

@@ -15,6 +15,7 @@ hangs nor ends the run on the person's behalf.
 from __future__ import annotations
 
 import errno
+import os
 import signal
 import sqlite3
 import sys
@@ -25,21 +26,24 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.errors import GraphDrained
 from langgraph.runtime import RunControl
 from langgraph.types import Command
 
 from refineloop.errors import RefineError, RunFolderError, SettingsError
 from refineloop.graph import build_graph
+from refineloop.judges.audit import audit_lines, auditor_settings
+from refineloop.judges.final_pick import pick_headline
 from refineloop.nodes.review import ALIASES
 from refineloop.nodes.setup import initial_state, resolve_settings
 from refineloop.run_view import apply_view, make_view
 from refineloop.settings import RunSettings
 from refineloop.tools.artifacts import image_problem, write_artifacts
 from refineloop.tools.models import MODELS, ModelCache
+from refineloop.tools.report import REPORT_NAME
 from refineloop.tools.run_folder import (
     connect,
     database_error,
@@ -47,9 +51,11 @@ from refineloop.tools.run_folder import (
     new_run_folder,
     read_meta,
     read_values,
+    run_saver,
     write_meta,
 )
 from refineloop.tools.safe_io import write_text_atomic
+from refineloop.tools.text_safety import redact
 
 #: Each image takes 4-5 super-steps; a cap well above any image limit keeps `--max-iterations 0` safe.
 STEPS_PER_IMAGE = 8
@@ -91,6 +97,9 @@ class Progress:
             )
         elif node == "stop":
             self.out.write(f"stopped: {update.get('stop_reason')}\n")
+            for line in (pick_headline(update.get("final_pick")), *audit_lines(update.get("audit"))[:1]):
+                if line:
+                    self.out.write(line + "\n")
         self.out.flush()
 
 
@@ -102,6 +111,33 @@ STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SI
 def raise_interrupt(signum: int, frame: Any) -> None:
     """A stop signal as KeyboardInterrupt, so whatever runs unwinds (and cleans up) as for Ctrl-C."""
     raise KeyboardInterrupt
+
+
+@contextmanager
+def stop_ends_loading(note: str, cleanup: Callable[[], None] | None = None) -> Iterator[None]:
+    """While models load, a stop signal ends the process at once, in one line, after `cleanup`.
+
+    A KeyboardInterrupt raised in the middle of importing torch or diffusers can leave half-initialised
+    modules behind that fail in odd ways (a recursion error, say) instead of unwinding: nothing has been
+    made yet that a drain could finish, so the handler cleans up and exits without unwinding the import.
+    """
+
+    def end(signum: int, frame: Any) -> None:
+        if cleanup is not None:
+            cleanup()
+        os.write(2, f"refineloop: stopped before the first image: {note}\n".encode())
+        os._exit(EXIT_INTERRUPTED)
+
+    try:
+        previous = {sig: signal.signal(sig, end) for sig in STOP_SIGNALS}
+    except ValueError:  # not the main thread: the caller's own stop handling applies
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @contextmanager
@@ -156,18 +192,46 @@ class TerminalReviewer:
     def __call__(self, payload: dict[str, Any]) -> dict[str, Any]:
         """The answer to resume the graph with; NoAnswer at end of input."""
         self.out.write(format_review(payload))
+        checklist = "checklist" in payload  # offered only to runs judged by a checklist
+        menu = (
+            "[a]pprove / [e]dit prompt / [c]hecklist / [s]top: "
+            if checklist
+            else "[a]pprove / [e]dit prompt / [s]top: "
+        )
         while True:
-            choice = self._ask("[a]pprove / [e]dit prompt / [s]top: ")
+            choice = self._ask(menu)
             action = ALIASES.get(choice.lower())
             if action == "edit":
                 prompt = self._ask("new prompt: ")
                 if prompt:
                     return {"action": "edit", "prompt": prompt}
                 self.out.write("an empty prompt changes nothing: choose again\n")
-            elif action:
+            elif action == "checklist" and checklist:
+                questions = self._ask_lines(
+                    "new checklist, one question a line ('question | 2' weighs it 2), an empty line to end:"
+                )
+                if questions:
+                    return {"action": "checklist", "questions": questions}
+                self.out.write("an empty checklist changes nothing: choose again\n")
+            elif action and action != "checklist":
                 return {"action": action}
             else:
-                self.out.write(f"'{choice}' is not a choice: type a, e or s\n")
+                self.out.write(f"'{choice}' is not a choice: type a, e{', c' if checklist else ''} or s\n")
+
+    def _ask_lines(self, question: str) -> list[str]:
+        """Lines up to the first empty one (or the end of input once some were given)."""
+        self.out.write(question + "\n")
+        lines: list[str] = []
+        while True:
+            try:
+                line = self._ask("  > ")
+            except NoAnswer:
+                if lines:
+                    return lines
+                raise
+            if not line:
+                return lines
+            lines.append(line)
 
     def _ask(self, question: str) -> str:
         self.out.write(question)
@@ -205,6 +269,10 @@ def format_review(payload: dict[str, Any]) -> str:
         f"  critique:    {payload.get('critique') or '-'}",
         f"  next prompt: {payload.get('next_prompt')}   (from the {payload.get('next_from')})",
     ]
+    for n, question in enumerate(payload.get("checklist") or [], start=1):
+        lines.append(
+            f"  {'checklist:' if n == 1 else '':<12} {n}. {question['question']} (weight {question['weight']:g})"
+        )
     if payload.get("problem"):
         lines.append(f"  problem:     {payload['problem']}")
     return "\n".join(lines) + "\n"
@@ -232,7 +300,7 @@ def checkpoints(
         return
     conn = connect(run_dir)
     try:
-        yield SqliteSaver(conn)
+        yield run_saver(conn)
     finally:
         conn.close()
 
@@ -258,16 +326,18 @@ def start_run(
     settings, task = resolve_settings(settings)
     with new_run_folder(settings.output_dir, named=named) as claim:
         settings.output_dir = run_dir = claim.path
-        load_models(models, settings, out)
+        with stop_ends_loading("nothing was kept", claim.discard):
+            load_models(models, settings, out)
         state = initial_state(settings, task)
         thread_id = thread_id or Path(run_dir).name
         with checkpoints(run_dir, saver, checkpointer_url, thread_id) as checkpointer:
             write_meta(run_dir, thread_id, settings.strategy, checkpointer_url)
             out.write(
                 f"run folder: {run_dir}\nstrategy: {settings.strategy}   seed: {settings.seed}   goal: {task.goal}\n"
+                f"live report: {Path(run_dir) / REPORT_NAME} (rewritten after every image)\n"
             )
             outcome = execute(settings, state, thread_id, models, out, checkpointer, inp=inp)
-            if outcome.values:
+            if outcome.values.get("settings"):  # a checkpoint a resume can continue from
                 claim.keep()
             else:
                 out.write("nothing was checkpointed, so the run folder is removed: run the same command again\n")
@@ -309,8 +379,10 @@ def resume_run(
         view = make_view(values, run_dir, overrides)
         check_images(apply_view(values, view))
         settings = RunSettings.from_dict({**values["settings"], **(overrides or {}), "output_dir": run_dir})
-        load_models(models, settings, out)
+        with stop_ends_loading("the run folder is as it was"):
+            load_models(models, settings, out)
         out.write(f"resuming {run_dir} after image {values.get('iteration', 0)}\n")
+        out.write(f"live report: {Path(run_dir) / REPORT_NAME} (rewritten after every image)\n")
         return execute(settings, None, meta["thread_id"], models, out, checkpointer, inp=inp, view=view)
 
 
@@ -330,17 +402,33 @@ def check_images(values: dict[str, Any]) -> None:
 
 
 def load_models(models: ModelCache, settings: RunSettings, out: TextIO) -> None:
-    """Load both models up front, so a missing model fails before any image is made."""
+    """Load both models up front, so a missing model fails before any image is made.
+
+    The critic comes first: an Ollama critic is loaded into the server's memory now (an empty request with
+    `--critic-keep-alive`), so the image model's placement measures the GPU memory it really leaves free, and
+    the placement line says how much the critic holds (from /api/ps).
+    """
+    models.chat_model(settings)
+    critic_note = _load_critic(settings)
     image_model = models.image_model(settings)
     if settings.strategy == "img2img" and not image_model.traits.img2img:
         raise SettingsError(f"{image_model.name} cannot start from an image: use --strategy climbing with it")
-    models.chat_model(settings)
+    if settings.audit_model:
+        models.chat_model(auditor_settings(settings))  # the auditor too: a missing one fails before any image
     placement = getattr(image_model, "placement", "")
     out.write(
         f"image model: {image_model.name}"
         + (f" on {placement}" if placement else "")
-        + f"   critic: {settings.eval_model}\n"
+        + f"   critic: {settings.eval_model}{critic_note}"
+        + (f"   auditor: {settings.audit_model}" if settings.audit_model else "")
+        + "\n"
     )
+    if settings.lora:
+        out.write(f"LoRAs: {', '.join(settings.lora)}\n")
+    from refineloop.tools.provenance import from_image_notes
+
+    for note in from_image_notes(settings, image_model.name):
+        out.write(note + "\n")
     if settings.strategy == "img2img" and not image_model.traits.strength:
         out.write(
             f"warning: {image_model.name} has no strength knob: the strength schedule does nothing, "
@@ -353,6 +441,29 @@ def load_models(models: ModelCache, settings: RunSettings, out: TextIO) -> None:
     # Options the strategy ignores are said, not dropped in silence (the checks that refuse are in validate).
     for warning in settings_warnings(settings):
         out.write(warning + "\n")
+
+
+def _load_critic(settings: RunSettings) -> str:
+    """Load an Ollama critic into memory now and describe what it holds, for the placement line ("" for other
+    critics)."""
+    if not settings.eval_model.startswith("ollama:"):
+        return ""
+    from refineloop.tools.ollama import load_resident, resolve_base_url
+
+    url = resolve_base_url(settings.ollama_url or None)
+    keep = settings.critic_keep_alive
+    resident = load_resident(settings.eval_model[7:], base_url=url, keep_alive=keep, timeout=settings.critic_timeout)
+    parts = urlsplit(url)
+    # A remote Ollama's memory is its own host's: say whose GPU it is, since it is not the one being placed on.
+    where = "" if parts.hostname in ("127.0.0.1", "localhost", "::1") else f" at {parts.netloc}"
+    kept = ""
+    if keep == "-1":
+        kept = ", kept loaded for ever"
+    elif keep and keep != "0":
+        kept = f", kept loaded {keep}"
+    if resident is None:
+        return f" (not resident{where}: unloaded after each call)" if keep == "0" else f" (not resident{where})"
+    return f" ({resident.line()}{where}{kept})"
 
 
 def execute(
@@ -453,7 +564,7 @@ def _logged(run_dir: str) -> str:
     """Write the traceback being handled to the run's error.log; the note that says where (or why not)."""
     log = Path(run_dir) / "error.log"
     try:
-        write_text_atomic(log, traceback.format_exc())
+        write_text_atomic(log, redact(traceback.format_exc()))
     except (OSError, RefineError) as exc:
         return f" (no error.log: {exc.strerror if isinstance(exc, OSError) else exc})"
     return f" (details in {log})"
@@ -473,10 +584,12 @@ def explain(exc: BaseException, settings: RunSettings) -> str:
         return f"cannot write {exc.filename} ({exc.strerror}): make the run folder writable, then resume the run"
     if isinstance(exc, sqlite3.DatabaseError):
         return str(database_error(settings.output_dir, exc))
-    mapped = explain_connection_error(exc, settings.ollama_url or None)
+    from refineloop.tools.openai_chat import explain_for_settings
+
+    mapped = explain_for_settings(exc, settings) or explain_connection_error(exc, settings.ollama_url or None)
     if mapped is not None:
-        return str(mapped)
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return redact(str(mapped))
+    first = redact(str(exc)).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
@@ -484,8 +597,8 @@ def _report(out: TextIO, run_dir: str, status: str, values: dict[str, Any]) -> N
     best = values.get("best")
     if best:
         out.write(f"best: image {best['iteration']} scored {best['score']}/10 -> {Path(run_dir) / 'best.png'}\n")
-    if not values:
-        return  # nothing was checkpointed: there is nothing to look at or resume
+    if not values.get("settings"):
+        return  # nothing a resume could continue from was checkpointed: there is nothing to look at or resume
     out.write(f"files: {run_dir}\n")
     if status != "done":
         out.write(f"resume with: refineloop resume {run_dir}\n")

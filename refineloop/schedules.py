@@ -19,6 +19,14 @@ def derive_seed(seed: int, iteration: int, purpose: str = "image") -> int:
     return int.from_bytes(digest[:4], "big")
 
 
+def image_seed(seed: int, iteration: int, first_seed: int | None = None) -> int:
+    """The seed of image `iteration`: derived from the run seed, except image 1 when `first_seed` pins it
+    (`run --from IMAGE` remakes that image first)."""
+    if iteration == 1 and first_seed is not None:
+        return first_seed
+    return derive_seed(seed, iteration)
+
+
 def draw(seed: int, iteration: int) -> float:
     """The annealing acceptance draw for an iteration, uniform in [0, 1)."""
     return random.Random(derive_seed(seed, iteration, "accept")).random()

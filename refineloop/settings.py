@@ -29,9 +29,11 @@ PATIENT_STRATEGIES = ("climbing", "img2img")
 #: Strategies whose acceptance compares the new image with another, so a pairwise judge has a duel to decide.
 COMPARING_STRATEGIES = ("climbing", "annealing", "img2img")
 AGENT_STRATEGIES = ("agent", "evaluator-optimizer")
+#: How a run's images are judged (refineloop.nodes.evaluate, refineloop.judges).
+JUDGES = ("score", "pairwise", "checklist")
 #: Chat backends a `prefix:name` spec may name (refineloop.tools.models.load_chat_model); other names without a
 #: colon may be models registered in the process's model cache, so only the prefixed form is checked.
-CHAT_BACKENDS = ("ollama",)
+CHAT_BACKENDS = ("ollama", "openai")
 
 # Bounds that catch a typo before any folder exists; past them a model fails (or a run never ends) only at the
 # first image. Sizes are multiples of 8, the latent downscale of every diffusers VAE in use.
@@ -42,6 +44,8 @@ MAX_GUIDANCE = 100.0
 MAX_ROUNDS = 10_000
 MAX_GOAL = 4000
 MAX_TEXT = 4096
+#: The final pick duels every pair of its images in both orders, so its cost grows as K squared.
+MAX_FINAL_PICK = 10
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
@@ -69,8 +73,45 @@ class RunSettings:
     initial_strength: float = _knob(0.8, "img2img strength for the first refinement (explore).")
     final_strength: float = _knob(0.3, "img2img strength for the last refinement (polish).")
     image_model: str = _knob("sketch", "Image model: `sketch` (offline demo), `hf:<hub id>` or a local folder.")
-    eval_model: str = _knob("demo", "Vision critic: `demo` (offline heuristic) or `ollama:<model>`.")
+    eval_model: str = _knob(
+        "demo",
+        "Vision critic: `demo` (offline heuristic), `ollama:<model>`, or `openai:<model>` on any OpenAI-compatible "
+        "server (--openai-url).",
+    )
     ollama_url: str = _knob("", "Ollama base URL; empty uses OLLAMA_HOST or http://127.0.0.1:11434.")
+    openai_url: str = _knob(
+        "",
+        "Base URL of the OpenAI-compatible server for `openai:` models, ending in /v1 (vLLM, llama.cpp, LM Studio, "
+        "a proxy); empty uses OPENAI_BASE_URL, else https://api.openai.com/v1.",
+    )
+    openai_key_env: str = _knob(
+        "OPENAI_API_KEY",
+        "Name of the environment variable holding the API key for `openai:` models (the key itself is never "
+        "written anywhere); a local server usually needs none.",
+    )
+    openai_stream: bool = _knob(
+        False, "Stream replies from the OpenAI-compatible server (keeps proxies that cut idle connections happy)."
+    )
+    critic_keep_alive: str = _knob(
+        "",
+        "How long Ollama keeps the critic loaded after a call (its keep_alive: 10m, 1h, -1 for ever, 0 to unload "
+        "at once, so the image model has the GPU to itself between critic calls); empty: Ollama's default.",
+    )
+    lora: list[str] = field(
+        default_factory=list,
+        metadata={
+            "description": "A LoRA for the diffusers image model: a .safetensors file, a folder or a hub id, with an "
+            "optional :SCALE (default 1.0), e.g. style.safetensors:0.8; repeat the flag for several."
+        },
+    )
+    from_image: str = _knob(
+        "",
+        "Start from an image refineloop made (its PNG provenance): its prompt, negative prompt and seed draw the "
+        "first image again, and its task is reused unless --task or --goal is given.",
+    )
+    first_seed: int | None = _knob(
+        None, "Seed of the first image (set by --from IMAGE to remake it); empty derives it from --seed."
+    )
     width: int | None = _knob(None, "Image width in pixels; empty takes the model's default.")
     height: int | None = _knob(None, "Image height in pixels; empty takes the model's default.")
     steps: int | None = _knob(None, "Denoising steps; empty takes the model's default.")
@@ -88,11 +129,34 @@ class RunSettings:
     )
     judge: str = _knob(
         "score",
-        "How images are compared: score (1-10 each) or pairwise (the critic compares the new image with the best, "
-        "in both orders; it is adopted only when it wins both).",
+        "How images are compared: score (1-10 each), pairwise (the critic compares the new image with the best, "
+        "in both orders; it is adopted only when it wins both), or checklist (the critic writes 4-10 weighted "
+        "yes/no questions once; an image scores its weighted pass rate on 0-10, P(yes) where the model gives "
+        "log probabilities).",
     )
     judge_samples: int = _knob(1, "Judge samples per image, averaged (at a small temperature when above 1).")
+    judge_image_size: int = _knob(
+        1024,
+        "Longest side, in pixels, of the images sent to the critic (encoded once per image as a high-quality "
+        "JPEG; the PNG on disk stays full size and lossless).",
+    )
     candidates: int = _knob(1, "Images drawn per round (best-of-N, one batched call); the best-judged competes.")
+    final_pick: int = _knob(
+        3,
+        "At the stop, the K highest-scored images (and the best) meet again under a careful judge (extra samples and "
+        "duels in both orders) and the winner becomes best.png; 0 turns it off.",
+    )
+    confirm_done: bool = _knob(
+        True,
+        "A DONE stops the run only after a second look agrees: a fresh judge sample, and a duel with the best when "
+        "another image holds it (--no-confirm-done stops on the first DONE, as the seed does).",
+    )
+    audit_model: str = _knob(
+        "",
+        "An independent critic (`demo`, `ollama:<model>`) that judges the crowned image against the first one at "
+        "the end, in both orders; empty: no audit.",
+    )
+    audit_every: bool = _knob(False, "With --audit-model: the auditor also scores every image as it is judged.")
     max_images: int = _knob(0, "Budget: stop after this many images in all; 0 means no budget.")
     max_critic_calls: int = _knob(0, "Budget: stop after this many critic calls in all; 0 means no budget.")
     max_seconds: float = _knob(0.0, "Budget: stop after this much working time, in seconds; 0 means no budget.")
@@ -142,9 +206,14 @@ class RunSettings:
             "--critic-timeout must be a positive number of seconds (try 120)",
         )
         _check(0 <= self.critic_retries <= 10, "--critic-retries must be between 0 and 10")
-        _check(self.judge in ("score", "pairwise"), f"unknown judge '{self.judge}': use score or pairwise")
+        _check(self.judge in JUDGES, f"unknown judge '{self.judge}': use {_either(JUDGES)}")
         _check(1 <= self.judge_samples <= 16, "--judge-samples must be between 1 and 16")
+        _check(64 <= self.judge_image_size <= 4096, "--judge-image-size must be between 64 and 4096 pixels (try 1024)")
         _check(1 <= self.candidates <= 16, "--candidates must be between 1 and 16")
+        _check(
+            self.final_pick == 0 or 2 <= self.final_pick <= MAX_FINAL_PICK,
+            f"--final-pick must be 0 (off) or between 2 and {MAX_FINAL_PICK} images, got {self.final_pick}",
+        )
         for name in ("max_images", "max_critic_calls", "max_seconds"):
             _check(getattr(self, name) >= 0, f"--{name.replace('_', '-')} must be 0 (no budget) or positive")
         _check(self.dtype in ("", "bf16", "fp16", "fp32"), f"unknown dtype '{self.dtype}': use bf16, fp16 or fp32")
@@ -153,6 +222,7 @@ class RunSettings:
             f"unknown device '{self.device}': use cuda, cuda:N, mps or cpu",
         )
         _check(self.agent_router_calls >= 1, "--agent-router-calls must be at least 1")
+        _check_backends(self)
         _check_ranges(self)
         _check_models(self)
         _check_combinations(self)
@@ -235,10 +305,12 @@ def _check_text(settings: RunSettings) -> None:
 
 def _check_ranges(settings: RunSettings) -> None:
     """Ranges a model or the loop would only trip over at the first image, or never finish with."""
-    _check(
-        settings.seed is None or 0 <= settings.seed <= MAX_SEED,
-        f"--seed must be between 0 and {MAX_SEED} (2**64-1), got {settings.seed}",
-    )
+    for name in ("seed", "first_seed"):
+        value = getattr(settings, name)
+        _check(
+            value is None or 0 <= value <= MAX_SEED,
+            f"{_flag(name)} must be between 0 and {MAX_SEED} (2**64-1), got {value}",
+        )
     for name in ("width", "height"):
         side = getattr(settings, name)
         _check(
@@ -271,14 +343,69 @@ def _check_models(settings: RunSettings) -> None:
         )
     elif image.startswith("sketch:"):
         _check_sketch_options(image)
-    for flag, spec in (("--eval-model", settings.eval_model), ("--agent-model", settings.agent_model)):
-        if flag == "--agent-model" and spec == "":
-            continue  # empty means: the critic's model
-        fix = "use demo or ollama:<model> (e.g. ollama:gemma3:4b)"
+    specs = (("--eval-model", settings.eval_model), ("--agent-model", settings.agent_model))
+    for flag, spec in (*specs, ("--audit-model", settings.audit_model)):
+        if flag in ("--agent-model", "--audit-model") and spec == "":
+            continue  # empty means: the critic's model (agent), no audit (auditor)
+        fix = "use demo, ollama:<model> (e.g. ollama:gemma3:4b) or openai:<model>"
         _check(spec.strip() != "", f"{flag} is empty: {fix}")
         backend, colon, name = spec.partition(":")
         if colon:
             _check(backend in CHAT_BACKENDS and name.strip() != "", f"{flag} '{spec}' is not a model: {fix}")
+
+
+#: Ollama's keep_alive: a whole number of seconds (negative: for ever) or a Go duration such as 10m or 1h30m.
+_KEEP_ALIVE = re.compile(r"-?\d+|-?(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+MAX_LORAS = 8
+
+
+def _check_backends(settings: RunSettings) -> None:
+    """How the chat backends are reached, and the LoRAs asked for, checked before anything loads."""
+    url = settings.openai_url
+    _check(
+        url == "" or (url.startswith(("http://", "https://")) and not any(ch.isspace() for ch in url)),
+        f"--openai-url '{url}' is not an http(s) URL: pass one like http://127.0.0.1:8000/v1",
+    )
+    _check(
+        _ENV_NAME.fullmatch(settings.openai_key_env) is not None,
+        f"--openai-key-env '{settings.openai_key_env}' is not a variable name: name the variable holding the key "
+        "(e.g. OPENAI_API_KEY), never the key itself",
+    )
+    keep = settings.critic_keep_alive
+    _check(
+        keep == "" or _KEEP_ALIVE.fullmatch(keep) is not None,
+        f"--critic-keep-alive '{keep}' is not a duration: use seconds (300, -1 for ever, 0) or 10m, 1h, 1h30m",
+    )
+    _check(
+        isinstance(settings.lora, list) and all(isinstance(spec, str) for spec in settings.lora),
+        f"--lora takes a list of PATH_OR_ID[:SCALE] texts, got {settings.lora!r}",
+    )
+    _check(len(settings.lora) <= MAX_LORAS, f"--lora was given {len(settings.lora)} times, more than {MAX_LORAS}")
+    for spec in settings.lora:
+        _check(spec.strip() != "", "--lora is empty: give a .safetensors file, a folder or a hub id")
+        _check(len(spec) <= MAX_TEXT and not _CONTROL.search(spec), f"--lora {spec[:60]!r}: remove control characters")
+        _check(lora_scale(spec)[1] is not None, f"--lora '{spec}': the scale after ':' must be a number from -10 to 10")
+    image = settings.image_model
+    _check(
+        not settings.lora or not (image == "sketch" or image.startswith("sketch:")),
+        "--lora needs a diffusers image model (hf:<hub id> or a local folder); the sketch painter takes none",
+    )
+
+
+def lora_scale(spec: str) -> tuple[str, float | None]:
+    """Split `PATH_OR_ID[:SCALE]` into the source and its scale (1.0 when none is given); a scale that is not
+    a number in [-10, 10] comes back as None. A colon that is not followed by a number belongs to the path."""
+    source, colon, tail = spec.rpartition(":")
+    if not colon:
+        return spec.strip(), 1.0
+    try:
+        scale = float(tail)
+    except ValueError:
+        return spec.strip(), 1.0
+    if not math.isfinite(scale) or not -10 <= scale <= 10 or not source.strip():
+        return source.strip(), None
+    return source.strip(), scale
 
 
 def _check_sketch_options(spec: str) -> None:
@@ -305,6 +432,10 @@ def _check_combinations(settings: RunSettings) -> None:
     strategies only warn (`settings_warnings`): they leave the run exactly as asked otherwise, and they arrive
     legitimately from a forked run's original settings or a batch's [defaults].
     """
+    _check(
+        not settings.audit_every or bool(settings.audit_model),
+        "--audit-every needs an auditor: add --audit-model MODEL (e.g. --audit-model ollama:qwen2.5vl:7b)",
+    )
     _check(
         settings.judge != "pairwise" or settings.strategy in COMPARING_STRATEGIES,
         f"--judge pairwise compares the new image with the one it must beat, but {settings.strategy} keeps every "
@@ -354,11 +485,29 @@ def settings_warnings(settings: RunSettings) -> list[str]:
             f"--agent-model {settings.agent_model} is used by {' and '.join(AGENT_STRATEGIES)} only: "
             f"{strategy} ignores it"
         )
+    if _changed(settings, "openai_url", "openai_key_env", "openai_stream") and not _uses(settings, "openai:"):
+        found.append("--openai-url, --openai-key-env and --openai-stream reach openai: models, and none is used here")
+    if settings.critic_keep_alive and not _uses(settings, "ollama:"):
+        found.append("--critic-keep-alive is Ollama's keep_alive: no model here is an ollama: one, so it does nothing")
     if strategy != "agent" and _changed(settings, "agent_router_calls"):
         found.append(f"--agent-router-calls bounds the agent's router: {strategy} has none and ignores it")
     return [f"warning: {line}" for line in found]
 
 
+def _uses(settings: RunSettings, prefix: str) -> bool:
+    """Whether the critic or the agent model is served by the backend `prefix` names."""
+    return settings.eval_model.startswith(prefix) or settings.agent_model.startswith(prefix)
+
+
 #: Settings a resume may change: they decide where and how models are reached, never what an image or a
 #: verdict is, so a resumed run still ends exactly like an uninterrupted one.
-RESUME_OVERRIDES = ("ollama_url", "device", "critic_timeout", "critic_retries")
+RESUME_OVERRIDES = (
+    "ollama_url",
+    "openai_url",
+    "openai_key_env",
+    "openai_stream",
+    "critic_keep_alive",
+    "device",
+    "critic_timeout",
+    "critic_retries",
+)

@@ -6,8 +6,10 @@ Images live on disk in the run folder; state holds their paths as `str`.
 from __future__ import annotations
 
 import operator
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
+from langgraph.channels.delta import DeltaChannel
 from typing_extensions import TypedDict
 
 Verdict = Literal["DONE", "CONTINUE", "unknown"]
@@ -43,10 +45,32 @@ class Candidate(TypedDict, total=False):
     """What the critic saw."""
     next_idea: str
     """The critic's description of how the next image should look."""
+    answers: list[float]
+    """With --judge checklist: the chance of a yes to each question of the run's checklist, in order."""
+    unmet: list[str]
+    """With --judge checklist: the questions this image fails, most weighty first (the proposer's to-do list)."""
+    confirm: dict[str, Any]
+    """The second look a DONE got before it could stop the run (refineloop.judges.confirm)."""
+    audit_score: float | None
+    """With --audit-every: the auditor's own score of this image."""
+
+
+def extend_history(history: list[HistoryEntry] | None, writes: Sequence[list[HistoryEntry]]) -> list[HistoryEntry]:
+    """The history channel's reducer: append each write's entries in order (the same result however the writes
+    are batched, as a delta channel needs when it replays them)."""
+    merged = list(history or [])
+    for entries in writes:
+        merged.extend(entries)
+    return merged
+
+
+def latest(value: dict[str, Any] | None, writes: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The reducer of a value that is set, not accumulated: the last write wins (however writes are batched)."""
+    return writes[-1] if writes else (value or {})
 
 
 class HistoryEntry(TypedDict, total=False):
-    """A small per-iteration record (kept small: every checkpoint stores the whole list)."""
+    """A small per-iteration record."""
 
     iteration: int
     """The image this entry is about."""
@@ -68,12 +92,21 @@ class HistoryEntry(TypedDict, total=False):
     """Wall time spent on this image (generate + judge)."""
 
 
+def add_counts(left: dict[str, float] | None, right: dict[str, float] | None) -> dict[str, float]:
+    """Reducer of `judge_stats`: counters from every node add up (a missing counter counts 0)."""
+    total = dict(left or {})
+    for key, value in (right or {}).items():
+        total[key] = total.get(key, 0) + value
+    return total
+
+
 class RefineState(TypedDict, total=False):
     """Everything the loop needs to continue after a crash."""
 
-    settings: dict[str, Any]
-    """RunSettings as a dict (runtime context is not checkpointed, so knobs live here)."""
-    task: dict[str, Any]
+    settings: Annotated[dict[str, Any], DeltaChannel(latest)]
+    """RunSettings as a dict (runtime context is not checkpointed, so knobs live here). Written once, so a
+    delta channel keeps it out of every later checkpoint."""
+    task: Annotated[dict[str, Any], DeltaChannel(latest)]
     """The resolved Task as a dict: subject anchor, negative prompt, judging criteria, escalation."""
     run_dir: str
     """Folder holding the images, trace and artifacts of this run."""
@@ -101,8 +134,9 @@ class RefineState(TypedDict, total=False):
     """running until the stop node finishes; done afterwards (an empty `next` is not proof)."""
     stop_reason: str
     """Why the run stopped, in words."""
-    history: Annotated[list[HistoryEntry], operator.add]
-    """One small entry per image, appended by the accept node."""
+    history: Annotated[list[HistoryEntry], DeltaChannel(extend_history)]
+    """One small entry per round, appended by the accept node. Checkpoints keep only each round's new entry
+    (a delta channel, with a full snapshot every 100 rounds), so they grow with the run, not with its square."""
     started_at: float
     """Unix time the run began, for elapsed-time display."""
     critic_calls: Annotated[int, operator.add]
@@ -113,3 +147,16 @@ class RefineState(TypedDict, total=False):
     """Pairwise comparisons made (each is two calls, one per image order)."""
     order_flips: Annotated[int, operator.add]
     """Comparisons whose two orders disagreed: the judge's position bias, reported in summary.txt."""
+    prompt_style: str
+    """How the condense step writes prompts in this run (tags or sentences: the task's choice, else the image
+    model's), recorded by summarize so summary.txt can show which instructions ran."""
+    checklist: list[dict[str, Any]]
+    """With --judge checklist: the run's weighted yes/no questions ({"question", "weight"}), written once by the
+    critic (or taken from the task's `checklist`), editable at --review."""
+    judge_stats: Annotated[dict[str, float], add_counts]
+    """How the judge behaved, counted in passing (sample spread, duel flips and ties, score-duel agreement);
+    refineloop.judges.measure turns it into lines of summary.txt and the report."""
+    final_pick: dict[str, Any] | None
+    """The final pick at the stop: the images that met again, their samples and duel points, the winner."""
+    audit: dict[str, Any] | None
+    """With --audit-model: the independent critic's verdict on whether the run improved on its first image."""

@@ -94,6 +94,9 @@ class Reply:
     """How many pieces the content is streamed in."""
     hangup: bool = False
     """Close the connection without sending any response at all (a server that died on the request)."""
+    logprobs: list[dict[str, Any]] | None = None
+    """Token log probabilities, in Ollama's shape ({"token", "logprob", "top_logprobs": [...]}), sent with the first
+    content chunk when the request asks for them (`"logprobs": true`), as a server that supports them does."""
 
 
 def _as_reply(entry: Any) -> Reply:
@@ -247,12 +250,14 @@ class FakeOllama:
         log_path: str | Path | None = None,
         fail_first: int = 0,
         fail_status: int = 500,
+        resident_bytes: tuple[int, int] = (5_100_000_000, 5_100_000_000),
     ) -> None:
         """models: name -> capabilities (None leaves the field out, like an older server).
 
         default: called as default(role, body, n) when the queues are empty; None answers "" instead.
         log_path: also append every request as one JSON line there (for subprocess tests).
         fail_first: answer the first this many chat requests with HTTP `fail_status` (settable later too).
+        resident_bytes: (size, size_vram) /api/ps reports for a loaded model.
         """
         src = DEFAULT_MODELS if models is None else models
         self.models: dict[str, list[str] | None] = {k: None if v is None else list(v) for k, v in src.items()}
@@ -267,6 +272,9 @@ class FakeOllama:
         self.fail_first = fail_first
         """Chat requests still to fail with `fail_status` before any scripted reply is served."""
         self.fail_status = fail_status
+        self.resident_bytes = resident_bytes
+        self.loaded: dict[str, Any] = {}
+        """Models held in memory (a chat request loads one; keep_alive 0 unloads it again) -> their keep_alive."""
         self._lock = threading.Lock()
         self._host, self._port = host, port
         self._server: ThreadingHTTPServer | None = None
@@ -435,6 +443,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.owner._record({"method": "GET", "path": self.path, "body": None})
         if self.path == "/api/tags":
             self._json(200, {"models": [self._tag(name) for name in self.owner.models]})
+        elif self.path == "/api/ps":
+            self._json(200, {"models": [self._running(name, keep) for name, keep in self.owner.loaded.items()]})
         elif self.path == "/api/version":
             self._json(200, {"version": self.owner.version})
         elif self.path in ("/", ""):
@@ -477,6 +487,25 @@ class _Handler(BaseHTTPRequestHandler):
             },
         }
 
+    def _running(self, name: str, keep_alive: Any) -> dict[str, Any]:
+        """One /api/ps entry, as the real server lists a loaded model."""
+        size, vram = self.owner.resident_bytes
+        return {
+            **self._tag(name),
+            "expires_at": "2099-01-01T00:00:00Z" if keep_alive in (-1, "-1") else "2026-01-01T00:05:00Z",
+            "size": size,
+            "size_vram": vram,
+            "context_length": 4096,
+        }
+
+    def _load(self, name: str, keep_alive: Any) -> None:
+        """What a request does to the server's memory: loads the model, or unloads it with keep_alive 0."""
+        with self.owner._lock:
+            if keep_alive in (0, "0", "0s"):
+                self.owner.loaded.pop(name, None)
+            else:
+                self.owner.loaded[name] = keep_alive
+
     def _lookup(self, name: str) -> str | None:
         """Resolve a name the way Ollama does: an untagged name means ':latest'."""
         models = self.owner.models
@@ -518,6 +547,21 @@ class _Handler(BaseHTTPRequestHandler):
             # The real server refuses think=true for a model without the capability (false is fine).
             self._json(400, {"error": f'"{requested}" does not support thinking'})
             return
+        if body.get("messages") == []:
+            # An empty chat only loads the model (how clients warm one up), answering at once.
+            self._load(name, body.get("keep_alive"))
+            self._json(
+                200,
+                {
+                    "model": requested,
+                    "created_at": _now(),
+                    "message": {"role": "assistant", "content": ""},
+                    "done_reason": "load",
+                    "done": True,
+                },
+            )
+            return
+        self._load(name, body.get("keep_alive"))
         failure = self.owner._take_failure()
         if failure is not None:
             self._json(failure, {"error": f"scripted failure (HTTP {failure})"})
@@ -555,7 +599,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self._drop()
                 return
             msg = {"role": "assistant", "content": piece}
-            self._chunk({**base, "created_at": _now(), "message": msg, "done": False})
+            line = {**base, "created_at": _now(), "message": msg, "done": False}
+            if i == 0 and reply.logprobs is not None and body.get("logprobs"):
+                line["logprobs"] = reply.logprobs
+            self._chunk(line)
         if reply.drop_after is not None and reply.drop_after >= len(pieces):
             self._drop()
             return

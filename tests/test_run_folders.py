@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from refineloop.tools.run_folder import read_values
 from tests.conftest import cli_env, images_in, refineloop, start_cli_in, wait_for
@@ -39,11 +40,17 @@ def history(run: Path) -> list[dict[str, object]]:
     return read_values(str(run), meta["thread_id"])["history"]
 
 
+def pixels(path: Path) -> bytes:
+    with Image.open(path) as picture:
+        return picture.convert("RGB").tobytes()
+
+
 def same_images(a: Path, b: Path) -> None:
-    """Both folders hold the same NN.png files, byte for byte, and best.png agrees."""
+    """Both folders hold the same NN.png pictures, pixel for pixel (their provenance names their own run), and
+    best.png agrees."""
     assert images_in(a) == images_in(b)
     for name in [*images_in(a), "best.png"]:
-        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+        assert pixels(a / name) == pixels(b / name), name
 
 
 def one_line_error(result: subprocess.CompletedProcess[str], fragment: str) -> None:

@@ -42,15 +42,12 @@ def write_goals(path: Path, count: int) -> Path:
 
 
 def checkpointed(url: str, thread_id: str) -> dict[str, Any]:
-    """A thread's latest checkpointed state, read straight from Postgres."""
-    from refineloop.scale.postgres import open_pool, open_saver
+    """A thread's latest checkpointed state, read from Postgres (the history rebuilt from its deltas)."""
+    from refineloop.graph import build_graph
+    from refineloop.tools.run_folder import reading_saver
 
-    pool = open_pool(url, max_size=1)
-    try:
-        found = open_saver(pool).get_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}})
-    finally:
-        pool.close()
-    return dict(found.checkpoint["channel_values"]) if found else {}
+    with reading_saver("", url) as saver:
+        return dict(build_graph("greedy", saver).get_state({"configurable": {"thread_id": thread_id}}).values)
 
 
 def queue_rows(url: str) -> dict[str, dict[str, Any]]:

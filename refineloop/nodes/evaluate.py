@@ -23,6 +23,11 @@ from langchain_core.messages import HumanMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 
 from refineloop.budgets import critic_calls_left
+from refineloop.judges.audit import audit_each
+from refineloop.judges.base import Judging
+from refineloop.judges.checklist import checklist_score, prepare_checklist
+from refineloop.judges.confirm import confirm_done
+from refineloop.judges.hooks import evaluate_extras
 from refineloop.prompts import JUDGE_REMINDER, compare_messages_text, judge_messages_text
 from refineloop.settings import RunSettings
 from refineloop.state import Candidate, RefineState
@@ -114,6 +119,8 @@ def score_image(
     samples: int,
 ) -> Candidate:
     """Judge an image `samples` times and fold the answers into its record (mean score, every sample)."""
+    if settings.judge == "checklist":  # weighted yes/no questions instead of a 1-10 score
+        return checklist_score(Judging(models, settings, task, run_dir, budget), candidate, samples)
     temperature = SAMPLE_TEMPERATURE if settings.judge_samples > 1 else 0.0
     judge = models.judge_model(settings, temperature)
     verdicts = [
@@ -161,7 +168,7 @@ def compare(
     budget: CallBudget,
 ) -> dict[str, Any] | None:
     """Head to head in both orders: wins counts the orders in which the challenger won (0, 1 or 2)."""
-    judge = models.chat_at(settings, 0.0)
+    judge = models.plain_judge(settings, 0.0)  # the cold judge copy (thinking off), like the scorer
     winners = []
     for first, second in ((challenger, incumbent), (incumbent, challenger)):
         if not budget.take():
@@ -193,11 +200,14 @@ def evaluate(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
     models = models_for(config)
     run_dir = state["run_dir"]
     budget = CallBudget(critic_calls_left(state, settings))
+    task, checklist = prepare_checklist(models, settings, task, state, run_dir, budget)  # --judge checklist
+    judging = Judging(models, settings, task, run_dir, budget)
     candidate = state["candidate"]
     batch = state.get("batch") or []
     if not batch or batch[0]["iteration"] != candidate["iteration"]:
         batch = [candidate]  # a one-image round (the batch, if any, is an older round's)
     judged = [score_image(models, settings, task, c, run_dir, budget, settings.judge_samples) for c in batch]
+    judged = audit_each(judging, judged)  # --audit-every: the auditor's own score of each image
     chosen = max(judged, key=lambda c: -1.0 if c["score"] is None else c["score"])
     for other in judged:
         if other is not chosen:
@@ -232,12 +242,14 @@ def evaluate(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
         if result is not None:
             chosen["pairwise"] = result
             update.update(comparisons=1, order_flips=int(result["flipped"]))
+    chosen = confirm_done(judging, chosen, best)  # a DONE that could stop the run gets a second look first
     if rescored is not None:
         # Written last, after every critic call of this node: a drain aborts a call, never this write.
         record_rescore(run_dir, *rescored, at=candidate["iteration"])
     if len(judged) > 1:
         update["batch"] = judged
     update.update(candidate=chosen, critic_calls=budget.used, seconds=time.perf_counter() - started)
+    update.update(evaluate_extras(judged, judging, checklist))  # the judge's counters, a new checklist
     return update
 
 

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 
-from refineloop.schedules import derive_seed, strength
+from refineloop.schedules import image_seed, strength
 from refineloop.settings import RunSettings
 from refineloop.state import Candidate, RefineState
 from refineloop.tasks import Task
+from refineloop.tools import critic_images
 from refineloop.tools.artifacts import image_path, save_image
 from refineloop.tools.image_models import ImageRequest
 from refineloop.tools.models import models_for
+from refineloop.tools.provenance import image_record, png_info
 from refineloop.tools.trace import append_trace
 
 
@@ -46,7 +49,7 @@ def generate(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
     request = ImageRequest(
         prompt=compose_prompt(task.subject, state["prompt"]),
         negative_prompt=task.negative_prompt if model.traits.negative_prompt else "",
-        seeds=tuple(derive_seed(settings.seed or 0, n) for n in numbers),
+        seeds=tuple(image_seed(settings.seed or 0, n, settings.first_seed) for n in numbers),
         init_image=init_image,
         strength=used_strength,
         width=settings.width,
@@ -59,7 +62,20 @@ def generate(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
     batch: list[Candidate] = []
     for number, seed, image in zip(numbers, request.seeds, images, strict=True):
         path = image_path(state["run_dir"], number)
-        save_image(image, path)
+        critic_images.remember(path, image)  # the critic reads it from memory, not back from disk
+        record = image_record(
+            request=request,
+            image=image,
+            seed=seed,
+            model=model,
+            run_id=str(((config or {}).get("configurable") or {}).get("thread_id") or Path(state["run_dir"]).name),
+            iteration=number,
+            base_prompt=state["prompt"],
+            idea=state["idea"],
+            task=task,
+            loras=settings.lora,
+        )
+        save_image(image, path, info=png_info(record))
         batch.append(
             {
                 "iteration": number,

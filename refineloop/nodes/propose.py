@@ -13,7 +13,7 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 
 from refineloop.budgets import can_spare_call
-from refineloop.prompts import proposer_messages_text
+from refineloop.prompts import proposer_messages_text, with_kept
 from refineloop.schedules import proposer_temperature, temperature
 from refineloop.settings import RunSettings
 from refineloop.state import RefineState
@@ -44,7 +44,8 @@ def propose(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
     if not can_spare_call(state, settings):
         return {"idea": fallback_idea(task, previous, failed, iteration)}
     started = time.perf_counter()
-    system, user = proposer_messages_text(task, base["prompt"], base.get("score"), failed)
+    # With --judge checklist the image's unmet questions are what the next image should fix.
+    system, user = proposer_messages_text(task, base["prompt"], base.get("score"), failed, base.get("unmet") or ())
     model = models_for(config).chat_at(settings, sampling)
     reply, _ = traced_invoke(
         model,
@@ -59,6 +60,8 @@ def propose(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
     idea = parse_idea(str(reply.content))
     if not usable_idea(idea):
         idea = fallback_idea(task, previous, failed, iteration)
+    # The task's words to keep were asked for; any the proposer dropped go back in, verbatim.
+    idea = with_kept(idea, task.keep, task.subject)
     return {"idea": idea, "critic_calls": 1, "seconds": time.perf_counter() - started}
 
 

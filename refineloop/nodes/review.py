@@ -18,7 +18,9 @@ interrupt is pure and everything after it rewrites the same files.
 
 An answer is one of `{"action": "approve"}`, `{"action": "edit", "prompt": "..."}` or
 `{"action": "stop", "reason": "..."}` (the reason is optional); the strings "approve" and "stop" also work. An
-answer that is none of these asks again, with the problem named in the payload.
+answer that is none of these asks again, with the problem named in the payload. With --judge checklist,
+`{"action": "checklist", "questions": [...]}` replaces the run's checklist (each question text, optionally ending
+`| weight`, or {"question", "weight"}) and asks again, so the person still approves, edits or stops.
 """
 
 from __future__ import annotations
@@ -28,18 +30,28 @@ from typing import Any, Literal
 from langchain_core.runnables import RunnableConfig
 from langgraph.types import interrupt
 
-from refineloop.nodes.stop import stop
+from refineloop.judges.checklist import edited_checklist
+from refineloop.nodes.stop import stop, stop_for
 from refineloop.nodes.summarize import clean_prompt, fit_to_budget
 from refineloop.settings import RunSettings
 from refineloop.state import RefineState
 from refineloop.tasks import Task
-from refineloop.tools.artifacts import read_record, save_json, sidecar_path, write_artifacts
+from refineloop.tools.artifacts import read_record, save_json, sidecar_path
 from refineloop.tools.models import models_for
 from refineloop.tools.trace import append_trace
 
-ACTIONS = ("approve", "edit", "stop")
+ACTIONS = ("approve", "edit", "stop", "checklist")
 #: Short forms a terminal user or a Studio user may type instead of the dict.
-ALIASES = {"a": "approve", "approve": "approve", "e": "edit", "edit": "edit", "s": "stop", "stop": "stop"}
+ALIASES = {
+    "a": "approve",
+    "approve": "approve",
+    "e": "edit",
+    "edit": "edit",
+    "s": "stop",
+    "stop": "stop",
+    "c": "checklist",
+    "checklist": "checklist",
+}
 
 
 class ReviewState(RefineState, total=False):
@@ -49,8 +61,11 @@ class ReviewState(RefineState, total=False):
     """Why the reviewer stopped the run, in words; empty unless a person chose stop."""
 
 
-def review_payload(state: RefineState, problem: str = "") -> dict[str, Any]:
-    """What the person is shown: builtins only, so the terminal, the API and Studio all read it as is."""
+def review_payload(
+    state: RefineState, problem: str = "", checklist: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """What the person is shown: builtins only, so the terminal, the API and Studio all read it as is. With
+    --judge checklist it holds the checklist (`checklist`: a replacement given at this pause) and its answer."""
     candidate = state.get("candidate") or {}
     best = state.get("best") or {}
     from_critic = bool(candidate.get("next_idea")) and state.get("idea") == candidate.get("next_idea")
@@ -70,6 +85,10 @@ def review_payload(state: RefineState, problem: str = "") -> dict[str, Any]:
         "next_from": "critic" if from_critic else "proposer",
         "answers": [{"action": "approve"}, {"action": "edit", "prompt": "..."}, {"action": "stop", "reason": "..."}],
     }
+    questions = checklist if checklist is not None else state.get("checklist")
+    if questions:
+        payload["checklist"] = questions
+        payload["answers"].append({"action": "checklist", "questions": ["a yes/no question", "another | 2"]})
     if problem:
         payload["problem"] = problem
     return payload
@@ -96,16 +115,24 @@ def parse_answer(answer: Any) -> tuple[str, str, str]:
 def review(state: ReviewState, config: RunnableConfig) -> dict[str, Any]:
     """Pause for the person's answer, then apply it: nothing for approve, the new prompt for edit, the reason
     for stop."""
-    problem = ""
+    problem, checklist = "", None
     while True:
         # Each interrupt() call in a node is matched to the resume values by order, so a re-run after an
         # unusable answer replays the same questions and the loop lands on the first unanswered one.
-        action, text, problem = parse_answer(interrupt(review_payload(state, problem)))
+        answer = interrupt(review_payload(state, problem, checklist))
+        action, text, problem = parse_answer(answer)
+        if action == "checklist" and not problem:
+            # A new checklist is not a decision about the next image: it is kept, and the question asked again.
+            given, problem = _checklist_answer(state, answer)
+            checklist = given if given is not None else checklist
+            continue
         if not problem:
             break
     iteration = state["iteration"]
     record: dict[str, Any] = {"action": action}
     update: dict[str, Any] = {}
+    if checklist is not None:
+        update["checklist"] = record["checklist"] = checklist
     if action == "edit":
         settings = RunSettings.from_dict(state["settings"])
         task = Task.from_dict(state["task"])
@@ -121,6 +148,14 @@ def review(state: ReviewState, config: RunnableConfig) -> dict[str, Any]:
         record["reason"] = reason
     _record(state["run_dir"], iteration, record)
     return update
+
+
+def _checklist_answer(state: ReviewState, answer: Any) -> tuple[list[dict[str, Any]] | None, str]:
+    """The reviewer's new checklist, or None and what is wrong with the answer."""
+    if RunSettings.from_dict(state["settings"]).judge != "checklist":
+        return None, "this run does not judge with a checklist (--judge checklist): approve, edit or stop"
+    questions, problem = edited_checklist(answer.get("questions") if isinstance(answer, dict) else None)
+    return (None, problem) if problem else (questions, "")
 
 
 def _record(run_dir: str, iteration: int, record: dict[str, Any]) -> None:
@@ -144,11 +179,8 @@ def route_after_review(state: ReviewState) -> Literal["generate", "stop"]:
     return "stop" if state.get("review_stop") else "generate"
 
 
-def stop_or_reviewed(state: ReviewState) -> dict[str, Any]:
-    """The stop node of the four strategy graphs: the reviewer's reason when a person stopped the run, else
-    the shared stop rules (`refineloop.nodes.stop.stop`)."""
+def stop_or_reviewed(state: ReviewState, config: RunnableConfig) -> dict[str, Any]:
+    """The stop node of the four strategy graphs (`refineloop.nodes.stop.stop`: the final pick, the audit, the
+    artifacts), with the reviewer's reason when a person stopped the run, else the shared stop rules'."""
     reason = state.get("review_stop")
-    if not reason:
-        return stop(state)
-    write_artifacts({**state, "status": "done", "stop_reason": reason})
-    return {"status": "done", "stop_reason": reason}
+    return stop_for(state, config, reason) if reason else stop(state, config)

@@ -27,6 +27,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command
 
 from refineloop.errors import ModelError
+from refineloop.judges.finish import applied, finish
 from refineloop.nodes.routes import route_after_accept, stop_reason
 from refineloop.nodes.setup import make_setup
 from refineloop.prompts_agents import route_tools, router_messages_text
@@ -276,8 +277,10 @@ def _ask(state: AgentState, settings: RunSettings, bound: Any) -> tuple[Route, d
     return route, extra
 
 
-def agent_stop(state: AgentState) -> dict[str, Any]:
-    """The stop node of agent mode: like `stop`, and it keeps the agent's own reason when no rule fired."""
+def agent_stop(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
+    """The stop node of agent mode: like `stop` (the final pick and the audit first), and it keeps the agent's
+    own reason when no rule fired."""
     reason = stop_reason(state) or state.get("stop_reason") or "stopped"
-    write_artifacts({**state, "status": "done", "stop_reason": reason})
-    return {"status": "done", "stop_reason": reason}
+    update = {**finish(dict(state), config), "status": "done", "stop_reason": reason}
+    write_artifacts(applied(dict(state), update))
+    return update

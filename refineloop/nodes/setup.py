@@ -11,6 +11,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from refineloop.errors import SettingsError
+from refineloop.prompts import with_kept
 from refineloop.settings import RunSettings
 from refineloop.state import RefineState
 from refineloop.tasks import Task, resolve_task
@@ -40,7 +41,12 @@ def resolve_settings(settings: RunSettings, strategy: str | None = None) -> tupl
     settings.validate()
     if settings.seed is None:
         settings.seed = random.SystemRandom().randrange(2**31)
-    task = resolve_task(settings.task, settings.goal)
+    if settings.from_image:
+        from refineloop.tools.provenance import start_from_image
+
+        task = start_from_image(settings)
+    else:
+        task = resolve_task(settings.task, settings.goal)
     settings.output_dir = _chosen_dir(settings.output_dir) if settings.output_dir else default_run_dir(task.name)
     return settings, task
 
@@ -63,7 +69,8 @@ def initial_state(settings: RunSettings, task: Task) -> dict[str, Any]:
         "run_dir": run_dir,
         "iteration": 0,
         "idea": task.start_prompt,
-        "prompt": task.start_prompt,
+        # The first image carries the task's words to keep too (every later prompt gets them from summarize).
+        "prompt": with_kept(task.start_prompt, task.keep, task.subject),
         "candidate": None,
         "current": None,
         "best": None,

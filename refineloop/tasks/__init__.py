@@ -20,7 +20,9 @@ from refineloop.tools.safe_io import read_user_text
 
 REQUIRED = ("name", "goal", "subject", "start_prompt")
 TEXT_KEYS = ("name", "goal", "subject", "start_prompt", "negative_prompt", "judge_focus")
-LIST_KEYS = ("criteria", "escalation")
+LIST_KEYS = ("criteria", "escalation", "keep")
+#: How condensed prompts are written (refineloop.tools.image_models.ImageTraits.prompt_style); "" follows the model.
+PROMPT_STYLES = ("tags", "sentences")
 
 #: Bounds on what a task file may hold: every text goes into prompts (and the name into a folder name), so a
 #: runaway file must fail in one line here, not as a context overflow or a huge folder name mid-run.
@@ -29,6 +31,9 @@ MAX_NAME = 100
 MAX_TEXT = 4000
 MAX_LIST = 50
 MAX_ITEM = 500
+#: A checklist is asked of every image in one call: past ten questions small models lose count.
+MAX_CHECKLIST = 10
+MAX_WEIGHT = 10
 
 # Tabs and newlines are fine in a TOML multi-line string; other control characters only corrupt prompts,
 # files and terminals.
@@ -55,12 +60,23 @@ class Task:
     """What the judge rewards, one point each."""
     escalation: tuple[str, ...] = field(default_factory=tuple)
     """Steps from mild to extreme that the critic can suggest when ideas run dry."""
+    checklist: tuple[tuple[str, float], ...] = ()
+    """With --judge checklist: the weighted yes/no questions every image is asked, (question, weight); empty lets
+    the critic write them from the goal at the run's start."""
+    keep: tuple[str, ...] = ()
+    """Words every prompt must carry verbatim (a LoRA's trigger words, a name): the condense step and the proposer
+    keep them, and they count in the prompt budget."""
+    prompt_style: str = ""
+    """How condensed prompts are written: `tags` (comma-separated phrases) or `sentences`; empty follows the image
+    model (tags for CLIP-only encoders, sentences for T5 or LLM encoders)."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain builtins, fit for checkpointed state."""
         data = dataclasses.asdict(self)
         data["criteria"] = list(self.criteria)
         data["escalation"] = list(self.escalation)
+        data["keep"] = list(self.keep)
+        data["checklist"] = [{"question": q, "weight": w} for q, w in self.checklist]
         return data
 
     @classmethod
@@ -84,6 +100,14 @@ class Task:
                 clean[key] = _text(data[key], key, source, required=key in REQUIRED)
         for key in LIST_KEYS:
             clean[key] = _texts(data.get(key, ()), key, source)
+        clean["checklist"] = _checklist(data.get("checklist", ()), source)
+        style = data.get("prompt_style", "")
+        if style not in ("", *PROMPT_STYLES):
+            shown = f"'{style}'" if isinstance(style, str) else _kind(style)
+            raise TaskError(
+                f'{source}: prompt_style is {shown}: write prompt_style = "tags" or "sentences", or leave it out'
+            )
+        clean["prompt_style"] = style
         return cls(**clean)
 
 
@@ -122,6 +146,42 @@ def _texts(value: Any, key: str, source: str) -> tuple[str, ...]:
             raise TaskError(f"{source}: {where} holds a control character: remove it")
         entries.append(entry.strip())
     return tuple(entries)
+
+
+def _checklist(value: Any, source: str) -> tuple[tuple[str, float], ...]:
+    """The task's checklist, checked: a list of questions, each text or a table {question, weight}.
+
+    A question answers yes when the image is closer to the goal; a weight says how much that yes counts.
+    """
+    example = 'checklist = ["Is there exactly one hotdog?", { question = "Are there flames?", weight = 2 }]'
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise TaskError(f"{source}: checklist must be a list of questions, got {_kind(value)}: write {example}")
+    if len(value) > MAX_CHECKLIST:
+        raise TaskError(
+            f"{source}: checklist has {len(value)} questions, more than {MAX_CHECKLIST}: keep the ones that matter"
+        )
+    questions = []
+    for n, entry in enumerate(value, start=1):
+        where = f"checklist entry {n}"
+        weight: Any = 1.0
+        if isinstance(entry, dict):
+            extra = sorted(str(k) for k in entry if k not in ("question", "weight"))
+            if extra or "question" not in entry:
+                raise TaskError(f"{source}: {where} must hold question (and optionally weight): write {example}")
+            weight = entry.get("weight", 1.0)
+            entry = entry["question"]
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 < weight <= MAX_WEIGHT:
+            raise TaskError(f"{source}: {where} has weight {weight!r}: use a number above 0 and at most {MAX_WEIGHT}")
+        if not isinstance(entry, str):
+            raise TaskError(f"{source}: {where} must be a question in text, got {_kind(entry)}: write {example}")
+        if not entry.strip():
+            raise TaskError(f"{source}: {where} is blank: remove it or write a question")
+        if len(entry) > MAX_ITEM:
+            raise TaskError(f"{source}: {where} has {len(entry)} characters, more than {MAX_ITEM}: shorten it")
+        if _CONTROL.search(entry):
+            raise TaskError(f"{source}: {where} holds a control character: remove it")
+        questions.append((" ".join(entry.split()), float(weight)))
+    return tuple(questions)
 
 
 def _kind(value: Any) -> str:

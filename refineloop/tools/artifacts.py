@@ -18,6 +18,8 @@ from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 from refineloop.tools.safe_io import write_bytes_atomic, write_text_atomic, write_with
 
 if TYPE_CHECKING:
+    from PIL.PngImagePlugin import PngInfo
+
     from refineloop.state import RefineState
 
 IMAGE_NAME = re.compile(r"^(\d+)\.png$")
@@ -34,9 +36,10 @@ def sidecar_path(run_dir: str, iteration: int) -> Path:
     return Path(run_dir) / f"{iteration:02d}.json"
 
 
-def save_image(image: Image.Image, path: Path) -> None:
-    """Save a PNG atomically, never through a symbolic link."""
-    write_with(path, lambda fh: image.save(fh, format="PNG"))
+def save_image(image: Image.Image, path: Path, info: PngInfo | None = None) -> None:
+    """Save a PNG atomically, never through a symbolic link; `info` holds its text chunks (provenance:
+    refineloop.tools.provenance.png_info)."""
+    write_with(path, lambda fh: image.save(fh, format="PNG", pnginfo=info))
 
 
 def save_json(data: dict[str, Any], path: Path) -> None:
@@ -116,7 +119,14 @@ def summary_text(state: RefineState) -> str:
     task = Task.from_dict(state["task"])
     settings = state["settings"]
     judge_system, _ = judge_messages_text(task, "<prompt>")
-    summarizer_system, _ = summarizer_messages_text("<idea>", 0)
+    style = state.get("prompt_style") or task.prompt_style or "tags"
+    summarizer_system, _ = summarizer_messages_text("<idea>", 0, style, task.keep)
+    if task.prompt_style:
+        style_source = f"{style}, set by the task's prompt_style"
+    elif state.get("prompt_style"):
+        style_source = f"{style}, read from the image model's text encoder"
+    else:
+        style_source = "tags shown: no prompt was condensed yet, and the image model decides"
     lines = [
         f"refineloop run: {state['run_dir']}",
         f"goal: {task.goal}",
@@ -132,7 +142,8 @@ def summary_text(state: RefineState) -> str:
         "judge instructions:",
         *(f"  {ln}" for ln in judge_system.splitlines()),
         "",
-        "summarizer instructions (N = the model's word budget):",
+        *checklist_lines(state.get("checklist")),
+        f"summarizer instructions (style: {style_source}; N = the model's word budget):",
         *(f"  {ln}" for ln in summarizer_system.replace(" 0 words", " N words").splitlines()),
         "",
         "iterations:",
@@ -146,6 +157,7 @@ def summary_text(state: RefineState) -> str:
             f"     prompt:   {record.get('prompt', '')}",
             f"     critique: {record.get('critique', '')}",
             f"     next:     {record.get('next_idea', '')}",
+            *second_look_lines(record),
         ]
     best = state.get("best")
     if best:
@@ -154,10 +166,15 @@ def summary_text(state: RefineState) -> str:
             "",
             f"best: image {best['iteration']} ({image_path(state['run_dir'], best['iteration']).name}) scored "
             f"{score if score is not None else '?'}/10, copied to best.png",
-            f"  (best means {best_rule(settings)})",
+            f"  (best means {best_rule(settings, state.get('final_pick'))})",
         ]
     else:
         lines += ["", "best: none yet"]
+    from refineloop.judges.audit import audit_lines
+    from refineloop.judges.final_pick import pick_lines
+    from refineloop.judges.measure import run_lines
+
+    lines += [*pick_lines(state.get("final_pick")), *audit_lines(state.get("audit")), *run_lines(dict(state))]
     lines.append(f"critic calls: {state.get('critic_calls', 0)}   working time: {state.get('seconds', 0.0):.1f} s")
     comparisons = state.get("comparisons", 0)
     if comparisons:
@@ -169,14 +186,49 @@ def summary_text(state: RefineState) -> str:
     return "\n".join(lines) + "\n"
 
 
-def best_rule(settings: dict[str, Any]) -> str:
-    """What "best" means in this run, in words (README: the run folder, best.png)."""
+def best_rule(settings: dict[str, Any], pick: dict[str, Any] | None = None) -> str:
+    """What "best" means in this run, in words (README: the run folder, best.png); `pick` is the run's final pick."""
     if settings.get("judge") == "pairwise" and settings.get("strategy") != "greedy":
-        return (
+        rule = (
             "the winner of the pairwise duels: an image takes over by beating the best in both orders, or by a "
             "strictly higher score where it met no duel with the best"
         )
-    return "the highest-scored image, the earliest on a tie; re-scored images count with their revised score"
+    else:
+        rule = "the highest-scored image, the earliest on a tie; re-scored images count with their revised score"
+    if pick and pick.get("winner") is not None and not pick.get("skipped"):
+        return (
+            "the winner of the final pick, where the best and the highest-scored images met again (the most duel "
+            f"wins in both orders, then the higher mean of fresh looks); before it, the best was {rule}"
+        )
+    return rule
+
+
+def checklist_lines(checklist: list[dict[str, Any]] | None) -> list[str]:
+    """The run's checklist (--judge checklist), as summary.txt lists it among the constant inputs."""
+    if not checklist:
+        return []
+    lines = ["checklist (every image is asked these; its score is the weighted share of yes, on 0-10):"]
+    lines += [f"  {n}. {q['question']} (weight {q['weight']:g})" for n, q in enumerate(checklist, start=1)]
+    return [*lines, ""]
+
+
+def second_look_lines(record: dict[str, Any]) -> list[str]:
+    """An image's DONE check and part in the final pick, when it had them."""
+    lines = []
+    confirm = record.get("confirm")
+    if isinstance(confirm, dict):
+        duel = confirm.get("duel")
+        against = f", duel with #{duel['b']}: won {duel['wins']} of 2 orders" if isinstance(duel, dict) else ""
+        outcome = "upheld" if confirm.get("upheld") else "overturned, the run went on"
+        second = f"{confirm.get('sample')}/10 {confirm.get('verdict', '?')}"
+        lines.append(f"     DONE {outcome} (second look: {second}{against})")
+    pick = record.get("final_pick")
+    if isinstance(pick, dict):
+        lines.append(
+            f"     final pick: rank {pick.get('rank')}, duel points {pick.get('points')} of {pick.get('most')}, "
+            f"fresh looks {pick.get('samples')}"
+        )
+    return lines
 
 
 def make_collage(run_dir: str, best_iteration: int | None) -> Image.Image | None:

@@ -28,13 +28,14 @@ from __future__ import annotations
 import base64
 import contextvars
 import json
+import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from refineloop.errors import ModelError
+from refineloop.tools import critic_images
 from refineloop.tools.text_safety import clean_model_text
 from refineloop.tools.trace import append_trace
 
@@ -73,18 +74,44 @@ def with_temperature(model: BaseChatModel, temperature: float, **fields: Any) ->
 def judge_copy(model: BaseChatModel, temperature: float = 0.0) -> BaseChatModel:
     """The judge's model: thinking off, and temperature 0 so scores are as steady as the model allows
     (a small temperature only when several samples are averaged)."""
-    return with_temperature(model, temperature, reasoning=False)
+    return with_temperature(model, temperature, **({"reasoning": False} if _thinking_switch(model) else {}))
 
 
-def build_messages(system: str, user: str, *image_paths: str | None) -> list[BaseMessage]:
-    """A system message and one user message carrying the images, in order, inline as base64 PNG."""
+def _thinking_switch(model: BaseChatModel) -> bool:
+    """Whether the model's `reasoning` field is an on/off switch (ChatOllama's). ChatOpenAI's is a dict of
+    Responses-API options: a False there would be sent to a chat-completions server and refused."""
+    import typing
+
+    field = type(model).model_fields.get("reasoning")
+    if field is None:
+        return False
+    return field.annotation is bool or bool in typing.get_args(field.annotation)
+
+
+def build_messages(
+    system: str, user: str, *image_paths: str | None, image_size: int | None = None
+) -> list[BaseMessage]:
+    """A system message and one user message carrying the images, in order, inline as base64: each encoded
+    once per image at the critic's working size (`image_size`, the longest side; by default the run's
+    `--judge-image-size`, see critic_images)."""
     from langchain_core.messages import HumanMessage, SystemMessage
 
     content: list[str | dict[str, Any]] = [{"type": "text", "text": user}]
     for path in filter(None, image_paths):
-        data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-        content.append({"type": "image", "base64": data, "mime_type": "image/png"})
+        data = base64.b64encode(critic_images.critic_bytes(path, image_size)).decode("ascii")
+        content.append({"type": "image", "base64": data, "mime_type": critic_images.MIME})
     return [SystemMessage(system), HumanMessage(content=content)]
+
+
+def image_bytes(messages: list[BaseMessage]) -> int:
+    """How many image bytes the messages carry (decoded from their base64), for the trace."""
+    total = 0
+    for message in messages:
+        blocks = message.content if isinstance(message.content, list) else []
+        for block in blocks:
+            if isinstance(block, dict) and block.get("type") == "image" and isinstance(block.get("base64"), str):
+                total += len(block["base64"]) * 3 // 4 - block["base64"].count("=", -2)
+    return total
 
 
 def traced_invoke(
@@ -111,7 +138,12 @@ def traced_invoke(
             "role": role,
             "iteration": iteration,
             "temperature": temperature,
-            "sent": {"system": messages[0].content, "user": message_text(messages[-1]), "image": image_path},
+            "sent": {
+                "system": messages[0].content,
+                "user": message_text(messages[-1]),
+                "image": image_path,
+                "image_bytes": image_bytes(messages),
+            },
             "received": getattr(raw, "content", str(raw)),
             "seconds": round(seconds, 4),
             **({"attempts": attempts} if attempts > 1 else {}),
@@ -225,9 +257,10 @@ def _is_drain(exc: BaseException) -> bool:
 
 def is_transport_error(exc: BaseException) -> bool:
     """Whether a failed call failed in transport, so that the same call may well succeed when tried again:
-    the connection refused, reset or dropped mid-reply, a timeout, or an HTTP 5xx from the server.
+    the connection refused, reset or dropped mid-reply, a timeout, an HTTP 5xx from the server, or an HTTP 429
+    (rate limited or busy), from httpx (Ollama) or the openai client (OpenAI-compatible servers) alike.
 
-    An HTTP 4xx (a missing model, a refused option), an error the model itself reported, and every reply
+    Any other HTTP 4xx (a missing model, a refused option), an error the model itself reported, and every reply
     that arrived but does not parse are not: trying again would only repeat them.
     """
     try:
@@ -240,13 +273,20 @@ def is_transport_error(exc: BaseException) -> bool:
         )
     except ImportError:
         transport = ()
+    if "openai" in sys.modules:  # an OpenAI-compatible critic: its client raises its own connection errors
+        import openai
+
+        # APITimeoutError is an APIConnectionError: refused, reset, dropped or timed out.
+        transport = (*transport, openai.APIConnectionError)
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         if isinstance(current, (ConnectionError, TimeoutError, *transport)):
             return True
-        if 500 <= _status_of(current) <= 599:
+        status = _status_of(current)
+        # 429: a rate limit or a busy server (OpenAI-compatible APIs say so), which the backoff waits out.
+        if 500 <= status <= 599 or status == 429:
             return True
         # langchain-ollama's words for a stream that ended before its last line: the server went away.
         if isinstance(current, ValueError) and "No data received from Ollama" in str(current):

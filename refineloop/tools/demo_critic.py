@@ -6,7 +6,8 @@ answers in the same text format a real vision model is asked for. Because it is 
 talks to it exactly as it talks to Ollama.
 
 It recognises its roles by the format each prompt requests: `WINNER:` (pairwise comparison), `SCORE:`
-(judge), `IDEA:` (proposer), and anything else (summarizer).
+(judge), `QUESTION:` (checklist writer), `Q1:` (checklist answers, with token log probabilities the way Ollama
+returns them, so the P(yes) path runs offline too), `IDEA:` (proposer), and anything else (summarizer).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import math
 import random
 import re
 from typing import Any
@@ -108,6 +110,10 @@ class DemoCritic(BaseChatModel):
             text = self._compare([img for m in humans for img in _images_of(m)])
         elif "SCORE:" in system:
             text = self._judge(system, png)
+        elif "QUESTION:" in system:
+            text = self._write_checklist(system)
+        elif "Q1:" in system:
+            return self._answer_checklist(message_text(humans[0]), png)
         elif "IDEA:" in system:
             text = self._propose(system, message_text(humans[0]), png)
         else:
@@ -139,6 +145,40 @@ class DemoCritic(BaseChatModel):
             f"SCORE: {score}\nCRITIQUE: I see heat at the level of '{ladder[step]}', no more.\n"
             f"CONTINUE: The same subject, now with {wanted}, dramatic lighting, intense and vivid."
         )
+
+    def _write_checklist(self, system: str) -> str:
+        """Questions from the criteria the prompt lists, the first ones weighing most."""
+        match = re.search(r"What earns points:\n((?:- .*\n?)+)", system)
+        criteria = [line[2:].strip() for line in match.group(1).splitlines()] if match else ["the goal"]
+        lines = [f"QUESTION: Does the image show {c}? | WEIGHT: {3 if n == 0 else 2}" for n, c in enumerate(criteria)]
+        lines.append("QUESTION: Does the image look hotter than anything a kitchen could make? | WEIGHT: 1")
+        return "\n".join(lines)
+
+    def _answer_checklist(self, human: str, png: bytes | None) -> ChatResult:
+        """Answer each question by the heat it sees: question k of n asks for more heat than question k-1 (the
+        demo cannot read the questions), with a per-image wobble; the reply carries each answer's log
+        probabilities as `response_metadata["logprobs"]`, in Ollama's shape."""
+        count = max(1, len(re.findall(r"^Q\d+\.", human, re.M)))
+        heat = heat_score(heat_features(png)) if png else 1.0
+        digest = hashlib.sha256(png or b"").hexdigest()
+        rng = self._rng("checklist", digest)
+        if self.temperature > 0:
+            # A warm look wobbles afresh each time, like the judge's warm samples.
+            self._calls[digest] = self._calls.get(digest, 0) + 1
+            rng = self._rng("checklist", digest, self._calls[digest])
+        lines, tokens = [], []
+        for k in range(count):
+            threshold = 2.0 + 7.0 * (k + 1) / (count + 1)
+            chance = 1 / (1 + math.exp(-(heat + rng.gauss(0, self.noise * 0.5) - threshold) / 0.7))
+            chance = min(0.999, max(0.001, chance))
+            word = "yes" if chance >= 0.5 else "no"
+            lines.append(f"Q{k + 1}: {word}")
+            options = [{"token": "yes", "logprob": math.log(chance)}, {"token": "no", "logprob": math.log(1 - chance)}]
+            chosen = options[0] if word == "yes" else options[1]
+            tokens += [{"token": f"Q{k + 1}", "logprob": -0.01}, {"token": ":", "logprob": -0.01}]
+            tokens.append({**chosen, "token": f" {word}", "top_logprobs": options})
+        message = AIMessage(content="\n".join(lines), response_metadata={"logprobs": tokens})
+        return ChatResult(generations=[ChatGeneration(message=message)])
 
     def _compare(self, images: list[bytes]) -> str:
         """Pick the hotter of two images, with the wobble of a real judge and a slight lean to the first."""

@@ -390,6 +390,14 @@ def _prompt_tokenizer(pipe: Any) -> tuple[Any, int | None, bool]:
     return tok, budget, longer
 
 
+def prompt_style(tokenizer: Any) -> str:
+    """`tags` when the prompt's budget-defining tokenizer is CLIP's (keywords work best), else `sentences`
+    (a T5 or LLM text encoder reads plain language)."""
+    if tokenizer is None:
+        return "tags"
+    return "tags" if "clip" in type(tokenizer).__name__.lower() else "sentences"
+
+
 class _DropBenignTruncation(logging.Filter):
     """Drops truncation warnings about the short CLIP encoders while a longer one reads the whole prompt.
 
@@ -443,7 +451,15 @@ class DiffusersImageModel:
             negative_prompt="negative_prompt" in _call_params(pipe.__call__),
             img2img=self.img2img_pipe is not None,
             strength=strength,
+            prompt_style=prompt_style(tok),
         )
+
+    def call_defaults(self, *, img2img: bool = False) -> dict[str, Any]:
+        """Steps and guidance the pipeline uses when a request leaves them empty (for provenance)."""
+        pipe = self.img2img_pipe if img2img and self.img2img_pipe is not None else self.pipe
+        params = _call_params(pipe.__call__)
+        found = {"steps": _default(params, "num_inference_steps"), "guidance": _default(params, "guidance_scale")}
+        return {k: v for k, v in found.items() if isinstance(v, int | float) and not isinstance(v, bool)}
 
     @property
     def device(self) -> str:
@@ -758,11 +774,13 @@ def load_diffusers(
     dtype: str | None = None,
     name: str | None = None,
     progress: bool = False,
+    loras: Sequence[str] = (),
 ) -> DiffusersImageModel:
     """Load a diffusers pipeline from a hub id (`org/name`, `hf:` optional) or a local folder.
 
     `device` (`cpu`, `cuda`, `cuda:N`, `mps`) and `dtype` (`bf16`, `fp16`, `fp32`) override the automatic
-    placement. Every failure a user can fix raises a one-line ModelError.
+    placement; `loras` (`PATH_OR_ID[:SCALE]`) are loaded into it through diffusers' LoRA loader. Every
+    failure a user can fix raises a one-line ModelError.
     """
     source = _resolve(spec)
     shown = name or (f"hf:{source.repo_id}" if source.repo_id else spec.strip())
@@ -806,6 +824,8 @@ def load_diffusers(
         if snapshot is not None:
             total, largest = weight_bytes(snapshot, components)
             plan = _plan(device, dtype, total, largest or None)
+    # Before placement: the adapters then move (or offload) with the weights they patch.
+    _load_loras(pipe, loras, shown)
     _apply(pipe, plan)
     model = DiffusersImageModel(pipe, name=shown, placement=plan, progress=progress)
     log.info("%s on %s", shown, model.placement)
@@ -821,3 +841,63 @@ def _apply(pipe: Any, plan: Placement) -> None:
         pipe.enable_sequential_cpu_offload(gpu_id=gpu)
     elif plan.device != "cpu":
         pipe.to(plan.device)
+
+
+# --------------------------------------------------------------------------------------------- LoRAs
+
+
+def _load_loras(pipe: Any, loras: Sequence[str], shown: str) -> None:
+    """Load each `PATH_OR_ID[:SCALE]` as a named adapter and activate them all at their scales."""
+    if not loras:
+        return
+    from refineloop.settings import lora_scale
+
+    if not hasattr(pipe, "load_lora_weights"):
+        raise ModelError(f"{shown} ({type(pipe).__name__}) has no LoRA loader in diffusers: drop --lora")
+    names, scales = [], []
+    for index, spec in enumerate(loras):
+        source, scale = lora_scale(spec)
+        if scale is None:
+            raise ModelError(f"--lora '{spec}': the scale after ':' must be a number from -10 to 10")
+        target, kwargs = _lora_source(source)
+        name = f"lora{index + 1}"
+        try:
+            pipe.load_lora_weights(target, adapter_name=name, **kwargs)
+        except ModelError:
+            raise
+        except Exception as exc:
+            if "PEFT backend is required" in str(exc):
+                raise ModelError("LoRAs need the peft package: pip install peft, then run again") from exc
+            raise ModelError(
+                f"cannot load LoRA '{source}' into {shown} ({_one_line(exc, 160)}): check that it was trained for "
+                "this model family and is a diffusers or kohya .safetensors LoRA"
+            ) from exc
+        names.append(name)
+        scales.append(scale)
+    pipe.set_adapters(names, adapter_weights=scales)
+    log.info("%s: LoRAs %s", shown, ", ".join(f"{n}={s:g}" for n, s in zip(loras, scales, strict=True)))
+
+
+def _lora_source(source: str) -> tuple[str, dict[str, Any]]:
+    """What `load_lora_weights` gets for a LoRA file, folder or hub id, failing fast offline."""
+    raw = source.removeprefix("hf:")
+    path = Path(raw).expanduser()
+    if path.is_file():
+        return str(path.parent), {"weight_name": path.name, "local_files_only": True}
+    if path.is_dir():
+        return str(path), {"local_files_only": True}
+    parts = raw.split("/")
+    looks_like_id = len(parts) >= 2 and not raw.startswith((".", "/", "~")) and "\\" not in raw
+    if not looks_like_id or (len(parts) > 2 and not raw.endswith(".safetensors")):
+        raise ModelError(f"LoRA '{source}' not found: pass a .safetensors file, a folder, or a hub id (org/name)")
+    repo_id = "/".join(parts[:2])
+    kwargs: dict[str, Any] = {"weight_name": "/".join(parts[2:])} if len(parts) > 2 else {}
+    snapshot = _cached_snapshot(repo_id)
+    if snapshot is not None:
+        return str(snapshot), {**kwargs, "local_files_only": True}
+    if _hub_offline() or not _hub_reachable():
+        raise ModelError(
+            f"LoRA '{repo_id}' is not in the local Hugging Face cache and the hub cannot be reached: "
+            f"run `hf download {repo_id}` on a machine with internet, or pass a local file"
+        )
+    return repo_id, {**kwargs, "cache_dir": _hub_cache_dir()}

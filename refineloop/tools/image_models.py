@@ -25,6 +25,9 @@ class ImageTraits:
     """Whether the model can start from an init image."""
     strength: bool
     """Whether image-to-image takes a `strength` knob (False for unified pipelines such as FLUX.2 Klein)."""
+    prompt_style: str = "tags"
+    """How the condense step writes prompts for it: `tags` (comma-separated phrases) for CLIP-only encoders,
+    which read keywords best, or `sentences` for T5 and LLM encoders, which read plain language."""
 
 
 @dataclass(frozen=True)

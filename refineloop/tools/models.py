@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     from refineloop.tools.image_models import ImageModel
 
 
+#: Alternatives asked for at each answer token, enough to find both "yes" and "no" among them.
+LOGPROB_ALTERNATIVES = 5
+
+
 class ModelCache:
     """Loaded image and chat models, keyed by how they were asked for."""
 
@@ -31,7 +35,7 @@ class ModelCache:
 
     def register_chat(self, name: str, model: BaseChatModel) -> None:
         """Make a chat model built in Python usable as `--eval-model NAME`."""
-        self._models[("chat", name, "", None)] = model
+        self._models[("chat-registered", name)] = model
 
     def register_image(self, name: str, model: ImageModel) -> None:
         """Make an image model built in Python usable as `--image-model NAME`."""
@@ -39,26 +43,51 @@ class ModelCache:
 
     def image_model(self, settings: RunSettings) -> ImageModel:
         """The image model for these settings, loaded on first use."""
-        key = ("image", settings.image_model, settings.device, settings.dtype)
-        return self._get(key, lambda: load_image_model(settings.image_model, settings.device, settings.dtype))
+        loras = tuple(settings.lora)
+        # A model registered in Python (tests, a remote handle) is found under its plain key when it has no LoRAs.
+        key = ("image", settings.image_model, settings.device, settings.dtype, *loras)
+        if not loras:
+            key = ("image", settings.image_model, settings.device, settings.dtype)
+        return self._get(key, lambda: load_image_model(settings.image_model, settings.device, settings.dtype, loras))
 
     def chat_model(self, settings: RunSettings) -> BaseChatModel:
         """The critic chat model for these settings, loaded on first use."""
+        registered = self._models.get(("chat-registered", settings.eval_model))
+        if registered is not None:
+            return registered
         key = _critic_key("chat", settings)
-        return self._get(key, lambda: load_chat_model(settings.eval_model, settings.ollama_url, settings.seed))
+        return self._get(key, lambda: load_chat_model(settings.eval_model, settings))
 
     def judge_model(self, settings: RunSettings, temperature: float = 0.0) -> Any:
         """The critic set up as a judge (temperature 0, thinking off, JSON schema where the server takes
         one), built once: constructing a structured-output runnable per call costs more than the call."""
         from refineloop.tools.chat import judge_copy
         from refineloop.tools.ollama import structured_judge
+        from refineloop.tools.openai_chat import is_openai_model, structured_openai
         from refineloop.verdicts import JudgeReply
 
         def build() -> Any:
             judge = judge_copy(self.chat_model(settings), temperature)
+            if is_openai_model(judge):
+                # json_schema where the server took one at the probe; plain text for the tolerant parser otherwise.
+                return structured_openai(judge, JudgeReply) or judge
             return structured_judge(judge, JudgeReply) or judge
 
         return self._get((*_critic_key("judge", settings), temperature), build)
+
+    def plain_judge(self, settings: RunSettings, temperature: float = 0.0, *, logprobs: bool = False) -> BaseChatModel:
+        """The critic as a judge that answers in text (duels, checklists, the final pick): thinking off, at
+        `temperature` (0: cold, like the scorer), and, with `logprobs`, asking for each answer token's log
+        probabilities where the backend gives them (ChatOllama does; others ignore the fields)."""
+        from refineloop.tools.chat import judge_copy, with_temperature
+
+        def build() -> BaseChatModel:
+            judge = judge_copy(self.chat_model(settings), temperature)
+            if not logprobs:
+                return judge
+            return with_temperature(judge, temperature, logprobs=True, top_logprobs=LOGPROB_ALTERNATIVES)
+
+        return self._get((*_critic_key("plain-judge", settings), round(temperature, 3), logprobs), build)
 
     def chat_at(self, settings: RunSettings, temperature: float) -> BaseChatModel:
         """The critic sampling at `temperature` (proposer, summarizer), one copy per temperature."""
@@ -76,11 +105,11 @@ class ModelCache:
         from refineloop.tools.chat import with_temperature
 
         spec = settings.agent_model or settings.eval_model
-        if spec == settings.eval_model or not spec.startswith("ollama:"):
+        if spec == settings.eval_model or not spec.startswith(("ollama:", "openai:")):
             as_critic = dataclasses.replace(settings, eval_model=spec)
             return self.chat_model(as_critic) if temperature is None else self.chat_at(as_critic, temperature)
-        key = ("agent", spec, settings.ollama_url)
-        model = self._get(key, lambda: load_chat_model(spec, settings.ollama_url, settings.seed, vision=False))
+        key = ("agent", spec, *_reach(settings))
+        model = self._get(key, lambda: load_chat_model(spec, settings, vision=False))
         if temperature is None:
             return model
         return self._get((*key, round(temperature, 3)), lambda: with_temperature(model, temperature))
@@ -96,7 +125,18 @@ def _critic_key(role: str, settings: RunSettings) -> tuple[Any, ...]:
     """Cache key of the critic in one role. The demo critic's noise is seeded by the run, so one process
     running several runs (a batch) keeps one per seed; real critics take no seed and are shared."""
     seed = settings.seed if settings.eval_model == "demo" else None
-    return (role, settings.eval_model, settings.ollama_url, seed)
+    return (role, settings.eval_model, *_reach(settings), seed)
+
+
+def _reach(settings: RunSettings) -> tuple[Any, ...]:
+    """The settings that decide how a chat model is reached (a different value is a different client)."""
+    return (
+        settings.ollama_url,
+        settings.critic_keep_alive,
+        settings.openai_url,
+        settings.openai_key_env,
+        settings.openai_stream,
+    )
 
 
 #: The process-wide cache used when a run config brings none.
@@ -110,16 +150,19 @@ def models_for(config: RunnableConfig | None) -> ModelCache:
     return cache if isinstance(cache, ModelCache) else MODELS
 
 
-def load_image_model(spec: str, device: str = "", dtype: str = "") -> ImageModel:
-    """Load `sketch`, `hf:<hub id>` or a local diffusers folder (placed on `device` in `dtype` when given)."""
+def load_image_model(spec: str, device: str = "", dtype: str = "", loras: tuple[str, ...] = ()) -> ImageModel:
+    """Load `sketch`, `hf:<hub id>` or a local diffusers folder (placed on `device` in `dtype` when given,
+    with `loras` loaded into it)."""
     if spec == "sketch" or spec.startswith("sketch:"):
+        if loras:
+            raise ModelError("--lora needs a diffusers image model (hf:<hub id> or a local folder), not sketch")
         from refineloop.tools.sketch import SketchImageModel
 
         return SketchImageModel(**_sketch_options(spec))
     if spec.startswith("hf:") or Path(spec).expanduser().is_dir():
         from refineloop.tools.diffusers_model import load_diffusers
 
-        return load_diffusers(spec.removeprefix("hf:"), device=device or None, dtype=dtype or None)
+        return load_diffusers(spec.removeprefix("hf:"), device=device or None, dtype=dtype or None, loras=loras)
     raise ModelError(f"unknown image model '{spec}': use sketch, hf:<hub id> or a local diffusers folder")
 
 
@@ -137,14 +180,31 @@ def _sketch_options(spec: str) -> dict[str, float]:
     return options
 
 
-def load_chat_model(spec: str, ollama_url: str, seed: int | None, *, vision: bool = True) -> BaseChatModel:
-    """Load `demo` or `ollama:<model>` (checked for vision unless `vision` is False)."""
+def load_chat_model(spec: str, settings: RunSettings, *, vision: bool = True) -> BaseChatModel:
+    """Load `demo`, `ollama:<model>` or `openai:<model>`, reached as `settings` say (checked for vision unless
+    `vision` is False)."""
     if spec == "demo":
         from refineloop.tools.demo_critic import DemoCritic
 
-        return DemoCritic(seed=seed or 0)
+        return DemoCritic(seed=settings.seed or 0)
     if spec.startswith("ollama:") and spec[7:]:
         from refineloop.tools.ollama import load_ollama
 
-        return load_ollama(spec[7:], base_url=ollama_url or None, require_vision=vision)
-    raise ModelError(f"unknown eval model '{spec}': use demo or ollama:<model> (e.g. ollama:gemma3:4b)")
+        return load_ollama(
+            spec[7:],
+            base_url=settings.ollama_url or None,
+            require_vision=vision,
+            keep_alive=settings.critic_keep_alive or None,
+        )
+    if spec.startswith("openai:") and spec[7:]:
+        from refineloop.tools.openai_chat import load_openai
+
+        return load_openai(
+            spec[7:],
+            base_url=settings.openai_url,
+            key_env=settings.openai_key_env,
+            stream=settings.openai_stream,
+            timeout=settings.critic_timeout,
+            require_vision=vision,
+        )
+    raise ModelError(f"unknown eval model '{spec}': use demo, ollama:<model> (e.g. ollama:gemma3:4b) or openai:<model>")

@@ -168,8 +168,12 @@ def load_ollama(
     base_url: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     require_vision: bool = True,
+    keep_alive: str | None = None,
 ) -> ChatOllama:
     """A checked ChatOllama at temperature 0 (see probe_ollama for the checks).
+
+    keep_alive (Ollama's own: `10m`, `1h`, `-1` for ever, `0` to unload after each answer) travels with every
+    request, so the critic stays loaded, or leaves the GPU, as the user chose; None keeps the server's default.
 
     timeout bounds each chat request in seconds when the call sets no limit of its own; a call made through
     `refineloop.tools.chat.traced_invoke` applies the run's `critic_timeout` instead (see
@@ -188,7 +192,70 @@ def load_ollama(
         # Only the sync client: an async httpx client would need async hooks, and the loop calls invoke().
         sync_client_kwargs={"event_hooks": {"request": [_apply_call_timeout]}},
         metadata={"ollama": {"base_url": info.base_url, "capabilities": info.capabilities}},
+        keep_alive=keep_alive_value(keep_alive),
     )
+
+
+def keep_alive_value(keep_alive: str | None) -> int | str | None:
+    """Ollama's keep_alive as its API reads it: a bare number is seconds (an int), anything else a duration."""
+    if not keep_alive:
+        return None
+    text = keep_alive.strip()
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+@dataclass(frozen=True)
+class Resident:
+    """A model Ollama holds in memory, as /api/ps reports it."""
+
+    model: str
+    size: int
+    """Bytes the loaded model takes in all (weights, context, vision projector)."""
+    size_vram: int
+    """Bytes of that in GPU memory (less than size when Ollama split it with the CPU; 0 on a CPU-only host)."""
+    expires_at: str
+    """When Ollama will unload it (ISO time), or "" when it did not say."""
+
+    def line(self) -> str:
+        """How much the critic holds, for the placement line."""
+        gb = 1e9
+        if self.size_vram and self.size_vram >= self.size:
+            where = f"{self.size_vram / gb:.1f} GB on the GPU"
+        elif self.size_vram:
+            where = f"{self.size / gb:.1f} GB, {self.size_vram / gb:.1f} GB of it on the GPU"
+        else:
+            where = f"{self.size / gb:.1f} GB, none on a GPU"
+        return f"holds {where}"
+
+
+def load_resident(
+    model: str, *, base_url: str | None = None, keep_alive: str | None = None, timeout: float = DEFAULT_TIMEOUT
+) -> Resident | None:
+    """Load `model` into Ollama now (an empty chat request, with keep_alive when given) and say what it holds.
+
+    Called before the image model is placed, so that placement measures the GPU memory the critic really leaves
+    free. None when the server lists no such model in /api/ps (a keep_alive of 0 unloads it at once). Failures
+    are one-line ModelErrors: the critic was checked just before, so one here means the server fell over.
+    """
+    import httpx
+    import ollama
+
+    url = resolve_base_url(base_url)
+    client = ollama.Client(host=url, timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT))
+    try:
+        client.chat(model=model, messages=[], keep_alive=keep_alive_value(keep_alive))
+        running = client.ps()
+    except (ConnectionError, httpx.TransportError) as exc:
+        raise _unreachable(url) from exc
+    except ollama.ResponseError as exc:
+        raise _explain_response_error(exc, url, model) from exc
+    finally:
+        client.close()
+    for entry in running.models:
+        if _matches(model, entry.model or entry.name or ""):
+            expires = entry.expires_at.isoformat() if entry.expires_at else ""
+            return Resident(model, int(entry.size or 0), int(entry.size_vram or 0), expires)
+    return None
 
 
 def _apply_call_timeout(request: httpx.Request) -> None:

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from refineloop.state import RefineState
 
 REPORT_NAME = "report.html"
+LIVE_REFRESH = 5
+"""Seconds between reloads of the page of a running run: often enough to follow it, rare enough to read it."""
 
 # Plot geometry (SVG user units; the SVG scales to the page width).
 PLOT_W, PLOT_H = 760, 260
@@ -88,10 +90,15 @@ window.addEventListener("load", function () {
 """
 
 
-def write_report(run_dir: str | Path, state: RefineState | dict[str, Any]) -> Path:
-    """Write report.html in the run folder (atomically) and return its path."""
+def write_report(run_dir: str | Path, state: RefineState | dict[str, Any], *, live: bool = False) -> Path:
+    """Write report.html in the run folder (atomically) and return its path.
+
+    `live` (the accept nodes, after every judged image) makes the page reload itself every LIVE_REFRESH seconds,
+    so a browser left open on it follows the run; the page written when the run stops (or is interrupted) has no
+    reload, so it stays still once nothing changes. A live write costs one page of text (no collage, no best.png).
+    """
     path = Path(run_dir) / REPORT_NAME
-    page = report_html(str(run_dir), state)
+    page = report_html(str(run_dir), state, live=live)
     write_text_atomic(path, page)
     return path
 
@@ -118,8 +125,8 @@ def _fmt(value: Any) -> str:
     return "?" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def report_html(run_dir: str, state: RefineState | dict[str, Any]) -> str:
-    """The whole page as a string."""
+def report_html(run_dir: str, state: RefineState | dict[str, Any], *, live: bool = False) -> str:
+    """The whole page as a string; `live` adds the self-reload of a running run (see write_report)."""
     rows = _rows(run_dir)
     settings = state.get("settings") or {}
     task = state.get("task") or {}
@@ -134,11 +141,11 @@ def report_html(run_dir: str, state: RefineState | dict[str, Any]) -> str:
 
     facts = [
         ("strategy", settings.get("strategy") or "?"),
-        ("status", status),
+        ("status", f"{status} (this page reloads every {LIVE_REFRESH} s until the run stops)" if live else status),
         ("stop reason", state.get("stop_reason") or "-"),
         ("images", str(len(rows))),
         ("best", f"image {best_iteration} scored {_fmt(best_row['score'])}/10" if best_row else "none yet"),
-        ("best means", best_rule(settings)),
+        ("best means", best_rule(settings, state.get("final_pick"))),
         ("models", f"{settings.get('image_model', '?')} / critic {settings.get('eval_model', '?')}"),
         ("seed", _fmt(settings.get("seed"))),
         ("folder", run_dir),
@@ -160,6 +167,7 @@ def report_html(run_dir: str, state: RefineState | dict[str, Any]) -> str:
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f'<meta http-equiv="refresh" content="{LIVE_REFRESH}">' if live else "",
         f"<title>{escape(title)}</title><style>{CSS}</style></head>",
         "<body><main>",
         '<section class="panel top"><div class="facts">',
@@ -171,6 +179,7 @@ def report_html(run_dir: str, state: RefineState | dict[str, Any]) -> str:
         '<div class="legend"><span><i class="key" style="background:var(--score)"></i>score of each image</span>'
         '<span><i class="key" style="background:var(--best)"></i>best so far</span>'
         "<span>× score unknown (no parseable reply)</span></div></section>",
+        judging_panel(state),
         "<h2>Images</h2>",
         *(_card(row, row["iteration"] == best_iteration) for row in rows),
         "" if rows else '<p class="panel">No images yet.</p>',
@@ -203,6 +212,7 @@ def _card(row: dict[str, Any], is_best: bool) -> str:
         meta.append(f"duel with #{_fmt(duel['against'])}: won {_fmt(duel.get('wins'))} of 2 orders")
     if row.get("first_score") is not None:
         meta.append(f"re-scored: first {_fmt(row['first_score'])}/10, now {_fmt(row['score'])}/10")
+    meta += _judging_meta(row)
     text = [
         f'<h3>#{iteration} <span class="score">{escape(_fmt(row["score"]))}/10</span>{"".join(tags)}</h3>',
         f'<p><span class="label">critique</span>{escape(str(row.get("critique") or "-"))}</p>',
@@ -301,3 +311,55 @@ def score_plot(rows: list[dict[str, Any]], best_iteration: int | None = None) ->
         )
     out.append("</svg>")
     return "".join(out)
+
+
+def _judging_meta(row: dict[str, Any]) -> list[str]:
+    """A card's notes from the judges package: the DONE check, the final pick, the auditor's score."""
+    notes = []
+    confirm = row.get("confirm")
+    if isinstance(confirm, dict):
+        outcome = "upheld" if confirm.get("upheld") else "overturned"
+        duel = confirm.get("duel")
+        against = ""
+        if isinstance(duel, dict):
+            against = f", duel with #{_fmt(duel.get('b'))} won {_fmt(duel.get('wins'))} of 2"
+        notes.append(f"DONE {outcome} by a second look ({_fmt(confirm.get('sample'))}/10{against})")
+    pick = row.get("final_pick")
+    if isinstance(pick, dict):
+        notes.append(
+            f"final pick: rank {_fmt(pick.get('rank'))}, duel points {_fmt(pick.get('points'))} of "
+            f"{_fmt(pick.get('most'))}, fresh looks mean {_fmt(pick.get('mean'))}"
+        )
+    if row.get("audit_score") is not None:
+        notes.append(f"auditor's score {_fmt(row['audit_score'])}/10")
+    return notes
+
+
+def judging_panel(state: RefineState | dict[str, Any]) -> str:
+    """The final pick, the audit, the checklist and the judge's measured behaviour, when the run has any."""
+    from refineloop.judges.audit import audit_lines
+    from refineloop.judges.final_pick import pick_lines
+    from refineloop.judges.measure import measure_rows, rates
+
+    parts = []
+    pick = pick_lines(state.get("final_pick"))
+    if pick:
+        items = "".join(f"<li>{escape(line.strip())}</li>" for line in pick[1:])
+        parts.append(f'<p id="final-pick"><b>{escape(pick[0])}</b></p>' + (f"<ol>{items}</ol>" if items else ""))
+    audit = audit_lines(state.get("audit"))
+    if audit:
+        parts.append(f'<p id="audit">{"<br>".join(escape(line.strip()) for line in audit)}</p>')
+    checklist = state.get("checklist") or []
+    if checklist:
+        items = "".join(f"<li>{escape(q['question'])} (weight {q['weight']:g})</li>" for q in checklist)
+        parts.append(f'<p>Checklist every image was asked:</p><ol id="checklist">{items}</ol>')
+    measured = rates(state.get("judge_stats") or {}, state.get("comparisons", 0), state.get("order_flips", 0))
+    rows = measure_rows(measured)
+    if rows:
+        cells = "".join(
+            f"<dt>{escape(label)}</dt><dd>{escape(value)} ({escape(basis)})</dd>" for label, value, basis in rows
+        )
+        parts.append(f'<p>The judge, measured in passing:</p><dl id="judge-measures">{cells}</dl>')
+    if not parts:
+        return ""
+    return f'<h2>Judging</h2><section class="panel" id="judging">{"".join(parts)}</section>'

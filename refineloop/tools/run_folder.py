@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import json
 import os
 import sqlite3
@@ -20,7 +21,7 @@ from refineloop.settings import STRATEGIES
 from refineloop.tools.safe_io import open_no_follow, refuse_link, refuse_links_in, write_text_atomic
 
 if TYPE_CHECKING:
-    from langgraph.checkpoint.base import CheckpointTuple
+    from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
 
 CHECKPOINTS = "checkpoints.sqlite"
 META = "run.json"
@@ -149,11 +150,36 @@ def connect(run_dir: str) -> sqlite3.Connection:
         refuse_link(name)
     try:
         conn = sqlite3.connect(path, check_same_thread=False)
+        # Checkpoints are rows of about 2 KB: 4 KB pages hold one each, half empty; 16 KB pages hold seven.
+        # (Takes effect when the database is made; an existing one keeps its size.)
+        conn.execute("PRAGMA page_size=16384")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
     except sqlite3.Error as exc:
         raise database_error(run_dir, exc) from None
     return conn
+
+
+def run_saver(conn: sqlite3.Connection) -> BaseCheckpointSaver:
+    """LangGraph's SqliteSaver with short channel versions (see `_run_saver_class`)."""
+    return _run_saver_class()(conn)
+
+
+@functools.cache
+def _run_saver_class() -> type[BaseCheckpointSaver]:
+    """SqliteSaver stores the whole checkpoint, version maps included, at every super-step, and its versions
+    carry a 16-digit random suffix each: about half of a small run's checkpoint. A run's thread is one
+    timeline, so a zero-padded counter is enough; it also sorts after the long versions of folders written
+    before (those start with many more zeros), so old runs resume as they are. Built on first use, so that
+    importing this module does not import LangGraph."""
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    class RunSaver(SqliteSaver):
+        def get_next_version(self, current: str | int | None, channel: None = None) -> str:
+            number = 0 if current is None else int(str(current).split(".", 1)[0])
+            return f"{number + 1:08d}"
+
+    return RunSaver
 
 
 def database_error(run_dir: str, exc: BaseException) -> RunFolderError:
@@ -187,45 +213,67 @@ def connect_readonly(run_dir: str) -> sqlite3.Connection:
     return conn
 
 
-def read_checkpoint(run_dir: str, thread_id: str, url: str = "") -> CheckpointTuple | None:
-    """The latest checkpoint of a run, read without writing and without compiling a graph: from the folder's
-    SQLite, or from the Postgres at `url` (the run's recorded checkpointer)."""
-    config = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+@contextmanager
+def reading_saver(run_dir: str, url: str = "") -> Iterator[BaseCheckpointSaver]:
+    """A checkpointer for reading a run without writing to it: the folder's SQLite opened read-only, or the
+    Postgres at `url` (the run's recorded checkpointer)."""
     if url:
         from refineloop.scale.postgres import open_pool, open_saver
 
         pool = open_pool(url, max_size=1)
         try:
-            return open_saver(pool).get_tuple(config)
+            yield open_saver(pool)
         finally:
             pool.close()
-    from langgraph.checkpoint.sqlite import SqliteSaver
+        return
 
     conn = connect_readonly(run_dir)
     try:
-        return SqliteSaver(conn).get_tuple(config)
+        yield run_saver(conn)
     except sqlite3.Error as exc:
         raise database_error(run_dir, exc) from None
     finally:
         conn.close()
 
 
+def read_checkpoint(run_dir: str, thread_id: str, url: str = "") -> CheckpointTuple | None:
+    """The latest checkpoint tuple of a run, read without writing and without compiling a graph. Channels kept
+    as deltas (the per-image history) are not in its values: `read_values` rebuilds those."""
+    with reading_saver(run_dir, url) as saver:
+        return saver.get_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}})
+
+
 def read_values(run_dir: str, thread_id: str, url: str = "") -> dict[str, Any]:
-    """The latest checkpointed state of a run."""
-    found = read_checkpoint(run_dir, thread_id, url)
-    return dict(found.checkpoint["channel_values"]) if found else {}
+    """The latest checkpointed state of a run, whole (the history rebuilt from its deltas), read without
+    writing. The graph is the one run.json names (greedy's when there is none: the history is the same)."""
+    from refineloop.graph import build_graph
+
+    strategy = "greedy"
+    if (Path(run_dir) / META).is_file():
+        strategy = read_meta(run_dir)["strategy"]
+    with reading_saver(run_dir, url) as saver:
+        graph = build_graph(strategy, saver)
+        return dict(graph.get_state({"configurable": {"thread_id": thread_id}}).values)
 
 
 class NewRunFolder:
     """A run folder made and locked for a new run before anything slow happens (see `new_run_folder`)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, created: bool) -> None:
         self.path = path
+        self.created = created
+        """Whether this run made the folder (else it was an empty folder the user named)."""
         self.kept = False
 
     def keep(self) -> None:
         """The run is about to make its first checkpoint: from here on the folder is the run's, whatever happens."""
         self.kept = True
+
+    def discard(self) -> None:
+        """Remove what the run made, unless it was kept (safe to call more than once, and from a signal handler
+        that is about to end the process)."""
+        if not self.kept:
+            _clear(Path(self.path), remove=self.created)
 
 
 @contextmanager
@@ -241,15 +289,14 @@ def new_run_folder(run_dir: str, *, named: bool) -> Iterator[NewRunFolder]:
     if named:
         _refuse_filled(Path(run_dir))  # the plain case answered before anything is made, the lock file included
     folder, created = _make_folder(Path(run_dir), named)
-    claim = NewRunFolder(str(folder))
+    claim = NewRunFolder(str(folder), created)
     try:
         with locked(claim.path):
             _refuse_filled(folder)
             try:
                 yield claim
             finally:
-                if not claim.kept:
-                    _clear(folder, remove=created)
+                claim.discard()
     except BaseException:
         if created and not claim.kept and folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
@@ -299,6 +346,8 @@ def _make_folder(path: Path, named: bool) -> tuple[Path, bool]:
 
 def _clear(folder: Path, *, remove: bool) -> None:
     """Remove what a run that never started made (its lock, run.json, an empty database)."""
+    if not folder.is_dir():
+        return
     for entry in folder.iterdir():
         if entry.is_dir() and not entry.is_symlink():
             continue  # nothing of ours is a folder; leave anything unexpected alone

@@ -1,0 +1,56 @@
+"""What every judging step needs: the models, the run's settings and task, the calls it may make, its counters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from refineloop.settings import RunSettings
+    from refineloop.tasks import Task
+    from refineloop.tools.models import ModelCache
+
+#: Temperature of a warm judge sample: enough to decorrelate repeated looks, not to wander (the scorer's own
+#: value for --judge-samples, refineloop.nodes.evaluate.SAMPLE_TEMPERATURE).
+WARM = 0.3
+
+
+class Budget(Protocol):
+    """Critic calls a step may still make (refineloop.nodes.evaluate.CallBudget has this shape)."""
+
+    used: int
+
+    def take(self) -> bool:
+        """Claim one call; False when none is left."""
+        ...
+
+
+class Calls:
+    """A critic-call budget of its own, for steps outside the evaluate node (the stop, judge-check)."""
+
+    def __init__(self, left: int | None) -> None:
+        self.left, self.used = left, 0
+
+    def take(self) -> bool:
+        if self.left is not None and self.used >= self.left:
+            return False
+        self.used += 1
+        return True
+
+
+@dataclass
+class Judging:
+    """One judging step's context. `stats` collects the counters of `refineloop.judges.measure`, which the step
+    hands back to the state's `judge_stats`."""
+
+    models: ModelCache
+    settings: RunSettings
+    task: Task
+    run_dir: str
+    budget: Budget
+    stats: dict[str, float] = field(default_factory=dict)
+
+    def count(self, **counters: float) -> None:
+        """Add to the step's counters."""
+        for key, value in counters.items():
+            self.stats[key] = self.stats.get(key, 0) + value

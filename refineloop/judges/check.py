@@ -1,0 +1,292 @@
+"""`refineloop judge-check`: measure the user's own critic on real images, and recommend settings from it.
+
+Which judging option helps depends on the critic (in one simulated world pairwise duels helped, in another they
+hurt), and nobody can see their critic's habits. So this command looks at images the critic will really judge:
+a run folder's images (spread over the run), or a small fresh batch drawn from the task's start prompt and its
+escalation steps. On each image it asks two cold looks (does a cold score repeat?) and `--samples` warm ones (how
+far do they spread?); on `--pairs` pairs of images of close score it holds duels in both orders (position flips,
+ties, and whether the duel agrees with the scores); with `--audit-model` the auditor scores every image too (do
+the two critics rank pairs alike?); one checklist look shows whether the backend returns log probabilities. It
+prints a table and a recommendation with the measured reason, and writes `judge-check.json` beside the images.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from refineloop.errors import RunFolderError
+from refineloop.judges.audit import auditor_settings
+from refineloop.judges.base import WARM, Calls, Judging
+from refineloop.judges.checklist import ask_checklist, fallback_questions, questions_of
+from refineloop.judges.duel import duel
+from refineloop.judges.measure import add, count_audit, count_duel, count_repeat, count_samples, measure_rows, rates
+from refineloop.judges.score import look
+from refineloop.settings import RunSettings
+from refineloop.tasks import Task
+from refineloop.tools.artifacts import image_path, listed_images, read_sidecars, save_image
+from refineloop.tools.models import ModelCache
+from refineloop.tools.safe_io import write_text_atomic
+
+REPORT = "judge-check.json"
+
+# Thresholds of the recommendation, in the measures' own units (refineloop.judges.measure).
+STEADY_REPEAT = 0.9
+"""A cold score that repeats at least this often is steady."""
+STEADY_SPREAD = 0.5
+"""Warm samples spreading less than this (std. dev., points) are steady."""
+RELIABLE_FLIPS = 0.25
+"""Duels flipping position at most this often decide on the images."""
+RELIABLE_TIES = 0.25
+"""Duels abstaining at most this often in an order decide often enough to lean on."""
+AGREEING = 0.75
+"""Scores that agree with decided duels at least this often rank like them."""
+
+
+@dataclass
+class CheckImage:
+    """One image under check, with every look it got."""
+
+    iteration: int
+    path: str
+    prompt: str
+    cold: list[float] = field(default_factory=list)
+    warm: list[float] = field(default_factory=list)
+    audit: float | None = None
+
+    @property
+    def score(self) -> float | None:
+        """Its score for ranking: the mean of every look."""
+        looks = [*self.cold, *self.warm]
+        return round(statistics.fmean(looks), 2) if looks else None
+
+    def record(self) -> dict[str, Any]:
+        """What the duels and the report see of it."""
+        return {"iteration": self.iteration, "path": self.path, "prompt": self.prompt, "score": self.score}
+
+
+def images_of_run(run_dir: str, count: int) -> list[CheckImage]:
+    """Up to `count` of a run's images, spread evenly from its first to its last (qualities spread too)."""
+    found = listed_images(run_dir)
+    if not found:
+        raise RunFolderError(f"{run_dir} holds no images yet: check a run that made some, or leave RUN_DIR out")
+    sidecars = read_sidecars(run_dir)
+    if len(found) > count:
+        step = (len(found) - 1) / (count - 1) if count > 1 else 0
+        found = [found[round(n * step)] for n in range(count)]
+    return [CheckImage(it, str(path), str(sidecars.get(it, {}).get("prompt") or "")) for it, path in found]
+
+
+def fresh_images(models: ModelCache, settings: RunSettings, task: Task, folder: str, count: int) -> list[CheckImage]:
+    """`count` new images from the task's start prompt and escalation steps, so their qualities differ."""
+    from refineloop.schedules import derive_seed
+    from refineloop.tools.image_models import ImageRequest
+
+    model = models.image_model(settings)
+    steps = [task.start_prompt, *task.escalation]
+    made = []
+    for n in range(1, count + 1):
+        idea = steps[round((n - 1) * (len(steps) - 1) / max(1, count - 1))]
+        prompt = f"{task.subject}, {idea}"  # the anchor first, as a run composes its prompts
+        request = ImageRequest(
+            prompt=prompt,
+            negative_prompt=task.negative_prompt if model.traits.negative_prompt else "",
+            seeds=(derive_seed(settings.seed or 0, n),),
+            width=settings.width,
+            height=settings.height,
+            steps=settings.steps,
+            guidance=settings.guidance,
+        )
+        (image,) = model.generate(request)
+        path = image_path(folder, n)
+        save_image(image, path)
+        made.append(CheckImage(n, str(path), prompt))
+    return made
+
+
+def close_pairs(images: list[CheckImage], count: int) -> list[tuple[CheckImage, CheckImage]]:
+    """Up to `count` pairs, the closest in score first: where a judge's position lean decides most."""
+    pairs = list(itertools.combinations(images, 2))
+    pairs.sort(key=lambda pair: (abs((pair[0].score or 0) - (pair[1].score or 0)), pair[0].iteration))
+    return pairs[:count]
+
+
+def measure_critic(
+    j: Judging, images: list[CheckImage], *, samples: int, pairs: int, out: TextIO
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Every look and duel of the check; the counters, and what else was learnt (log probabilities, pairs)."""
+    stats: dict[str, float] = {}
+    for image in images:
+        record = image.record()
+        image.cold = [found.score for _ in range(2) if (found := look(j, record, temperature=0.0, label="check-cold"))]
+        if len(image.cold) == 2:
+            add(stats, count_repeat(*image.cold))
+        image.warm = [
+            found.score for _ in range(samples) if (found := look(j, record, temperature=WARM, label="check-warm"))
+        ]
+        add(stats, count_samples(image.warm))
+        out.write(f"  #{image.iteration}: cold {_scores(image.cold)}, warm {_scores(image.warm)}\n")
+    held = []
+    for a, b in close_pairs(images, pairs):
+        met = duel(j, a.record(), b.record(), label="check-duel", counted=False)
+        if met is not None:
+            add(stats, count_duel(met, a.score, b.score))
+            held.append(met.to_dict())
+    extra: dict[str, Any] = {"duels": held}
+    if j.settings.audit_model:
+        auditor = j.models.judge_model(auditor_settings(j.settings), 0.0)
+        for image in images:
+            found = look(j, image.record(), temperature=0.0, label="check-audit", runnable=auditor)
+            image.audit = None if found is None else found.score
+        for a, b in itertools.combinations(images, 2):
+            if None not in (a.score, b.score, a.audit, b.audit) and a.score != b.score and a.audit != b.audit:
+                add(stats, count_audit((a.score > b.score) == (a.audit > b.audit)))  # type: ignore[operator]
+    questions = questions_of(j.task) or fallback_questions(j.task)
+    probe = ask_checklist(j, images[0].record(), questions, temperature=0.0, label="check-logprobs")
+    extra["logprobs"] = None if probe is None else probe.from_logprobs
+    return stats, extra
+
+
+def _scores(values: list[float]) -> str:
+    return ", ".join(f"{v:g}" for v in values) or "none readable"
+
+
+def recommend(measured: dict[str, tuple[float | None, int]], logprobs: bool | None) -> tuple[dict[str, Any], list[str]]:
+    """Settings for this critic, and the measured reason for each (see the thresholds above)."""
+    repeat, spread = measured["cold_repeat"][0], measured["warm_spread"][0]
+    flips, ties, agreement = measured["flip_rate"][0], measured["tie_rate"][0], measured["agreement"][0]
+    noisy = (repeat is not None and repeat < STEADY_REPEAT) or (spread is not None and spread >= STEADY_SPREAD)
+    reliable = flips is not None and flips <= RELIABLE_FLIPS and (ties or 0) <= RELIABLE_TIES
+    reasons: list[str] = []
+    settings: dict[str, Any] = {"strategy": "climbing", "final_pick": 3}
+    steadiness = f"cold scores repeat {_pct(repeat)}, warm samples spread {_pts(spread)}"
+    if reliable and agreement is not None and agreement < AGREEING:
+        settings["judge"] = "pairwise"
+        reasons.append(
+            f"--judge pairwise: duels are consistent ({_pct(flips)} position flips, {_pct(ties)} ties) while scores "
+            f"agree with them only {_pct(agreement)} of the time"
+        )
+    elif noisy and logprobs:
+        settings["judge"] = "checklist"
+        reasons.append(
+            f"--judge checklist: the score wobbles ({steadiness}) and this critic returns log probabilities, so "
+            "checklist answers move in fine steps"
+        )
+    else:
+        settings["judge"] = "score"
+        why = "duels flip or abstain too often to lean on" if not reliable else "scores rank like the duels"
+        reasons.append(f"--judge score: {why} ({_pct(flips)} flips, {_pct(ties)} ties, agreement {_pct(agreement)})")
+    settings["judge_samples"] = 3 if noisy and settings["judge"] == "score" else 1
+    if settings["judge_samples"] > 1:
+        reasons.append(f"--judge-samples 3: the score is noisy ({steadiness}); averaging cancels part of it")
+    else:
+        reasons.append(f"--judge-samples 1: {steadiness}, so more samples buy little")
+    settings["patience"] = 5 if noisy else 3
+    reasons.append(
+        f"--strategy climbing --patience {settings['patience']}: "
+        + (
+            "a noisy judge rejects good images by chance, so give it more misses"
+            if noisy
+            else "a steady judge's misses are real"
+        )
+    )
+    if flips is not None and not reliable:
+        reasons.append(
+            f"--final-pick 3 (the default): its duels flip {_pct(flips)} of the time, so its fresh looks break "
+            "more of its ties"
+        )
+    else:
+        reasons.append("--final-pick 3 (the default): the top images meet again before best.png is crowned")
+    return settings, reasons
+
+
+def _pct(value: float | None) -> str:
+    return "?" if value is None else f"{value:.0%}"
+
+
+def _pts(value: float | None) -> str:
+    return "?" if value is None else f"{value:.2f} points"
+
+
+def command_line(settings: dict[str, Any]) -> str:
+    """The recommendation as flags."""
+    flags = [f"--judge {settings['judge']}", f"--strategy {settings['strategy']}", f"--patience {settings['patience']}"]
+    if settings["judge_samples"] > 1:
+        flags.insert(1, f"--judge-samples {settings['judge_samples']}")
+    return " ".join(flags)
+
+
+def judge_check(
+    settings: RunSettings,
+    task: Task,
+    run_dir: str | None,
+    *,
+    images: int,
+    samples: int,
+    pairs: int,
+    models: ModelCache,
+    out: TextIO,
+) -> dict[str, Any]:
+    """Run the check in `run_dir` (its images) or in `settings.output_dir` (a fresh batch); print and write it."""
+    from refineloop.tools.run_folder import locked
+
+    started = time.perf_counter()
+    if run_dir is None:
+        folder = settings.output_dir
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    else:
+        folder = run_dir
+    with locked(folder):
+        models.chat_model(settings)  # a missing or blind critic fails before anything is drawn
+        if settings.audit_model:
+            models.chat_model(auditor_settings(settings))
+        if run_dir is None:
+            out.write(f"drawing {images} images with {settings.image_model} into {folder}\n")
+            checked = fresh_images(models, settings, task, folder, images)
+        else:
+            checked = images_of_run(folder, images)
+        what = "a fresh batch" if run_dir is None else folder
+        out.write(
+            f"judge check of {settings.eval_model}: {len(checked)} images of {what}, {samples} warm samples each\n"
+        )
+        j = Judging(models, settings, task, folder, Calls(None))
+        stats, extra = measure_critic(j, checked, samples=samples, pairs=pairs, out=out)
+        measured = rates(stats)
+        chosen, reasons = recommend(measured, extra.get("logprobs"))
+        report = {
+            "critic": settings.eval_model,
+            "auditor": settings.audit_model or None,
+            "folder": folder,
+            "images": [{"iteration": i.iteration, "cold": i.cold, "warm": i.warm, "auditor": i.audit} for i in checked],
+            "duels": extra["duels"],
+            "logprobs": extra.get("logprobs"),
+            "counters": stats,
+            "measures": {key: {"value": value, "basis": n} for key, (value, n) in measured.items()},
+            "recommendation": {**chosen, "flags": command_line(chosen), "reasons": reasons},
+            "critic_calls": j.budget.used,
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+        write_text_atomic(Path(folder) / REPORT, json.dumps(report, indent=1, ensure_ascii=False))
+    out.write(table(report))
+    return report
+
+
+def table(report: dict[str, Any]) -> str:
+    """The check as a person reads it: the measures, then the recommendation and its reasons."""
+    measured = {key: (m["value"], m["basis"]) for key, m in report["measures"].items()}
+    rows = measure_rows(measured)
+    logprobs = {True: "yes: checklist answers use P(yes)", False: "no: checklist answers are plain yes/no"}
+    rows.append(("log probabilities", logprobs.get(report["logprobs"], "not measured"), "1 checklist look"))
+    width = max(len(label) for label, _, _ in rows)
+    value_width = max(len(value) for _, value, _ in rows)
+    lines = ["", f"{'measure':<{width}}  {'value':<{value_width}}  basis"]
+    lines += [f"{label:<{width}}  {value:<{value_width}}  {basis}" for label, value, basis in rows]
+    recommendation = report["recommendation"]
+    lines += ["", f"recommended: {recommendation['flags']}", *(f"  {reason}" for reason in recommendation["reasons"])]
+    lines += [f"{report['critic_calls']} critic calls; wrote {Path(report['folder']) / REPORT}", ""]
+    return "\n".join(lines)

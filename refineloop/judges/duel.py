@@ -1,0 +1,86 @@
+"""Two images compared head to head, in both orders, so the judge's lean towards a position cancels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from refineloop.judges.base import Judging
+from refineloop.judges.measure import count_duel
+from refineloop.prompts import compare_messages_text
+from refineloop.tools.chat import build_messages, traced_invoke
+from refineloop.verdicts import parse_winner
+
+
+@dataclass(frozen=True)
+class Duel:
+    """The outcome of one duel: which image won each order (None: a tie, an abstention or an unreadable reply)."""
+
+    a: int
+    b: int
+    winners: tuple[int | None, ...]
+    """The winner of the order (a, b), then of the order (b, a)."""
+
+    def wins(self, iteration: int) -> int:
+        """Orders that `iteration` won (0, 1 or 2)."""
+        return sum(w == iteration for w in self.winners)
+
+    @property
+    def flipped(self) -> bool:
+        """Both orders named a winner, and not the same one: position decided, not the images."""
+        decided = [w for w in self.winners if w is not None]
+        return len(decided) == 2 and decided[0] != decided[1]
+
+    @property
+    def ties(self) -> int:
+        """Orders that named no winner."""
+        return sum(w is None for w in self.winners)
+
+    @property
+    def winner(self) -> int | None:
+        """The image that won both orders, else None."""
+        if len(self.winners) == 2 and self.winners[0] is not None and self.winners[0] == self.winners[1]:
+            return self.winners[0]
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain builtins, for sidecars and state."""
+        return {"a": self.a, "b": self.b, "winners": list(self.winners)}
+
+
+def duel(
+    j: Judging,
+    a: dict[str, Any],
+    b: dict[str, Any],
+    *,
+    label: str = "duel",
+    runnable: Any = None,
+    counted: bool = True,
+) -> Duel | None:
+    """Compare images `a` and `b` in both orders with the cold judge copy (thinking off, temperature 0), or with
+    `runnable` (the auditor); None when the budget allows no call. Both orders are always asked when the first
+    was: a duel of one order would carry the position bias it exists to cancel. With `counted`, the duel's
+    flips, ties and agreement with the scores go into the step's counters."""
+    judge = runnable if runnable is not None else j.models.plain_judge(j.settings, 0.0)
+    winners: list[int | None] = []
+    for first, second in ((a, b), (b, a)):
+        if not j.budget.take():
+            return None
+        system, user = compare_messages_text(j.task, first["prompt"], second["prompt"])
+        reply, _ = traced_invoke(
+            judge,
+            build_messages(system, user, first["path"], second["path"]),
+            run_dir=j.run_dir,
+            role=label,
+            iteration=max(a["iteration"], b["iteration"]),
+            image_path=[first["path"], second["path"]],
+            temperature=0.0,
+            settings=j.settings,
+        )
+        said = parse_winner(str(getattr(reply, "content", reply)))
+        picked = first if said == "A" else second if said == "B" else None
+        winners.append(None if picked is None else picked["iteration"])
+    result = Duel(a["iteration"], b["iteration"], tuple(winners))
+    if counted:
+        j.count(**count_duel(result, a.get("score"), b.get("score")))
+    return result

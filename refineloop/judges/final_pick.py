@@ -1,0 +1,136 @@
+"""The final pick: before best.png is crowned, the top images meet again under a careful judge (--final-pick K).
+
+A run's best is whatever won one noisy judgement along the way, and in simulated runs the image crowned was
+often not the best one made. So at the stop the K highest-scored images, and the best if it is not among them,
+meet again: each gets FINAL_SAMPLES fresh warm looks from the run's judge, and every pair duels in both orders.
+The winner has the most duel wins (each order won is a point); a tie goes to the higher mean of the fresh looks
+(only those: the scores that put an image in the pool are biased upwards by the very luck that put it there),
+then to the image already crowned, then to the earlier one. Every pool image's sidecar keeps its part
+(`final_pick`), the state keeps the whole pick, and summary.txt and report.html show it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+from typing import Any
+
+from refineloop.judges.base import WARM, Judging
+from refineloop.judges.duel import Duel, duel
+from refineloop.judges.measure import count_samples
+from refineloop.judges.samples import fresh_look
+from refineloop.state import Candidate
+from refineloop.tools.artifacts import image_path, read_record, read_sidecars, save_json, sidecar_path
+
+FINAL_SAMPLES = 2
+"""Fresh warm looks per pool image."""
+
+
+def _scored(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def record_of(run_dir: str, iteration: int, record: dict[str, Any]) -> Candidate:
+    """An image's state record rebuilt from its sidecar, with its path in this run folder."""
+    known = Candidate.__annotations__
+    candidate: Candidate = {k: v for k, v in record.items() if k in known}  # type: ignore[assignment]
+    candidate.update(iteration=iteration, path=str(image_path(run_dir, iteration)))
+    return candidate
+
+
+def pool_of(run_dir: str, best: dict[str, Any] | None, k: int) -> list[Candidate]:
+    """The images that meet again: the best first, then the highest-scored others (the earliest on a tie)."""
+    sidecars = read_sidecars(run_dir)
+    ranked = sorted(
+        (it for it, rec in sidecars.items() if _scored(rec.get("score"))), key=lambda it: (-sidecars[it]["score"], it)
+    )
+    first = best["iteration"] if best and best.get("iteration") in sidecars else None
+    chosen = ([first] if first is not None else []) + [it for it in ranked if it != first]
+    return [record_of(run_dir, it, sidecars[it]) for it in chosen[:k]]
+
+
+def final_pick(j: Judging, best: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Judge the pool again and name the winner; None when fewer than two judged images exist. A pick the
+    budget cut short decides on what it measured; one that could make no call at all keeps the best."""
+    pool = pool_of(j.run_dir, best, j.settings.final_pick)
+    if len(pool) < 2:
+        return None
+    fresh: dict[int, list[float]] = {c["iteration"]: [] for c in pool}
+    for candidate in pool:
+        for _ in range(FINAL_SAMPLES):
+            found = fresh_look(j, candidate, temperature=WARM, label="final-pick")
+            if found is not None:
+                fresh[candidate["iteration"]].append(found.score)
+        j.count(**count_samples(fresh[candidate["iteration"]]))
+    duels: list[Duel] = []
+    for a, b in itertools.combinations(pool, 2):
+        if (met := duel(j, a, b, label="final-duel")) is not None:
+            duels.append(met)
+    incumbent = pool[0]["iteration"] if best else None
+    if not duels and not any(fresh.values()):
+        skipped = "no critic calls left for it"
+        return {"pool": [c["iteration"] for c in pool], "previous": incumbent, "winner": incumbent, "skipped": skipped}
+    points = {c["iteration"]: sum(d.wins(c["iteration"]) for d in duels) for c in pool}
+    means = {it: round(statistics.fmean(scores), 2) if scores else None for it, scores in fresh.items()}
+
+    def strength(it: int) -> tuple[float, float, int, int]:
+        return (points[it], means[it] if means[it] is not None else -1.0, int(it == incumbent), -it)
+
+    order = sorted(points, key=strength, reverse=True)
+    most = 2 * (len(pool) - 1)
+    entries = [
+        {"iteration": it, "rank": rank, "points": points[it], "most": most, "samples": fresh[it], "mean": means[it]}
+        for rank, it in enumerate(order, start=1)
+    ]
+    for entry in entries:
+        _note(j.run_dir, entry)
+    return {
+        "pool": [c["iteration"] for c in pool],
+        "previous": incumbent,
+        "winner": order[0],
+        "entries": entries,
+        "duels": [d.to_dict() for d in duels],
+    }
+
+
+def _note(run_dir: str, entry: dict[str, Any]) -> None:
+    """Keep an image's part in the final pick in its sidecar (rewritten, never appended, on a re-run)."""
+    path = sidecar_path(run_dir, entry["iteration"])
+    record = read_record(path)
+    if record is not None:
+        save_json({**record, "final_pick": {k: v for k, v in entry.items() if k != "iteration"}}, path)
+
+
+def winner_record(run_dir: str, pick: dict[str, Any]) -> Candidate | None:
+    """The winner's state record, from its sidecar (so best.png, summary.txt and report.html show its score)."""
+    winner = pick.get("winner")
+    record = read_record(sidecar_path(run_dir, winner)) if winner is not None else None
+    return None if record is None else record_of(run_dir, winner, record)
+
+
+def pick_lines(pick: dict[str, Any] | None) -> list[str]:
+    """What summary.txt says about the final pick."""
+    if not pick:
+        return []
+    pool = ", ".join(f"#{it}" for it in pick.get("pool", []))
+    if pick.get("skipped"):
+        return [f"final pick among {pool}: skipped ({pick['skipped']}); the best stays #{pick.get('previous')}"]
+    lines = [f"final pick among {pool}: #{pick['winner']} won (the best before it was #{pick.get('previous')})"]
+    for entry in pick.get("entries", []):
+        looks = ", ".join(f"{s:g}" for s in entry["samples"]) or "none"
+        mean = "?" if entry["mean"] is None else f"{entry['mean']:g}"
+        lines.append(
+            f"  {entry['rank']}. #{entry['iteration']}: duel points {entry['points']} of {entry['most']}, "
+            f"fresh looks {looks} (mean {mean})"
+        )
+    return lines
+
+
+def pick_headline(pick: dict[str, Any] | None) -> str:
+    """The final pick in one line, for the run's progress ("" when there was none)."""
+    if not pick or pick.get("skipped"):
+        return f"final pick skipped: {pick['skipped']}" if pick else ""
+    pool = ", ".join(f"#{it}" for it in pick.get("pool", []))
+    if pick["winner"] == pick.get("previous"):
+        return f"final pick among {pool}: #{pick['winner']} keeps the title"
+    return f"final pick among {pool}: #{pick['winner']} takes the title from #{pick.get('previous')}"

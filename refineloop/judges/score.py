@@ -1,0 +1,69 @@
+"""One reading of the 1-10 judge: the building block of extra samples, second looks and the final pick.
+
+The evaluate node scores images with its own loop (refineloop.nodes.evaluate.judge_image, which another change
+is making concurrent); this is the same reading for the judging steps that live outside that node.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.messages import HumanMessage
+
+from refineloop.judges.base import Judging
+from refineloop.prompts import JUDGE_REMINDER, judge_messages_text
+from refineloop.tools.chat import build_messages, traced_invoke
+from refineloop.verdicts import JudgeReply, Verdict, from_structured, parse_judge_text
+
+
+@dataclass(frozen=True)
+class Look:
+    """What one look at an image said, whatever the judge: a score on 0-10 and a verdict."""
+
+    score: float
+    verdict: str
+    critique: str = ""
+    next_idea: str = ""
+    answers: list[float] = field(default_factory=list)
+    """With the checklist judge: P(yes) per question."""
+    from_logprobs: bool = False
+    """Whether the answers' chances came from token log probabilities (else from the yes/no text)."""
+
+
+def read_verdict(reply: Any) -> Verdict | None:
+    """A structured reply's verdict when it parsed, else whatever the tolerant text parser finds."""
+    if isinstance(reply, dict):
+        parsed = reply.get("parsed")
+        if isinstance(parsed, JudgeReply) and (verdict := from_structured(parsed)) is not None:
+            return verdict
+        reply = reply.get("raw")
+    content = getattr(reply, "content", reply)
+    return parse_judge_text(content if isinstance(content, str) else str(content))
+
+
+def look(j: Judging, candidate: dict[str, Any], *, temperature: float, label: str, runnable: Any = None) -> Look | None:
+    """Ask the judge prompt of one image, up to `judge_attempts` times (the first retry adds a format reminder);
+    None when no reply parsed or the budget ran out. `runnable` replaces the run's own judge (the auditor)."""
+    judge = runnable if runnable is not None else j.models.judge_model(j.settings, temperature)
+    system, user = judge_messages_text(j.task, candidate["prompt"])
+    messages = build_messages(system, user, candidate["path"])
+    for attempt in range(j.settings.judge_attempts):
+        if not j.budget.take():
+            return None
+        reply, _ = traced_invoke(
+            judge,
+            messages,
+            run_dir=j.run_dir,
+            role=f"{label}#{attempt + 1}",
+            iteration=candidate["iteration"],
+            image_path=candidate["path"],
+            temperature=temperature,
+            settings=j.settings,
+        )
+        verdict = read_verdict(reply)
+        if verdict is not None:
+            return Look(float(verdict.score), verdict.verdict, verdict.critique, verdict.next_idea)
+        if attempt == 0:
+            messages = [*messages, HumanMessage(JUDGE_REMINDER)]
+    return None

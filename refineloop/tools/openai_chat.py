@@ -1,0 +1,318 @@
+"""Chat models on any OpenAI-compatible `/v1` chat-completions server: OpenAI itself, vLLM, llama.cpp's server,
+LM Studio, LiteLLM, a gateway. Load and check them, hold them to a JSON schema where the server takes one, and
+explain their failures in one line.
+
+- **The key** is read from the environment variable `--openai-key-env` names (OPENAI_API_KEY by default) and
+  only from there; settings, run.json and the trace hold the variable's name. The value is registered with
+  `refineloop.tools.text_safety.register_secret`, so a server that quotes it back in an error message cannot
+  put it into the trace, error.log or the terminal either.
+- **At load**, one tiny probe asks the model about a 16-pixel red square, with a JSON schema: a server that
+  refuses the schema is asked again without it (the judge then falls back to the tolerant text parser), and
+  one that refuses the image is refused in one line naming the model. The probe also catches a wrong URL, a
+  missing model and a refused key before any folder fills up.
+- **Calls** go through `refineloop.tools.chat.traced_invoke` like every critic call; the client itself never
+  retries (`max_retries=0`: refineloop retries transport failures with its own backoff and trace lines), and each
+  request takes the calling critic call's own timeout (:class:`OpenAICritic`).
+
+langchain_openai and openai are imported inside the functions (about 2 s cold), so `refineloop --help` and the
+offline demo never pay for them.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+from refineloop.errors import ModelError
+from refineloop.tools.chat import CALL_TIMEOUT, DEFAULT_TIMEOUT
+from refineloop.tools.text_safety import clean_model_text, redact, register_secret
+
+if TYPE_CHECKING:
+    from langchain_core.runnables import Runnable
+
+    from refineloop.settings import RunSettings
+
+DEFAULT_URL = "https://api.openai.com/v1"
+PROBE_TIMEOUT = 60.0
+"""Seconds the load-time probe may take (a cold server may still be loading the model into memory)."""
+KEY_PLACEHOLDER = "no-key"
+"""Sent when the key variable is unset: local servers ignore the header, and the client refuses to run without one."""
+
+
+def resolve_openai_url(url: str = "") -> str:
+    """The server's base URL: the flag, else $OPENAI_BASE_URL, else OpenAI's own; without a trailing slash."""
+    return (url.strip() or os.environ.get("OPENAI_BASE_URL", "").strip() or DEFAULT_URL).rstrip("/")
+
+
+def read_key(variable: str) -> str:
+    """The API key in `variable` ("" when unset), registered as a secret so it is never shown or stored."""
+    key = os.environ.get(variable, "").strip()
+    register_secret(key)
+    return key
+
+
+def _critic_class() -> type:
+    """ChatOpenAI whose requests carry the calling critic call's timeout (built on first use: the import is slow)."""
+    from langchain_openai import ChatOpenAI
+
+    class OpenAICritic(ChatOpenAI):
+        """ChatOpenAI that gives each request the timeout of the critic call making it, when it has one.
+
+        The model is loaded once per process and shared by runs and roles, so the run's `critic_timeout` cannot be
+        baked into its client; the openai client takes a per-request `timeout`, which rides in the payload.
+        """
+
+        def _get_request_payload(self, input_: Any, *, stop: list[str] | None = None, **kwargs: Any) -> dict:
+            payload = super()._get_request_payload(input_, stop=stop, **kwargs)
+            seconds = CALL_TIMEOUT.get()
+            if seconds is not None:
+                payload["timeout"] = seconds
+            return payload
+
+    return OpenAICritic
+
+
+_CRITIC_CLASS: type | None = None
+
+
+def openai_critic_class() -> type:
+    """The one OpenAICritic class of this process."""
+    global _CRITIC_CLASS
+    if _CRITIC_CLASS is None:
+        _CRITIC_CLASS = _critic_class()
+    return _CRITIC_CLASS
+
+
+def load_openai(
+    model: str,
+    *,
+    base_url: str = "",
+    key_env: str = "OPENAI_API_KEY",
+    stream: bool = False,
+    timeout: float = DEFAULT_TIMEOUT,
+    require_vision: bool = True,
+) -> Any:
+    """A checked chat model at temperature 0 on an OpenAI-compatible server (see the module notes).
+
+    The probe's findings ride along in `model.metadata["openai"]`: the URL, whether the server took the image
+    and whether it takes `response_format: json_schema`.
+    """
+    url = resolve_openai_url(base_url)
+    key = read_key(key_env)
+    chat = openai_critic_class()(
+        model=model,
+        base_url=url,
+        api_key=key or KEY_PLACEHOLDER,
+        temperature=0.0,
+        max_retries=0,
+        timeout=timeout,
+        streaming=stream,
+        # These servers speak chat completions; some model names would otherwise switch to the Responses API.
+        use_responses_api=False,
+        metadata={"openai": {"base_url": url, "key_env": key_env}},
+    )
+    found = probe_openai(chat, model, url=url, key_env=key_env, has_key=bool(key), require_vision=require_vision)
+    chat.metadata = {"openai": {"base_url": url, "key_env": key_env, **found}}
+    return chat
+
+
+def _probe_image() -> str:
+    """A 16-pixel red square as a PNG data URL (made here: nothing to ship or download)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4), (220, 20, 20)).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+_PROBE_SCHEMA = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "Probe",
+        "schema": {
+            "type": "object",
+            "properties": {"colour": {"type": "string"}},
+            "required": ["colour"],
+            "additionalProperties": False,
+        },
+        "strict": False,
+    },
+}
+
+
+def probe_openai(
+    chat: Any, model: str, *, url: str, key_env: str, has_key: bool, require_vision: bool
+) -> dict[str, bool]:
+    """Ask one tiny question (with the image when vision is needed, with a JSON schema); return what the server
+    took: {"vision": ..., "json_schema": ...}. Raises ModelError with a one-line fix for every refusal."""
+    import openai
+
+    if require_vision:
+        content: Any = [
+            {"type": "text", "text": "What colour is this square? Answer in one word."},
+            {"type": "image_url", "image_url": {"url": _probe_image()}},
+        ]
+    else:
+        content = "Answer with the one word: ok"
+    client = chat.root_client.with_options(timeout=PROBE_TIMEOUT, max_retries=0)
+    messages = [{"role": "user", "content": content}]
+    try:
+        try:
+            client.chat.completions.create(model=model, messages=messages, temperature=0, response_format=_PROBE_SCHEMA)
+            return {"vision": require_vision, "json_schema": True}
+        except openai.BadRequestError:
+            pass  # the schema or the image was refused: ask once more without the schema to tell which
+        try:
+            client.chat.completions.create(model=model, messages=messages, temperature=0)
+        except openai.BadRequestError as exc:
+            what = "an image" if require_vision else "a plain question"
+            fix = (
+                "pick a model that sees images (e.g. a Qwen2.5-VL, Gemma 3 or LLaVA model), or serve it with "
+                "its vision projector"
+                if require_vision
+                else "check the model's settings on the server"
+            )
+            raise ModelError(f"'{model}' at {url} refused {what} (HTTP 400: {_server_text(exc)}): {fix}") from None
+        return {"vision": require_vision, "json_schema": False}
+    except ModelError:
+        raise
+    except Exception as exc:
+        mapped = explain_openai_error(exc, url=url, model=model, key_env=key_env, has_key=has_key)
+        if mapped is None:
+            raise
+        raise mapped from None
+
+
+def _server_text(exc: Any, limit: int = 160) -> str:
+    """The server's own message, on one short line, without the key or control characters."""
+    text = getattr(exc, "message", None) or str(exc)
+    line = " ".join(redact(clean_model_text(str(text))).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def explain_openai_error(
+    exc: BaseException, *, url: str, model: str | None, key_env: str, has_key: bool | None = None
+) -> ModelError | None:
+    """A one-line ModelError for a failure talking to an OpenAI-compatible server; None for anything else.
+
+    Looks through the exception's causes, since wrappers (LangGraph, langchain) may chain the original.
+    """
+    if "openai" not in sys.modules:
+        return None
+    import openai
+
+    name = f"'{model}'" if model else "the model"
+    if has_key is None:
+        has_key = bool(os.environ.get(key_env, "").strip())
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ModelError):
+            return current
+        if isinstance(current, openai.APITimeoutError):
+            return ModelError(
+                f"the server at {url} did not answer {name} in time: give it more time with --critic-timeout"
+            )
+        if isinstance(current, openai.APIConnectionError):
+            return ModelError(
+                f"cannot reach the OpenAI-compatible server at {url}: start it, or pass its /v1 address with "
+                "--openai-url (or set OPENAI_BASE_URL)"
+            )
+        if isinstance(current, openai.AuthenticationError | openai.PermissionDeniedError):
+            status = getattr(current, "status_code", 401)
+            if not has_key:
+                return ModelError(
+                    f"the server at {url} wants an API key for {name} (HTTP {status}) and {key_env} is not set: "
+                    f"export {key_env}=<your key>, or name the variable that holds it with --openai-key-env"
+                )
+            return ModelError(
+                f"the server at {url} refused the key in {key_env} for {name} (HTTP {status}): put a valid key "
+                "in that variable, or name another with --openai-key-env"
+            )
+        if isinstance(current, openai.NotFoundError):
+            return ModelError(
+                f"the server at {url} has no model {name} (HTTP 404: {_server_text(current)}): check the name "
+                f"(GET {url}/models lists them) and that --openai-url ends in /v1"
+            )
+        if isinstance(current, openai.RateLimitError):
+            return ModelError(
+                f"the server at {url} kept answering {name} with HTTP 429 (rate limited or busy): wait and resume "
+                "the run, or raise --critic-retries"
+            )
+        if isinstance(current, openai.APIStatusError):
+            status = current.status_code
+            if status >= 500:
+                return ModelError(
+                    f"the server at {url} failed on {name} (HTTP {status}: {_server_text(current)}): check its "
+                    "log, then resume the run"
+                )
+            return ModelError(
+                f"the server at {url} refused the request to {name} (HTTP {status}: {_server_text(current)}): "
+                "check the model's settings on the server"
+            )
+        text = str(current)
+        if isinstance(current, ValueError) and (
+            "Unexpected response type from OpenAI" in text or "No generations found in stream" in text
+        ):
+            return ModelError(
+                f"{url} answered {name} with something that is not an OpenAI chat completion: check that "
+                "--openai-url is the server's /v1 address (a proxy or web page may be in the way)"
+            )
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def explain_for_settings(exc: BaseException, settings: RunSettings) -> ModelError | None:
+    """explain_openai_error for the run's OpenAI-compatible model (the critic's, else the agent's)."""
+    spec = next((s for s in (settings.eval_model, settings.agent_model) if s.startswith("openai:")), "")
+    if not spec:
+        return None
+    return explain_openai_error(
+        exc, url=resolve_openai_url(settings.openai_url), model=spec[7:], key_env=settings.openai_key_env
+    )
+
+
+def is_openai_model(model: Any) -> bool:
+    """Whether `model` (or a copy of it) was made by load_openai."""
+    meta = getattr(model, "metadata", None) or {}
+    return "openai" in meta
+
+
+def structured_openai(model: Any, schema_cls: type) -> Runnable | None:
+    """The model answering in `schema_cls` through `response_format: json_schema`, returning {"raw", "parsed",
+    "parsing_error"} and never raising on a bad reply; None when the server refused a schema at the probe
+    (the caller then reads the plain text with the tolerant parser).
+
+    Built like `refineloop.tools.ollama._schema_bound`, not with LangChain's `with_structured_output`: that one
+    calls the model in its thread pool, which the interpreter joins at exit, so a call abandoned on Ctrl-C would
+    hold the process until its timeout.
+    """
+    from langchain_core.output_parsers import PydanticOutputParser
+    from langchain_core.runnables import RunnableLambda
+
+    meta = (getattr(model, "metadata", None) or {}).get("openai") or {}
+    if not meta.get("json_schema"):
+        return None
+    parser = PydanticOutputParser(pydantic_object=schema_cls)
+    response_format = {
+        "type": "json_schema",
+        # Not strict: strict mode needs every property required and no defaults, which not every server checks
+        # alike; the parser below reads whatever comes back, and the text parser catches the rest.
+        "json_schema": {"name": schema_cls.__name__, "schema": schema_cls.model_json_schema(), "strict": False},
+    }
+    bound = model.bind(
+        response_format=response_format,
+        ls_structured_output_format={"kwargs": {"method": "json_schema"}, "schema": schema_cls},
+    )
+
+    def with_parsed(message: Any) -> dict[str, Any]:
+        try:
+            return {"raw": message, "parsed": parser.invoke(message), "parsing_error": None}
+        except Exception as exc:  # any reply that does not fit is kept for the text parser, never raised
+            return {"raw": message, "parsed": None, "parsing_error": exc}
+
+    return bound | RunnableLambda(with_parsed)
