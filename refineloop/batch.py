@@ -147,6 +147,12 @@ def _coerce(name: str, value: Any, kind: Any, where: str) -> Any:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
         raise SettingsError(f"{where}: {flag} takes a number, got {value!r}")
+    if typing.get_origin(kind) is list:
+        # A knob given several times on the command line (--lora): a list of texts here, or one text.
+        values = [value] if isinstance(value, str) else value
+        if isinstance(values, list) and all(isinstance(v, str) for v in values):
+            return list(values)
+        raise SettingsError(f'{where}: {flag} takes a list of texts, got {value!r}: write ["a", "b"]')
     if isinstance(value, str):
         return value
     raise SettingsError(f"{where}: {flag} takes text, got {value!r}")
@@ -673,7 +679,7 @@ def _run_held(
         else:
             settings, task = resolve_settings(settings)
             given = initial_state(settings, task)
-            write_meta(settings.output_dir, item.thread_id, settings.strategy)
+            write_meta(settings.output_dir, item.thread_id, settings.strategy, loras=settings.lora)
         load_models(models, settings, _Null())
     except RefineError as exc:
         return result_from_values(item.thread_id, "failed", values, error=str(exc), resumed_after=resumed_after)

@@ -195,7 +195,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         overrides = {name: getattr(args, name) for name in RESUME_OVERRIDES if hasattr(args, name)}
         if overrides:
             RunSettings(**overrides).validate()  # a bad value answers before anything opens
-        return resume_run(args.run_dir, checkpointer_url=_checked_url(args), overrides=overrides).exit_code
+        url = _checked_url(args)
+        return resume_run(args.run_dir, checkpointer_url=url, overrides=overrides, out=sys.stdout).exit_code
     if args.command == "fork":
         return _fork(args)
     if args.command == "batch":
@@ -236,7 +237,8 @@ def _run(args: argparse.Namespace) -> int:
     url = _checked_url(args)
     from refineloop.runner import start_run
 
-    return start_run(settings, checkpointer_url=url).exit_code
+    # sys.stdout as it is now, not as the runner's default bound it at import (a caller may have swapped it).
+    return start_run(settings, checkpointer_url=url, out=sys.stdout).exit_code
 
 
 def _fork(args: argparse.Namespace) -> int:
@@ -245,7 +247,7 @@ def _fork(args: argparse.Namespace) -> int:
     url = _checked_url(args)
     from refineloop.fork import fork_run
 
-    return fork_run(args.run_dir, args.from_iteration, overrides, checkpointer_url=url).exit_code
+    return fork_run(args.run_dir, args.from_iteration, overrides, checkpointer_url=url, out=sys.stdout).exit_code
 
 
 def _list_runs(root: str) -> int:

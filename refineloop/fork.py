@@ -96,7 +96,7 @@ def fork_run(
             load_models(models, settings, out)
         copy_images(source, target, from_iteration, recorded)
         with checkpoints(target) as checkpointer:
-            write_meta(target, thread_id, settings.strategy)
+            write_meta(target, thread_id, settings.strategy, loras=settings.lora)
             _note_origin(target, source, meta, from_iteration)
             graph = build_graph(settings.strategy, checkpointer)
             config = {"configurable": {"thread_id": thread_id}}

@@ -331,7 +331,7 @@ def start_run(
         state = initial_state(settings, task)
         thread_id = thread_id or Path(run_dir).name
         with checkpoints(run_dir, saver, checkpointer_url, thread_id) as checkpointer:
-            write_meta(run_dir, thread_id, settings.strategy, checkpointer_url)
+            write_meta(run_dir, thread_id, settings.strategy, checkpointer_url, loras=settings.lora)
             out.write(
                 f"run folder: {run_dir}\nstrategy: {settings.strategy}   seed: {settings.seed}   goal: {task.goal}\n"
                 f"live report: {Path(run_dir) / REPORT_NAME} (rewritten after every image)\n"
@@ -364,8 +364,11 @@ def resume_run(
     run_dir = str(Path(run_dir).expanduser().resolve())
     meta = read_meta(run_dir)
     url = checkpointer_url or meta.get("checkpointer", "")
-    if saver is None and read_values(run_dir, meta["thread_id"], url).get("status") == "done":
-        return _already_finished(run_dir, read_values(run_dir, meta["thread_id"], url), out)
+    if saver is None:
+        # Read without the lock or any write first: a finished run (read-only, say) is left exactly as it is.
+        earlier = read_values(run_dir, meta["thread_id"], url)
+        if earlier.get("status") == "done":
+            return _already_finished(run_dir, earlier, out)
     with locked(run_dir), checkpoints(run_dir, saver, url, meta["thread_id"]) as checkpointer:
         config = {"configurable": {"thread_id": meta["thread_id"]}}
         try:
@@ -425,6 +428,8 @@ def load_models(models: ModelCache, settings: RunSettings, out: TextIO) -> None:
     )
     if settings.lora:
         out.write(f"LoRAs: {', '.join(settings.lora)}\n")
+    if settings.compile:
+        out.write("--compile: the denoiser compiles during the first image; later images run the compiled code\n")
     from refineloop.tools.provenance import from_image_notes
 
     for note in from_image_notes(settings, image_model.name):

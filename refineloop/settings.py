@@ -127,6 +127,11 @@ class RunSettings:
         "Retries, with backoff, of a critic call that failed in transport (connection refused or dropped, "
         "timeout, HTTP 5xx); 0 fails on the first such error.",
     )
+    critic_concurrency: int = _knob(
+        4,
+        "Critic calls that do not depend on each other (a round's candidates, a duel's two orders, judge samples) "
+        "made at once; results are applied in a fixed order. Ollama serves them together with OLLAMA_NUM_PARALLEL.",
+    )
     judge: str = _knob(
         "score",
         "How images are compared: score (1-10 each), pairwise (the critic compares the new image with the best, "
@@ -142,9 +147,9 @@ class RunSettings:
     )
     candidates: int = _knob(1, "Images drawn per round (best-of-N, one batched call); the best-judged competes.")
     final_pick: int = _knob(
-        3,
-        "At the stop, the K highest-scored images (and the best) meet again under a careful judge (extra samples and "
-        "duels in both orders) and the winner becomes best.png; 0 turns it off.",
+        4,
+        "At the stop, the K highest-scored images (the best among them) meet again under a careful judge (fresh "
+        "samples and duels in both orders) and the winner becomes best.png; 0 turns it off.",
     )
     confirm_done: bool = _knob(
         True,
@@ -162,6 +167,11 @@ class RunSettings:
     max_seconds: float = _knob(0.0, "Budget: stop after this much working time, in seconds; 0 means no budget.")
     review: bool = _knob(False, "Pause after each judged image so a person can approve, edit the prompt, or stop.")
     device: str = _knob("", "Image-model device: cuda, cuda:1, mps or cpu; empty picks by free memory.")
+    compile: bool = _knob(
+        False,
+        "torch.compile the image model's denoiser (its repeated blocks where the model declares them): the "
+        "first image pays for compiling, later ones run faster on a GPU.",
+    )
     dtype: str = _knob("", "Image-model dtype: bf16, fp16 or fp32; empty: bf16 on CUDA, fp16 on MPS, fp32 on CPU.")
     output_dir: str = _knob("", "Run folder; empty makes runs/<timestamp>-<task>.")
     agent_model: str = _knob(
@@ -206,6 +216,7 @@ class RunSettings:
             "--critic-timeout must be a positive number of seconds (try 120)",
         )
         _check(0 <= self.critic_retries <= 10, "--critic-retries must be between 0 and 10")
+        _check(1 <= self.critic_concurrency <= 32, "--critic-concurrency must be between 1 and 32")
         _check(self.judge in JUDGES, f"unknown judge '{self.judge}': use {_either(JUDGES)}")
         _check(1 <= self.judge_samples <= 16, "--judge-samples must be between 1 and 16")
         _check(64 <= self.judge_image_size <= 4096, "--judge-image-size must be between 64 and 4096 pixels (try 1024)")
@@ -489,6 +500,11 @@ def settings_warnings(settings: RunSettings) -> list[str]:
         found.append("--openai-url, --openai-key-env and --openai-stream reach openai: models, and none is used here")
     if settings.critic_keep_alive and not _uses(settings, "ollama:"):
         found.append("--critic-keep-alive is Ollama's keep_alive: no model here is an ollama: one, so it does nothing")
+    if settings.audit_model and settings.audit_model == settings.eval_model:
+        found.append(
+            f"--audit-model {settings.audit_model} is the run's own critic: its audit is not independent "
+            "(name another model to guard against a judge being gamed)"
+        )
     if strategy != "agent" and _changed(settings, "agent_router_calls"):
         found.append(f"--agent-router-calls bounds the agent's router: {strategy} has none and ignores it")
     return [f"warning: {line}" for line in found]
@@ -502,6 +518,7 @@ def _uses(settings: RunSettings, prefix: str) -> bool:
 #: Settings a resume may change: they decide where and how models are reached, never what an image or a
 #: verdict is, so a resumed run still ends exactly like an uninterrupted one.
 RESUME_OVERRIDES = (
+    "critic_concurrency",
     "ollama_url",
     "openai_url",
     "openai_key_env",

@@ -35,8 +35,9 @@ class Candidate(TypedDict, total=False):
     """Image this one started from (img2img), or None."""
     score: float | None
     """Critic score 1-10 (the mean of the samples with --judge-samples), or None when no reply parsed."""
-    samples: list[int]
-    """Every judge score this image got (more than one with --judge-samples, or after a re-score)."""
+    samples: list[float]
+    """Every judge score this image got (more than one with --judge-samples, or after a re-score); a checklist
+    look's score is a fraction."""
     pairwise: dict[str, Any] | None
     """Head-to-head result with --judge pairwise: {"against": image, "wins": 0-2, "flipped": bool}."""
     verdict: Verdict

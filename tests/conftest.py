@@ -19,6 +19,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
 from refineloop.settings import RunSettings
+from refineloop.tools.chat import message_text
 from refineloop.tools.models import ModelCache
 from refineloop.tools.sketch import SketchImageModel
 from tests.tiny_models import build_tiny_sd, build_tiny_sd3
@@ -44,12 +45,19 @@ class ScriptedCritic(BaseChatModel):
     `judge` holds the judge replies in order (a reply may be an exception instance to raise). The proposer
     answers `IDEA: idea N` and the summarizer echoes the description's first words. `calls` is shared by
     every copy (model_copy is shallow), so temperature copies record into the same list.
+
+    The checklist judge's two prompts (refineloop.prompts) are answered too: the writer (`QUESTION:` in the
+    system text, role "checklist-write") from `questions_reply`, and the asker (`Q1:`, role "checklist") from
+    `checklist_replies`, whose entries may be AIMessages (to carry log probabilities); once those run out every
+    question is answered no.
     """
 
     judge: list[Any]
     calls: list[dict[str, Any]]
     propose_replies: list[str] = []
     compare_replies: list[str] = []
+    questions_reply: str = "QUESTION: Is the hotdog visibly hot? | WEIGHT: 2"
+    checklist_replies: list[Any] = []
 
     @property
     def _llm_type(self) -> str:
@@ -72,14 +80,25 @@ class ScriptedCritic(BaseChatModel):
             if "WINNER:" in system
             else "judge"
             if "SCORE:" in system
+            else "checklist-write"
+            if "QUESTION:" in system
+            else "checklist"
+            if "Q1:" in system
             else "propose"
             if "IDEA:" in system
             else "summarize"
         )
         call = {"role": role, "system": system, "temperature": self.temperature_value(), "image": has_image}
         call["messages"] = len(messages)
+        call["user"] = message_text(messages[-1])
         self.calls.append(call)
-        if role == "compare":
+        if role == "checklist":
+            reply = self.checklist_replies.pop(0) if self.checklist_replies else "Q1: no"
+            message = reply if isinstance(reply, AIMessage) else AIMessage(content=reply)
+            return ChatResult(generations=[ChatGeneration(message=message)])
+        if role == "checklist-write":
+            text = self.questions_reply
+        elif role == "compare":
             text = self.compare_replies.pop(0) if self.compare_replies else "WINNER: A"
         elif role == "judge":
             reply = self.judge.pop(0) if self.judge else "SCORE: 1\nCONTINUE: keep going"
@@ -134,6 +153,9 @@ def run_settings(tmp_path: Path) -> Callable[..., RunSettings]:
             "seed": 11,
             "output_dir": str(tmp_path / "run"),
             "max_iterations": 5,
+            # A scripted critic answers in the order calls arrive, not by what they ask: one call at a time keeps
+            # its script aligned (tests/test_concurrency.py runs fan-outs against critics that read the request).
+            "critic_concurrency": 1,
         }
         values.update(overrides)
         return RunSettings(**values)
@@ -366,3 +388,20 @@ def _stop_group(proc: subprocess.Popen[bytes]) -> None:
             return
         except subprocess.TimeoutExpired:
             continue
+
+
+# --- Images of two runs (appended for provenance, issue 14) ---
+
+
+def same_image(a: Path, b: Path) -> bool:
+    """Whether two runs made the same image from the same inputs: equal pixels and equal provenance, except the
+    run id that names each run (so the files' bytes differ by design)."""
+    from PIL import Image
+
+    from refineloop.tools.provenance import read_provenance
+
+    with Image.open(a) as first, Image.open(b) as second:
+        if first.size != second.size or first.tobytes() != second.tobytes():
+            return False
+    records = [{k: v for k, v in read_provenance(p).items() if k != "run_id"} for p in (a, b)]
+    return records[0] == records[1]

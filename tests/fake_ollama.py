@@ -331,10 +331,13 @@ class FakeOllama:
     # -- what tests read -------------------------------------------------------------------------------
 
     def chat_requests(self, role: str | None = None) -> list[dict[str, Any]]:
-        """Bodies of POST /api/chat requests, oldest first, optionally only one role's."""
+        """Bodies of POST /api/chat requests, oldest first, optionally only one role's; the empty requests that
+        only load a model are left out unless asked for with role "load"."""
         with self._lock:
             return [
-                r["body"] for r in self.requests if r["path"] == "/api/chat" and (role is None or r.get("role") == role)
+                r["body"]
+                for r in self.requests
+                if r["path"] == "/api/chat" and (r.get("role") == role or (role is None and r.get("role") != "load"))
             ]
 
     def _record(self, entry: dict[str, Any]) -> None:
@@ -460,7 +463,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self._body()
         if self.path == "/api/chat":
-            role = self.owner.role_of(body)
+            # An empty chat only loads the model: its own role, so no test counts it as a model call.
+            role = "load" if body.get("messages") == [] else self.owner.role_of(body)
             self.owner._record({"method": "POST", "path": self.path, "body": body, "role": role})
             self._chat(body, role)
             return

@@ -43,9 +43,9 @@ def test_a_valid_route_sequence_is_followed(scripted, agent_model, run_settings,
         tool_call("evaluate"),
         tool_call("stop", "the heat is right"),
     ]
-    outcome, model, critic = agent_run(
-        scripted, agent_model, run_settings, quiet, script, [judge_reply(5, idea="glowing coals"), judge_reply(7)]
-    )
+    # final_pick=0: the critic calls counted below are the route's alone (the final pick's are tested apart).
+    replies = [judge_reply(5, idea="glowing coals"), judge_reply(7)]
+    outcome, model, critic = agent_run(scripted, agent_model, run_settings, quiet, script, replies, final_pick=0)
     assert outcome.status == "done"
     assert [(r["route"], r["fallback"]) for r in routes(outcome.run_dir)] == [
         (name, None) for name in ("generate", "evaluate", "summarize", "generate", "evaluate", "stop")

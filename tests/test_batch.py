@@ -29,7 +29,7 @@ from refineloop.settings import RunSettings
 from refineloop.tools.image_models import ImageRequest
 from refineloop.tools.run_folder import read_values
 from refineloop.tools.sketch import SketchImageModel
-from tests.conftest import batch_cli, cli_env, images_in, judge_reply, start_batch_cli, wait_for
+from tests.conftest import batch_cli, cli_env, images_in, judge_reply, same_image, start_batch_cli, wait_for
 
 # --------------------------------------------------------------------------------------------- helpers
 
@@ -208,7 +208,7 @@ def test_killed_batch_resumes_where_it_stopped(tmp_path: Path) -> None:
         assert decisions(cut_dir) == decisions(whole_dir)
         assert images_in(cut_dir) == images_in(whole_dir)
         for name in images_in(whole_dir):
-            assert (cut_dir / name).read_bytes() == (whole_dir / name).read_bytes()
+            assert same_image(cut_dir / name, whole_dir / name)
     record = json.loads((item_dirs(tmp_path / "cut")[1] / "batch-item.json").read_text())
     assert (record["status"], record["attempts"]) == ("done", 2)
 

@@ -23,15 +23,29 @@ def bench() -> ModuleType:
     return module
 
 
-def test_quick_search_bench_prints_every_configuration(bench, capsys):
-    assert bench.main(["--quick", "--iterations", "4"]) == 0
+def test_quick_search_bench_prints_every_configuration_in_both_worlds(bench, capsys):
+    assert bench.main(["--quick", "--iterations", "4", "--jobs", "1"]) == 0
     out = capsys.readouterr().out
+    assert "world 'today'" in out and "world 'harsh'" in out
     for label, _ in bench.CONFIGS:
-        assert label in out
-    assert "against climbing (the seed's)" in out
+        assert out.count(label) == 4, label  # a row and a verdict line in each world
+    assert out.count("against climbing (the seed's)") == 2
+    for column in ("quality", "truly best", "gap", "DONE", "<8"):
+        assert column in out
 
 
-def test_simulated_world_encodes_quality_losslessly(bench):
+def test_the_harsh_world_is_the_one_the_readme_writes_down(bench):
+    harsh = bench.WORLDS["harsh"]
+    assert (harsh.score_low, harsh.score_high, harsh.appeal, harsh.lean, harsh.abstain) == (6.0, 8.0, 0.8, 1.0, 0.6)
+    assert (harsh.knee, harsh.decay, harsh.done_at, harsh.duel_bias) == (7.5, 0.6, 8.5, 0.5)
+    assert bench.WORLDS["today"] == bench.Noise()
+
+
+def test_simulated_images_survive_the_critics_jpeg(bench):
+    from refineloop.tools.critic_images import encode
+
+    image = bench.encode(7.3456, -1.25)
     buffer = io.BytesIO()
-    bench.encode(7.3456).save(buffer, format="PNG")
-    assert bench.decode(buffer.getvalue()) == pytest.approx(7.3456, abs=1e-4)
+    image.save(buffer, format="PNG")
+    assert bench.decode_both(buffer.getvalue()) == pytest.approx((7.346, -1.25), abs=1e-3)
+    assert bench.decode_both(encode(image)) == pytest.approx((7.346, -1.25), abs=1e-3)

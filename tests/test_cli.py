@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -43,9 +44,9 @@ def test_demo_writes_every_artifact(tmp_path):
     trace = [json.loads(line) for line in (run / "trace.jsonl").read_text().splitlines()]
     assert sum(t["kind"] == "image" for t in trace) == len(images)
     assert all("seconds" in t for t in trace if t["kind"] in ("image", "chat"))
-    best_score = max(json.loads((run / f"{n[:-4]}.json").read_text())["score"] for n in images)
-    best_files = [n for n in images if (run / n).read_bytes() == (run / "best.png").read_bytes()]
-    assert json.loads((run / f"{best_files[0][:-4]}.json").read_text())["score"] == best_score
+    # best.png is a copy of the image summary.txt crowns (after the final pick: tests/test_best_image.py).
+    crowned = re.search(r"^best: image \d+ \((\d+\.png)\)", summary, re.M).group(1)
+    assert (run / "best.png").read_bytes() == (run / crowned).read_bytes()
 
     listing = refineloop("runs", cwd=tmp_path)
     assert "no runs in runs/" in listing.stdout

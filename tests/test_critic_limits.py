@@ -18,7 +18,7 @@ from refineloop.errors import SettingsError
 from refineloop.settings import RunSettings
 from refineloop.tools.chat import clean_reply, is_transport_error
 from refineloop.tools.text_safety import clean_model_text
-from tests.conftest import images_in, refineloop, wait_for
+from tests.conftest import images_in, refineloop, same_image, wait_for
 from tests.fake_ollama import FakeOllama
 
 #: Control characters that must never be written or printed (tab and newline are fine).
@@ -250,7 +250,7 @@ def test_ctrl_c_during_a_hung_critic_call_stops_at_once_and_resumes_exactly(tmp_
     whole_dir = tmp_path / "whole"
     assert images_in(cut) == images_in(whole_dir) == ["01.png", "02.png", "03.png"]
     for name in ("01.png", "02.png", "03.png", "best.png"):
-        assert (cut / name).read_bytes() == (whole_dir / name).read_bytes(), name
+        assert same_image(cut / name, whole_dir / name), name
     for i in (1, 2, 3):
         a, b = (json.loads((d / f"0{i}.json").read_text()) for d in (cut, whole_dir))
         folder_free = ("path", "init_image")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.conftest import images_in, refineloop
+from tests.conftest import images_in, refineloop, same_image
 from tests.fake_ollama import FakeOllama
 from tests.test_ollama_run import judge_json, role_by_prompt
 
@@ -56,7 +56,7 @@ def test_the_same_seed_remakes_the_same_image(tmp_path, tiny_sd_dir, fake):
         args = ["run", "--image-model", str(tiny_sd_dir), "--eval-model", "ollama:llava:7b", "--ollama-url", fake.url]
         args += ["--steps", "2", "--max-iterations", "1", "--seed", "9", "--output-dir", folder]
         assert refineloop(*args, cwd=tmp_path).returncode == 0
-    assert (tmp_path / "a" / "01.png").read_bytes() == (tmp_path / "b" / "01.png").read_bytes()
+    assert same_image(tmp_path / "a" / "01.png", tmp_path / "b" / "01.png")
 
 
 def test_sd3_prompt_budget_reaches_the_summarizer(tmp_path, tiny_sd3_dir, fake):

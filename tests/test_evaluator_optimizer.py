@@ -32,7 +32,9 @@ def test_the_agents_take_turns_until_the_critic_says_done(scripted, agent_model,
         judge_reply(8, "DONE"),
     ]
     writes = [f"prompt number {n}, roaring flames, orange light" for n in range(1, 5)]
-    outcome, critic, writer = eo_run(scripted, agent_model, run_settings, quiet, replies, writes, max_iterations=6)
+    # The first DONE stops, and no final pick follows: this test counts the agents' turns alone.
+    turns = {"max_iterations": 6, "final_pick": 0, "confirm_done": False}
+    outcome, critic, writer = eo_run(scripted, agent_model, run_settings, quiet, replies, writes, **turns)
     run = Path(outcome.run_dir)
     # DONE at image 4 ends the run before the cap of 6, and every image was judged, the last one too.
     assert images_in(run) == ["01.png", "02.png", "03.png", "04.png"]

@@ -18,7 +18,8 @@ def test_pairwise_split_is_a_tie_and_a_double_win_is_adopted(scripted, run_setti
         [judge_reply(6), judge_reply(5), judge_reply(4)],
         compare_replies=["WINNER: A", "WINNER: A", "WINNER: A", "WINNER: B"],
     )
-    settings = run_settings(strategy="climbing", judge="pairwise", max_iterations=3)
+    # final_pick=0: this test counts the duels of acceptance alone (tests/test_final_pick.py has the final pick's).
+    settings = run_settings(strategy="climbing", judge="pairwise", max_iterations=3, final_pick=0)
     outcome = start_run(settings, models=cache, out=quiet)
     first, second, third = outcome.values["history"]
     # Image 2 wins in the first order and loses in the second: a split, so climbing treats it as a tie.
@@ -46,7 +47,10 @@ def test_pairwise_drives_annealing_steps(scripted, run_settings, quiet):
 def test_averaged_samples_and_a_tie_rescores_the_incumbent(scripted, run_settings, quiet):
     replies = [judge_reply(s) for s in (6, 6, 6, 6, 5, 5)]
     cache, critic = scripted(replies)
-    outcome = start_run(run_settings(strategy="climbing", judge_samples=2, max_iterations=2), models=cache, out=quiet)
+    settings = run_settings(
+        strategy="climbing", judge_samples=2, max_iterations=2, final_pick=0
+    )  # counts the loop's calls
+    outcome = start_run(settings, models=cache, out=quiet)
     judges = roles(critic, "judge")
     assert len(judges) == 6 and {c["temperature"] for c in judges} == {0.3}
     best = outcome.values["best"]
@@ -62,7 +66,9 @@ def test_averaged_samples_and_a_tie_rescores_the_incumbent(scripted, run_setting
 def test_best_of_n_judges_every_image_and_counts_each_against_the_budget(scripted, run_settings, quiet):
     cache, critic = scripted([judge_reply(s) for s in (3, 7, 5, 4, 6)])
     outcome = start_run(
-        run_settings(strategy="climbing", candidates=3, max_iterations=4, max_images=5), models=cache, out=quiet
+        run_settings(strategy="climbing", candidates=3, max_iterations=4, max_images=5, final_pick=0),
+        models=cache,
+        out=quiet,
     )
     run = Path(outcome.run_dir)
     assert images_in(run) == [f"0{i}.png" for i in range(1, 6)]

@@ -56,6 +56,10 @@ def test_every_strategy_completes_against_ollama_with_garbage_in_the_mix(tmp_pat
         "4",
         "--seed",
         "1",
+        # The loop's own judge calls only: the final pick's warm looks and duels are tested in test_final_pick.py.
+        "--final-pick",
+        "0",
+        "--no-confirm-done",
         "--output-dir",
         "r",
         cwd=tmp_path,

@@ -23,7 +23,7 @@ import pytest
 
 from refineloop.batch import BatchPlan, plan_batch
 from refineloop.settings import RunSettings
-from tests.conftest import batch_cli, cli_env, refineloop, start_batch_cli, start_cli_in, wait_for
+from tests.conftest import batch_cli, cli_env, refineloop, same_image, start_batch_cli, start_cli_in, wait_for
 from tests.scale_fixtures import *  # noqa: F403 - the session fixtures
 
 pytestmark = pytest.mark.scale
@@ -115,7 +115,7 @@ def test_postgres_run_killed_and_resumed_ends_like_an_uninterrupted_one(pg_url: 
     assert made >= 3 and [h["iteration"] for h in states[cut_dir]["history"]] == list(range(1, made + 1))
     assert states[cut_dir]["stop_reason"] == states[whole_dir]["stop_reason"]
     for n in range(1, made + 1):
-        assert (whole_dir / f"{n:02d}.png").read_bytes() == (cut_dir / f"{n:02d}.png").read_bytes()
+        assert same_image(whole_dir / f"{n:02d}.png", cut_dir / f"{n:02d}.png")
     assert not (cut_dir / f"{made + 1:02d}.png").exists()
     rows = queue_rows(pg_url)
     cut_row = next(r for r in rows.values() if r["run_dir"] == str(cut_dir))
@@ -504,8 +504,8 @@ def test_a_postgres_backed_run_folder_resumes_lists_and_forks_from_the_cli(pg_ur
     resumed = refineloop("resume", "pg", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     for n in range(1, 6):
-        assert (run / f"{n:02d}.png").read_bytes() == (tmp_path / "whole" / f"{n:02d}.png").read_bytes()
-    assert (run / "best.png").read_bytes() == (tmp_path / "whole" / "best.png").read_bytes()
+        assert same_image(run / f"{n:02d}.png", tmp_path / "whole" / f"{n:02d}.png")
+    assert same_image(run / "best.png", tmp_path / "whole" / "best.png")
     listing = refineloop("runs", ".", cwd=tmp_path)
     assert any(line.startswith("pg ") and " done " in line for line in listing.stdout.splitlines()), listing
     again = refineloop("resume", "pg", "--checkpointer", pg_url, cwd=tmp_path)

@@ -55,7 +55,9 @@ def test_climbing_stops_when_patience_runs_out(scripted, run_settings, quiet):
 
 
 def test_done_on_a_lower_image_never_crowns_it(scripted, run_settings, quiet):
-    cache, _ = scripted([judge_reply(7), judge_reply(4, "DONE"), judge_reply(8), judge_reply(9, "DONE")])
+    # The last reply is the second look that confirms image 4's DONE (refineloop.judges.confirm).
+    replies = [judge_reply(7), judge_reply(4, "DONE"), judge_reply(8), judge_reply(9, "DONE"), judge_reply(9, "DONE")]
+    cache, _ = scripted(replies)
     outcome = start_run(run_settings(strategy="greedy", max_iterations=6), models=cache, out=quiet)
     assert [h["iteration"] for h in outcome.values["history"]] == [1, 2, 3, 4]
     assert outcome.values["stop_reason"] == "the critic said DONE at image 4"
@@ -90,7 +92,8 @@ ANNEAL_SCORES = [6, 4, 3, 5, 2, 6, 3, 1]
 
 def test_annealing_adopts_a_drop_exactly_when_its_seeded_draw_says_so(scripted, run_settings, quiet):
     cache, critic = scripted([judge_reply(s) for s in ANNEAL_SCORES])
-    settings = run_settings(strategy="annealing", max_iterations=len(ANNEAL_SCORES), seed=5)
+    # final_pick=0: the final pick's warm samples come after the walk; this test checks the walk's judge is cold.
+    settings = run_settings(strategy="annealing", max_iterations=len(ANNEAL_SCORES), seed=5, final_pick=0)
     outcome = start_run(settings, models=cache, out=quiet)
     got = [h["decision"] for h in outcome.values["history"]]
     assert got == expected_annealing(ANNEAL_SCORES, 5, 2.0, 0.85)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -38,6 +39,9 @@ class Calls:
         return True
 
 
+_COUNTING = threading.Lock()
+
+
 @dataclass
 class Judging:
     """One judging step's context. `stats` collects the counters of `refineloop.judges.measure`, which the step
@@ -51,6 +55,7 @@ class Judging:
     stats: dict[str, float] = field(default_factory=dict)
 
     def count(self, **counters: float) -> None:
-        """Add to the step's counters."""
-        for key, value in counters.items():
-            self.stats[key] = self.stats.get(key, 0) + value
+        """Add to the step's counters (judging calls may run at once: see refineloop.tools.fan_out)."""
+        with _COUNTING:
+            for key, value in counters.items():
+                self.stats[key] = self.stats.get(key, 0) + value

@@ -25,10 +25,20 @@ from refineloop.judges.audit import auditor_settings
 from refineloop.judges.base import WARM, Calls, Judging
 from refineloop.judges.checklist import ask_checklist, fallback_questions, questions_of
 from refineloop.judges.duel import duel
-from refineloop.judges.measure import add, count_audit, count_duel, count_repeat, count_samples, measure_rows, rates
+from refineloop.judges.measure import (
+    add,
+    count_audit,
+    count_duel,
+    count_repeat,
+    count_samples,
+    count_tie,
+    measure_rows,
+    rates,
+)
 from refineloop.judges.score import look
 from refineloop.settings import RunSettings
 from refineloop.tasks import Task
+from refineloop.tools import critic_images
 from refineloop.tools.artifacts import image_path, listed_images, read_sidecars, save_image
 from refineloop.tools.models import ModelCache
 from refineloop.tools.safe_io import write_text_atomic
@@ -46,6 +56,8 @@ RELIABLE_TIES = 0.25
 """Duels abstaining at most this often in an order decide often enough to lean on."""
 AGREEING = 0.75
 """Scores that agree with decided duels at least this often rank like them."""
+SQUEEZED = 0.4
+"""Different images tying on their cold score this often: the scale is squeezed, and strict climbing stalls."""
 
 
 @dataclass
@@ -131,6 +143,9 @@ def measure_critic(
         ]
         add(stats, count_samples(image.warm))
         out.write(f"  #{image.iteration}: cold {_scores(image.cold)}, warm {_scores(image.warm)}\n")
+    for a, b in itertools.combinations(images, 2):
+        if a.cold and b.cold:
+            add(stats, count_tie(a.cold[0], b.cold[0]))
     held = []
     for a, b in close_pairs(images, pairs):
         met = duel(j, a.record(), b.record(), label="check-duel", counted=False)
@@ -157,52 +172,54 @@ def _scores(values: list[float]) -> str:
 
 
 def recommend(measured: dict[str, tuple[float | None, int]], logprobs: bool | None) -> tuple[dict[str, Any], list[str]]:
-    """Settings for this critic, and the measured reason for each (see the thresholds above)."""
-    repeat, spread = measured["cold_repeat"][0], measured["warm_spread"][0]
-    flips, ties, agreement = measured["flip_rate"][0], measured["tie_rate"][0], measured["agreement"][0]
+    """Settings for this critic, and the measured reason for each (the thresholds above; README, judge-check)."""
+    repeat, spread, ties_of_scores = (measured[k][0] for k in ("cold_repeat", "warm_spread", "score_ties"))
+    flips, ties, agreement = (measured[k][0] for k in ("flip_rate", "tie_rate", "agreement"))
     noisy = (repeat is not None and repeat < STEADY_REPEAT) or (spread is not None and spread >= STEADY_SPREAD)
     reliable = flips is not None and flips <= RELIABLE_FLIPS and (ties or 0) <= RELIABLE_TIES
-    reasons: list[str] = []
-    settings: dict[str, Any] = {"strategy": "climbing", "final_pick": 3}
+    squeezed = ties_of_scores is not None and ties_of_scores >= SQUEEZED
     steadiness = f"cold scores repeat {_pct(repeat)}, warm samples spread {_pts(spread)}"
+    chosen: dict[str, Any] = {"final_pick": RunSettings().final_pick}
+    reasons: list[str] = []
     if reliable and agreement is not None and agreement < AGREEING:
-        settings["judge"] = "pairwise"
+        chosen["judge"] = "pairwise"
         reasons.append(
             f"--judge pairwise: duels are consistent ({_pct(flips)} position flips, {_pct(ties)} ties) while scores "
             f"agree with them only {_pct(agreement)} of the time"
         )
-    elif noisy and logprobs:
-        settings["judge"] = "checklist"
+    elif squeezed and logprobs:
+        chosen["judge"] = "checklist"
         reasons.append(
-            f"--judge checklist: the score wobbles ({steadiness}) and this critic returns log probabilities, so "
-            "checklist answers move in fine steps"
+            f"--judge checklist: {_pct(ties_of_scores)} of image pairs tie on their cold score, and this critic "
+            "returns log probabilities, so checklist answers tell close images apart in fine steps"
         )
     else:
-        settings["judge"] = "score"
-        why = "duels flip or abstain too often to lean on" if not reliable else "scores rank like the duels"
+        chosen["judge"] = "score"
+        why = "scores rank like the duels" if reliable else "duels flip or abstain too often to lean on"
         reasons.append(f"--judge score: {why} ({_pct(flips)} flips, {_pct(ties)} ties, agreement {_pct(agreement)})")
-    settings["judge_samples"] = 3 if noisy and settings["judge"] == "score" else 1
-    if settings["judge_samples"] > 1:
+    chosen["judge_samples"] = 3 if noisy and chosen["judge"] == "score" else 1
+    if chosen["judge_samples"] > 1:
         reasons.append(f"--judge-samples 3: the score is noisy ({steadiness}); averaging cancels part of it")
-    else:
+    elif chosen["judge"] == "score":
         reasons.append(f"--judge-samples 1: {steadiness}, so more samples buy little")
-    settings["patience"] = 5 if noisy else 3
-    reasons.append(
-        f"--strategy climbing --patience {settings['patience']}: "
-        + (
-            "a noisy judge rejects good images by chance, so give it more misses"
-            if noisy
-            else "a steady judge's misses are real"
-        )
-    )
-    if flips is not None and not reliable:
+    if squeezed:
+        chosen.update(strategy="annealing", patience=None)
         reasons.append(
-            f"--final-pick 3 (the default): its duels flip {_pct(flips)} of the time, so its fresh looks break "
-            "more of its ties"
+            f"--strategy annealing: {_pct(ties_of_scores)} of image pairs tie on their cold score, and climbing, "
+            "which keeps only a strictly higher score, stalls on such a scale; annealing walks on over ties"
         )
     else:
-        reasons.append("--final-pick 3 (the default): the top images meet again before best.png is crowned")
-    return settings, reasons
+        chosen.update(strategy="climbing", patience=10 if noisy else 3)
+        reasons.append(
+            f"--strategy climbing --patience {chosen['patience']}: "
+            + ("a noisy judge rejects good images by chance: give it more misses" if noisy else "its misses are real")
+        )
+    pick = f"--final-pick {chosen['final_pick']} (the default)"
+    if flips is not None and not reliable:
+        reasons.append(f"{pick}: its duels flip or tie often here, so its fresh looks break more of its ties")
+    else:
+        reasons.append(f"{pick}: the top images meet again before best.png is crowned")
+    return chosen, reasons
 
 
 def _pct(value: float | None) -> str:
@@ -215,9 +232,11 @@ def _pts(value: float | None) -> str:
 
 def command_line(settings: dict[str, Any]) -> str:
     """The recommendation as flags."""
-    flags = [f"--judge {settings['judge']}", f"--strategy {settings['strategy']}", f"--patience {settings['patience']}"]
+    flags = [f"--judge {settings['judge']}", f"--strategy {settings['strategy']}"]
     if settings["judge_samples"] > 1:
         flags.insert(1, f"--judge-samples {settings['judge_samples']}")
+    if settings.get("patience") is not None:
+        flags.append(f"--patience {settings['patience']}")
     return " ".join(flags)
 
 
@@ -226,53 +245,80 @@ def judge_check(
     task: Task,
     run_dir: str | None,
     *,
+    named: bool = True,
     images: int,
     samples: int,
     pairs: int,
     models: ModelCache,
     out: TextIO,
 ) -> dict[str, Any]:
-    """Run the check in `run_dir` (its images) or in `settings.output_dir` (a fresh batch); print and write it."""
-    from refineloop.tools.run_folder import locked
+    """Run the check on `run_dir`'s images (the folder held, so a running run is refused), or on a fresh batch in a
+    new folder, `settings.output_dir` (`named`: the user chose it, so it may exist if empty); print and write it.
+    A fresh batch's folder is removed again when the check fails."""
+    from refineloop.tools.run_folder import locked, new_run_folder
 
-    started = time.perf_counter()
-    if run_dir is None:
-        folder = settings.output_dir
-        Path(folder).mkdir(parents=True, exist_ok=True)
+    if run_dir is not None:
+        with locked(run_dir):
+            report = _check(
+                settings, task, run_dir, None, images=images, samples=samples, pairs=pairs, models=models, out=out
+            )
     else:
-        folder = run_dir
-    with locked(folder):
-        models.chat_model(settings)  # a missing or blind critic fails before anything is drawn
-        if settings.audit_model:
-            models.chat_model(auditor_settings(settings))
-        if run_dir is None:
-            out.write(f"drawing {images} images with {settings.image_model} into {folder}\n")
-            checked = fresh_images(models, settings, task, folder, images)
-        else:
-            checked = images_of_run(folder, images)
-        what = "a fresh batch" if run_dir is None else folder
-        out.write(
-            f"judge check of {settings.eval_model}: {len(checked)} images of {what}, {samples} warm samples each\n"
-        )
-        j = Judging(models, settings, task, folder, Calls(None))
-        stats, extra = measure_critic(j, checked, samples=samples, pairs=pairs, out=out)
-        measured = rates(stats)
-        chosen, reasons = recommend(measured, extra.get("logprobs"))
-        report = {
-            "critic": settings.eval_model,
-            "auditor": settings.audit_model or None,
-            "folder": folder,
-            "images": [{"iteration": i.iteration, "cold": i.cold, "warm": i.warm, "auditor": i.audit} for i in checked],
-            "duels": extra["duels"],
-            "logprobs": extra.get("logprobs"),
-            "counters": stats,
-            "measures": {key: {"value": value, "basis": n} for key, (value, n) in measured.items()},
-            "recommendation": {**chosen, "flags": command_line(chosen), "reasons": reasons},
-            "critic_calls": j.budget.used,
-            "seconds": round(time.perf_counter() - started, 2),
-        }
-        write_text_atomic(Path(folder) / REPORT, json.dumps(report, indent=1, ensure_ascii=False))
+        with new_run_folder(settings.output_dir, named=named) as claim:
+            report = _check(
+                settings, task, claim.path, images, images=images, samples=samples, pairs=pairs, models=models, out=out
+            )
+            claim.keep()
     out.write(table(report))
+    return report
+
+
+def _check(
+    settings: RunSettings,
+    task: Task,
+    folder: str,
+    draw: int | None,
+    *,
+    images: int,
+    samples: int,
+    pairs: int,
+    models: ModelCache,
+    out: TextIO,
+) -> dict[str, Any]:
+    """The check in `folder`, on `draw` fresh images (None: the run's own), written to judge-check.json."""
+    started = time.perf_counter()
+    models.chat_model(settings)  # a missing or blind critic fails before anything is drawn
+    if settings.audit_model:
+        models.chat_model(auditor_settings(settings))
+    if draw is not None:
+        out.write(f"drawing {draw} images with {settings.image_model} into {folder}\n")
+        checked = fresh_images(models, settings, task, folder, draw)
+    else:
+        checked = images_of_run(folder, images)
+    what = "a fresh batch" if draw is not None else folder
+    out.write(f"judge check of {settings.eval_model}: {len(checked)} images of {what}, {samples} warm samples each\n")
+    j = Judging(models, settings, task, folder, Calls(None))
+    # Outside the graph no node sets the critic's working size: the check shows its critic what a run would.
+    token = critic_images.WORKING_SIZE.set(settings.judge_image_size)
+    try:
+        stats, extra = measure_critic(j, checked, samples=samples, pairs=pairs, out=out)
+    finally:
+        critic_images.WORKING_SIZE.reset(token)
+    measured = rates(stats)
+    chosen, reasons = recommend(measured, extra.get("logprobs"))
+    report = {
+        "critic": settings.eval_model,
+        "auditor": settings.audit_model or None,
+        "folder": folder,
+        "images": [{"iteration": i.iteration, "cold": i.cold, "warm": i.warm, "auditor": i.audit} for i in checked],
+        "duels": extra["duels"],
+        "logprobs": extra.get("logprobs"),
+        "counters": stats,
+        "measures": {key: {"value": value, "basis": n} for key, (value, n) in measured.items()},
+        "recommendation": {**chosen, "flags": command_line(chosen), "reasons": reasons},
+        "critic_calls": j.budget.used,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    write_text_atomic(Path(folder) / REPORT, json.dumps(report, indent=1, ensure_ascii=False))
     return report
 
 

@@ -16,6 +16,11 @@ CHECK_SETTINGS = (
     "eval_model",
     "audit_model",
     "ollama_url",
+    "openai_url",
+    "openai_key_env",
+    "openai_stream",
+    "critic_keep_alive",
+    "judge_image_size",
     "critic_timeout",
     "critic_retries",
     "judge_attempts",
@@ -99,7 +104,6 @@ def _check(args: argparse.Namespace, out: TextIO) -> int:
         if settings.seed is None:
             settings.seed = 0  # the fresh batch is made again exactly by the same command
     settings.validate()
-    judge_check(
-        settings, task, run_dir, images=args.images, samples=args.samples, pairs=args.pairs, models=MODELS, out=out
-    )
+    counts = {"images": args.images, "samples": args.samples, "pairs": args.pairs}
+    judge_check(settings, task, run_dir, named="output_dir" in given, models=MODELS, out=out, **counts)
     return 0

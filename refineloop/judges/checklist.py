@@ -21,6 +21,7 @@ from langchain_core.messages import HumanMessage
 from refineloop.judges.base import WARM, Budget, Judging
 from refineloop.judges.score import Look
 from refineloop.prompts import CHECKLIST_REMINDER, checklist_ask_text, checklist_writer_text
+from refineloop.settings import RunSettings
 from refineloop.tasks import MAX_CHECKLIST, MAX_ITEM, MAX_WEIGHT, Task
 from refineloop.tools.chat import build_messages, traced_invoke
 from refineloop.tools.models import ModelCache
@@ -53,7 +54,7 @@ def with_questions(task: Task, records: list[dict[str, Any]]) -> Task:
 
 def prepare_checklist(
     models: ModelCache,
-    settings: Any,
+    settings: RunSettings,
     task: Task,
     state: dict[str, Any],
     run_dir: str,

@@ -17,6 +17,9 @@ from refineloop.judges.duel import duel
 from refineloop.judges.measure import count_done
 from refineloop.judges.samples import fresh_look
 
+DUEL_WINS = 1
+"""Orders of the duel with the best that a DONE image must win for its DONE to stand."""
+
 
 def could_stop(chosen: dict[str, Any], best: dict[str, Any] | None) -> bool:
     """Whether this DONE would end the run: the route stops on a DONE whose image ties or beats the best."""
@@ -38,7 +41,7 @@ def confirm_done(j: Judging, chosen: dict[str, Any], best: dict[str, Any] | None
         met = duel(j, chosen, best, label="confirm-duel")
         if met is not None:
             record["duel"] = {**met.to_dict(), "wins": met.wins(chosen["iteration"])}
-            upheld = upheld and met.wins(chosen["iteration"]) >= 1
+            upheld = upheld and met.wins(chosen["iteration"]) >= DUEL_WINS
         else:
             upheld = False  # no call left for the duel: an unchecked DONE does not stop the run
     record["upheld"] = upheld

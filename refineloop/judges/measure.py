@@ -4,6 +4,7 @@ A run adds counters to its state's `judge_stats` (a reducer sums them); `judge-c
 on purpose. Both print them through `measure_rows`, so a run's summary.txt and the check's table read alike:
 
 - cold score repeats: the same image judged twice at temperature 0, the same score both times;
+- cold scores tie (judge-check): pairs of different images given the same cold score (a squeezed scale);
 - warm sample spread: the standard deviation of an image's warm samples (--judge-samples, the final pick);
 - duel position flips: duels whose two orders named different winners (the position decided, not the images);
 - duel ties: orders that named no winner (a TIE, an abstention, or an unreadable reply);
@@ -45,6 +46,11 @@ def count_repeat(first: float, second: float) -> dict[str, float]:
     return {"repeats": 1, "repeated": int(first == second)}
 
 
+def count_tie(first: float, second: float) -> dict[str, float]:
+    """The counters of one pair of different images' cold scores."""
+    return {"score_pairs": 1, "score_tied": int(first == second)}
+
+
 def count_done(confirmed: bool) -> dict[str, float]:
     """The counters of one DONE put to a second look."""
     return {"dones": 1, "dones_upheld": int(confirmed)}
@@ -76,6 +82,7 @@ def rates(stats: dict[str, float], comparisons: int = 0, order_flips: int = 0) -
     sampled = stats.get("sampled", 0)
     return {
         "cold_repeat": ratio("repeated", "repeats"),
+        "score_ties": ratio("score_tied", "score_pairs"),
         "warm_spread": (stats.get("spread", 0) / sampled if sampled else None, int(sampled)),
         "flip_rate": ratio("flips", "duels", order_flips, comparisons),
         "tie_rate": ratio("ties", "orders"),
@@ -88,6 +95,7 @@ def rates(stats: dict[str, float], comparisons: int = 0, order_flips: int = 0) -
 #: (measure, label, unit of its count) in the order they are shown.
 ROWS = (
     ("cold_repeat", "cold score repeats", "images"),
+    ("score_ties", "cold scores tie between images", "pairs"),
     ("warm_spread", "warm sample spread", "images"),
     ("flip_rate", "duel position flips", "duels"),
     ("tie_rate", "duel ties and abstentions", "orders"),
@@ -112,7 +120,7 @@ def measure_rows(measured: dict[str, tuple[float | None, int]]) -> list[tuple[st
     for key, label, unit in ROWS:
         value, n = measured.get(key, (None, 0))
         if value is not None:
-            rows.append((label, shown(key, value), f"{n} {unit}"))
+            rows.append((label, shown(key, value), f"{n} {unit if n != 1 else unit.removesuffix('s')}"))
     return rows
 
 

@@ -14,8 +14,10 @@ Every call counts against `--max-critic-calls`; the judge never makes a call pas
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
+import threading
 import time
 from typing import Any
 
@@ -34,7 +36,9 @@ from refineloop.state import Candidate, RefineState
 from refineloop.tasks import Task
 from refineloop.tools.artifacts import image_path, read_sidecars, save_json, sidecar_path
 from refineloop.tools.chat import build_messages, traced_invoke
+from refineloop.tools.fan_out import run_all
 from refineloop.tools.models import ModelCache, models_for
+from refineloop.tools.round_files import remake_missing, wait_for_round
 from refineloop.verdicts import JudgeReply, Verdict, from_structured, parse_judge_text, parse_winner
 
 #: Sampling temperature when several judge samples are averaged: enough to decorrelate, not to wander.
@@ -44,16 +48,29 @@ TIE_MARGIN = 0.5
 
 
 class CallBudget:
-    """Counts critic calls made in this node and refuses one past the run's budget."""
+    """Counts critic calls made in this node and refuses one past the run's budget (from any thread)."""
 
     def __init__(self, left: int | None) -> None:
         self.left, self.used = left, 0
+        self._lock = threading.Lock()
 
     def take(self) -> bool:
-        if self.left is not None and self.used >= self.left:
-            return False
-        self.used += 1
-        return True
+        with self._lock:
+            if self.left is not None and self.used >= self.left:
+                return False
+            self.used += 1
+            return True
+
+    def affords(self, calls: int) -> bool:
+        """Whether `calls` more calls fit. Calls run at once only when all of them fit: which of them the budget
+        cuts off must never depend on which answer comes first."""
+        with self._lock:
+            return self.left is None or self.left - self.used >= calls
+
+
+def at_once(settings: RunSettings, budget: CallBudget, calls: int) -> int:
+    """How many critic calls of a fan-out of `calls` may run at the same time (1: one after another)."""
+    return settings.critic_concurrency if budget.affords(calls) else 1
 
 
 def judge_image(
@@ -123,23 +140,23 @@ def score_image(
         return checklist_score(Judging(models, settings, task, run_dir, budget), candidate, samples)
     temperature = SAMPLE_TEMPERATURE if settings.judge_samples > 1 else 0.0
     judge = models.judge_model(settings, temperature)
-    verdicts = [
-        v
-        for _ in range(samples)
-        if (
-            v := judge_image(
-                judge,
-                task,
-                candidate,
-                attempts=settings.judge_attempts,
-                run_dir=run_dir,
-                budget=budget,
-                temperature=temperature,
-                settings=settings,
-            )
+
+    def sample() -> Verdict | None:
+        return judge_image(
+            judge,
+            task,
+            candidate,
+            attempts=settings.judge_attempts,
+            run_dir=run_dir,
+            budget=budget,
+            temperature=temperature,
+            settings=settings,
         )
-        is not None
-    ]
+
+    limit = at_once(settings, budget, samples * settings.judge_attempts)
+    # Warm samples of one image are alike until answered: sorted, their fold does not depend on which came first.
+    answers = [v for v in run_all([sample] * samples, limit) if v is not None]
+    verdicts = sorted(answers, key=lambda v: (v.score, v.verdict, v.critique, v.next_idea)) if limit > 1 else answers
     record: Candidate = dict(candidate)  # type: ignore[assignment]
     scores = [*candidate.get("samples", []), *(v.score for v in verdicts)]
     if not scores:
@@ -169,10 +186,11 @@ def compare(
 ) -> dict[str, Any] | None:
     """Head to head in both orders: wins counts the orders in which the challenger won (0, 1 or 2)."""
     judge = models.plain_judge(settings, 0.0)  # the cold judge copy (thinking off), like the scorer
-    winners = []
-    for first, second in ((challenger, incumbent), (incumbent, challenger)):
-        if not budget.take():
-            return None
+    if not budget.affords(2):
+        return None  # a duel of one order would carry the position bias it exists to cancel
+
+    def order(first: Candidate, second: Candidate) -> int | None:
+        budget.take()
         system, user = compare_messages_text(task, first["prompt"], second["prompt"])
         reply, _ = traced_invoke(
             judge,
@@ -186,7 +204,10 @@ def compare(
         )
         winner = parse_winner(str(reply.content))
         picked = first if winner == "A" else second if winner == "B" else None
-        winners.append(None if picked is None else picked["iteration"])
+        return None if picked is None else picked["iteration"]
+
+    orders = ((challenger, incumbent), (incumbent, challenger))
+    winners = run_all([functools.partial(order, *pair) for pair in orders], settings.critic_concurrency)
     wins = sum(w == challenger["iteration"] for w in winners)
     decided = [w for w in winners if w is not None]
     return {"against": incumbent["iteration"], "wins": wins, "flipped": len(set(decided)) == 2}
@@ -195,6 +216,7 @@ def compare(
 def evaluate(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
     """Judge the round's images, pick the best-judged as the candidate, and run the judge options."""
     started = time.perf_counter()
+    remake_missing(state, config)  # on resume after a crash: the round's PNGs the writer had not finished
     settings = RunSettings.from_dict(state["settings"])
     task = Task.from_dict(state["task"])
     models = models_for(config)
@@ -206,7 +228,13 @@ def evaluate(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
     batch = state.get("batch") or []
     if not batch or batch[0]["iteration"] != candidate["iteration"]:
         batch = [candidate]  # a one-image round (the batch, if any, is an older round's)
-    judged = [score_image(models, settings, task, c, run_dir, budget, settings.judge_samples) for c in batch]
+    per_image = settings.judge_samples * settings.judge_attempts
+    limit = at_once(settings, budget, len(batch) * per_image)
+    scorings = [
+        functools.partial(score_image, models, settings, task, c, run_dir, budget, settings.judge_samples)
+        for c in batch
+    ]
+    judged = run_all(scorings, limit)
     judged = audit_each(judging, judged)  # --audit-every: the auditor's own score of each image
     chosen = max(judged, key=lambda c: -1.0 if c["score"] is None else c["score"])
     for other in judged:
@@ -250,6 +278,7 @@ def evaluate(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
         update["batch"] = judged
     update.update(candidate=chosen, critic_calls=budget.used, seconds=time.perf_counter() - started)
     update.update(evaluate_extras(judged, judging, checklist))  # the judge's counters, a new checklist
+    wait_for_round(state)  # the checkpoint after this node must never name an image that is not on disk
     return update
 
 

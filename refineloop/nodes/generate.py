@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
@@ -12,11 +11,11 @@ from refineloop.schedules import image_seed, strength
 from refineloop.settings import RunSettings
 from refineloop.state import Candidate, RefineState
 from refineloop.tasks import Task
-from refineloop.tools import critic_images
-from refineloop.tools.artifacts import image_path, save_image
+from refineloop.tools import critic_images, image_writer
+from refineloop.tools.artifacts import image_path
 from refineloop.tools.image_models import ImageRequest
 from refineloop.tools.models import models_for
-from refineloop.tools.provenance import image_record, png_info
+from refineloop.tools.round_files import provenance_info
 from refineloop.tools.trace import append_trace
 
 
@@ -29,7 +28,8 @@ def generate(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
     """Make the next round's images (one, or --candidates in one batched call) from the current prompt.
 
     Images are numbered on from state.iteration; each has its own seed derived from the run seed and its
-    number, so any image can be remade alone.
+    number, so any image can be remade alone. Their PNGs are written by the writer thread while the critic
+    judges them from memory (refineloop.tools.image_writer); `evaluate` waits for the files.
     """
     settings = RunSettings.from_dict(state["settings"])
     task = Task.from_dict(state["task"])
@@ -63,19 +63,8 @@ def generate(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
     for number, seed, image in zip(numbers, request.seeds, images, strict=True):
         path = image_path(state["run_dir"], number)
         critic_images.remember(path, image)  # the critic reads it from memory, not back from disk
-        record = image_record(
-            request=request,
-            image=image,
-            seed=seed,
-            model=model,
-            run_id=str(((config or {}).get("configurable") or {}).get("thread_id") or Path(state["run_dir"]).name),
-            iteration=number,
-            base_prompt=state["prompt"],
-            idea=state["idea"],
-            task=task,
-            loras=settings.lora,
-        )
-        save_image(image, path, info=png_info(record))
+        info = provenance_info(state, config, settings, task, model, request, number, seed, image)
+        image_writer.save_later(path, image, info)
         batch.append(
             {
                 "iteration": number,

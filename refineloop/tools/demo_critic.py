@@ -18,6 +18,7 @@ import io
 import math
 import random
 import re
+import threading
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
@@ -28,6 +29,8 @@ from PIL import Image
 from pydantic import PrivateAttr
 
 from refineloop.tools.chat import message_text
+
+_CALLS_LOCK = threading.Lock()
 
 
 def _image_of(message: BaseMessage) -> bytes | None:
@@ -120,6 +123,12 @@ class DemoCritic(BaseChatModel):
             text = self._summarize(system, message_text(humans[-1]))
         return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
 
+    def _next_call(self, digest: str) -> int:
+        """Count a warm call about this image (calls may arrive at once from several threads)."""
+        with _CALLS_LOCK:
+            self._calls[digest] = self._calls.get(digest, 0) + 1
+            return self._calls[digest]
+
     def _rng(self, *parts: object) -> random.Random:
         digest = hashlib.sha256(repr((self.seed, *parts)).encode()).digest()
         return random.Random(int.from_bytes(digest[:8], "big"))
@@ -134,8 +143,9 @@ class DemoCritic(BaseChatModel):
         wobble = self._rng(digest).gauss(0, self.noise)
         if self.temperature > 0:
             # Warm sampling adds a fresh error per call, which averaging several samples can cancel.
-            self._calls[digest] = self._calls.get(digest, 0) + 1
-            wobble = 0.5 * wobble + self._rng(digest, self._calls[digest]).gauss(0, self.noise * self.temperature * 3)
+            wobble = 0.5 * wobble + self._rng(digest, self._next_call(digest)).gauss(
+                0, self.noise * self.temperature * 3
+            )
         score = max(1, min(10, round(base + wobble)))
         step = min(len(ladder) - 1, int((score - 1) / 9 * len(ladder)))
         if score >= 9 and step == len(ladder) - 1:
@@ -164,8 +174,7 @@ class DemoCritic(BaseChatModel):
         rng = self._rng("checklist", digest)
         if self.temperature > 0:
             # A warm look wobbles afresh each time, like the judge's warm samples.
-            self._calls[digest] = self._calls.get(digest, 0) + 1
-            rng = self._rng("checklist", digest, self._calls[digest])
+            rng = self._rng("checklist", digest, self._next_call(digest))
         lines, tokens = [], []
         for k in range(count):
             threshold = 2.0 + 7.0 * (k + 1) / (count + 1)

@@ -788,6 +788,8 @@ def load_diffusers(
     components = _component_names(index) if index else None
     total, largest = weight_bytes(source.folder, components) if source.folder else (0, 0)
     plan = _plan(device, dtype, total, largest or None)
+    # Every LoRA is found (or refused) before the pipeline's slow load, not after it.
+    sources = [(spec, *_lora_source_of(spec)) for spec in loras]
 
     _quiet_torchvision_fallback()
     import torch
@@ -825,7 +827,7 @@ def load_diffusers(
             total, largest = weight_bytes(snapshot, components)
             plan = _plan(device, dtype, total, largest or None)
     # Before placement: the adapters then move (or offload) with the weights they patch.
-    _load_loras(pipe, loras, shown)
+    _load_loras(pipe, sources, shown)
     _apply(pipe, plan)
     model = DiffusersImageModel(pipe, name=shown, placement=plan, progress=progress)
     log.info("%s on %s", shown, model.placement)
@@ -846,20 +848,24 @@ def _apply(pipe: Any, plan: Placement) -> None:
 # --------------------------------------------------------------------------------------------- LoRAs
 
 
-def _load_loras(pipe: Any, loras: Sequence[str], shown: str) -> None:
-    """Load each `PATH_OR_ID[:SCALE]` as a named adapter and activate them all at their scales."""
-    if not loras:
-        return
+def _lora_source_of(spec: str) -> tuple[str, float, str, dict[str, Any]]:
+    """`PATH_OR_ID[:SCALE]` as (source, scale, what load_lora_weights gets, its keyword arguments)."""
     from refineloop.settings import lora_scale
 
+    source, scale = lora_scale(spec)
+    if scale is None:
+        raise ModelError(f"--lora '{spec}': the scale after ':' must be a number from -10 to 10")
+    return (source, scale, *_lora_source(source))
+
+
+def _load_loras(pipe: Any, loras: Sequence[tuple[str, str, float, str, dict[str, Any]]], shown: str) -> None:
+    """Load each LoRA (as `_lora_source_of` found it) as a named adapter and activate them all at their scales."""
+    if not loras:
+        return
     if not hasattr(pipe, "load_lora_weights"):
         raise ModelError(f"{shown} ({type(pipe).__name__}) has no LoRA loader in diffusers: drop --lora")
     names, scales = [], []
-    for index, spec in enumerate(loras):
-        source, scale = lora_scale(spec)
-        if scale is None:
-            raise ModelError(f"--lora '{spec}': the scale after ':' must be a number from -10 to 10")
-        target, kwargs = _lora_source(source)
+    for index, (_spec, source, scale, target, kwargs) in enumerate(loras):
         name = f"lora{index + 1}"
         try:
             pipe.load_lora_weights(target, adapter_name=name, **kwargs)
@@ -875,7 +881,7 @@ def _load_loras(pipe: Any, loras: Sequence[str], shown: str) -> None:
         names.append(name)
         scales.append(scale)
     pipe.set_adapters(names, adapter_weights=scales)
-    log.info("%s: LoRAs %s", shown, ", ".join(f"{n}={s:g}" for n, s in zip(loras, scales, strict=True)))
+    log.info("%s: LoRAs %s", shown, ", ".join(f"{lora[1]}={lora[2]:g}" for lora in loras))
 
 
 def _lora_source(source: str) -> tuple[str, dict[str, Any]]:

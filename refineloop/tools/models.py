@@ -48,7 +48,9 @@ class ModelCache:
         key = ("image", settings.image_model, settings.device, settings.dtype, *loras)
         if not loras:
             key = ("image", settings.image_model, settings.device, settings.dtype)
-        return self._get(key, lambda: load_image_model(settings.image_model, settings.device, settings.dtype, loras))
+        if settings.compile:
+            key = (*key, "compiled")
+        return self._get(key, lambda: _loaded(settings, loras))
 
     def chat_model(self, settings: RunSettings) -> BaseChatModel:
         """The critic chat model for these settings, loaded on first use."""
@@ -148,6 +150,16 @@ def models_for(config: RunnableConfig | None) -> ModelCache:
     configurable = (config or {}).get("configurable") or {}
     cache = configurable.get("models")
     return cache if isinstance(cache, ModelCache) else MODELS
+
+
+def _loaded(settings: RunSettings, loras: tuple[str, ...]) -> ImageModel:
+    """The image model the settings name, compiled when they ask for it."""
+    model = load_image_model(settings.image_model, settings.device, settings.dtype, loras)
+    if settings.compile:
+        from refineloop.tools.compile import compile_denoiser
+
+        compile_denoiser(model)
+    return model
 
 
 def load_image_model(spec: str, device: str = "", dtype: str = "", loras: tuple[str, ...] = ()) -> ImageModel:

@@ -54,6 +54,19 @@ def read_key(variable: str) -> str:
     return key
 
 
+class NotACompletion(ValueError):
+    """The server answered 200 with a body that is not a chat completion (a web page, a proxy's error)."""
+
+
+def _not_a_completion(exc: Exception) -> Exception:
+    """`exc` as NotACompletion when the client choked on the server's answer rather than failing itself."""
+    import openai
+
+    if isinstance(exc, openai.OpenAIError | NotACompletion):
+        return exc
+    return NotACompletion(f"the answer is not an OpenAI chat completion ({type(exc).__name__}: {exc})")
+
+
 def _critic_class() -> type:
     """ChatOpenAI whose requests carry the calling critic call's timeout (built on first use: the import is slow)."""
     from langchain_openai import ChatOpenAI
@@ -71,6 +84,20 @@ def _critic_class() -> type:
             if seconds is not None:
                 payload["timeout"] = seconds
             return payload
+
+        # A 200 whose body is a web page makes the client fail while reading it (an AttributeError, a TypeError
+        # ...): named for what it is, so the user reads one line about the URL instead of a library's insides.
+        def _generate(self, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return super()._generate(*args, **kwargs)
+            except (AttributeError, TypeError, KeyError, ValueError) as exc:
+                raise _not_a_completion(exc) from exc
+
+        def _stream(self, *args: Any, **kwargs: Any) -> Any:
+            try:
+                yield from super()._stream(*args, **kwargs)
+            except (AttributeError, TypeError, KeyError, ValueError) as exc:
+                raise _not_a_completion(exc) from exc
 
     return OpenAICritic
 
@@ -254,9 +281,9 @@ def explain_openai_error(
                 f"the server at {url} refused the request to {name} (HTTP {status}: {_server_text(current)}): "
                 "check the model's settings on the server"
             )
-        text = str(current)
-        if isinstance(current, ValueError) and (
-            "Unexpected response type from OpenAI" in text or "No generations found in stream" in text
+        # NotACompletion, or LangChain's own words for a stream that carried no completion.
+        if isinstance(current, NotACompletion) or (
+            isinstance(current, ValueError) and "No generations found in stream" in str(current)
         ):
             return ModelError(
                 f"{url} answered {name} with something that is not an OpenAI chat completion: check that "

@@ -327,8 +327,14 @@ def start_from_image(settings: RunSettings) -> Task:
         # Another tool's image: its first phrase anchors the subject, the rest is the start prompt, so the
         # first image is drawn from the same prompt text.
         subject, _, rest = prompt.partition(", ")
+        try:
+            goal_task = task_from_goal(prompt)
+        except TaskError as exc:
+            raise ProvenanceError(
+                f"{path} records a prompt refineloop cannot use ({exc}): pick another image"
+            ) from None
         task = replace(
-            task_from_goal(prompt),
+            goal_task,
             subject=subject.strip() or prompt,
             start_prompt=rest.strip() or subject.strip() or prompt,
             negative_prompt=str(record.get("negative_prompt") or ""),
@@ -357,6 +363,11 @@ def from_image_notes(settings: RunSettings, model_name: str) -> list[str]:
     except ProvenanceError as exc:
         return [f"warning: {exc}"]
     notes = []
+    if record.get("init_image"):
+        notes.append(
+            f"warning: {Path(settings.from_image).name} was drawn image-to-image from {record['init_image']}: the new "
+            "run's first image is drawn from text, so it is a new picture from the same prompt and seed"
+        )
     drawn_by = record.get("model")
     if drawn_by and drawn_by != model_name:
         notes.append(

@@ -331,7 +331,7 @@ def _judging_meta(row: dict[str, Any]) -> list[str]:
             f"{_fmt(pick.get('most'))}, fresh looks mean {_fmt(pick.get('mean'))}"
         )
     if row.get("audit_score") is not None:
-        notes.append(f"auditor's score {_fmt(row['audit_score'])}/10")
+        notes.append(f"the auditor scored it {_fmt(row['audit_score'])}/10")
     return notes
 
 

@@ -88,9 +88,12 @@ def is_locked(run_dir: str) -> bool:
     return False
 
 
-def write_meta(run_dir: str, thread_id: str, strategy: str, checkpointer: str = "") -> None:
+def write_meta(
+    run_dir: str, thread_id: str, strategy: str, checkpointer: str = "", loras: list[str] | None = None
+) -> None:
     """Record what a resume needs to find the run's thread: its id, its graph, and where its checkpoints live
-    when not in the folder (a Postgres URL, recorded without its password)."""
+    when not in the folder (a Postgres URL, recorded without its password); and the LoRAs the image model
+    carries, which change every image it makes."""
     meta = {
         "thread_id": thread_id,
         "strategy": strategy,
@@ -99,6 +102,8 @@ def write_meta(run_dir: str, thread_id: str, strategy: str, checkpointer: str = 
     }
     if checkpointer:
         meta["checkpointer"] = without_password(checkpointer)
+    if loras:
+        meta["loras"] = list(loras)
     write_text_atomic(Path(run_dir) / META, json.dumps(meta, indent=1))
 
 

@@ -1,0 +1,99 @@
+"""The files of a round of images: their provenance, waiting for the writer, and remaking lost ones.
+
+`generate` hands each new picture to the writer thread (refineloop.tools.image_writer); `evaluate` remakes at
+its top what a crash kept from landing and waits at its end until the round is on disk, so every checkpoint
+after it names only files that exist.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from langchain_core.runnables import RunnableConfig
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+from refineloop.settings import RunSettings
+from refineloop.state import Candidate, RefineState
+from refineloop.tasks import Task
+from refineloop.tools import critic_images, image_writer
+from refineloop.tools.image_models import ImageModel, ImageRequest
+from refineloop.tools.models import models_for
+from refineloop.tools.provenance import image_record, png_info
+from refineloop.tools.trace import append_trace
+
+
+def provenance_info(
+    state: RefineState,
+    config: RunnableConfig,
+    settings: RunSettings,
+    task: Task,
+    model: ImageModel,
+    request: ImageRequest,
+    number: int,
+    seed: int,
+    image: Image.Image,
+) -> PngInfo:
+    """The text chunks image `number` carries: how it was made (refineloop.tools.provenance). The state is the
+    round's (its prompt and idea are those the image was drawn from until the round is accepted)."""
+    configurable = (config or {}).get("configurable") or {}
+    record = image_record(
+        request=request,
+        image=image,
+        seed=seed,
+        model=model,
+        run_id=str(configurable.get("thread_id") or Path(state["run_dir"]).name),
+        iteration=number,
+        base_prompt=state["prompt"],
+        idea=state["idea"],
+        task=task,
+        loras=settings.lora,
+    )
+    return png_info(record)
+
+
+def round_images(state: RefineState) -> list[Candidate]:
+    """The images of the round `generate` made last (the candidate alone, or the whole best-of-N batch)."""
+    batch = state.get("batch") or []
+    candidate = state.get("candidate")
+    if candidate and any(c["iteration"] == candidate["iteration"] for c in batch):
+        return list(batch)
+    return [candidate] if candidate else []
+
+
+def remake_missing(state: RefineState, config: RunnableConfig) -> None:
+    """Remake the round's PNGs that are not on disk (the process died before the writer finished them), from
+    the same request and seeds, byte for byte; the whole round is drawn again so a batched model makes each
+    image exactly as it did. Nothing happens when every file is there or still being written."""
+    round_ = round_images(state)
+    missing = [c for c in round_ if not Path(c["path"]).exists() and not image_writer.pending(c["path"])]
+    if not missing:
+        return
+    settings = RunSettings.from_dict(state["settings"])
+    task = Task.from_dict(state["task"])
+    model = models_for(config).image_model(settings)
+    first = round_[0]
+    request = ImageRequest(
+        prompt=first["prompt"],
+        negative_prompt=task.negative_prompt if model.traits.negative_prompt else "",
+        seeds=tuple(c["seed"] for c in round_),
+        init_image=first.get("init_image"),
+        strength=first.get("strength"),
+        width=settings.width,
+        height=settings.height,
+        steps=settings.steps,
+        guidance=settings.guidance,
+    )
+    remade = dict(zip((c["iteration"] for c in round_), model.generate(request), strict=True))
+    for candidate in missing:
+        number, picture = candidate["iteration"], remade[candidate["iteration"]]
+        critic_images.remember(candidate["path"], picture)
+        info = provenance_info(state, config, settings, task, model, request, number, candidate["seed"], picture)
+        image_writer.save_later(candidate["path"], picture, info)
+    append_trace(state["run_dir"], {"kind": "remade", "images": [c["iteration"] for c in missing]})
+    image_writer.wait_for([c["path"] for c in missing])
+
+
+def wait_for_round(state: RefineState) -> None:
+    """Block until the round's PNGs are on disk, so the checkpoint that follows never names a missing file."""
+    image_writer.wait_for([c["path"] for c in round_images(state)])
