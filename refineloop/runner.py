@@ -334,7 +334,7 @@ def start_run(
             write_meta(run_dir, thread_id, settings.strategy, checkpointer_url, loras=settings.lora)
             out.write(
                 f"run folder: {run_dir}\nstrategy: {settings.strategy}   seed: {settings.seed}   goal: {task.goal}\n"
-                f"live report: {Path(run_dir) / REPORT_NAME} (rewritten after every image)\n"
+                f"live report: {Path(run_dir) / REPORT_NAME} (updated as the run goes)\n"
             )
             outcome = execute(settings, state, thread_id, models, out, checkpointer, inp=inp)
             if outcome.values.get("settings"):  # a checkpoint a resume can continue from
@@ -385,7 +385,7 @@ def resume_run(
         with stop_ends_loading("the run folder is as it was"):
             load_models(models, settings, out)
         out.write(f"resuming {run_dir} after image {values.get('iteration', 0)}\n")
-        out.write(f"live report: {Path(run_dir) / REPORT_NAME} (rewritten after every image)\n")
+        out.write(f"live report: {Path(run_dir) / REPORT_NAME} (updated as the run goes)\n")
         return execute(settings, None, meta["thread_id"], models, out, checkpointer, inp=inp, view=view)
 
 

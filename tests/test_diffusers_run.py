@@ -35,6 +35,9 @@ def test_tiny_sd_folder_runs_every_strategy(tmp_path, tiny_sd_dir, fake, strateg
         "--ollama-url",
         fake.url,
         *COMMON,
+        # The loop's judge calls only (cold, checked below); the final pick's warm looks: tests/test_final_pick.py.
+        "--final-pick",
+        "0",
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -483,15 +483,14 @@ def test_a_second_driver_of_a_folder_batch_is_refused(tmp_path: Path) -> None:
 
 def test_a_postgres_backed_run_folder_resumes_lists_and_forks_from_the_cli(pg_url: str, tmp_path: Path) -> None:
     steady = ["--goal", "a quiet blue teapot on a table", "--strategy", "climbing", "--seed", "7", "--patience", "9"]
-    whole = refineloop("demo", *steady, "--max-iterations", "5", "--output-dir", "whole", cwd=tmp_path)
+    slow = ["--image-model", "sketch:delay=0.3"]
+    whole = refineloop("demo", *steady, *slow, "--max-iterations", "5", "--output-dir", "whole", cwd=tmp_path)
     assert whole.returncode == 0, whole.stdout + whole.stderr
     # A password in the URL must never reach the folder (trust auth here, so any password connects).
     secret_url = pg_url.replace("@", ":s3cret-word@", 1)
     run = tmp_path / "pg"
     proc_args = ["--checkpointer", secret_url, "--output-dir", "pg"]
-    proc = start_cli_in(
-        tmp_path, "demo", *steady, "--image-model", "sketch:delay=0.3", "--max-iterations", "5", *proc_args
-    )
+    proc = start_cli_in(tmp_path, "demo", *steady, *slow, "--max-iterations", "5", *proc_args)
     wait_for(lambda: (run / "02.png").exists(), timeout=60)
     proc.send_signal(signal.SIGKILL)
     proc.wait()

@@ -17,7 +17,7 @@ from refineloop.schedules import draw, temperature
 from refineloop.settings import RunSettings
 from refineloop.state import Candidate, HistoryEntry, RefineState
 from refineloop.tools.artifacts import save_json, sidecar_path
-from refineloop.tools.report import write_report
+from refineloop.tools.report import refresh_live_report
 
 
 def _beats(candidate: Candidate, best: Candidate | None) -> bool:
@@ -82,8 +82,8 @@ def _outcome(
         "decision": decision,
         "idea": candidate.get("next_idea") if adopted and candidate.get("next_idea") else state["idea"],
     }
-    # The image's record is final now: the live report shows it (a page of text, no collage, so it stays cheap).
-    write_report(state["run_dir"], {**state, **update}, live=True)
+    # The image's record is final now: the live report shows it (a page of text, no collage; see its throttle).
+    refresh_live_report(state["run_dir"], {**state, **update})
     # Only what changed is written: with durability "sync" every written key is a row saved before the next step.
     changed = {key: value for key, value in update.items() if state.get(key) != value}
     return {**changed, "history": [entry]}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextvars
 import io
+import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -77,6 +78,15 @@ def encode(picture: Image.Image, size: int = DEFAULT_SIZE) -> bytes:
     out = io.BytesIO()
     rgb.save(out, format="JPEG", quality=QUALITY)
     return out.getvalue()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child starts with a fresh lock (one held by another thread at the fork would never be released)."""
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _open(path: str | Path) -> Image.Image:

@@ -16,6 +16,7 @@ finishes the writes it was given.
 
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -64,6 +65,18 @@ def _executor() -> ThreadPoolExecutor:
         # One thread: PNG encoding is CPU-bound in Pillow's C code, and one file at a time keeps the order.
         _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refineloop-png")
     return _pool
+
+
+def _after_fork_in_child() -> None:
+    """A forked child (a multiprocessing pool, say) inherits the pool object but not its thread: start afresh,
+    or the child's first write would wait forever on a thread that does not exist there."""
+    global _pool, _lock
+    _pool = None
+    _lock = threading.Lock()
+    _pending.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _forget(key: str, done: Future[None], *, waited: bool = False) -> None:

@@ -9,6 +9,7 @@ renders; the page reads the same without it.
 
 from __future__ import annotations
 
+import time
 from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -101,6 +102,29 @@ def write_report(run_dir: str | Path, state: RefineState | dict[str, Any], *, li
     page = report_html(str(run_dir), state, live=live)
     write_text_atomic(path, page)
     return path
+
+
+#: The live report may take this share of a run's time at most: a page grows with the run (one card per image),
+#: so rewriting it after every image would cost a long, fast run time in the square of its length.
+LIVE_SHARE = 0.05
+_last_live: dict[str, tuple[float, float]] = {}
+"""run folder -> (when its live report was last written, what writing it cost), in this process."""
+
+
+def refresh_live_report(run_dir: str | Path, state: RefineState | dict[str, Any]) -> bool:
+    """Rewrite the live report after an image, unless that would spend more than LIVE_SHARE of the time since
+    the last rewrite; True when it was written. With real models (seconds per image) that is every image; a
+    run that makes images in milliseconds gets a fresh page every few of them. The page written at the stop is
+    always complete."""
+    key = str(run_dir)
+    now = time.monotonic()
+    last = _last_live.get(key)
+    if last is not None and now - last[0] < last[1] / LIVE_SHARE:
+        return False
+    write_report(run_dir, state, live=True)
+    done = time.monotonic()
+    _last_live[key] = (done, done - now)
+    return True
 
 
 def _rows(run_dir: str) -> list[dict[str, Any]]:
