@@ -50,6 +50,7 @@ from refineloop.tools.run_folder import (
     database_error,
     new_run_folder,
     read_meta,
+    reading_saver,
     run_saver,
     write_meta,
 )
@@ -148,13 +149,8 @@ def state_after_image(run_dir: str, meta: dict[str, Any], iteration: int, url: s
 def _history_saver(run_dir: str, url: str) -> Iterator[Any]:
     """A checkpointer to read the run's history from: Postgres as it is, or a private copy of the SQLite."""
     if url:
-        from refineloop.scale.postgres import open_pool, open_saver
-
-        pool = open_pool(url, max_size=1)
-        try:
-            yield open_saver(pool)
-        finally:
-            pool.close()
+        with reading_saver(run_dir, url) as saver:
+            yield saver
         return
     with _database_copy(run_dir) as path:
         conn = sqlite3.connect(path, check_same_thread=False)

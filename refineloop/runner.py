@@ -128,16 +128,8 @@ def stop_ends_loading(note: str, cleanup: Callable[[], None] | None = None) -> I
         os.write(2, f"refineloop: stopped before the first image: {note}\n".encode())
         os._exit(EXIT_INTERRUPTED)
 
-    try:
-        previous = {sig: signal.signal(sig, end) for sig in STOP_SIGNALS}
-    except ValueError:  # not the main thread: the caller's own stop handling applies
+    with _on_stop_signals(end):  # off the main thread the caller's own stop handling applies
         yield
-        return
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 @contextmanager
@@ -152,16 +144,24 @@ def ctrl_c_drains(control: RunControl, out: TextIO) -> Iterator[None]:
         for sig in STOP_SIGNALS:
             signal.signal(sig, raise_interrupt)
 
+    with _on_stop_signals(first):  # off the main thread the caller drains through its own control
+        yield
+
+
+@contextmanager
+def _on_stop_signals(handler: Callable[[int, Any], None]) -> Iterator[None]:
+    """`handler` for every stop signal during the block, the previous handlers after it. Only the main thread
+    may install handlers: elsewhere the block runs with none installed."""
     try:
-        previous = {sig: signal.signal(sig, first) for sig in STOP_SIGNALS}
-    except ValueError:  # not the main thread: the caller drains through its own control
+        previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    except ValueError:
         yield
         return
     try:
         yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 @contextmanager
