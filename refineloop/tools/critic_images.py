@@ -28,7 +28,9 @@ QUALITY = 90
 """JPEG quality: no visible loss at the sizes critics look at, about a sixth of the PNG's bytes."""
 MIME = "image/jpeg"
 _KEEP = 64
-"""Encoded images kept: a round's candidates, the best and the current image, with room for fan-out."""
+"""Encoded images kept (a few hundred KB each): a round's candidates, the best and the current image, with room."""
+_KEEP_PICTURES = 17
+"""Decoded pictures kept (3 MB each at 1024 px): the largest round (--candidates 16) and one more."""
 
 WORKING_SIZE: contextvars.ContextVar[int] = contextvars.ContextVar("refineloop_judge_image_size", default=DEFAULT_SIZE)
 """The run's working size while its nodes run (set per node by `refineloop.run_view.in_run_view` from the
@@ -46,7 +48,7 @@ def remember(path: str | Path, picture: Image.Image) -> None:
         _pictures[key] = picture
         _pictures.move_to_end(key)
         _drop_encodings_of(key)  # a step re-run after a crash makes this file again
-        while len(_pictures) > _KEEP:
+        while len(_pictures) > _KEEP_PICTURES:
             _pictures.popitem(last=False)
 
 
