@@ -112,7 +112,7 @@ def build_evaluator_optimizer_graph(checkpointer: Checkpointer = None) -> Compil
     builder = StateGraph(RefineState, context_schema=RunSettings)
     builder.add_node("setup", in_run_view(make_agent_setup("evaluator-optimizer")))
     builder.add_node("generator", in_run_view(generator))
-    # The critic agent's one tool is the judge; the evaluate node already wraps judge_image for the state.
+    # The critic agent's one tool is the judge; the evaluate node already wraps the judge for the state.
     builder.add_node("critic", in_run_view(evaluate))
     builder.add_node(accept, in_run_view(accept_greedy))
     builder.add_node("stop", in_run_view(stop))

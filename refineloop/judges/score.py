@@ -1,7 +1,7 @@
 """One reading of the 1-10 judge: the building block of extra samples, second looks and the final pick.
 
-The evaluate node scores images with its own loop (refineloop.nodes.evaluate.judge_image, which another change
-is making concurrent); this is the same reading for the judging steps that live outside that node.
+`ask_judge` is the one loop that asks it (format reminder, budget, tracing); the evaluate node folds its
+verdicts into samples, and the judging steps outside that node read them as `Look`s.
 """
 
 from __future__ import annotations
@@ -11,8 +11,10 @@ from typing import Any
 
 from langchain_core.messages import HumanMessage
 
-from refineloop.judges.base import Judging
+from refineloop.judges.base import Budget, Judging
 from refineloop.prompts import JUDGE_REMINDER, judge_messages_text
+from refineloop.settings import RunSettings
+from refineloop.tasks import Task
 from refineloop.tools.chat import build_messages, traced_invoke
 from refineloop.verdicts import JudgeReply, Verdict, from_structured, parse_judge_text
 
@@ -42,28 +44,50 @@ def read_verdict(reply: Any) -> Verdict | None:
     return parse_judge_text(content if isinstance(content, str) else str(content))
 
 
-def look(j: Judging, candidate: dict[str, Any], *, temperature: float, label: str, runnable: Any = None) -> Look | None:
-    """Ask the judge prompt of one image, up to `judge_attempts` times (the first retry adds a format reminder);
-    None when no reply parsed or the budget ran out. `runnable` replaces the run's own judge (the auditor)."""
-    judge = runnable if runnable is not None else j.models.judge_model(j.settings, temperature)
-    system, user = judge_messages_text(j.task, candidate["prompt"])
+def ask_judge(
+    runnable: Any,
+    task: Task,
+    candidate: dict[str, Any],
+    *,
+    settings: RunSettings,
+    run_dir: str,
+    budget: Budget,
+    label: str = "judge",
+    temperature: float = 0.0,
+) -> Verdict | None:
+    """Ask the judge prompt of one image up to `judge_attempts` times (the first retry adds a format reminder;
+    the image stays in the first message); None when no reply parsed or the budget ran out. Every reading of
+    the 1-10 judge goes through here: the evaluate node's samples, second looks, the final pick, the audit."""
+    system, user = judge_messages_text(task, candidate["prompt"])
     messages = build_messages(system, user, candidate["path"])
-    for attempt in range(j.settings.judge_attempts):
-        if not j.budget.take():
+    for attempt in range(settings.judge_attempts):
+        if not budget.take():
             return None
         reply, _ = traced_invoke(
-            judge,
+            runnable,
             messages,
-            run_dir=j.run_dir,
+            run_dir=run_dir,
             role=f"{label}#{attempt + 1}",
             iteration=candidate["iteration"],
             image_path=candidate["path"],
             temperature=temperature,
-            settings=j.settings,
+            settings=settings,
         )
         verdict = read_verdict(reply)
         if verdict is not None:
-            return Look(float(verdict.score), verdict.verdict, verdict.critique, verdict.next_idea)
+            return verdict
         if attempt == 0:
             messages = [*messages, HumanMessage(JUDGE_REMINDER)]
     return None
+
+
+def look(j: Judging, candidate: dict[str, Any], *, temperature: float, label: str, runnable: Any = None) -> Look | None:
+    """One reading of an image as a Look; `runnable` replaces the run's own judge (the auditor)."""
+    judge = runnable if runnable is not None else j.models.judge_model(j.settings, temperature)
+    verdict = ask_judge(
+        judge, j.task, candidate, settings=j.settings, run_dir=j.run_dir, budget=j.budget, label=label,
+        temperature=temperature,
+    )  # fmt: skip
+    if verdict is None:
+        return None
+    return Look(float(verdict.score), verdict.verdict, verdict.critique, verdict.next_idea)

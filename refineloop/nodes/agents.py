@@ -6,11 +6,11 @@
 
 The generator agent asks the agent model (`agent_model`, else the critic's model) for the next prompt,
 given the goal and the critic's last verdict, then draws it with the generate node's own function. The
-critic agent judges it with the evaluate node (`judge_image`). The image travels in state as a path, never
-as text relayed between the agents, and every image is judged, the last one included. Acceptance is
-greedy and best is tracked by the shared accept helpers, so the runner's progress lines, the stop node and
-the artifacts work unchanged. The run stops on the judge's DONE (on an image at least as good as the best,
-the rule every strategy shares) or at the image cap.
+critic agent judges it with the evaluate node (its judge: `refineloop.judges.score.ask_judge`). The image
+travels in state as a path, never as text relayed between the agents, and every image is judged, the last
+one included. Acceptance is greedy and best is tracked by the shared accept helpers, so the runner's
+progress lines, the stop node and the artifacts work unchanged. The run stops on the judge's DONE (on an
+image at least as good as the best, the rule every strategy shares) or at the image cap.
 """
 
 from __future__ import annotations

@@ -21,8 +21,7 @@ import threading
 import time
 from typing import Any
 
-from langchain_core.messages import HumanMessage
-from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables import RunnableConfig
 
 from refineloop.budgets import critic_calls_left
 from refineloop.judges.audit import audit_each
@@ -30,7 +29,8 @@ from refineloop.judges.base import Judging
 from refineloop.judges.checklist import checklist_score, prepare_checklist
 from refineloop.judges.confirm import confirm_done
 from refineloop.judges.hooks import evaluate_extras
-from refineloop.prompts import JUDGE_REMINDER, compare_messages_text, judge_messages_text
+from refineloop.judges.score import ask_judge
+from refineloop.prompts import compare_messages_text
 from refineloop.settings import RunSettings
 from refineloop.state import Candidate, RefineState
 from refineloop.tasks import Task
@@ -39,7 +39,7 @@ from refineloop.tools.chat import build_messages, traced_invoke
 from refineloop.tools.fan_out import run_all
 from refineloop.tools.models import ModelCache, models_for
 from refineloop.tools.round_files import remake_missing, wait_for_round
-from refineloop.verdicts import JudgeReply, Verdict, from_structured, parse_judge_text, parse_winner
+from refineloop.verdicts import Verdict, parse_winner
 
 #: Sampling temperature when several judge samples are averaged: enough to decorrelate, not to wander.
 SAMPLE_TEMPERATURE = 0.3
@@ -73,59 +73,6 @@ def at_once(settings: RunSettings, budget: CallBudget, calls: int) -> int:
     return settings.critic_concurrency if budget.affords(calls) else 1
 
 
-def judge_image(
-    runnable: Runnable,
-    task: Task,
-    candidate: dict[str, Any],
-    *,
-    attempts: int,
-    run_dir: str,
-    budget: CallBudget | None = None,
-    label: str = "judge",
-    temperature: float = 0.0,
-    settings: RunSettings | None = None,
-) -> Verdict | None:
-    """Ask the judge (`ModelCache.judge_model`) up to `attempts` times; None when no reply yields a score.
-
-    Structured replies are read first; a raw text reply still goes through the tolerant parser. `settings`
-    bound each call (critic timeout and transport retries, see `traced_invoke`).
-    """
-    system, user = judge_messages_text(task, candidate["prompt"])
-    messages = build_messages(system, user, candidate["path"])
-    for attempt in range(attempts):
-        if budget is not None and not budget.take():
-            return None
-        reply, _ = traced_invoke(
-            runnable,
-            messages,
-            run_dir=run_dir,
-            role=f"{label}#{attempt + 1}",
-            iteration=candidate["iteration"],
-            image_path=candidate["path"],
-            temperature=temperature,
-            settings=settings,
-        )
-        verdict = _read(reply)
-        if verdict is not None:
-            return verdict
-        if attempt == 0:
-            # The image stays in the first message; the reminder only restates the format.
-            messages = [*messages, HumanMessage(JUDGE_REMINDER)]
-    return None
-
-
-def _read(reply: Any) -> Verdict | None:
-    if isinstance(reply, dict):
-        parsed = reply.get("parsed")
-        if isinstance(parsed, JudgeReply):
-            verdict = from_structured(parsed)
-            if verdict is not None:
-                return verdict
-        reply = reply.get("raw")
-    content = getattr(reply, "content", reply)
-    return parse_judge_text(content if isinstance(content, str) else str(content))
-
-
 def score_image(
     models: ModelCache,
     settings: RunSettings,
@@ -142,15 +89,8 @@ def score_image(
     judge = models.judge_model(settings, temperature)
 
     def sample() -> Verdict | None:
-        return judge_image(
-            judge,
-            task,
-            candidate,
-            attempts=settings.judge_attempts,
-            run_dir=run_dir,
-            budget=budget,
-            temperature=temperature,
-            settings=settings,
+        return ask_judge(
+            judge, task, candidate, settings=settings, run_dir=run_dir, budget=budget, temperature=temperature
         )
 
     limit = at_once(settings, budget, samples * settings.judge_attempts)
