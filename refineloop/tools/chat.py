@@ -366,3 +366,25 @@ def message_text(message: BaseMessage) -> str:
     if isinstance(message.content, str):
         return clean_model_text(message.content)
     return clean_model_text("\n".join(b.get("text", "") for b in message.content if isinstance(b, dict)))
+
+
+def parsed_structured(model: Any, schema_cls: type, **bound: Any) -> Any:
+    """`model` bound with a backend's schema request (`bound`: Ollama's `format`, OpenAI's `response_format`),
+    returning {"raw", "parsed", "parsing_error"} and never raising on a reply that does not fit (the tolerant text
+    parser reads it instead). Built by hand rather than with LangChain's `with_structured_output`, whose thread
+    pool the interpreter joins at exit, so a call abandoned on Ctrl-C would hold the process until its timeout."""
+    from langchain_core.output_parsers import PydanticOutputParser
+    from langchain_core.runnables import RunnableLambda
+
+    parser = PydanticOutputParser(pydantic_object=schema_cls)
+    schema_bound = model.bind(
+        **bound, ls_structured_output_format={"kwargs": {"method": "json_schema"}, "schema": schema_cls}
+    )
+
+    def with_parsed(message: Any) -> dict[str, Any]:
+        try:
+            return {"raw": message, "parsed": parser.invoke(message), "parsing_error": None}
+        except Exception as exc:  # any reply that does not fit is kept for the text parser, never raised
+            return {"raw": message, "parsed": None, "parsing_error": exc}
+
+    return schema_bound | RunnableLambda(with_parsed)

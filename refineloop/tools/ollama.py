@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from refineloop.errors import ModelError
-from refineloop.tools.chat import CALL_TIMEOUT, DEFAULT_TIMEOUT
+from refineloop.tools.chat import CALL_TIMEOUT, DEFAULT_TIMEOUT, parsed_structured
 from refineloop.tools.text_safety import clean_model_text
 
 if TYPE_CHECKING:
@@ -319,22 +319,7 @@ def _schema_bound(model: Any, schema_cls: type) -> Runnable:
     joins that pool at exit: a judge call abandoned on Ctrl-C (see `refineloop.tools.chat`) would then hold the
     process until the call's timeout. Here the call runs in the thread `traced_invoke` made for it, a daemon.
     """
-    from langchain_core.output_parsers import PydanticOutputParser
-    from langchain_core.runnables import RunnableLambda
-
-    parser = PydanticOutputParser(pydantic_object=schema_cls)
-    bound = model.bind(
-        format=schema_cls.model_json_schema(),
-        ls_structured_output_format={"kwargs": {"method": "json_schema"}, "schema": schema_cls},
-    )
-
-    def with_parsed(message: Any) -> dict[str, Any]:
-        try:
-            return {"raw": message, "parsed": parser.invoke(message), "parsing_error": None}
-        except Exception as exc:  # any reply that does not fit is kept for the text parser, never raised
-            return {"raw": message, "parsed": None, "parsing_error": exc}
-
-    return bound | RunnableLambda(with_parsed)
+    return parsed_structured(model, schema_cls, format=schema_cls.model_json_schema())
 
 
 _MODEL_NOT_FOUND = re.compile(r"""model ["']?([^"'\s]+)["']? not found""", re.IGNORECASE)

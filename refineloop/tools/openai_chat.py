@@ -27,7 +27,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from refineloop.errors import ModelError
-from refineloop.tools.chat import CALL_TIMEOUT, DEFAULT_TIMEOUT
+from refineloop.tools.chat import CALL_TIMEOUT, DEFAULT_TIMEOUT, parsed_structured
 from refineloop.tools.text_safety import clean_model_text, redact, register_secret
 
 if TYPE_CHECKING:
@@ -314,32 +314,15 @@ def structured_openai(model: Any, schema_cls: type) -> Runnable | None:
     "parsing_error"} and never raising on a bad reply; None when the server refused a schema at the probe
     (the caller then reads the plain text with the tolerant parser).
 
-    Built like `refineloop.tools.ollama._schema_bound`, not with LangChain's `with_structured_output`: that one
-    calls the model in its thread pool, which the interpreter joins at exit, so a call abandoned on Ctrl-C would
-    hold the process until its timeout.
+    The schema request and the parsing are `refineloop.tools.chat.parsed_structured`, shared with Ollama.
     """
-    from langchain_core.output_parsers import PydanticOutputParser
-    from langchain_core.runnables import RunnableLambda
-
     meta = (getattr(model, "metadata", None) or {}).get("openai") or {}
     if not meta.get("json_schema"):
         return None
-    parser = PydanticOutputParser(pydantic_object=schema_cls)
     response_format = {
         "type": "json_schema",
         # Not strict: strict mode needs every property required and no defaults, which not every server checks
         # alike; the parser below reads whatever comes back, and the text parser catches the rest.
         "json_schema": {"name": schema_cls.__name__, "schema": schema_cls.model_json_schema(), "strict": False},
     }
-    bound = model.bind(
-        response_format=response_format,
-        ls_structured_output_format={"kwargs": {"method": "json_schema"}, "schema": schema_cls},
-    )
-
-    def with_parsed(message: Any) -> dict[str, Any]:
-        try:
-            return {"raw": message, "parsed": parser.invoke(message), "parsing_error": None}
-        except Exception as exc:  # any reply that does not fit is kept for the text parser, never raised
-            return {"raw": message, "parsed": None, "parsing_error": exc}
-
-    return bound | RunnableLambda(with_parsed)
+    return parsed_structured(model, schema_cls, response_format=response_format)
