@@ -21,17 +21,22 @@ FLAGS += ["--image-model", "sketch:size=4096", "--judge-image-size", "256"]
 
 
 def drawn_but_not_written(run: Path) -> int | None:
-    """An image whose generate step has finished (its trace line is there) while its PNG has not landed."""
+    """An image whose generate step is checkpointed while its PNG has not landed. The critic's first call
+    after the image's trace line shows `evaluate` has begun, so the checkpoint naming the image is committed;
+    killing at the trace line alone could land before that commit, and the resume would simply draw again."""
     trace = run / "trace.jsonl"
     if not trace.exists():
         return None
+    drawn = None
     for line in trace.read_text().splitlines():
         try:
             record = json.loads(line)
         except ValueError:
             continue
-        if record.get("kind") == "image" and not (run / f"{record['iteration']:02d}.png").exists():
-            return int(record["iteration"])
+        if record.get("kind") == "image":
+            drawn = int(record["iteration"])
+        elif record.get("kind") == "chat" and drawn is not None and not (run / f"{drawn:02d}.png").exists():
+            return drawn
     return None
 
 
