@@ -73,7 +73,7 @@ def _unique_param_bytes(*pipes: Any) -> int:
 
 
 def _request(seeds: tuple[int, ...], steps: int, size: int | None, init: str | None = None) -> Any:
-    from refineloop.tools.image_models import ImageRequest
+    from refineloop.backends.image.protocol import ImageRequest
 
     return ImageRequest(
         prompt=PROMPT,
@@ -95,7 +95,7 @@ def child(mode: str, spec: str, device: str, steps: int, size: int | None) -> di
     _import_path()
     import torch
 
-    from refineloop.tools.diffusers_model import load_diffusers
+    from refineloop.backends.image.diffusers_model import load_diffusers
 
     model = load_diffusers(spec, device=device)
     pipes: list[Any] = [model.pipe]
@@ -141,7 +141,7 @@ def _run_child(mode: str, spec: str, device: str, steps: int, size: int | None) 
 def bench_speed(spec: str, device: str, steps: int, size: int | None, repeats: int) -> list[tuple[str, str]]:
     """Sequential vs batched generation, and load-once vs load-per-call."""
     _import_path()
-    from refineloop.tools.diffusers_model import load_diffusers
+    from refineloop.backends.image.diffusers_model import load_diffusers
 
     start = time.perf_counter()
     model = load_diffusers(spec, device=device)

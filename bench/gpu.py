@@ -245,7 +245,7 @@ def child_bare(job: dict[str, Any], started: float) -> dict[str, Any]:
 def child_refineloop(job: dict[str, Any], started: float) -> dict[str, Any]:
     """`refineloop run` in this process; the figures come back from its trace."""
     sys.path.insert(0, str(ROOT))
-    from refineloop.cli import main
+    from refineloop.cli.main import main
 
     code = main(job["argv"])
     if code != 0:

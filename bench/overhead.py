@@ -27,13 +27,13 @@ from langchain_core.messages import AIMessage  # noqa: E402
 from langchain_core.outputs import ChatGeneration, ChatResult  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from refineloop.runner import start_run  # noqa: E402
+from refineloop.apps.engine import start_run  # noqa: E402
+from refineloop.backends.chat.invoke import build_messages  # noqa: E402
+from refineloop.backends.image.protocol import ImageRequest, ImageTraits  # noqa: E402
+from refineloop.backends.model_cache import ModelCache  # noqa: E402
+from refineloop.judges.verdicts import parse_judge_text  # noqa: E402
+from refineloop.run_folder.artifacts import write_artifacts  # noqa: E402
 from refineloop.settings import RunSettings  # noqa: E402
-from refineloop.tools.artifacts import write_artifacts  # noqa: E402
-from refineloop.tools.chat import build_messages  # noqa: E402
-from refineloop.tools.image_models import ImageRequest, ImageTraits  # noqa: E402
-from refineloop.tools.models import ModelCache  # noqa: E402
-from refineloop.verdicts import parse_judge_text  # noqa: E402
 
 REPLY = "SCORE: 5\nCRITIQUE: fine\nCONTINUE: a hotter hotdog"
 

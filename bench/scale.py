@@ -40,7 +40,7 @@ def _one(
     """One measured batch: `runs` goals at once, each `iterations` images."""
     from ray import serve
 
-    from refineloop.batch import plan_batch
+    from refineloop.apps.batch import plan_batch
     from refineloop.scale.ray_engine import APP, DEPLOYMENT, EngineOptions, run_ray
     from refineloop.settings import RunSettings
 

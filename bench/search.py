@@ -52,11 +52,11 @@ from langchain_core.outputs import ChatGeneration, ChatResult  # noqa: E402
 from PIL import Image  # noqa: E402
 from pydantic import ConfigDict  # noqa: E402
 
+from refineloop.backends.image.protocol import ImageRequest, ImageTraits  # noqa: E402
+from refineloop.backends.model_cache import ModelCache  # noqa: E402
 from refineloop.graph import build_graph  # noqa: E402
 from refineloop.nodes.setup import initial_state, resolve_settings  # noqa: E402
 from refineloop.settings import RunSettings  # noqa: E402
-from refineloop.tools.image_models import ImageRequest, ImageTraits  # noqa: E402
-from refineloop.tools.models import ModelCache  # noqa: E402
 
 
 @dataclass
@@ -125,7 +125,7 @@ def _gauss(sigma: float, *salt: object) -> float:
 
 BLOCK, DIGITS = 16, 5
 """An image carries numbers as flat grey blocks, one hexadecimal digit each: flat blocks come through the JPEG
-the critic is sent (refineloop.tools.critic_images) unchanged to within a grey level or two."""
+the critic is sent (refineloop.backends.chat.critic_images) unchanged to within a grey level or two."""
 
 
 def _digits(value: float) -> list[int]:

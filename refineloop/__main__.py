@@ -2,6 +2,6 @@
 
 import sys
 
-from refineloop.cli import main
+from refineloop.cli.main import main
 
 sys.exit(main())

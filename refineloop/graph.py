@@ -39,7 +39,7 @@ from refineloop.settings import STRATEGIES, RunSettings
 from refineloop.state import RefineState
 
 #: The node each strategy's graph writes its acceptance from; a fork seeds its new thread as this node, so the
-#: graph's own route after acceptance decides what comes next (refineloop.fork).
+#: graph's own route after acceptance decides what comes next (refineloop.apps.fork).
 ACCEPT_NODE = {
     "greedy": "accept_greedy",
     "climbing": "accept_climbing",

@@ -31,14 +31,6 @@ Prompt for the next image: {prompt}{prompt_note}
 Last step: {last}
 Allowed now: {allowed}"""
 
-#: The route tools in OpenAI function format, which every tool-calling LangChain chat model accepts.
-ROUTE_TOOL_DESCRIPTIONS = {
-    "generate": "Draw the next image from the current prompt. Only when the newest image has been judged.",
-    "evaluate": "Have the vision critic score the newest image. Only when an image waits for judging.",
-    "summarize": "Turn the critic's latest description into the prompt for the next image.",
-    "stop": "End the run and keep the best image. Use when the critic says DONE or more images will not help.",
-}
-
 WRITER_SYSTEM = """You write the prompts for an image model, taking turns with a critic who judges each image.
 Goal: {goal}
 Subject (it is put in front of every prompt for you; do not repeat it): {subject}
@@ -58,25 +50,6 @@ Critique: {critique}
 The critic's description of the next image follows.
 Description:
 {idea}"""
-
-
-def route_tools() -> list[dict[str, Any]]:
-    """The four route tools; each takes an optional reason, which goes to the trace."""
-    return [
-        {
-            "type": "function",
-            "function": {
-                "name": name,
-                "description": description,
-                "parameters": {
-                    "type": "object",
-                    "properties": {"reason": {"type": "string", "description": "Why this step, in a few words."}},
-                    "required": [],
-                },
-            },
-        }
-        for name, description in ROUTE_TOOL_DESCRIPTIONS.items()
-    ]
 
 
 def _score(value: int | None) -> str:

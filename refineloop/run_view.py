@@ -18,7 +18,7 @@ from typing import Any
 
 from langgraph.config import get_config
 
-from refineloop.tools import critic_images
+from refineloop.backends.chat import critic_images
 
 
 def rewrite_paths(value: Any, source: str, target: str) -> Any:
@@ -60,7 +60,7 @@ def apply_view(state: dict[str, Any], view: dict[str, Any] | None) -> dict[str, 
 
 def in_run_view(node: Callable[..., Any]) -> Callable[..., Any]:
     """`node`, reading its state through the run config's view (see the module docstring), with the run's
-    critic working size in effect for the images it sends (refineloop.tools.critic_images)."""
+    critic working size in effect for the images it sends (refineloop.backends.chat.critic_images)."""
 
     @functools.wraps(node)
     def seen_through_view(state: Any, *args: Any, **kwargs: Any) -> Any:

@@ -31,7 +31,7 @@ COMPARING_STRATEGIES = ("climbing", "annealing", "img2img")
 AGENT_STRATEGIES = ("agent", "evaluator-optimizer")
 #: How a run's images are judged (refineloop.nodes.evaluate, refineloop.judges).
 JUDGES = ("score", "pairwise", "checklist")
-#: Chat backends a `prefix:name` spec may name (refineloop.tools.models.load_chat_model); other names without a
+#: Chat backends a `prefix:name` spec may name (refineloop.backends.model_cache.load_chat_model); other names without a
 #: colon may be models registered in the process's model cache, so only the prefixed form is checked.
 CHAT_BACKENDS = ("ollama", "openai")
 
@@ -420,7 +420,7 @@ def lora_scale(spec: str) -> tuple[str, float | None]:
 
 
 def _check_sketch_options(spec: str) -> None:
-    """`sketch:size=256,delay=0.5`, checked the way refineloop.tools.models reads it."""
+    """`sketch:size=256,delay=0.5`, checked the way refineloop.backends.model_cache reads it."""
     for part in filter(None, spec.partition(":")[2].split(",")):
         key, _, value = part.partition("=")
         _check(key in ("size", "delay"), f"unknown sketch option '{key}': use --image-model sketch:size=256,delay=0.5")

@@ -18,10 +18,10 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
+from refineloop.backends.chat.invoke import message_text
+from refineloop.backends.demo.sketch import SketchImageModel
+from refineloop.backends.model_cache import ModelCache
 from refineloop.settings import RunSettings
-from refineloop.tools.chat import message_text
-from refineloop.tools.models import ModelCache
-from refineloop.tools.sketch import SketchImageModel
 from tests.tiny_models import build_tiny_sd, build_tiny_sd3
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -192,7 +192,7 @@ def cli_env() -> dict[str, str]:
 def refineloop(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run the CLI to completion."""
     return subprocess.run(
-        [sys.executable, "-m", "refineloop.cli", *args],
+        [sys.executable, "-m", "refineloop", *args],
         cwd=cwd,
         env=cli_env(),
         capture_output=True,
@@ -209,7 +209,7 @@ def batch_cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.Complet
 def start_batch_cli(*args: str, cwd: Path) -> subprocess.Popen[str]:
     """`refineloop batch ...` in the background (output merged, read at the end)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "refineloop.cli", "batch", *args],
+        [sys.executable, "-m", "refineloop", "batch", *args],
         cwd=cwd,
         env=cli_env(),
         stdout=subprocess.PIPE,
@@ -221,7 +221,7 @@ def start_batch_cli(*args: str, cwd: Path) -> subprocess.Popen[str]:
 def start_cli_in(cwd: Path, *args: str) -> subprocess.Popen[str]:
     """The CLI in the background in `cwd` (output merged, read at the end)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "refineloop.cli", *args],
+        [sys.executable, "-m", "refineloop", *args],
         cwd=cwd,
         env=cli_env(),
         stdout=subprocess.PIPE,
@@ -398,7 +398,7 @@ def same_image(a: Path, b: Path) -> bool:
     run id that names each run (so the files' bytes differ by design)."""
     from PIL import Image
 
-    from refineloop.tools.provenance import read_provenance
+    from refineloop.run_folder.provenance import read_provenance
 
     with Image.open(a) as first, Image.open(b) as second:
         if first.size != second.size or first.tobytes() != second.tobytes():

@@ -6,11 +6,11 @@ from pathlib import Path
 
 from langchain_core.messages import AIMessage
 
+from refineloop.apps.engine import resume_run, start_run
+from refineloop.backends.demo.sketch import SketchImageModel
+from refineloop.backends.model_cache import ModelCache
 from refineloop.graph import build_graph
-from refineloop.runner import resume_run, start_run
-from refineloop.tools.models import ModelCache
-from refineloop.tools.sketch import SketchImageModel
-from refineloop.tools.trace import read_trace
+from refineloop.run_folder.trace import read_trace
 from tests.conftest import images_in, judge_reply, tool_call
 from tests.fake_ollama import FakeOllama
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from refineloop.cli import main
-from refineloop.runner import start_run
+from refineloop.apps.engine import start_run
+from refineloop.cli.main import main
 from tests.conftest import TemperatureCritic, batch_cli, judge_reply, refineloop
 
 

@@ -17,18 +17,18 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from refineloop.batch import (
+from refineloop.apps.batch import (
     BatchItem,
     FolderStore,
     parse_goals,
     plan_batch,
     run_local,
 )
+from refineloop.backends.demo.sketch import SketchImageModel
+from refineloop.backends.image.protocol import ImageRequest
 from refineloop.errors import SettingsError
+from refineloop.run_folder.folder import read_values
 from refineloop.settings import RunSettings
-from refineloop.tools.image_models import ImageRequest
-from refineloop.tools.run_folder import read_values
-from refineloop.tools.sketch import SketchImageModel
 from tests.conftest import batch_cli, cli_env, images_in, judge_reply, same_image, start_batch_cli, wait_for
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -175,7 +175,7 @@ def test_local_batch_makes_a_run_folder_per_item_and_a_summary(tmp_path: Path) -
     assert (tmp_path / "b" / "summary.txt").read_text() in out
     # The item folders are ordinary run folders: `refineloop runs` lists them.
     listed = subprocess.run(
-        [sys.executable, "-m", "refineloop.cli", "runs", str(tmp_path / "b")],
+        [sys.executable, "-m", "refineloop", "runs", str(tmp_path / "b")],
         env=cli_env(),
         capture_output=True,
         text=True,
@@ -263,7 +263,7 @@ def test_a_failed_item_is_reported_and_the_batch_goes_on(tmp_path: Path, scripte
 
 
 def test_an_item_held_by_another_process_is_skipped_not_run_twice(tmp_path: Path, quiet: io.StringIO) -> None:
-    from refineloop.tools.run_folder import locked
+    from refineloop.run_folder.folder import locked
 
     goals = tmp_path / "goals.txt"
     goals.write_text("a candle\n")

@@ -42,7 +42,7 @@ def test_the_harsh_world_is_the_one_the_readme_writes_down(bench):
 
 
 def test_simulated_images_survive_the_critics_jpeg(bench):
-    from refineloop.tools.critic_images import encode
+    from refineloop.backends.chat.critic_images import encode
 
     image = bench.encode(7.3456, -1.25)
     buffer = io.BytesIO()

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from refineloop.runner import start_run
-from refineloop.tools.run_folder import read_values
+from refineloop.apps.engine import start_run
+from refineloop.run_folder.folder import read_values
 from tests.conftest import judge_reply, refineloop
 
 SUMMARY_LINE = re.compile(r"^\[(\d+)\] score (\S+)/10", re.M)

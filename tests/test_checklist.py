@@ -13,9 +13,9 @@ from langchain_core.messages import AIMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
-from refineloop.cli import main
+from refineloop.apps.engine import start_run
+from refineloop.cli.main import main
 from refineloop.graph import build_graph
-from refineloop.runner import start_run
 from tests.conftest import refineloop
 from tests.fake_ollama import FakeOllama, message_text
 

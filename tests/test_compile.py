@@ -25,7 +25,7 @@ def test_compile_runs_the_tiny_pipeline_and_says_so(tmp_path: Path, tiny_sd_dir:
     flags += ["--steps", "2", "--seed", "4", "--strategy", "greedy", "--goal", "a quiet blue teapot"]
     env = {**cli_env(), "REFINELOOP_COMPILE_BACKEND": "eager"}
     compiled = subprocess.run(
-        [sys.executable, "-m", "refineloop.cli", *flags, "--compile", "--output-dir", "c"],
+        [sys.executable, "-m", "refineloop", *flags, "--compile", "--output-dir", "c"],
         cwd=tmp_path,
         env=env,
         capture_output=True,

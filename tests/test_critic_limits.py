@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from langchain_core.messages import AIMessage
 
+from refineloop.backends.chat.invoke import clean_reply, is_transport_error
+from refineloop.backends.chat.text_safety import clean_model_text
 from refineloop.errors import SettingsError
 from refineloop.settings import RunSettings
-from refineloop.tools.chat import clean_reply, is_transport_error
-from refineloop.tools.text_safety import clean_model_text
 from tests.conftest import images_in, refineloop, same_image, wait_for
 from tests.fake_ollama import FakeOllama
 
@@ -142,7 +142,7 @@ def test_clean_model_text_strips_controls_and_whole_escape_sequences(text):
 
 
 def test_clean_reply_cleans_messages_and_structured_results():
-    from refineloop.verdicts import JudgeReply
+    from refineloop.judges.verdicts import JudgeReply
 
     parsed = JudgeReply(score=7, critique="\x1b[1mbold\x1b[0m", verdict="CONTINUE", next_idea="x\x00y")
     raw = AIMessage(content=json.dumps({"critique": "\x1b[1mbold"}))

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from refineloop.backends.image import diffusers_model as dm
+from refineloop.backends.image.diffusers_model import DiffusersImageModel, Placement, decide_placement, load_diffusers
+from refineloop.backends.image.protocol import ImageModel, ImageRequest
 from refineloop.errors import ModelError
-from refineloop.tools import diffusers_model as dm
-from refineloop.tools.diffusers_model import DiffusersImageModel, Placement, decide_placement, load_diffusers
-from refineloop.tools.image_models import ImageModel, ImageRequest
 
 GB = 10**9
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from refineloop.apps.engine import start_run
 from refineloop.nodes.generate import compose_prompt
-from refineloop.runner import start_run
-from refineloop.tools.trace import read_trace
+from refineloop.run_folder.trace import read_trace
 from tests.conftest import images_in, judge_reply
 
 

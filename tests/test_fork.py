@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from refineloop.fork import rewrite_paths, state_after_image
-from refineloop.runner import EXIT_PAUSED
-from refineloop.tools.run_folder import read_meta, read_values
+from refineloop.apps.engine import EXIT_PAUSED
+from refineloop.apps.fork import rewrite_paths, state_after_image
+from refineloop.run_folder.folder import read_meta, read_values
 from tests.conftest import cli_env, images_in, refineloop, wait_for
 
 pytestmark = pytest.mark.slow
@@ -107,7 +107,7 @@ def test_a_fork_is_resumable(tmp_path, original):
     # With --review and no input, the fork pauses before its first new image; resume answers there.
     fork = tmp_path / "elsewhere"
     paused = subprocess.run(
-        [sys.executable, "-m", "refineloop.cli", "fork", str(original), "--from-iteration", "2", "--review"]
+        [sys.executable, "-m", "refineloop", "fork", str(original), "--from-iteration", "2", "--review"]
         + ["--output-dir", str(fork)],
         cwd=tmp_path,
         env=cli_env(),
@@ -119,7 +119,7 @@ def test_a_fork_is_resumable(tmp_path, original):
     assert paused.returncode == EXIT_PAUSED, paused.stdout + paused.stderr
     assert "--- review of image 2/5" in paused.stdout and images_in(fork) == ["01.png", "02.png"]
     resumed = subprocess.run(
-        [sys.executable, "-m", "refineloop.cli", "resume", str(fork)],
+        [sys.executable, "-m", "refineloop", "resume", str(fork)],
         cwd=tmp_path,
         env=cli_env(),
         input="a\na\ns\n",

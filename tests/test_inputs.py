@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from refineloop.cli import main
+from refineloop.cli.main import main
+from refineloop.run_folder.names import safe_component
 from refineloop.settings import RunSettings, settings_warnings
-from refineloop.tools.names import safe_component
 from tests.conftest import cli_env, images_in, refineloop
 
 # A goal with no heat words keeps the demo critic from saying DONE, so a run makes exactly N images.
@@ -232,7 +232,7 @@ def test_batch_folders_come_from_safe_names(capsys, tmp_path, monkeypatch):
 
 def paused_run(root: Path) -> Path:
     """An unfinished run: paused at its first review question because standard input is closed."""
-    args = [sys.executable, "-m", "refineloop.cli", "demo", *QUICK, "--review", "--output-dir", "run"]
+    args = [sys.executable, "-m", "refineloop", "demo", *QUICK, "--review", "--output-dir", "run"]
     done = subprocess.run(args, cwd=root, env=cli_env(), stdin=subprocess.DEVNULL, capture_output=True, text=True)
     assert done.returncode == 3, done.stdout + done.stderr
     return root / "run"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from refineloop.cli import main
+from refineloop.cli.main import main
 from refineloop.judges.check import recommend
 from tests.conftest import images_in, refineloop
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from refineloop.runner import start_run
+from refineloop.apps.engine import start_run
 from tests.conftest import images_in, judge_reply
 
 
@@ -98,7 +98,7 @@ def test_image_budget_stops_exactly(scripted, run_settings, quiet):
 
 def test_time_budget_stops_the_run_and_says_so(scripted, run_settings, quiet):
     cache, _ = scripted([judge_reply(3)] * 20)
-    from refineloop.tools.sketch import SketchImageModel
+    from refineloop.backends.demo.sketch import SketchImageModel
 
     cache.register_image("slow", SketchImageModel(size=32, delay=0.15))
     outcome = start_run(

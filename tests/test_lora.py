@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from refineloop.cli import main
-from refineloop.tools.provenance import read_provenance
+from refineloop.cli.main import main
+from refineloop.run_folder.provenance import read_provenance
 
 pytestmark = pytest.mark.slow
 

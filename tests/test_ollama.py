@@ -1,4 +1,4 @@
-"""refineloop.tools.ollama through the real ChatOllama client, against the scripted fake server."""
+"""refineloop.backends.chat.ollama through the real ChatOllama client, against the scripted fake server."""
 
 from __future__ import annotations
 
@@ -22,9 +22,8 @@ from langchain_ollama import ChatOllama
 from PIL import Image
 from pydantic import BaseModel, Field
 
-from refineloop.errors import ModelError
-from refineloop.tools.chat import judge_copy, with_temperature
-from refineloop.tools.ollama import (
+from refineloop.backends.chat.invoke import judge_copy, with_temperature
+from refineloop.backends.chat.ollama import (
     OllamaInfo,
     explain_connection_error,
     load_ollama,
@@ -34,6 +33,7 @@ from refineloop.tools.ollama import (
     structured_judge,
     supports_json_schema,
 )
+from refineloop.errors import ModelError
 from tests.fake_ollama import GARBAGE_REPLIES, FakeOllama, Reply, detect_role, fill_schema
 
 MODELS = {

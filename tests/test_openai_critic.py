@@ -1,6 +1,6 @@
 """`--eval-model openai:NAME`: the real ChatOpenAI client against a fake OpenAI-compatible server on 127.0.0.1.
 
-Every run goes through the CLI's entry point (`refineloop.cli.main`), with the key in the environment only.
+Every run goes through the CLI's entry point (`refineloop.cli.main.main`), with the key in the environment only.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from refineloop.cli import main
-from refineloop.tools.chat import is_transport_error
+from refineloop.backends.chat.invoke import is_transport_error
+from refineloop.cli.main import main
 from tests.conftest import images_in, refineloop
 from tests.fake_openai import NO_SCHEMA, TEXT_ONLY, VISION, FakeOpenAI
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from refineloop.cli import main
+from refineloop.backends.model_cache import MODELS
+from refineloop.cli.main import main
 from refineloop.settings import RunSettings
-from refineloop.tools.models import MODELS
 from tests.fake_ollama import FakeOllama
 from tests.test_ollama_run import judge_json, role_by_prompt
 

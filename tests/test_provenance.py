@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from refineloop.cli import main
-from refineloop.tools.provenance import parse_parameters, read_provenance
+from refineloop.cli.main import main
+from refineloop.run_folder.provenance import parse_parameters, read_provenance
 from tests.conftest import images_in
 
 FIELDS = ("prompt", "negative_prompt", "seed", "steps", "guidance", "width", "height", "strength", "model", "run_id")

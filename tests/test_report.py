@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from refineloop.runner import start_run
+from refineloop.apps.engine import start_run
+from refineloop.run_folder.artifacts import listed_images, read_sidecars, save_json, write_artifacts
+from refineloop.run_folder.report import write_report
 from refineloop.settings import RunSettings
-from refineloop.tools.artifacts import listed_images, read_sidecars, save_json, write_artifacts
-from refineloop.tools.report import write_report
 
 
 class Page(HTMLParser):

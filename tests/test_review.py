@@ -15,10 +15,10 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 from langgraph_sdk import get_sync_client
 
+from refineloop.apps.engine import EXIT_PAUSED
 from refineloop.graph import build_graph
 from refineloop.nodes.review import parse_answer
-from refineloop.runner import EXIT_PAUSED
-from refineloop.tools.run_folder import read_values
+from refineloop.run_folder.folder import read_values
 from tests.conftest import cli_env, images_in, judge_reply, refineloop, wait_for
 
 # A goal with no heat words keeps the demo critic from saying DONE, so only the reviewer ends the run early.
@@ -29,7 +29,7 @@ EDITED = "a teapot wrapped in blue lightning"
 def answer(cwd: Path, args: list[str], lines: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run the CLI with `lines` written to its standard input (then closed), as a person at a pipe would."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "refineloop.cli", *args],
+        [sys.executable, "-m", "refineloop", *args],
         cwd=cwd,
         env=cli_env(),
         stdin=subprocess.PIPE,
@@ -81,7 +81,7 @@ def test_terminal_approve_edit_and_stop(tmp_path):
 def test_end_of_input_pauses_and_resume_asks_again(tmp_path):
     args = ["demo", *STEADY, "--strategy", "climbing", "--output-dir", "r"]
     paused = subprocess.run(
-        [sys.executable, "-m", "refineloop.cli", *args],
+        [sys.executable, "-m", "refineloop", *args],
         cwd=tmp_path,
         env=cli_env(),
         stdin=subprocess.DEVNULL,
@@ -108,7 +108,7 @@ def test_end_of_input_pauses_and_resume_asks_again(tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_at_the_question_stops_at_once_and_resume_asks_again(tmp_path):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "refineloop.cli", "demo", *STEADY, "--strategy", "greedy", "--output-dir", "r"],
+        [sys.executable, "-m", "refineloop", "demo", *STEADY, "--strategy", "greedy", "--output-dir", "r"],
         cwd=tmp_path,
         env=cli_env(),
         stdin=subprocess.PIPE,

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from refineloop.tools.run_folder import read_values
+from refineloop.run_folder.folder import read_values
 from tests.conftest import cli_env, images_in, refineloop, start_cli_in, wait_for
 
 pytestmark = pytest.mark.slow
@@ -189,7 +189,7 @@ def test_sigterm_and_sighup_drain_like_ctrl_c_and_resume_exactly(
 
 def test_ctrl_c_while_the_model_loads_is_one_line_and_leaves_nothing(tmp_path: Path, tiny_sd_dir: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "refineloop.cli", "run", "--image-model", str(tiny_sd_dir), "--eval-model", "demo"]
+        [sys.executable, "-m", "refineloop", "run", "--image-model", str(tiny_sd_dir), "--eval-model", "demo"]
         + ["--output-dir", "loading"],
         cwd=tmp_path,
         env=cli_env(),
@@ -247,7 +247,7 @@ def test_listing_runs_reads_without_writing_and_survives_a_closed_pipe(tmp_path:
     assert {run: sorted(p.name for p in run.iterdir()) for run in runs} == names, "listing made -wal/-shm files"
     # A reader that goes away at once (`refineloop runs | head -0`) ends the listing quietly.
     piped = subprocess.run(
-        f"{sys.executable} -m refineloop.cli runs | head -c 0",
+        f"{sys.executable} -m refineloop.cli.main runs | head -c 0",
         shell=True,
         cwd=tmp_path,
         env=cli_env(),
@@ -284,7 +284,7 @@ def test_a_full_disk_is_one_line_and_nothing_is_lost(tmp_path: Path, whole: Path
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    args = [sys.executable, "-m", "refineloop.cli", "demo", *STEADY, "--max-iterations", "5", "--output-dir", "r"]
+    args = [sys.executable, "-m", "refineloop", "demo", *STEADY, "--max-iterations", "5", "--output-dir", "r"]
     full = subprocess.run(
         args, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=120, preexec_fn=small_files
     )

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from refineloop.batch import BatchPlan, plan_batch
+from refineloop.apps.batch import BatchPlan, plan_batch
 from refineloop.settings import RunSettings
 from tests.conftest import batch_cli, cli_env, refineloop, same_image, start_batch_cli, start_cli_in, wait_for
 from tests.scale_fixtures import *  # noqa: F403 - the session fixtures
@@ -44,7 +44,7 @@ def write_goals(path: Path, count: int) -> Path:
 def checkpointed(url: str, thread_id: str) -> dict[str, Any]:
     """A thread's latest checkpointed state, read from Postgres (the history rebuilt from its deltas)."""
     from refineloop.graph import build_graph
-    from refineloop.tools.run_folder import reading_saver
+    from refineloop.run_folder.folder import reading_saver
 
     with reading_saver("", url) as saver:
         return dict(build_graph("greedy", saver).get_state({"configurable": {"thread_id": thread_id}}).values)
@@ -202,8 +202,8 @@ def test_sixteen_concurrent_runs_share_batched_pipeline_calls(
     # A request for more images than one call holds (best-of-10 with batches of 8) is served in parts.
     from ray import serve
 
+    from refineloop.backends.image.protocol import ImageRequest
     from refineloop.scale.ray_engine import APP, DEPLOYMENT
-    from refineloop.tools.image_models import ImageRequest
 
     big = ImageRequest(prompt="a red cat", negative_prompt="", seeds=tuple(range(10)), steps=2)
     reply = serve.get_deployment_handle(DEPLOYMENT, app_name=APP).generate.remote(big).result(timeout_s=60)
@@ -324,8 +324,8 @@ def test_merged_pipeline_call_gives_each_request_its_own_seeded_images(tiny_sd_d
     import numpy as np
     from PIL import Image
 
+    from refineloop.backends.image.protocol import ImageRequest
     from refineloop.scale.ray_engine import Generator
-    from refineloop.tools.image_models import ImageRequest
 
     generator = Generator(str(tiny_sd_dir), "cpu", "", 8, 0.05)  # the deployment's class, outside Serve
 
@@ -413,7 +413,7 @@ def test_unreachable_ray_address_is_one_line(pg_url: str, tmp_path: Path) -> Non
 
 def folder_values(item: Any) -> dict[str, Any]:
     """An item's latest checkpointed state, read from the SQLite in its run folder."""
-    from refineloop.tools.run_folder import read_values
+    from refineloop.run_folder.folder import read_values
 
     return read_values(item.run_dir, item.thread_id)
 
@@ -464,7 +464,7 @@ def test_local_ray_without_postgres_runs_each_item_once_through_a_killed_runner(
 
 def test_a_second_driver_of_a_folder_batch_is_refused(tmp_path: Path) -> None:
     pytest.importorskip("ray.serve", reason="the ray extra is not installed")
-    from refineloop.batch import FolderStore
+    from refineloop.apps.batch import FolderStore
     from refineloop.scale import RunBusyError
     from refineloop.scale.ray_engine import EngineOptions, run_ray
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from refineloop.cli import main
+from refineloop.cli.main import main
 from refineloop.settings import RunSettings
 
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from refineloop.cli import main
+from refineloop.cli.main import main
 from tests.conftest import images_in
 from tests.fake_ollama import FakeOllama
 

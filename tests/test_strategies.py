@@ -6,7 +6,7 @@ import json
 import math
 from pathlib import Path
 
-from refineloop.runner import resume_run, start_run
+from refineloop.apps.engine import resume_run, start_run
 from refineloop.schedules import draw, temperature
 from tests.conftest import judge_reply
 
@@ -139,8 +139,8 @@ def test_until_done_stops_at_the_safety_cap(scripted, run_settings, quiet):
 
 
 def test_img2img_without_a_strength_knob_warns_once_and_still_climbs_in_image_space(scripted, run_settings, quiet):
-    from refineloop.tools.image_models import ImageTraits
-    from refineloop.tools.sketch import SketchImageModel
+    from refineloop.backends.demo.sketch import SketchImageModel
+    from refineloop.backends.image.protocol import ImageTraits
 
     class Unified(SketchImageModel):
         """Like FLUX.2 Klein: conditions on the reference image at a fixed influence, no strength."""

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from refineloop.runner import start_run
-from refineloop.verdicts import JudgeReply, from_structured, parse_idea, parse_judge_text
+from refineloop.apps.engine import start_run
+from refineloop.judges.verdicts import JudgeReply, from_structured, parse_idea, parse_judge_text
 from tests.conftest import judge_reply
 
 

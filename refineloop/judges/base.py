@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from refineloop.backends.model_cache import ModelCache
     from refineloop.settings import RunSettings
     from refineloop.tasks import Task
-    from refineloop.tools.models import ModelCache
 
 #: Temperature of a warm judge sample: enough to decorrelate repeated looks, not to wander (the scorer's own
 #: value for --judge-samples, refineloop.nodes.evaluate.SAMPLE_TEMPERATURE).
@@ -55,7 +55,7 @@ class Judging:
     stats: dict[str, float] = field(default_factory=dict)
 
     def count(self, **counters: float) -> None:
-        """Add to the step's counters (judging calls may run at once: see refineloop.tools.fan_out)."""
+        """Add to the step's counters (judging calls may run at once: see refineloop.backends.chat.fan_out)."""
         with _COUNTING:
             for key, value in counters.items():
                 self.stats[key] = self.stats.get(key, 0) + value

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from refineloop.backends.chat import critic_images
+from refineloop.backends.model_cache import ModelCache
 from refineloop.errors import RunFolderError
 from refineloop.judges.audit import auditor_settings
 from refineloop.judges.base import WARM, Calls, Judging
@@ -36,12 +38,10 @@ from refineloop.judges.measure import (
     rates,
 )
 from refineloop.judges.score import look
+from refineloop.run_folder.artifacts import image_path, listed_images, read_sidecars, save_image
+from refineloop.run_folder.safe_io import write_text_atomic
 from refineloop.settings import RunSettings
 from refineloop.tasks import Task
-from refineloop.tools import critic_images
-from refineloop.tools.artifacts import image_path, listed_images, read_sidecars, save_image
-from refineloop.tools.models import ModelCache
-from refineloop.tools.safe_io import write_text_atomic
 
 REPORT = "judge-check.json"
 
@@ -96,8 +96,8 @@ def images_of_run(run_dir: str, count: int) -> list[CheckImage]:
 
 def fresh_images(models: ModelCache, settings: RunSettings, task: Task, folder: str, count: int) -> list[CheckImage]:
     """`count` new images from the task's start prompt and escalation steps, so their qualities differ."""
+    from refineloop.backends.image.protocol import ImageRequest
     from refineloop.schedules import derive_seed
-    from refineloop.tools.image_models import ImageRequest
 
     model = models.image_model(settings)
     steps = [task.start_prompt, *task.escalation]
@@ -255,7 +255,7 @@ def judge_check(
     """Run the check on `run_dir`'s images (the folder held, so a running run is refused), or on a fresh batch in a
     new folder, `settings.output_dir` (`named`: the user chose it, so it may exist if empty); print and write it.
     A fresh batch's folder is removed again when the check fails."""
-    from refineloop.tools.run_folder import locked, new_run_folder
+    from refineloop.run_folder.folder import locked, new_run_folder
 
     if run_dir is not None:
         with locked(run_dir):

@@ -18,14 +18,14 @@ from typing import Any
 
 from langchain_core.messages import HumanMessage
 
+from refineloop.backends.chat.invoke import build_messages, traced_invoke
+from refineloop.backends.chat.text_safety import clean_model_text
+from refineloop.backends.model_cache import ModelCache
 from refineloop.judges.base import WARM, Budget, Judging
 from refineloop.judges.score import Look
 from refineloop.prompts import CHECKLIST_REMINDER, checklist_ask_text, checklist_writer_text
 from refineloop.settings import RunSettings
 from refineloop.tasks import MAX_CHECKLIST, MAX_ITEM, MAX_WEIGHT, Task
-from refineloop.tools.chat import build_messages, traced_invoke
-from refineloop.tools.models import ModelCache
-from refineloop.tools.text_safety import clean_model_text
 
 LEAST = 4
 """Fewest questions a checklist has: the critic's are filled up from the task's criteria when it writes fewer."""

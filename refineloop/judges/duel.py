@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from refineloop.backends.chat.invoke import build_messages, traced_invoke
 from refineloop.judges.base import Judging
 from refineloop.judges.measure import count_duel
+from refineloop.judges.verdicts import parse_winner
 from refineloop.prompts import compare_messages_text
-from refineloop.tools.chat import build_messages, traced_invoke
-from refineloop.verdicts import parse_winner
 
 
 @dataclass(frozen=True)

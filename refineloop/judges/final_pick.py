@@ -19,8 +19,8 @@ from refineloop.judges.base import WARM, Judging
 from refineloop.judges.duel import Duel, duel
 from refineloop.judges.measure import count_samples
 from refineloop.judges.samples import fresh_look
+from refineloop.run_folder.artifacts import image_path, read_record, read_sidecars, save_json, sidecar_path
 from refineloop.state import Candidate
-from refineloop.tools.artifacts import image_path, read_record, read_sidecars, save_json, sidecar_path
 
 FINAL_SAMPLES = 2
 """Fresh warm looks per pool image."""

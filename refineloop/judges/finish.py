@@ -7,6 +7,7 @@ from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 
+from refineloop.backends.model_cache import models_for
 from refineloop.budgets import critic_calls_left
 from refineloop.judges.audit import audit_run
 from refineloop.judges.base import Calls, Judging
@@ -15,7 +16,6 @@ from refineloop.judges.final_pick import final_pick, winner_record
 from refineloop.settings import RunSettings
 from refineloop.state import add_counts
 from refineloop.tasks import Task
-from refineloop.tools.models import models_for
 
 #: State channels whose updates add to what the state holds (the rest replace it).
 COUNTERS = ("critic_calls", "seconds", "comparisons", "order_flips")

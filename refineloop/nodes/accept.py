@@ -13,11 +13,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from refineloop.run_folder.artifacts import save_json, sidecar_path
+from refineloop.run_folder.report import refresh_live_report
 from refineloop.schedules import draw, temperature
 from refineloop.settings import RunSettings
 from refineloop.state import Candidate, HistoryEntry, RefineState
-from refineloop.tools.artifacts import save_json, sidecar_path
-from refineloop.tools.report import refresh_live_report
 
 
 def _beats(candidate: Candidate, best: Candidate | None) -> bool:

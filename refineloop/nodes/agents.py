@@ -19,19 +19,19 @@ from typing import Any, Literal
 
 from langchain_core.runnables import RunnableConfig
 
+from refineloop.backends.chat.invoke import build_messages, traced_invoke
+from refineloop.backends.image.protocol import ImageModel
+from refineloop.backends.model_cache import models_for
 from refineloop.nodes.generate import compose_prompt, generate
 from refineloop.nodes.propose import STEADY_TEMPERATURE, usable_idea
 from refineloop.nodes.router import agent_chat_model
 from refineloop.nodes.routes import stop_reason
 from refineloop.nodes.summarize import TOKENS_PER_WORD, clean_prompt, fit_to_budget
 from refineloop.prompts_agents import writer_messages_text
+from refineloop.run_folder.trace import append_trace
 from refineloop.settings import RunSettings
 from refineloop.state import RefineState
 from refineloop.tasks import Task
-from refineloop.tools.chat import build_messages, traced_invoke
-from refineloop.tools.image_models import ImageModel
-from refineloop.tools.models import models_for
-from refineloop.tools.trace import append_trace
 
 #: Word budget asked of the writer when the image model reads any length (the judge's own idea limit).
 UNCAPPED_WORDS = 60

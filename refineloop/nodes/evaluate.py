@@ -23,6 +23,9 @@ from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 
+from refineloop.backends.chat.fan_out import run_all
+from refineloop.backends.chat.invoke import build_messages, traced_invoke
+from refineloop.backends.model_cache import ModelCache, models_for
 from refineloop.budgets import critic_calls_left
 from refineloop.judges.audit import audit_each
 from refineloop.judges.base import Judging
@@ -30,16 +33,13 @@ from refineloop.judges.checklist import checklist_score, prepare_checklist
 from refineloop.judges.confirm import confirm_done
 from refineloop.judges.hooks import evaluate_extras
 from refineloop.judges.score import ask_judge
+from refineloop.judges.verdicts import Verdict, parse_winner
 from refineloop.prompts import compare_messages_text
+from refineloop.run_folder.artifacts import image_path, read_sidecars, save_json, sidecar_path
+from refineloop.run_folder.round_files import remake_missing, wait_for_round
 from refineloop.settings import RunSettings
 from refineloop.state import Candidate, RefineState
 from refineloop.tasks import Task
-from refineloop.tools.artifacts import image_path, read_sidecars, save_json, sidecar_path
-from refineloop.tools.chat import build_messages, traced_invoke
-from refineloop.tools.fan_out import run_all
-from refineloop.tools.models import ModelCache, models_for
-from refineloop.tools.round_files import remake_missing, wait_for_round
-from refineloop.verdicts import Verdict, parse_winner
 
 #: Sampling temperature when several judge samples are averaged: enough to decorrelate, not to wander.
 SAMPLE_TEMPERATURE = 0.3

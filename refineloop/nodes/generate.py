@@ -7,16 +7,17 @@ from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 
+from refineloop.backends.chat import critic_images
+from refineloop.backends.image.protocol import ImageRequest
+from refineloop.backends.model_cache import models_for
+from refineloop.run_folder import image_writer
+from refineloop.run_folder.artifacts import image_path
+from refineloop.run_folder.round_files import provenance_info
+from refineloop.run_folder.trace import append_trace
 from refineloop.schedules import image_seed, strength
 from refineloop.settings import RunSettings
 from refineloop.state import Candidate, RefineState
 from refineloop.tasks import Task
-from refineloop.tools import critic_images, image_writer
-from refineloop.tools.artifacts import image_path
-from refineloop.tools.image_models import ImageRequest
-from refineloop.tools.models import models_for
-from refineloop.tools.round_files import provenance_info
-from refineloop.tools.trace import append_trace
 
 
 def compose_prompt(subject: str, prompt: str) -> str:
@@ -29,7 +30,7 @@ def generate(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
 
     Images are numbered on from state.iteration; each has its own seed derived from the run seed and its
     number, so any image can be remade alone. Their PNGs are written by the writer thread while the critic
-    judges them from memory (refineloop.tools.image_writer); `evaluate` waits for the files.
+    judges them from memory (refineloop.run_folder.image_writer); `evaluate` waits for the files.
     """
     settings = RunSettings.from_dict(state["settings"])
     task = Task.from_dict(state["task"])

@@ -12,15 +12,15 @@ from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 
+from refineloop.backends.chat.invoke import build_messages, traced_invoke
+from refineloop.backends.model_cache import models_for
 from refineloop.budgets import can_spare_call
+from refineloop.judges.verdicts import parse_idea
 from refineloop.prompts import proposer_messages_text, with_kept
 from refineloop.schedules import proposer_temperature, temperature
 from refineloop.settings import RunSettings
 from refineloop.state import RefineState
 from refineloop.tasks import Task
-from refineloop.tools.chat import build_messages, traced_invoke
-from refineloop.tools.models import models_for
-from refineloop.verdicts import parse_idea
 
 #: Proposer temperature for strategies that do not anneal: varied, but not wild.
 STEADY_TEMPERATURE = 0.7

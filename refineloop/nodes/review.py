@@ -30,15 +30,15 @@ from typing import Any, Literal
 from langchain_core.runnables import RunnableConfig
 from langgraph.types import interrupt
 
+from refineloop.backends.model_cache import models_for
 from refineloop.judges.checklist import edited_checklist
 from refineloop.nodes.stop import stop, stop_for
 from refineloop.nodes.summarize import clean_prompt, fit_to_budget
+from refineloop.run_folder.artifacts import read_record, save_json, sidecar_path
+from refineloop.run_folder.trace import append_trace
 from refineloop.settings import RunSettings
 from refineloop.state import RefineState
 from refineloop.tasks import Task
-from refineloop.tools.artifacts import read_record, save_json, sidecar_path
-from refineloop.tools.models import models_for
-from refineloop.tools.trace import append_trace
 
 ACTIONS = ("approve", "edit", "stop", "checklist")
 #: Short forms a terminal user or a Studio user may type instead of the dict.

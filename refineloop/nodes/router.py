@@ -26,19 +26,20 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 from langgraph.types import Command
 
+from refineloop.backends.chat.invoke import bounded_invoke, build_messages
+from refineloop.backends.chat.text_safety import clean_model_text
+from refineloop.backends.model_cache import models_for
 from refineloop.errors import ModelError
 from refineloop.judges.finish import applied, finish
 from refineloop.nodes.routes import route_after_accept, stop_reason
 from refineloop.nodes.setup import make_setup
-from refineloop.prompts_agents import route_tools, router_messages_text
+from refineloop.prompts_agents import router_messages_text
+from refineloop.run_folder.artifacts import write_artifacts
+from refineloop.run_folder.trace import append_trace
 from refineloop.settings import RunSettings
 from refineloop.state import RefineState
 from refineloop.tasks import Task
-from refineloop.tools.artifacts import write_artifacts
-from refineloop.tools.chat import bounded_invoke, build_messages
-from refineloop.tools.models import models_for
-from refineloop.tools.text_safety import clean_model_text
-from refineloop.tools.trace import append_trace
+from refineloop.tools import route_tools
 
 Route = Literal["generate", "evaluate", "summarize", "propose", "stop"]
 #: What the model may call; `propose` is reached only by the fixed route, when the critic gave no idea.
@@ -184,7 +185,7 @@ def state_view(state: AgentState, settings: RunSettings) -> dict[str, Any]:
 
 def _tool_capable(model: BaseChatModel) -> tuple[Any | None, str]:
     """The model with the route tools bound, or None and why it cannot call tools."""
-    from refineloop.tools.ollama import ollama_capabilities
+    from refineloop.backends.chat.ollama import ollama_capabilities
 
     caps = ollama_capabilities(model)
     if caps is not None and "tools" not in caps:

@@ -12,10 +12,10 @@ from langgraph.runtime import Runtime
 
 from refineloop.errors import SettingsError
 from refineloop.prompts import with_kept
+from refineloop.run_folder.names import safe_component
 from refineloop.settings import RunSettings
 from refineloop.state import RefineState
 from refineloop.tasks import Task, resolve_task
-from refineloop.tools.names import safe_component
 
 
 def default_run_dir(task_name: str, root: str = "runs") -> str:
@@ -42,7 +42,7 @@ def resolve_settings(settings: RunSettings, strategy: str | None = None) -> tupl
     if settings.seed is None:
         settings.seed = random.SystemRandom().randrange(2**31)
     if settings.from_image:
-        from refineloop.tools.provenance import start_from_image
+        from refineloop.run_folder.provenance import start_from_image
 
         task = start_from_image(settings)
     else:

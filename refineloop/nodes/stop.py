@@ -8,8 +8,8 @@ from langchain_core.runnables import RunnableConfig
 
 from refineloop.judges.finish import applied, finish
 from refineloop.nodes.routes import stop_reason
+from refineloop.run_folder.artifacts import write_artifacts
 from refineloop.state import RefineState
-from refineloop.tools.artifacts import write_artifacts
 
 
 def stop(state: RefineState, config: RunnableConfig) -> dict[str, Any]:

@@ -20,18 +20,18 @@ from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 
+from refineloop.backends.chat.invoke import build_messages, traced_invoke
+from refineloop.backends.chat.text_safety import clean_model_text
+from refineloop.backends.image.protocol import ImageModel
+from refineloop.backends.model_cache import models_for
 from refineloop.budgets import can_spare_call
 from refineloop.nodes.generate import compose_prompt
 from refineloop.nodes.propose import usable_idea
 from refineloop.prompts import summarizer_messages_text, with_kept
+from refineloop.run_folder.trace import append_trace
 from refineloop.settings import RunSettings
 from refineloop.state import RefineState
 from refineloop.tasks import Task
-from refineloop.tools.chat import build_messages, traced_invoke
-from refineloop.tools.image_models import ImageModel
-from refineloop.tools.models import models_for
-from refineloop.tools.text_safety import clean_model_text
-from refineloop.tools.trace import append_trace
 
 #: Tokens per English word, roughly, for CLIP and T5 tokenizers; used only to size the request.
 TOKENS_PER_WORD = 1.4

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from psycopg import Connection
     from psycopg_pool import ConnectionPool
 
-    from refineloop.batch import BatchItem, ItemResult
+    from refineloop.apps.batch import BatchItem, ItemResult
 
 CONNECT_TIMEOUT_S = 5
 """How long a connection attempt may take before Postgres is reported unreachable."""

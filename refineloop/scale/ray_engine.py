@@ -15,7 +15,7 @@
   their lock) and writes the summary. It holds the batch's lock, so two drivers never run one batch.
 
 Ray is imported at module level: callers import this module only after checking that the `ray` extra is
-installed (`refineloop.batch_cli` does).
+installed (`refineloop.cli.batch` does).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import ray
 from ray import serve
 
-from refineloop.batch import (
+from refineloop.apps.batch import (
     BatchItem,
     BatchPlan,
     ItemResult,
@@ -45,11 +45,11 @@ from refineloop.batch import (
     summarize,
     write_summary,
 )
+from refineloop.backends.image.protocol import ImageRequest, ImageTraits
+from refineloop.backends.model_cache import ModelCache
 from refineloop.errors import ModelError, RefineError, SettingsError
 from refineloop.scale import ScaleError, check_storage
 from refineloop.settings import RunSettings
-from refineloop.tools.image_models import ImageRequest, ImageTraits
-from refineloop.tools.models import ModelCache
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -179,7 +179,7 @@ class Generator:
     """
 
     def __init__(self, spec: str, device: str, dtype: str, max_batch_size: int, batch_wait_s: float) -> None:
-        from refineloop.tools.models import load_image_model
+        from refineloop.backends.model_cache import load_image_model
 
         self.config = {
             "spec": spec,
@@ -283,7 +283,7 @@ class Generator:
         """Every image of the group in one diffusers call: a prompt, negative prompt and generator per image."""
         import torch
 
-        from refineloop.tools.diffusers_model import _call_params
+        from refineloop.backends.image.diffusers_model import _call_params
 
         model = self.model
         first = members[0]
@@ -411,7 +411,7 @@ class Runner:
 
     def __init__(self, checkpointer: str, batch_dir: str, app: str = APP) -> None:
         import refineloop.graph  # noqa: F401 - load the graph and node code now, not inside the first run
-        from refineloop.batch import open_store
+        from refineloop.apps.batch import open_store
 
         self.store = open_store(checkpointer, batch_dir, pool_size=8, create_tables=False)
         handle = serve.get_deployment_handle(DEPLOYMENT, app_name=app)
@@ -552,7 +552,7 @@ def run_ray(
 
     `on_ready` is called with the runner actors once they are up (tests use it to kill one).
     """
-    from refineloop.batch import open_store
+    from refineloop.apps.batch import open_store
 
     options.check()
     check_storage(url, options.address)

@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from refineloop.errors import TaskError
-from refineloop.tools.names import safe_component
-from refineloop.tools.safe_io import read_user_text
+from refineloop.run_folder.names import safe_component
+from refineloop.run_folder.safe_io import read_user_text
 
 REQUIRED = ("name", "goal", "subject", "start_prompt")
 TEXT_KEYS = ("name", "goal", "subject", "start_prompt", "negative_prompt", "judge_focus")
 LIST_KEYS = ("criteria", "escalation", "keep")
-#: How condensed prompts are written (refineloop.tools.image_models.ImageTraits.prompt_style); "" follows the model.
+#: How condensed prompts are written (backends.image.protocol.ImageTraits.prompt_style); "" follows the model.
 PROMPT_STYLES = ("tags", "sentences")
 
 #: Bounds on what a task file may hold: every text goes into prompts (and the name into a folder name), so a

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
+from refineloop.backends.chat.invoke import CALL_TIMEOUT, DEFAULT_TIMEOUT, parsed_structured
+from refineloop.backends.chat.text_safety import clean_model_text
 from refineloop.errors import ModelError
-from refineloop.tools.chat import CALL_TIMEOUT, DEFAULT_TIMEOUT, parsed_structured
-from refineloop.tools.text_safety import clean_model_text
 
 if TYPE_CHECKING:
     import httpx
@@ -176,7 +176,7 @@ def load_ollama(
     request, so the critic stays loaded, or leaves the GPU, as the user chose; None keeps the server's default.
 
     timeout bounds each chat request in seconds when the call sets no limit of its own; a call made through
-    `refineloop.tools.chat.traced_invoke` applies the run's `critic_timeout` instead (see
+    `refineloop.backends.chat.invoke.traced_invoke` applies the run's `critic_timeout` instead (see
     :func:`_apply_call_timeout`). Connecting gives up after a few seconds so a dead server is reported at once.
     The probe's findings ride along in `model.metadata["ollama"]` (read them with :func:`ollama_capabilities`).
     """
@@ -316,8 +316,8 @@ def _schema_bound(model: Any, schema_cls: type) -> Runnable:
     the model called in the caller's own thread.
 
     LangChain's version calls the model inside a RunnableParallel, that is in its thread pool, and the interpreter
-    joins that pool at exit: a judge call abandoned on Ctrl-C (see `refineloop.tools.chat`) would then hold the
-    process until the call's timeout. Here the call runs in the thread `traced_invoke` made for it, a daemon.
+    joins that pool at exit: a judge call abandoned on Ctrl-C (see `refineloop.backends.chat.invoke`) would then
+    hold the process until the call's timeout. Here the call runs in the thread `traced_invoke` made for it, a daemon.
     """
     return parsed_structured(model, schema_cls, format=schema_cls.model_json_schema())
 

@@ -47,7 +47,7 @@ task into a new folder (runs/<time>-judge-check, or --output-dir). Flags not giv
 
 def add_judge_check_command(subparsers: Any) -> None:
     """Add `judge-check` to an argparse subparsers object."""
-    from refineloop.cli import add_settings_flags  # here, not at the top: cli.py imports this module
+    from refineloop.cli.main import add_settings_flags  # here, not at the top: cli.py imports this module
 
     parser = subparsers.add_parser(
         "judge-check",
@@ -81,13 +81,13 @@ def _check(args: argparse.Namespace, out: TextIO) -> int:
     from refineloop.settings import RunSettings
 
     RunSettings(**given).validate()  # a bad flag answers before any model loads
+    from refineloop.backends.model_cache import MODELS
     from refineloop.judges.check import judge_check
     from refineloop.tasks import Task, resolve_task
-    from refineloop.tools.models import MODELS
 
     run_dir = None
     if args.run_dir:
-        from refineloop.tools.run_folder import read_meta, read_values
+        from refineloop.run_folder.folder import read_meta, read_values
 
         run_dir = str(Path(args.run_dir).expanduser().resolve())
         meta = read_meta(run_dir)

@@ -35,15 +35,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
+from refineloop.apps.engine import Outcome, checkpoints, execute, load_models, stop_ends_loading
+from refineloop.backends.model_cache import MODELS, ModelCache
 from refineloop.errors import RunFolderError, SettingsError
 from refineloop.graph import ACCEPT_NODE, build_graph
-from refineloop.run_view import rewrite_paths
-from refineloop.runner import Outcome, checkpoints, execute, load_models, stop_ends_loading
-from refineloop.settings import RunSettings
-from refineloop.tasks import resolve_task
-from refineloop.tools.artifacts import listed_images, read_record, save_json, sidecar_path
-from refineloop.tools.models import MODELS, ModelCache
-from refineloop.tools.run_folder import (
+from refineloop.run_folder.artifacts import listed_images, read_record, save_json, sidecar_path
+from refineloop.run_folder.folder import (
     CHECKPOINTS,
     LOCK,
     META,
@@ -54,7 +51,10 @@ from refineloop.tools.run_folder import (
     run_saver,
     write_meta,
 )
-from refineloop.tools.trace import append_trace
+from refineloop.run_folder.trace import append_trace
+from refineloop.run_view import rewrite_paths
+from refineloop.settings import RunSettings
+from refineloop.tasks import resolve_task
 
 
 def fork_run(

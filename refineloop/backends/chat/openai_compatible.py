@@ -4,13 +4,13 @@ explain their failures in one line.
 
 - **The key** is read from the environment variable `--openai-key-env` names (OPENAI_API_KEY by default) and
   only from there; settings, run.json and the trace hold the variable's name. The value is registered with
-  `refineloop.tools.text_safety.register_secret`, so a server that quotes it back in an error message cannot
+  `refineloop.backends.chat.text_safety.register_secret`, so a server that quotes it back in an error message cannot
   put it into the trace, error.log or the terminal either.
 - **At load**, one tiny probe asks the model about a 16-pixel red square, with a JSON schema: a server that
   refuses the schema is asked again without it (the judge then falls back to the tolerant text parser), and
   one that refuses the image is refused in one line naming the model. The probe also catches a wrong URL, a
   missing model and a refused key before any folder fills up.
-- **Calls** go through `refineloop.tools.chat.traced_invoke` like every critic call; the client itself never
+- **Calls** go through `refineloop.backends.chat.invoke.traced_invoke` like every critic call; the client itself never
   retries (`max_retries=0`: refineloop retries transport failures with its own backoff and trace lines), and each
   request takes the calling critic call's own timeout (:class:`OpenAICritic`).
 
@@ -26,9 +26,9 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
+from refineloop.backends.chat.invoke import CALL_TIMEOUT, DEFAULT_TIMEOUT, parsed_structured
+from refineloop.backends.chat.text_safety import clean_model_text, redact, register_secret
 from refineloop.errors import ModelError
-from refineloop.tools.chat import CALL_TIMEOUT, DEFAULT_TIMEOUT, parsed_structured
-from refineloop.tools.text_safety import clean_model_text, redact, register_secret
 
 if TYPE_CHECKING:
     from langchain_core.runnables import Runnable
@@ -314,7 +314,7 @@ def structured_openai(model: Any, schema_cls: type) -> Runnable | None:
     "parsing_error"} and never raising on a bad reply; None when the server refused a schema at the probe
     (the caller then reads the plain text with the tolerant parser).
 
-    The schema request and the parsing are `refineloop.tools.chat.parsed_structured`, shared with Ollama.
+    The schema request and the parsing are `refineloop.backends.chat.invoke.parsed_structured`, shared with Ollama.
     """
     meta = (getattr(model, "metadata", None) or {}).get("openai") or {}
     if not meta.get("json_schema"):

@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, get_args, get_type_hints
 
-from refineloop.batch_cli import add_batch_command
+from refineloop.cli.batch import add_batch_command
+from refineloop.cli.judge_check import add_judge_check_command
 from refineloop.errors import RefineError
-from refineloop.judges.check_cli import add_judge_check_command
 from refineloop.settings import RESUME_OVERRIDES, STRATEGIES, RunSettings
 
 DEMO_DEFAULTS = {"image_model": "sketch", "eval_model": "demo", "strategy": "climbing"}
@@ -190,7 +190,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command in ("run", "demo"):
         return _run(args)
     if args.command == "resume":
-        from refineloop.runner import resume_run
+        from refineloop.apps.engine import resume_run
 
         overrides = {name: getattr(args, name) for name in RESUME_OVERRIDES if hasattr(args, name)}
         if overrides:
@@ -209,10 +209,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _show(image: str, *, as_json: bool) -> int:
-    """Print an image's provenance (refineloop.tools.provenance)."""
+    """Print an image's provenance (refineloop.run_folder.provenance)."""
     import json
 
-    from refineloop.tools.provenance import describe, read_provenance
+    from refineloop.run_folder.provenance import describe, read_provenance
 
     record = read_provenance(image)
     print(json.dumps(record, indent=1, ensure_ascii=False) if as_json else describe(record, image))
@@ -235,7 +235,7 @@ def _run(args: argparse.Namespace) -> int:
     settings = RunSettings(**{k: v for k, v in vars(args).items() if k in names})
     settings.validate()  # before importing langgraph: a bad flag answers instantly
     url = _checked_url(args)
-    from refineloop.runner import start_run
+    from refineloop.apps.engine import start_run
 
     # sys.stdout as it is now, not as the runner's default bound it at import (a caller may have swapped it).
     return start_run(settings, checkpointer_url=url, out=sys.stdout).exit_code
@@ -245,15 +245,15 @@ def _fork(args: argparse.Namespace) -> int:
     names = {f.name for f in dataclasses.fields(RunSettings)}
     overrides = {k: v for k, v in vars(args).items() if k in names}
     url = _checked_url(args)
-    from refineloop.fork import fork_run
+    from refineloop.apps.fork import fork_run
 
     return fork_run(args.run_dir, args.from_iteration, overrides, checkpointer_url=url, out=sys.stdout).exit_code
 
 
 def _list_runs(root: str) -> int:
     """Every run folder under `root`, and the runs inside each batch folder there, grouped under it."""
-    from refineloop.batch import MANIFEST
-    from refineloop.tools.run_folder import is_run_folder
+    from refineloop.apps.batch import MANIFEST
+    from refineloop.run_folder.folder import is_run_folder
 
     base = Path(root)
     entries = sorted(p for p in base.iterdir() if p.is_dir() and not p.is_symlink()) if base.is_dir() else []
@@ -276,7 +276,7 @@ def _list_runs(root: str) -> int:
 def _run_row(folder: Path, label: str) -> str:
     """One line of `refineloop runs`, read without writing; a folder that cannot be read is `damaged`."""
     from refineloop.errors import RefineError
-    from refineloop.tools.run_folder import read_checkpoint, read_meta
+    from refineloop.run_folder.folder import read_checkpoint, read_meta
 
     try:
         meta = read_meta(str(folder))
@@ -296,7 +296,7 @@ def _run_row(folder: Path, label: str) -> str:
 
 def _status(run_dir: str, values: dict[str, Any], found: Any) -> str:
     """running (a process holds it), done, review (paused at a question), interrupted, or new."""
-    from refineloop.tools.run_folder import is_locked
+    from refineloop.run_folder.folder import is_locked
 
     if is_locked(run_dir):
         return "running"

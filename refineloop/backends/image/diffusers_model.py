@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+from refineloop.backends.image.protocol import ImageRequest, ImageTraits
 from refineloop.errors import ModelError
-from refineloop.tools.image_models import ImageRequest, ImageTraits
 
 if TYPE_CHECKING:
     from PIL import Image

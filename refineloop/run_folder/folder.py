@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from refineloop.errors import RunFolderError
+from refineloop.run_folder.safe_io import open_no_follow, refuse_link, refuse_links_in, write_text_atomic
 from refineloop.settings import STRATEGIES
-from refineloop.tools.safe_io import open_no_follow, refuse_link, refuse_links_in, write_text_atomic
 
 if TYPE_CHECKING:
     from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple

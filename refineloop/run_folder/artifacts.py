@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
-from refineloop.tools.safe_io import write_bytes_atomic, write_text_atomic, write_with
+from refineloop.run_folder.safe_io import write_bytes_atomic, write_text_atomic, write_with
 
 if TYPE_CHECKING:
     from PIL.PngImagePlugin import PngInfo
@@ -38,7 +38,7 @@ def sidecar_path(run_dir: str, iteration: int) -> Path:
 
 def save_image(image: Image.Image, path: Path, info: PngInfo | None = None) -> None:
     """Save a PNG atomically, never through a symbolic link; `info` holds its text chunks (provenance:
-    refineloop.tools.provenance.png_info)."""
+    refineloop.run_folder.provenance.png_info)."""
     write_with(path, lambda fh: image.save(fh, format="PNG", pnginfo=info))
 
 
@@ -105,7 +105,7 @@ def write_artifacts(state: RefineState) -> list[Path]:
     if collage is not None:
         save_image(collage, Path(run_dir) / "collage.png")
         written.append(Path(run_dir) / "collage.png")
-    from refineloop.tools.report import write_report
+    from refineloop.run_folder.report import write_report
 
     written.append(write_report(run_dir, state))
     return written

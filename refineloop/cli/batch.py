@@ -1,7 +1,7 @@
 """`refineloop batch GOALS_FILE`: the command line of batches (local, or on Ray with Postgres).
 
 `add_batch_command(subparsers)` adds the subcommand to refineloop's parser and `run_batch(args)` runs it;
-`python -m refineloop.batch_cli batch ...` runs it on its own. Like the rest of the CLI, only argparse and
+`python -m refineloop.cli.batch batch ...` runs it on its own. Like the rest of the CLI, only argparse and
 the settings load at start-up; langgraph, psycopg and ray are imported when a batch actually starts.
 """
 
@@ -31,7 +31,7 @@ a cluster (--address) keeps them in Postgres (--checkpointer postgres://...), wh
 
 def add_batch_command(subparsers: Any) -> None:
     """Add `batch` to an argparse subparsers object (refineloop's own, or any other)."""
-    from refineloop.cli import add_settings_flags  # here, not at the top: cli.py imports this module
+    from refineloop.cli.main import add_settings_flags  # here, not at the top: cli.py imports this module
 
     parser = subparsers.add_parser(
         "batch",
@@ -116,7 +116,7 @@ def _postgres_errors() -> tuple[type[BaseException], ...]:
 
 
 def _run(args: argparse.Namespace, out: TextIO) -> int:
-    from refineloop.batch import exit_code, open_store, plan_batch, store_kind
+    from refineloop.apps.batch import exit_code, open_store, plan_batch, store_kind
 
     if args.goal:
         raise SettingsError("a batch reads its goals from GOALS_FILE: put the goal there instead of --goal")
@@ -137,7 +137,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     out.write(f"batch: {len(plan.items)} items from {args.goals_file} -> {plan.batch_dir}\n")
     out.flush()
     if args.engine == "local":
-        from refineloop.batch import run_local
+        from refineloop.apps.batch import run_local
 
         store = open_store(args.checkpointer, plan.batch_dir)
         try:
@@ -181,7 +181,7 @@ def _run_ray(plan: Any, args: argparse.Namespace, out: TextIO) -> list[Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m refineloop.batch_cli batch GOALS_FILE ...`, the same command without refineloop's CLI."""
+    """`python -m refineloop.cli.batch batch GOALS_FILE ...`, the same command without refineloop's CLI."""
     parser = argparse.ArgumentParser(prog="refineloop")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_batch_command(commands)

@@ -18,8 +18,8 @@ if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
     from langchain_core.runnables import RunnableConfig
 
+    from refineloop.backends.image.protocol import ImageModel
     from refineloop.settings import RunSettings
-    from refineloop.tools.image_models import ImageModel
 
 
 #: Alternatives asked for at each answer token, enough to find both "yes" and "no" among them.
@@ -63,10 +63,10 @@ class ModelCache:
     def judge_model(self, settings: RunSettings, temperature: float = 0.0) -> Any:
         """The critic set up as a judge (temperature 0, thinking off, JSON schema where the server takes
         one), built once: constructing a structured-output runnable per call costs more than the call."""
-        from refineloop.tools.chat import judge_copy
-        from refineloop.tools.ollama import structured_judge
-        from refineloop.tools.openai_chat import is_openai_model, structured_openai
-        from refineloop.verdicts import JudgeReply
+        from refineloop.backends.chat.invoke import judge_copy
+        from refineloop.backends.chat.ollama import structured_judge
+        from refineloop.backends.chat.openai_compatible import is_openai_model, structured_openai
+        from refineloop.judges.verdicts import JudgeReply
 
         def build() -> Any:
             judge = judge_copy(self.chat_model(settings), temperature)
@@ -81,7 +81,7 @@ class ModelCache:
         """The critic as a judge that answers in text (duels, checklists, the final pick): thinking off, at
         `temperature` (0: cold, like the scorer), and, with `logprobs`, asking for each answer token's log
         probabilities where the backend gives them (ChatOllama does; others ignore the fields)."""
-        from refineloop.tools.chat import judge_copy, with_temperature
+        from refineloop.backends.chat.invoke import judge_copy, with_temperature
 
         def build() -> BaseChatModel:
             judge = judge_copy(self.chat_model(settings), temperature)
@@ -93,7 +93,7 @@ class ModelCache:
 
     def chat_at(self, settings: RunSettings, temperature: float) -> BaseChatModel:
         """The critic sampling at `temperature` (proposer, summarizer), one copy per temperature."""
-        from refineloop.tools.chat import with_temperature
+        from refineloop.backends.chat.invoke import with_temperature
 
         key = (*_critic_key("chat-at", settings), round(temperature, 3))
         return self._get(key, lambda: with_temperature(self.chat_model(settings), temperature))
@@ -104,7 +104,7 @@ class ModelCache:
         Those roles read text only, so an Ollama agent model is loaded without the vision check (the natural
         router picks, such as qwen3 or llama3.1, cannot see); the critic's own model is shared, not reloaded.
         """
-        from refineloop.tools.chat import with_temperature
+        from refineloop.backends.chat.invoke import with_temperature
 
         spec = settings.agent_model or settings.eval_model
         if spec == settings.eval_model or not spec.startswith(("ollama:", "openai:")):
@@ -156,7 +156,7 @@ def _loaded(settings: RunSettings, loras: tuple[str, ...]) -> ImageModel:
     """The image model the settings name, compiled when they ask for it."""
     model = load_image_model(settings.image_model, settings.device, settings.dtype, loras)
     if settings.compile:
-        from refineloop.tools.compile import compile_denoiser
+        from refineloop.backends.image.compile import compile_denoiser
 
         compile_denoiser(model)
     return model
@@ -168,11 +168,11 @@ def load_image_model(spec: str, device: str = "", dtype: str = "", loras: tuple[
     if spec == "sketch" or spec.startswith("sketch:"):
         if loras:
             raise ModelError("--lora needs a diffusers image model (hf:<hub id> or a local folder), not sketch")
-        from refineloop.tools.sketch import SketchImageModel
+        from refineloop.backends.demo.sketch import SketchImageModel
 
         return SketchImageModel(**_sketch_options(spec))
     if spec.startswith("hf:") or Path(spec).expanduser().is_dir():
-        from refineloop.tools.diffusers_model import load_diffusers
+        from refineloop.backends.image.diffusers_model import load_diffusers
 
         return load_diffusers(spec.removeprefix("hf:"), device=device or None, dtype=dtype or None, loras=loras)
     raise ModelError(f"unknown image model '{spec}': use sketch, hf:<hub id> or a local diffusers folder")
@@ -196,11 +196,11 @@ def load_chat_model(spec: str, settings: RunSettings, *, vision: bool = True) ->
     """Load `demo`, `ollama:<model>` or `openai:<model>`, reached as `settings` say (checked for vision unless
     `vision` is False)."""
     if spec == "demo":
-        from refineloop.tools.demo_critic import DemoCritic
+        from refineloop.backends.demo.critic import DemoCritic
 
         return DemoCritic(seed=settings.seed or 0)
     if spec.startswith("ollama:") and spec[7:]:
-        from refineloop.tools.ollama import load_ollama
+        from refineloop.backends.chat.ollama import load_ollama
 
         return load_ollama(
             spec[7:],
@@ -209,7 +209,7 @@ def load_chat_model(spec: str, settings: RunSettings, *, vision: bool = True) ->
             keep_alive=settings.critic_keep_alive or None,
         )
     if spec.startswith("openai:") and spec[7:]:
-        from refineloop.tools.openai_chat import load_openai
+        from refineloop.backends.chat.openai_compatible import load_openai
 
         return load_openai(
             spec[7:],

@@ -34,15 +34,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from refineloop.errors import RefineError, RunFolderError, SettingsError
+from refineloop.run_folder.names import safe_component
+from refineloop.run_folder.safe_io import read_user_text, write_text_atomic
 from refineloop.settings import RunSettings, settings_warnings
-from refineloop.tools.names import safe_component
-from refineloop.tools.safe_io import read_user_text, write_text_atomic
 
 if TYPE_CHECKING:
     from langgraph.checkpoint.base import BaseCheckpointSaver
     from langgraph.runtime import RunControl
 
-    from refineloop.tools.models import ModelCache
+    from refineloop.backends.model_cache import ModelCache
 
 MANIFEST = "batch.json"
 ITEM_RECORD = "batch-item.json"
@@ -485,8 +485,8 @@ class FolderStore:
     def hold(self, item: BatchItem) -> Iterator[BaseCheckpointSaver]:
         """Lock the item's folder (flock: freed by the kernel if this process dies) and open its SQLite."""
 
+        from refineloop.run_folder.folder import connect, locked, run_saver
         from refineloop.scale import RunBusyError
-        from refineloop.tools.run_folder import connect, locked, run_saver
 
         Path(item.run_dir).mkdir(parents=True, exist_ok=True)
         with ExitStack() as stack:
@@ -503,7 +503,7 @@ class FolderStore:
 
     def values(self, item: BatchItem) -> dict[str, Any]:
         """The folder's latest checkpoint (without taking its lock: reading is safe under WAL)."""
-        from refineloop.tools.run_folder import CHECKPOINTS, read_values
+        from refineloop.run_folder.folder import CHECKPOINTS, read_values
 
         if not (Path(item.run_dir) / CHECKPOINTS).is_file():
             return {}
@@ -660,10 +660,10 @@ def _run_held(
 ) -> ItemResult:
     from langgraph.runtime import RunControl
 
+    from refineloop.apps.engine import check_images, execute, load_models
     from refineloop.graph import build_graph
     from refineloop.nodes.setup import initial_state, resolve_settings
-    from refineloop.runner import check_images, execute, load_models
-    from refineloop.tools.run_folder import write_meta
+    from refineloop.run_folder.folder import write_meta
 
     config: dict[str, Any] = {"configurable": {"thread_id": item.thread_id}}
     values = build_graph(settings.strategy, saver).get_state(config).values
@@ -843,8 +843,8 @@ def run_local(
     """
     from langgraph.runtime import RunControl
 
-    from refineloop.runner import ctrl_c_drains
-    from refineloop.tools.models import MODELS
+    from refineloop.apps.engine import ctrl_c_drains
+    from refineloop.backends.model_cache import MODELS
 
     cache = models or MODELS
     store.register(plan.batch_id, plan.items)

@@ -1,6 +1,6 @@
 """The files of a round of images: their provenance, waiting for the writer, and remaking lost ones.
 
-`generate` hands each new picture to the writer thread (refineloop.tools.image_writer); `evaluate` remakes at
+`generate` hands each new picture to the writer thread (refineloop.run_folder.image_writer); `evaluate` remakes at
 its top what a crash kept from landing and waits at its end until the round is on disk, so every checkpoint
 after it names only files that exist.
 """
@@ -13,14 +13,15 @@ from langchain_core.runnables import RunnableConfig
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from refineloop.backends.chat import critic_images
+from refineloop.backends.image.protocol import ImageModel, ImageRequest
+from refineloop.backends.model_cache import models_for
+from refineloop.run_folder import image_writer
+from refineloop.run_folder.provenance import image_record, png_info
+from refineloop.run_folder.trace import append_trace
 from refineloop.settings import RunSettings
 from refineloop.state import Candidate, RefineState
 from refineloop.tasks import Task
-from refineloop.tools import critic_images, image_writer
-from refineloop.tools.image_models import ImageModel, ImageRequest
-from refineloop.tools.models import models_for
-from refineloop.tools.provenance import image_record, png_info
-from refineloop.tools.trace import append_trace
 
 
 def provenance_info(
@@ -34,7 +35,7 @@ def provenance_info(
     seed: int,
     image: Image.Image,
 ) -> PngInfo:
-    """The text chunks image `number` carries: how it was made (refineloop.tools.provenance). The state is the
+    """The text chunks image `number` carries: how it was made (refineloop.run_folder.provenance). The state is the
     round's (its prompt and idea are those the image was drawn from until the round is accepted)."""
     configurable = (config or {}).get("configurable") or {}
     record = image_record(

@@ -3,8 +3,8 @@
 A model's reply ends up in prompts, sidecars, summary.txt, report.html, trace.jsonl and the terminal. A stray
 or hostile control character there can corrupt a file for other tools (NUL), or, printed to a terminal, recolour
 it, move the cursor, set the window title or worse (escape sequences). Replies are cleaned once, where they enter
-the system (`refineloop.tools.chat.traced_invoke` and the reply parsers in `refineloop.verdicts`), so everything
-downstream can trust them.
+the system (`refineloop.backends.chat.invoke.traced_invoke` and the reply parsers in `refineloop.judges.verdicts`),
+so everything downstream can trust them.
 """
 
 from __future__ import annotations

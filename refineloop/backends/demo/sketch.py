@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
-from refineloop.tools.image_models import ImageRequest, ImageTraits
+from refineloop.backends.image.protocol import ImageRequest, ImageTraits
 
 #: Words that add heat, and how much. Several words stack, so escalating prompts draw hotter images.
 HEAT_WORDS: dict[str, float] = {

@@ -28,7 +28,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from PIL import Image
 from pydantic import PrivateAttr
 
-from refineloop.tools.chat import message_text
+from refineloop.backends.chat.invoke import message_text
 
 _CALLS_LOCK = threading.Lock()
 

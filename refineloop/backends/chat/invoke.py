@@ -20,7 +20,7 @@ Every critic call of every role (judge, pairwise, proposer, summarizer, the agen
   re-runs from its top on resume, exactly as after a second Ctrl-C: the resumed run matches an uninterrupted
   one. The abandoned worker is a daemon and holds no lock or file; its late answer is dropped.
 - **Text.** A reply's text is stripped of control characters and terminal escapes
-  (:func:`refineloop.tools.text_safety.clean_model_text`) before anyone reads it, the trace included.
+  (:func:`refineloop.backends.chat.text_safety.clean_model_text`) before anyone reads it, the trace included.
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from refineloop.backends.chat import critic_images
+from refineloop.backends.chat.text_safety import clean_model_text
 from refineloop.errors import ModelError
-from refineloop.tools import critic_images
-from refineloop.tools.text_safety import clean_model_text
-from refineloop.tools.trace import append_trace
+from refineloop.run_folder.trace import append_trace
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel

@@ -33,18 +33,16 @@ from langgraph.errors import GraphDrained
 from langgraph.runtime import RunControl
 from langgraph.types import Command
 
+from refineloop.backends.chat.text_safety import redact
+from refineloop.backends.model_cache import MODELS, ModelCache
 from refineloop.errors import RefineError, RunFolderError, SettingsError
 from refineloop.graph import build_graph
 from refineloop.judges.audit import audit_lines, auditor_settings
 from refineloop.judges.final_pick import pick_headline
 from refineloop.nodes.review import ALIASES
 from refineloop.nodes.setup import initial_state, resolve_settings
-from refineloop.run_view import apply_view, make_view
-from refineloop.settings import RunSettings
-from refineloop.tools.artifacts import image_problem, write_artifacts
-from refineloop.tools.models import MODELS, ModelCache
-from refineloop.tools.report import REPORT_NAME
-from refineloop.tools.run_folder import (
+from refineloop.run_folder.artifacts import image_problem, write_artifacts
+from refineloop.run_folder.folder import (
     connect,
     database_error,
     locked,
@@ -54,8 +52,10 @@ from refineloop.tools.run_folder import (
     run_saver,
     write_meta,
 )
-from refineloop.tools.safe_io import write_text_atomic
-from refineloop.tools.text_safety import redact
+from refineloop.run_folder.report import REPORT_NAME
+from refineloop.run_folder.safe_io import write_text_atomic
+from refineloop.run_view import apply_view, make_view
+from refineloop.settings import RunSettings
 
 #: Each image takes 4-5 super-steps; a cap well above any image limit keeps `--max-iterations 0` safe.
 STEPS_PER_IMAGE = 8
@@ -430,7 +430,7 @@ def load_models(models: ModelCache, settings: RunSettings, out: TextIO) -> None:
         out.write(f"LoRAs: {', '.join(settings.lora)}\n")
     if settings.compile:
         out.write("--compile: the denoiser compiles during the first image; later images run the compiled code\n")
-    from refineloop.tools.provenance import from_image_notes
+    from refineloop.run_folder.provenance import from_image_notes
 
     for note in from_image_notes(settings, image_model.name):
         out.write(note + "\n")
@@ -453,7 +453,7 @@ def _load_critic(settings: RunSettings) -> str:
     critics)."""
     if not settings.eval_model.startswith("ollama:"):
         return ""
-    from refineloop.tools.ollama import load_resident, resolve_base_url
+    from refineloop.backends.chat.ollama import load_resident, resolve_base_url
 
     url = resolve_base_url(settings.ollama_url or None)
     keep = settings.critic_keep_alive
@@ -581,7 +581,7 @@ _NO_ROOM = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is u
 
 def explain(exc: BaseException, settings: RunSettings) -> str:
     """One line for an unexpected failure, naming the model when it came from one."""
-    from refineloop.tools.ollama import explain_connection_error
+    from refineloop.backends.chat.ollama import explain_connection_error
 
     if isinstance(exc, OSError) and exc.errno in _NO_ROOM:
         return f"{_NO_ROOM[exc.errno]} ({exc.strerror}): free some space, then resume the run"
@@ -589,7 +589,7 @@ def explain(exc: BaseException, settings: RunSettings) -> str:
         return f"cannot write {exc.filename} ({exc.strerror}): make the run folder writable, then resume the run"
     if isinstance(exc, sqlite3.DatabaseError):
         return str(database_error(settings.output_dir, exc))
-    from refineloop.tools.openai_chat import explain_for_settings
+    from refineloop.backends.chat.openai_compatible import explain_for_settings
 
     mapped = explain_for_settings(exc, settings) or explain_connection_error(exc, settings.ollama_url or None)
     if mapped is not None:

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from refineloop.tools.text_safety import clean_model_text
+from refineloop.backends.chat.text_safety import clean_model_text
 
 
 class JudgeReply(BaseModel):

@@ -14,8 +14,8 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from refineloop.tools.artifacts import best_rule, listed_images, read_sidecars
-from refineloop.tools.safe_io import write_text_atomic
+from refineloop.run_folder.artifacts import best_rule, listed_images, read_sidecars
+from refineloop.run_folder.safe_io import write_text_atomic
 
 if TYPE_CHECKING:
     from refineloop.state import RefineState

@@ -33,7 +33,7 @@ _pending: dict[str, Future[None]] = {}
 
 def save_later(path: str | Path, picture: Image.Image, info: PngInfo | None = None) -> None:
     """Queue the PNG of `picture` at `path` (atomic, never through a link, with its provenance `info`)."""
-    from refineloop.tools.artifacts import save_image
+    from refineloop.run_folder.artifacts import save_image
 
     key = str(path)
     with _lock:

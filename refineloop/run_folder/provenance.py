@@ -22,16 +22,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from refineloop import __version__
+from refineloop.backends.chat.text_safety import clean_model_text
 from refineloop.errors import RefineError
-from refineloop.tools.text_safety import clean_model_text
 
 if TYPE_CHECKING:
     from PIL import Image
     from PIL.PngImagePlugin import PngInfo
 
+    from refineloop.backends.image.protocol import ImageModel, ImageRequest
     from refineloop.settings import RunSettings
     from refineloop.tasks import Task
-    from refineloop.tools.image_models import ImageModel, ImageRequest
 
 RECORD_KEY = "refineloop"
 PARAMETERS_KEY = "parameters"

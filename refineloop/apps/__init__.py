@@ -1,0 +1,1 @@
+"""Applications of the graph: the engine that runs one, batches, forks."""

@@ -1,0 +1,1 @@
+"""Image models: the protocol every one implements, and the diffusers backend."""

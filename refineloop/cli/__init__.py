@@ -1,0 +1,1 @@
+"""The `refineloop` command line."""

@@ -1,1 +1,0 @@
-"""The outside world: image models, chat models, run artifacts and the trace."""
