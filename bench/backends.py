@@ -95,7 +95,7 @@ def child(mode: str, spec: str, device: str, steps: int, size: int | None) -> di
     _import_path()
     import torch
 
-    from refineloop.backends.image.diffusers_model import load_diffusers
+    from refineloop.backends.image.diffusers import load_diffusers
 
     model = load_diffusers(spec, device=device)
     pipes: list[Any] = [model.pipe]
@@ -141,7 +141,7 @@ def _run_child(mode: str, spec: str, device: str, steps: int, size: int | None) 
 def bench_speed(spec: str, device: str, steps: int, size: int | None, repeats: int) -> list[tuple[str, str]]:
     """Sequential vs batched generation, and load-once vs load-per-call."""
     _import_path()
-    from refineloop.backends.image.diffusers_model import load_diffusers
+    from refineloop.backends.image.diffusers import load_diffusers
 
     start = time.perf_counter()
     model = load_diffusers(spec, device=device)

@@ -17,6 +17,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,10 @@ from langchain_core.messages import AIMessage  # noqa: E402
 from langchain_core.outputs import ChatGeneration, ChatResult  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from refineloop.apps.engine import start_run  # noqa: E402
 from refineloop.backends.chat.invoke import build_messages  # noqa: E402
 from refineloop.backends.image.protocol import ImageRequest, ImageTraits  # noqa: E402
 from refineloop.backends.model_cache import ModelCache  # noqa: E402
+from refineloop.cli.run_commands import start_run  # noqa: E402
 from refineloop.judges.verdicts import parse_judge_text  # noqa: E402
 from refineloop.run_folder.artifacts import write_artifacts  # noqa: E402
 from refineloop.settings import RunSettings  # noqa: E402
@@ -49,6 +50,9 @@ class InstantImage:
 
     def generate(self, request: ImageRequest) -> list[Image.Image]:
         return [self.image for _ in request.seeds]
+
+    def generate_many(self, requests: Sequence[ImageRequest]) -> list[list[Image.Image]]:
+        return [self.generate(request) for request in requests]
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())

@@ -41,7 +41,7 @@ def _one(
     from ray import serve
 
     from refineloop.apps.batch import plan_batch
-    from refineloop.scale.ray_engine import APP, DEPLOYMENT, EngineOptions, run_ray
+    from refineloop.scale.ray import APP, DEPLOYMENT, EngineOptions, run_ray
     from refineloop.settings import RunSettings
 
     goals = workdir / f"goals-{runs}-{'on' if batching else 'off'}.jsonl"

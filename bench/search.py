@@ -40,6 +40,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -201,6 +202,9 @@ class SimImageModel:
         idea = ideas[-1] if ideas else "idea-start"
         base, appeal = self.world.quality.get(idea, 3.0), self.world.appeal.get(idea, 0.0)
         return [encode(base + _gauss(self.world.noise.image, "img", s), appeal) for s in request.seeds]
+
+    def generate_many(self, requests: Sequence[ImageRequest]) -> list[list[Image.Image]]:
+        return [self.generate(request) for request in requests]
 
 
 class SimCritic(BaseChatModel):

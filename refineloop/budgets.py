@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from refineloop.settings import RunSettings
 
 
-def critic_calls_left(state: dict[str, Any], settings: RunSettings) -> int | None:
+def critic_calls_left(state: Mapping[str, Any], settings: RunSettings) -> int | None:
     """Critic calls still allowed; None when there is no critic-call budget."""
     if not settings.max_critic_calls:
         return None
-    return max(0, settings.max_critic_calls - state.get("critic_calls", 0))
+    return max(0, settings.max_critic_calls - int(state.get("critic_calls", 0)))
 
 
-def can_spare_call(state: dict[str, Any], settings: RunSettings) -> bool:
+def can_spare_call(state: Mapping[str, Any], settings: RunSettings) -> bool:
     """Whether a proposer or summarizer call still leaves one judge call for every image of the next round.
 
     When it does not, those steps fall back to their deterministic answer, so the budget is spent on
@@ -24,7 +25,7 @@ def can_spare_call(state: dict[str, Any], settings: RunSettings) -> bool:
     return left is None or left > settings.candidates
 
 
-def budget_stop_reason(state: dict[str, Any], settings: RunSettings) -> str | None:
+def budget_stop_reason(state: Mapping[str, Any], settings: RunSettings) -> str | None:
     """Why a budget ends the run before the next round, or None."""
     if settings.max_images and state.get("iteration", 0) >= settings.max_images:
         return f"reached the image budget (--max-images {settings.max_images})"

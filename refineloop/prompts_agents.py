@@ -8,6 +8,7 @@ can play the writer too.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from refineloop.tasks import Task
@@ -62,7 +63,7 @@ def router_messages_text(task: Task, view: dict[str, Any]) -> tuple[str, str]:
 
 
 def writer_messages_text(
-    task: Task, last: dict[str, Any] | None, best: dict[str, Any] | None, idea: str, words: int
+    task: Task, last: Mapping[str, Any] | None, best: Mapping[str, Any] | None, idea: str, words: int
 ) -> tuple[str, str]:
     """System and user text for the prompt writer; `last` is the newest judged image, None before the first."""
     system = WRITER_SYSTEM.format(

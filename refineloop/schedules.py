@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import random
 
+#: Proposer temperature for strategies that do not cool: varied, but not wild.
+STEADY_TEMPERATURE = 0.7
 #: Horizon for the strength schedule of runs that go on until DONE (max_iterations 0).
 OPEN_ENDED_HORIZON = 10
 

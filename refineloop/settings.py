@@ -14,21 +14,11 @@ import re
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from refineloop.errors import SettingsError
+from refineloop.strategies import STRATEGY_SPECS, spec_for, strategy_names
 
-Strategy = Literal["greedy", "climbing", "annealing", "img2img", "agent", "evaluator-optimizer"]
-STRATEGIES: tuple[str, ...] = ("greedy", "climbing", "annealing", "img2img", "agent", "evaluator-optimizer")
-
-#: Defaults that differ by strategy; the seed uses patience 3 for climbing and 4 for img2img.
-DEFAULT_PATIENCE = {"img2img": 4}
-
-#: Strategies that stop on --patience misses (the same list as refineloop.nodes.routes, which imports this module).
-PATIENT_STRATEGIES = ("climbing", "img2img")
-#: Strategies whose acceptance compares the new image with another, so a pairwise judge has a duel to decide.
-COMPARING_STRATEGIES = ("climbing", "annealing", "img2img")
-AGENT_STRATEGIES = ("agent", "evaluator-optimizer")
 #: How a run's images are judged (refineloop.nodes.evaluate, refineloop.judges).
 JUDGES = ("score", "pairwise", "checklist")
 #: Chat backends a `prefix:name` spec may name (refineloop.backends.model_cache.load_chat_model); other names without a
@@ -61,8 +51,9 @@ class RunSettings:
     goal: str = _knob("", "A one-sentence goal; when set it builds a quick task and overrides `task`.")
     strategy: str = _knob(
         "greedy",
-        "Search strategy (what to keep each round): greedy, climbing, annealing, img2img; or a mode where models "
-        "steer: agent (an LLM router picks the next step), evaluator-optimizer (a prompt-writer and a critic agent).",
+        "Search strategy (what to keep each round): "
+        + "; ".join(f"{spec.name} ({spec.description})" for spec in STRATEGY_SPECS.values())
+        + ".",
     )
     max_iterations: int = _knob(10, "Rounds to run (one image each, or --candidates images); 0 runs until DONE.")
     safety_cap: int = _knob(100, "Hard limit on images when max_iterations is 0.")
@@ -185,7 +176,8 @@ class RunSettings:
         """The patience this run uses, after the per-strategy default."""
         if self.patience is not None:
             return self.patience
-        return DEFAULT_PATIENCE.get(self.strategy, 3)
+        spec = STRATEGY_SPECS.get(self.strategy)
+        return spec.default_patience if spec else 3
 
     def image_cap(self) -> int:
         """The most images this run may make: rounds times candidates, and within --max-images."""
@@ -201,7 +193,10 @@ class RunSettings:
         """
         _check_types(self)
         _check_text(self)
-        _check(self.strategy in STRATEGIES, f"unknown strategy '{self.strategy}': use one of {', '.join(STRATEGIES)}")
+        _check(
+            self.strategy in STRATEGY_SPECS,
+            f"unknown strategy '{self.strategy}': use one of {', '.join(strategy_names())}",
+        )
         _check(self.max_iterations >= 0, "--max-iterations must be 0 (until DONE) or a positive count")
         _check(self.safety_cap >= 1, "--safety-cap must be at least 1")
         _check(self.patience is None or self.patience >= 1, "--patience must be at least 1")
@@ -448,9 +443,9 @@ def _check_combinations(settings: RunSettings) -> None:
         "--audit-every needs an auditor: add --audit-model MODEL (e.g. --audit-model ollama:qwen2.5vl:7b)",
     )
     _check(
-        settings.judge != "pairwise" or settings.strategy in COMPARING_STRATEGIES,
+        settings.judge != "pairwise" or spec_for(settings.strategy).comparing,
         f"--judge pairwise compares the new image with the one it must beat, but {settings.strategy} keeps every "
-        f"image: use --strategy {_either(COMPARING_STRATEGIES)}, or --judge score",
+        f"image: use --strategy {_either(strategy_names('comparing'))}, or --judge score",
     )
 
 
@@ -477,23 +472,30 @@ def settings_warnings(settings: RunSettings) -> list[str]:
     value often comes from a forked run's original or a batch's [defaults] rather than from a mistake.
     """
     strategy, found = settings.strategy, []
-    if settings.patience is not None and strategy not in PATIENT_STRATEGIES:
+    spec = spec_for(strategy)
+    if settings.patience is not None and not spec.stops_on_misses:
         found.append(
             f"--patience {settings.patience} counts misses in a row, which only "
-            f"{' and '.join(PATIENT_STRATEGIES)} stop on: {strategy} ignores it"
+            f"{' and '.join(strategy_names('stops_on_misses'))} stop on: {strategy} ignores it"
         )
-    if strategy != "annealing" and (knobs := _changed(settings, "initial_temp", "cooling_rate")):
-        found.append(f"{' and '.join(knobs)} shape annealing's temperature only: {strategy} ignores {_them(knobs)}")
-    if strategy != "img2img" and (knobs := _changed(settings, "initial_strength", "final_strength")):
-        found.append(f"{' and '.join(knobs)} set img2img's strength only: {strategy} ignores {_them(knobs)}")
-    if settings.judge_samples > 1 and strategy not in COMPARING_STRATEGIES:
+    if not spec.cools and (knobs := _changed(settings, "initial_temp", "cooling_rate")):
+        found.append(
+            f"{' and '.join(knobs)} shape {' and '.join(strategy_names('cools'))}'s temperature only: "
+            f"{strategy} ignores {_them(knobs)}"
+        )
+    if not spec.from_image and (knobs := _changed(settings, "initial_strength", "final_strength")):
+        found.append(
+            f"{' and '.join(knobs)} set {' and '.join(strategy_names('from_image'))}'s strength only: "
+            f"{strategy} ignores {_them(knobs)}"
+        )
+    if settings.judge_samples > 1 and not spec.comparing:
         found.append(
             f"--judge-samples {settings.judge_samples}: {strategy} adopts every image whatever its score, so the "
             f"averaged samples only choose best.png and confirm DONE, at {settings.judge_samples} critic calls an image"
         )
-    if strategy not in AGENT_STRATEGIES and settings.agent_model:
+    if not spec.agents and settings.agent_model:
         found.append(
-            f"--agent-model {settings.agent_model} is used by {' and '.join(AGENT_STRATEGIES)} only: "
+            f"--agent-model {settings.agent_model} is used by {' and '.join(strategy_names('agents'))} only: "
             f"{strategy} ignores it"
         )
     if _changed(settings, "openai_url", "openai_key_env", "openai_stream") and not _uses(settings, "openai:"):
@@ -505,7 +507,7 @@ def settings_warnings(settings: RunSettings) -> list[str]:
             f"--audit-model {settings.audit_model} is the run's own critic: its audit is not independent "
             "(name another model to guard against a judge being gamed)"
         )
-    if strategy != "agent" and _changed(settings, "agent_router_calls"):
+    if spec.shape != "agent-router" and _changed(settings, "agent_router_calls"):
         found.append(f"--agent-router-calls bounds the agent's router: {strategy} has none and ignores it")
     return [f"warning: {line}" for line in found]
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from langgraph.channels.delta import DeltaChannel
+from pydantic import ConfigDict, with_config
 from typing_extensions import TypedDict
 
 Verdict = Literal["DONE", "CONTINUE", "unknown"]
@@ -89,8 +90,6 @@ class HistoryEntry(TypedDict, total=False):
     """Annealing temperature at this step, if any."""
     draw: float | None
     """Annealing's seeded uniform draw, when it decided a downhill move."""
-    seconds: float
-    """Wall time spent on this image (generate + judge)."""
 
 
 def add_counts(left: dict[str, float] | None, right: dict[str, float] | None) -> dict[str, float]:
@@ -99,6 +98,23 @@ def add_counts(left: dict[str, float] | None, right: dict[str, float] | None) ->
     for key, value in (right or {}).items():
         total[key] = total.get(key, 0) + value
     return total
+
+
+# Field docstrings become the descriptions of Studio's input form.
+@with_config(ConfigDict(use_attribute_docstrings=True))
+class RunInput(TypedDict, total=False):
+    """What a run starts from: the graph's input (Studio's input form). Every knob is in the context form
+    (refineloop.settings.RunSettings); the setup node builds the first state from these and that form."""
+
+    goal: str
+    """The image to make, in one sentence (e.g. `a cosy cabin in snow`); when given it replaces the goal and
+    task of the settings. Empty: the settings' goal or task."""
+    settings: dict[str, Any]
+    """The run's settings (RunSettings fields) as a dict, in place of the context form; the refineloop CLI
+    hands in the settings it resolved. Empty: the context form."""
+    task: dict[str, Any]
+    """A task already resolved (subject, start prompt, negative prompt, criteria, ...) as a dict, which the
+    refineloop CLI hands in; empty: the settings' task or goal is resolved."""
 
 
 class RefineState(TypedDict, total=False):

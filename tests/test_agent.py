@@ -6,9 +6,9 @@ from pathlib import Path
 
 from langchain_core.messages import AIMessage
 
-from refineloop.apps.engine import resume_run, start_run
 from refineloop.backends.demo.sketch import SketchImageModel
 from refineloop.backends.model_cache import ModelCache
+from refineloop.cli.run_commands import resume_run, start_run
 from refineloop.graph import build_graph
 from refineloop.run_folder.trace import read_trace
 from tests.conftest import images_in, judge_reply, tool_call

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from refineloop.apps.engine import start_run
 from refineloop.cli.main import main
+from refineloop.cli.run_commands import start_run
 from tests.conftest import TemperatureCritic, batch_cli, judge_reply, refineloop
 
 

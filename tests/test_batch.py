@@ -30,6 +30,7 @@ from refineloop.errors import SettingsError
 from refineloop.run_folder.folder import read_values
 from refineloop.settings import RunSettings
 from tests.conftest import batch_cli, cli_env, images_in, judge_reply, same_image, start_batch_cli, wait_for
+from tests.scale_fixtures import *  # noqa: F403 - pg_url, a real PostgreSQL for the store tests
 
 # --------------------------------------------------------------------------------------------- helpers
 
@@ -315,3 +316,85 @@ def test_failed_model_load_fails_the_item_in_one_line(tmp_path: Path, quiet: io.
     rows = run_local(plan, FolderStore(plan.batch_dir), out=quiet)
     assert rows[0].status == "failed"
     assert "unknown image model 'nonsense-model'" in rows[0].error
+
+
+# --------------------------------------------------------------------------------------------- fractional scores
+
+
+def planned_item(tmp_path: Path, store_kind: str = "sqlite") -> tuple[Any, Any]:
+    """A one-goal batch plan and its item."""
+    goals = tmp_path / "goals.txt"
+    goals.write_text("a lamp\n")
+    plan = plan_batch(str(goals), RunSettings(), str(tmp_path / "b"), store_kind)
+    return plan, plan.items[0]
+
+
+def test_a_fractional_best_score_survives_the_folder_store_and_the_summary(tmp_path: Path) -> None:
+    from refineloop.apps.batch import format_summary, summarize, write_summary
+    from refineloop.graph import build_graph
+
+    plan, item = planned_item(tmp_path)
+    store = FolderStore(plan.batch_dir)
+    store.register(plan.batch_id, plan.items)
+    with store.hold(item) as saver:
+        # A finished run whose best is the mean of three looks.
+        best = {"score": 22 / 3, "iteration": 2, "path": str(Path(item.run_dir) / "02.png")}
+        config: Any = {"configurable": {"thread_id": item.thread_id}}
+        build_graph("greedy", saver).update_state(
+            config, {"best": best, "iteration": 3, "status": "done"}, as_node="stop"
+        )
+    rows = summarize(plan, store)
+    assert rows[0].best_score == pytest.approx(22 / 3)
+    assert "7.33/10" in format_summary(rows) and "7.333" not in format_summary(rows)
+    write_summary(plan, rows)
+    saved = json.loads((Path(plan.batch_dir) / "summary.json").read_text())
+    assert saved[0]["best_score"] == pytest.approx(22 / 3)
+
+
+@pytest.mark.slow
+def test_a_fractional_best_score_survives_the_postgres_store(pg_url: str, tmp_path: Path) -> None:
+    from refineloop.apps.batch import ItemResult
+    from refineloop.scale.postgres import PostgresStore, prepare
+
+    plan, item = planned_item(tmp_path, "postgres")
+    prepare(pg_url)
+    store = PostgresStore(pg_url, pool_size=1)
+    try:
+        store.register(plan.batch_id, plan.items)
+        store.finished(item, ItemResult(item.thread_id, "done", best_score=7.33, images=3))
+        assert store.records(plan.batch_id)[item.thread_id]["best_score"] == pytest.approx(7.33)
+    finally:
+        store.close()
+
+
+@pytest.mark.slow
+def test_an_old_runs_table_with_integer_scores_is_widened_and_keeps_its_rows(pg_url: str, tmp_path: Path) -> None:
+    import psycopg
+
+    from refineloop.apps.batch import ItemResult
+    from refineloop.scale.postgres import RUNS_TABLE, PostgresStore, prepare
+
+    plan, item = planned_item(tmp_path, "postgres")
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        # The table as batches made it before scores were floats.
+        conn.execute(
+            f"CREATE TABLE {RUNS_TABLE} (thread_id text PRIMARY KEY, batch text NOT NULL, item integer NOT NULL, "
+            "goal text NOT NULL, spec jsonb NOT NULL, run_dir text NOT NULL, status text NOT NULL DEFAULT 'pending', "
+            "attempts integer NOT NULL DEFAULT 0, best_score integer, images integer NOT NULL DEFAULT 0, "
+            "seconds double precision NOT NULL DEFAULT 0, error text NOT NULL DEFAULT '', "
+            "host text NOT NULL DEFAULT '', updated_at timestamptz NOT NULL DEFAULT now(), UNIQUE (batch, item))"
+        )
+        conn.execute(
+            f"INSERT INTO {RUNS_TABLE} (thread_id, batch, item, goal, spec, run_dir, status, best_score) "
+            "VALUES ('old-001', 'old', 1, 'a kettle', '{}', '/nowhere', 'done', 8)"
+        )
+    prepare(pg_url)
+    store = PostgresStore(pg_url, pool_size=1)
+    try:
+        assert store.records("old")["old-001"]["best_score"] == 8
+        store.register(plan.batch_id, plan.items)
+        store.finished(item, ItemResult(item.thread_id, "done", best_score=6.5))
+        assert store.records(plan.batch_id)[item.thread_id]["best_score"] == 6.5
+    finally:
+        store.close()
+    prepare(pg_url)  # a second start finds the column already widened

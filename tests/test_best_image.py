@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from refineloop.apps.engine import start_run
+from refineloop.cli.run_commands import start_run
 from refineloop.run_folder.folder import read_values
 from tests.conftest import judge_reply, refineloop
 

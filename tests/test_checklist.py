@@ -13,8 +13,8 @@ from langchain_core.messages import AIMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
-from refineloop.apps.engine import start_run
 from refineloop.cli.main import main
+from refineloop.cli.run_commands import start_run
 from refineloop.graph import build_graph
 from tests.conftest import refineloop
 from tests.fake_ollama import FakeOllama, message_text

@@ -7,17 +7,18 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from PIL import Image
 
-from refineloop.backends.image import diffusers_model as dm
-from refineloop.backends.image.diffusers_model import DiffusersImageModel, Placement, decide_placement, load_diffusers
+from refineloop.backends.image.diffusers import DiffusersImageModel, Placement, load_diffusers, weight_bytes
+from refineloop.backends.image.diffusers.log_filters import DropBenignTruncation
 from refineloop.backends.image.protocol import ImageModel, ImageRequest
 from refineloop.errors import ModelError
 
-GB = 10**9
+MODEL_LOGGER = DiffusersImageModel.__module__
 
 # ---------------------------------------------------------------------------------------------- fixtures
 
@@ -121,6 +122,24 @@ def test_batch_returns_one_image_per_seed_in_order(sd: DiffusersImageModel) -> N
     assert sd.generate(_request(())) == []
 
 
+def test_generate_many_draws_each_request_as_generate_would(sd: DiffusersImageModel) -> None:
+    import numpy as np
+
+    requests = [
+        ImageRequest(prompt="a red cat", negative_prompt="dark", seeds=(1, 2), steps=2),
+        ImageRequest(prompt="a blue boat", negative_prompt="", seeds=(3,), steps=2),
+    ]
+    drawn = sd.generate_many(requests)
+    assert [len(images) for images in drawn] == [2, 1]
+    for request, images in zip(requests, drawn, strict=True):
+        # The same seed gives the same picture alone or in a merged call, up to batched rounding.
+        for image, alone in zip(images, sd.generate(request), strict=True):
+            assert np.abs(np.asarray(alone, dtype=int) - np.asarray(image, dtype=int)).max() <= 2
+    assert sd.generate_many([_request(())]) == [[]]
+    with pytest.raises(ValueError, match="batch keys"):
+        sd.generate_many([_request((1,)), _request((2,), width=96)])
+
+
 def test_size_override(sd: DiffusersImageModel) -> None:
     (img,) = sd.generate(_request((1,), width=96, height=64))
     assert img.size == (96, 64)
@@ -134,11 +153,11 @@ def test_img2img_with_too_little_strength_warns_and_still_runs(
 ) -> None:
     init = tmp_path / "init.png"
     sd.generate(_request((1,)))[0].resize((80, 48)).convert("L").save(init)  # wrong size and mode on purpose
-    with caplog.at_level(logging.WARNING, logger=dm.__name__):
+    with caplog.at_level(logging.WARNING, logger=MODEL_LOGGER):
         out = sd.generate(_request((1, 2), init_image=str(init), strength=0.1))
     assert len(out) == 2
     assert all(img.size == (64, 64) and img.mode == "RGB" for img in out)
-    warned = [r.getMessage() for r in caplog.records if r.name == dm.__name__]
+    warned = [r.getMessage() for r in caplog.records if r.name == MODEL_LOGGER]
     assert any("raised to 0.5" in m for m in warned), warned
 
 
@@ -213,7 +232,7 @@ def test_clip_truncation_warning_hidden_only_when_t5_reads_the_prompt(
     # The filter lives only for the duration of a call.
     names = {type(sd3.pipe).__module__, type(sd3.img2img_pipe).__module__, "transformers.tokenization_utils_base"}
     for name in names:
-        assert not any(isinstance(f, dm._DropBenignTruncation) for f in logging.getLogger(name).filters)
+        assert not any(isinstance(f, DropBenignTruncation) for f in logging.getLogger(name).filters)
 
 
 # ---------------------------------------------------------------------------------------------- errors
@@ -296,107 +315,46 @@ def test_out_of_memory_retries_once_with_offload_then_explains(monkeypatch: pyte
     import torch
 
     class StubPipe:
-        """Just enough pipeline for the OOM path: no tokenizer, no img2img twin."""
+        """Just enough pipeline for the OOM path: no tokenizer, no img2img twin; fails `failures` times."""
 
         offloaded: list[int] = []
+        failures = 1
 
-        def __call__(self, prompt: str) -> None:
-            raise AssertionError("not called: _generate is stubbed")
+        def __call__(self, prompt: str, **kwargs: Any) -> Any:
+            if self.failures:
+                self.failures -= 1
+                raise torch.OutOfMemoryError("CUDA out of memory")
+            return SimpleNamespace(images=["image"] * len(kwargs["generator"]))
 
         def enable_model_cpu_offload(self, gpu_id: int = 0) -> None:
             self.offloaded.append(gpu_id)
 
+    class AnyDeviceGenerator:
+        """torch.Generator on a device this machine may lack (cuda:1)."""
+
+        def __init__(self, device: str) -> None:
+            self.device = device
+
+        def manual_seed(self, seed: int) -> AnyDeviceGenerator:
+            return self
+
+    monkeypatch.setattr(torch, "Generator", AnyDeviceGenerator)
     plan = Placement("cuda:1", "bfloat16", "none", "cuda:1 (bf16): test")
-    model = DiffusersImageModel(StubPipe(), name="stub", placement=plan)
+    pipe = StubPipe()
+    model = DiffusersImageModel(pipe, name="stub", placement=plan)
     assert model.traits.img2img is False and model.traits.prompt_budget is None
-    calls: list[int] = []
-
-    def oom_then_ok(request: ImageRequest) -> list[str]:
-        calls.append(1)
-        if len(calls) == 1:
-            raise torch.OutOfMemoryError("CUDA out of memory")
-        return ["image"]
-
-    monkeypatch.setattr(model, "_generate", oom_then_ok)
     assert model.generate(_request((1,))) == ["image"]
     assert StubPipe.offloaded == [1] and "offload" in model.placement
 
-    def always_oom(request: ImageRequest) -> list[str]:
-        raise torch.OutOfMemoryError("CUDA out of memory")
-
-    monkeypatch.setattr(model, "_generate", always_oom)
+    pipe.failures = 2
     with pytest.raises(ModelError) as err:
         model.generate(_request((1, 2), width=1024, height=1024))
     text = _assert_one_line(err)
     assert "smaller size" in text and "--device cpu" in text and "1024x1024" in text
 
 
-# ---------------------------------------------------------------------------------------------- placement
-
-
-def test_placement_pins_the_freest_gpu_when_the_model_fits() -> None:
-    plan = decide_placement([10 * GB, 70 * GB], 5 * GB, False)
-    assert (plan.device, plan.dtype, plan.offload) == ("cuda:1", "bfloat16", "none")
-    assert plan.reason == "cuda:1 (bf16): 5.0 GB model fits in 70.0 GB free"
-    # Exactly size * margin still fits.
-    assert decide_placement([13 * GB], 10 * GB, False).offload == "none"
-
-
-def test_placement_offloads_whole_components_when_too_big() -> None:
-    plan = decide_placement([20 * GB, 8 * GB], 30 * GB, False, largest_part_bytes=9 * GB)
-    assert (plan.device, plan.offload) == ("cuda:0", "model")
-    assert "model CPU offload" in plan.reason and "30.0 GB" in plan.reason
-
-
-def test_placement_goes_sequential_when_far_too_big() -> None:
-    plan = decide_placement([8 * GB], 30 * GB, False, largest_part_bytes=20 * GB)
-    assert (plan.device, plan.offload) == ("cuda:0", "sequential")
-    assert "sequential CPU offload" in plan.reason
-    # Unknown part sizes: the whole model counts as one part.
-    assert decide_placement([8 * GB], 30 * GB, False).offload == "sequential"
-
-
-def test_placement_without_gpu_and_with_mps() -> None:
-    cpu = decide_placement([], 5 * GB, False)
-    assert (cpu.device, cpu.dtype, cpu.offload) == ("cpu", "float32", "none")
-    assert cpu.reason == "cpu (float32): no GPU found"
-    mps = decide_placement([], 5 * GB, True)
-    assert (mps.device, mps.dtype) == ("mps", "float16")
-    assert decide_placement([40 * GB], 5 * GB, True).device == "cuda:0"  # CUDA wins over MPS
-    assert decide_placement([40 * GB], 5 * GB, False, bf16=False).dtype == "float16"
-
-
-def test_overrides_win(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dm, "_probe_hardware", lambda: ([10 * GB, 50 * GB], False, True))
-    assert dm._plan("cuda", None, 5 * GB, None).device == "cuda:1"
-    pinned = dm._plan("cuda:0", "fp16", 5 * GB, None)
-    assert (pinned.device, pinned.dtype, pinned.offload) == ("cuda:0", "float16", "none")
-    assert pinned.reason.startswith("cuda:0 (fp16): 5.0 GB model fits in 10.0 GB free")
-    # The caller's GPU is too small for the whole model: still offloaded, on that GPU.
-    offloaded = dm._plan("cuda:0", None, 9 * GB, 3 * GB)
-    assert (offloaded.device, offloaded.offload) == ("cuda:0", "model")
-    auto_fp32 = dm._plan(None, "fp32", 5 * GB, None)
-    assert (auto_fp32.device, auto_fp32.dtype) == ("cuda:1", "float32")
-    assert auto_fp32.reason.startswith("cuda:1 (float32)") and "dtype set by caller" in auto_fp32.reason
-    with pytest.raises(ModelError) as err:
-        dm._plan("cuda:2", None, 5 * GB, None)
-    assert "cuda:0 to cuda:1" in _assert_one_line(err)
-    cpu = dm._plan("cpu", None, 5 * GB, None)
-    assert (cpu.device, cpu.dtype) == ("cpu", "float32")
-    with pytest.raises(ModelError):
-        dm._plan("mps", None, 5 * GB, None)
-    with pytest.raises(ModelError):
-        dm._plan("tpu", None, 5 * GB, None)
-    with pytest.raises(ModelError):
-        dm._plan(None, "int3", 5 * GB, None)
-    monkeypatch.setattr(dm, "_probe_hardware", lambda: ([], False, False))
-    with pytest.raises(ModelError) as err:
-        dm._plan("cuda", None, 5 * GB, None)
-    assert "--device cpu" in _assert_one_line(err)
-
-
 def test_weight_bytes_counts_component_weights(tiny_sd_dir: Path) -> None:
-    total, largest = dm.weight_bytes(tiny_sd_dir)
+    total, largest = weight_bytes(tiny_sd_dir)
     files = sorted(tiny_sd_dir.rglob("*.safetensors"))
     assert total == sum(f.stat().st_size for f in files) > 0
     assert largest == max(f.stat().st_size for f in files)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from refineloop.apps.engine import start_run
+from refineloop.cli.run_commands import start_run
 from refineloop.nodes.generate import compose_prompt
 from refineloop.run_folder.trace import read_trace
 from tests.conftest import images_in, judge_reply

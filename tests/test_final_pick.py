@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from refineloop.apps.engine import start_run
 from refineloop.cli.main import build_parser, main
+from refineloop.cli.run_commands import start_run
 from tests.conftest import judge_reply, refineloop
 from tests.fake_ollama import FakeOllama, detect_role, message_text
 from tests.test_best_image import check_agreement

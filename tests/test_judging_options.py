@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from refineloop.apps.engine import start_run
+from refineloop.cli.run_commands import start_run
 from tests.conftest import images_in, judge_reply
 
 

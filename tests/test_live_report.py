@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from refineloop.apps.engine import start_run
 from refineloop.backends.demo.sketch import SketchImageModel
 from refineloop.backends.image.protocol import ImageRequest
+from refineloop.cli.run_commands import start_run
 from tests.conftest import judge_reply, wait_for
 from tests.test_report import CHROMIUM_FLAGS, Page, find_chromium
 

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from refineloop.apps.engine import start_run
-from refineloop.run_folder.artifacts import listed_images, read_sidecars, save_json, write_artifacts
+from refineloop.cli.run_commands import start_run
+from refineloop.run_folder.artifacts import write_artifacts
+from refineloop.run_folder.image_files import listed_images, read_sidecars, save_json
 from refineloop.run_folder.report import write_report
 from refineloop.settings import RunSettings
 

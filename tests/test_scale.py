@@ -80,7 +80,7 @@ def tiny_settings(tiny_sd_dir: Path, iterations: int) -> RunSettings:
 def generator_stats() -> dict[str, Any]:
     from ray import serve
 
-    from refineloop.scale.ray_engine import APP, DEPLOYMENT
+    from refineloop.scale.ray import APP, DEPLOYMENT
 
     return serve.get_deployment_handle(DEPLOYMENT, app_name=APP).stats.remote().result(timeout_s=30)
 
@@ -176,7 +176,7 @@ def test_unreachable_postgres_is_one_line(tmp_path: Path) -> None:
 def test_sixteen_concurrent_runs_share_batched_pipeline_calls(
     pg_url: str, ray_address: str, tiny_sd_dir: Path, tmp_path: Path
 ) -> None:
-    from refineloop.scale.ray_engine import EngineOptions, run_ray
+    from refineloop.scale.ray import EngineOptions, run_ray
 
     plan = plan_batch(
         str(write_goals(tmp_path / "goals.jsonl", 16)), tiny_settings(tiny_sd_dir, 4), str(tmp_path / "b"), "postgres"
@@ -203,7 +203,7 @@ def test_sixteen_concurrent_runs_share_batched_pipeline_calls(
     from ray import serve
 
     from refineloop.backends.image.protocol import ImageRequest
-    from refineloop.scale.ray_engine import APP, DEPLOYMENT
+    from refineloop.scale.ray import APP, DEPLOYMENT
 
     big = ImageRequest(prompt="a red cat", negative_prompt="", seeds=tuple(range(10)), steps=2)
     reply = serve.get_deployment_handle(DEPLOYMENT, app_name=APP).generate.remote(big).result(timeout_s=60)
@@ -224,7 +224,7 @@ def test_sigkilled_runner_its_runs_resume_with_exactly_their_images(
 ) -> None:
     import ray
 
-    from refineloop.scale.ray_engine import EngineOptions, run_ray
+    from refineloop.scale.ray import EngineOptions, run_ray
 
     goals = write_goals(tmp_path / "goals.jsonl", 8)
     plan = plan_batch(str(goals), tiny_settings(tiny_sd_dir, 6), str(tmp_path / "b"), "postgres")
@@ -253,7 +253,7 @@ def test_sigkilled_runner_its_runs_resume_with_exactly_their_images(
 def test_crashed_generator_replica_is_restarted_and_runs_only_wait(
     pg_url: str, ray_address: str, tiny_sd_dir: Path, tmp_path: Path
 ) -> None:
-    from refineloop.scale.ray_engine import EngineOptions, run_ray
+    from refineloop.scale.ray import EngineOptions, run_ray
 
     goals = write_goals(tmp_path / "goals.jsonl", 4)
     plan = plan_batch(str(goals), tiny_settings(tiny_sd_dir, 4), str(tmp_path / "b"), "postgres")
@@ -325,7 +325,7 @@ def test_merged_pipeline_call_gives_each_request_its_own_seeded_images(tiny_sd_d
     from PIL import Image
 
     from refineloop.backends.image.protocol import ImageRequest
-    from refineloop.scale.ray_engine import Generator
+    from refineloop.scale.ray import Generator
 
     generator = Generator(str(tiny_sd_dir), "cpu", "", 8, 0.05)  # the deployment's class, outside Serve
 
@@ -343,9 +343,9 @@ def test_merged_pipeline_call_gives_each_request_its_own_seeded_images(tiny_sd_d
         ImageRequest(prompt=f"a red cat {n}", negative_prompt="blurry" if n % 2 else "", seeds=(n, n + 50), steps=3)
         for n in range(3)
     ]
-    merged = generator._serve_batch(texts)
+    merged = generator.serve_batch(texts)
     assert generator.stats()["pipeline_calls"] == 1 and generator.stats()["images"] == 6
-    assert same_images(merged, [generator._single(r) for r in texts])
+    assert same_images(merged, [generator.serve_one(r) for r in texts])
 
     Image.open(io.BytesIO(merged[0][1][0])).save(tmp_path / "start.png")
     start = str(tmp_path / "start.png")
@@ -356,12 +356,12 @@ def test_merged_pipeline_call_gives_each_request_its_own_seeded_images(tiny_sd_d
         ImageRequest(prompt="a cat", negative_prompt="", seeds=(4,), steps=4, init_image=str(tmp_path / "gone.png")),
     ]
     calls = generator.stats()["pipeline_calls"]
-    replies = generator._serve_batch(mixed)
+    replies = generator.serve_batch(mixed)
     # img2img pair in one call, the text-to-image one alone, the bad one fails alone (after a failed merge).
     assert [r[0] for r in replies] == ["ok", "ok", "ok", "error"]
     assert "cannot read init image" in replies[3][2]
     assert generator.stats()["pipeline_calls"] - calls == 2
-    assert same_images(replies[:3], [generator._single(r) for r in mixed[:3]])
+    assert same_images(replies[:3], [generator.serve_one(r) for r in mixed[:3]])
     assert not same_images(replies[:1], replies[1:2]), "two seeds gave the same image"
 
 
@@ -369,7 +369,7 @@ def test_a_second_driver_on_the_same_batch_is_refused(pg_url: str, tmp_path: Pat
     pytest.importorskip("ray.serve", reason="the ray extra is not installed")
     from refineloop.scale import RunBusyError
     from refineloop.scale.postgres import RunLocks
-    from refineloop.scale.ray_engine import EngineOptions, run_ray
+    from refineloop.scale.ray import EngineOptions, run_ray
 
     goals = tmp_path / "goals.txt"
     goals.write_text("a lamp\n")
@@ -383,7 +383,7 @@ def test_a_second_driver_on_the_same_batch_is_refused(pg_url: str, tmp_path: Pat
 
 def test_a_runner_that_cannot_reach_postgres_is_one_line(ray_address: str) -> None:
     from refineloop.scale import ScaleError
-    from refineloop.scale.ray_engine import EngineOptions, start_runners
+    from refineloop.scale.ray import EngineOptions, start_runners
     from tests.scale_fixtures import free_port
 
     # Say the driver reached Postgres but a worker host cannot (a URL naming 127.0.0.1 on a two-host cluster).
@@ -424,7 +424,7 @@ def test_local_ray_without_postgres_runs_each_item_once_through_a_killed_runner(
     """No --checkpointer: the runner processes share the batch folder (SQLite per run, file locks)."""
     import ray
 
-    from refineloop.scale.ray_engine import EngineOptions, run_ray
+    from refineloop.scale.ray import EngineOptions, run_ray
 
     goals = write_goals(tmp_path / "goals.jsonl", 4)
     plan = plan_batch(str(goals), tiny_settings(tiny_sd_dir, 4), str(tmp_path / "b"), "sqlite")
@@ -466,7 +466,7 @@ def test_a_second_driver_of_a_folder_batch_is_refused(tmp_path: Path) -> None:
     pytest.importorskip("ray.serve", reason="the ray extra is not installed")
     from refineloop.apps.batch import FolderStore
     from refineloop.scale import RunBusyError
-    from refineloop.scale.ray_engine import EngineOptions, run_ray
+    from refineloop.scale.ray import EngineOptions, run_ray
 
     goals = tmp_path / "goals.txt"
     goals.write_text("a lamp\n")

@@ -6,7 +6,7 @@ import json
 import math
 from pathlib import Path
 
-from refineloop.apps.engine import resume_run, start_run
+from refineloop.cli.run_commands import resume_run, start_run
 from refineloop.schedules import draw, temperature
 from tests.conftest import judge_reply
 

@@ -63,6 +63,15 @@ def test_context_schema_describes_every_field(studio_server):
         assert all(p.get("description") for p in properties.values()), graph_id
 
 
+def test_input_form_asks_only_what_a_user_gives_at_the_start(studio_server):
+    client = get_sync_client(url=studio_server)
+    for graph_id in GRAPHS:
+        assistant = client.assistants.search(graph_id=graph_id)[0]
+        properties = client.assistants.get_schemas(assistant["assistant_id"])["input_schema"]["properties"]
+        assert set(properties) == {"goal", "settings", "task"}, graph_id
+        assert all(p.get("description") for p in properties.values()), graph_id
+
+
 EXPECTED_BRANCHES = {
     "refine-agent": ("router", {"generate", "evaluate", "summarize", "stop"}),
     "refine-evaluator-optimizer": ("accept_evaluator_optimizer", {"stop", "generator"}),

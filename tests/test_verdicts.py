@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from refineloop.apps.engine import start_run
+from refineloop.cli.run_commands import start_run
 from refineloop.judges.verdicts import JudgeReply, from_structured, parse_idea, parse_judge_text
 from tests.conftest import judge_reply
 

@@ -27,19 +27,20 @@ import json
 import os
 import shutil
 import sqlite3
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-from refineloop.apps.engine import Outcome, checkpoints, execute, load_models, stop_ends_loading
+from langchain_core.runnables import RunnableConfig
+
+from refineloop.apps.engine import EngineCallbacks, Outcome, checkpoints, execute, load_models
+from refineloop.apps.stop_signals import stop_ends_loading
 from refineloop.backends.model_cache import MODELS, ModelCache
 from refineloop.errors import RunFolderError, SettingsError
-from refineloop.graph import ACCEPT_NODE, build_graph
-from refineloop.run_folder.artifacts import listed_images, read_record, save_json, sidecar_path
+from refineloop.graph import build_graph
 from refineloop.run_folder.folder import (
     CHECKPOINTS,
     LOCK,
@@ -51,9 +52,11 @@ from refineloop.run_folder.folder import (
     run_saver,
     write_meta,
 )
+from refineloop.run_folder.image_files import listed_images, read_record, save_json, sidecar_path
 from refineloop.run_folder.trace import append_trace
 from refineloop.run_view import rewrite_paths
 from refineloop.settings import RunSettings
+from refineloop.strategies import spec_for
 from refineloop.tasks import resolve_task
 
 
@@ -63,16 +66,17 @@ def fork_run(
     overrides: dict[str, Any] | None = None,
     *,
     models: ModelCache = MODELS,
-    out: TextIO = sys.stdout,
-    inp: TextIO | None = None,
+    callbacks: EngineCallbacks | None = None,
     checkpointer_url: str = "",
 ) -> Outcome:
     """Fork `run_dir` after image `from_iteration` into a new run folder and run it to its end.
 
     `overrides` are RunSettings fields to change (only the flags given); the rest come from the original run.
     Settings are checked first; the new folder is made and locked before the models load, and removed again
-    when anything fails before its first checkpoint.
+    when anything fails before its first checkpoint. `callbacks` hear what the run does (the terminal's, from
+    the CLI).
     """
+    told = callbacks or EngineCallbacks()
     source = str(Path(run_dir).expanduser().resolve())
     meta = read_meta(source)
     values = state_after_image(source, meta, from_iteration, checkpointer_url or meta.get("checkpointer", ""))
@@ -94,27 +98,25 @@ def fork_run(
     # Made and locked before the models load, so a second fork to the same folder is refused at once.
     with new_run_folder(target, named=True) as claim:
         with stop_ends_loading("nothing was kept", claim.discard):
-            load_models(models, settings, out)
+            load_models(models, settings, told)
         copy_images(source, target, from_iteration, recorded)
         with checkpoints(target) as checkpointer:
             write_meta(target, thread_id, settings.strategy, loras=settings.lora)
             _note_origin(target, source, meta, from_iteration)
             graph = build_graph(settings.strategy, checkpointer)
-            config = {"configurable": {"thread_id": thread_id}}
+            config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
             # Only the new graph's own keys: an agent run's router bookkeeping means nothing to climbing, say.
             channels = set(graph.builder.channels)
             seeded = {key: value for key, value in state.items() if key in channels}
             if "review_stop" in channels:
                 seeded["review_stop"] = ""
-            graph.update_state(config, seeded, as_node=ACCEPT_NODE[settings.strategy])
+            graph.update_state(config, seeded, as_node=spec_for(settings.strategy).accept_node)
             claim.keep()
             append_trace(target, {"kind": "fork", "source": source, "iteration": from_iteration})
-            out.write(
-                f"forked {source} after image {from_iteration}\n"
-                f"run folder: {target}\nstrategy: {settings.strategy}   seed: {settings.seed}   "
-                f"goal: {task.get('goal', '')}\n"
-            )
-            return execute(settings, None, thread_id, models, out, checkpointer, inp=inp)
+            told.note(f"forked {source} after image {from_iteration}")
+            told.note(f"run folder: {target}")
+            told.note(f"strategy: {settings.strategy}   seed: {settings.seed}   goal: {task.get('goal', '')}")
+            return execute(settings, None, thread_id, models, checkpointer, callbacks=told)
 
 
 def state_after_image(run_dir: str, meta: dict[str, Any], iteration: int, url: str = "") -> dict[str, Any]:
@@ -122,7 +124,7 @@ def state_after_image(run_dir: str, meta: dict[str, Any], iteration: int, url: s
     rejected); SettingsError when no round ended there. Checkpoints in Postgres (`url`) are read in place."""
     with _history_saver(run_dir, url) as saver:
         graph = build_graph(meta["strategy"], saver)
-        config = {"configurable": {"thread_id": meta["thread_id"]}}
+        config: RunnableConfig = {"configurable": {"thread_id": meta["thread_id"]}}
         # Only acceptance appends to history, once per round; the history is newest first, so for each
         # length the value kept last is the oldest checkpoint with it: the one acceptance wrote.
         rounds: dict[int, dict[str, Any]] = {}

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 from refineloop.errors import ModelError
 
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from refineloop.backends.image.protocol import ImageModel
     from refineloop.settings import RunSettings
 
+
+_T = TypeVar("_T")
 
 #: Alternatives asked for at each answer token, enough to find both "yes" and "no" among them.
 LOGPROB_ALTERNATIVES = 5
@@ -54,7 +57,7 @@ class ModelCache:
 
     def chat_model(self, settings: RunSettings) -> BaseChatModel:
         """The critic chat model for these settings, loaded on first use."""
-        registered = self._models.get(("chat-registered", settings.eval_model))
+        registered: BaseChatModel | None = self._models.get(("chat-registered", settings.eval_model))
         if registered is not None:
             return registered
         key = _critic_key("chat", settings)
@@ -116,11 +119,14 @@ class ModelCache:
             return model
         return self._get((*key, round(temperature, 3)), lambda: with_temperature(model, temperature))
 
-    def _get(self, key: tuple[Any, ...], load: Any) -> Any:
+    def _get(self, key: tuple[Any, ...], load: Callable[[], _T]) -> _T:
         with self._lock:
-            if key not in self._models:
-                self._models[key] = load()
-            return self._models[key]
+            if key in self._models:
+                cached: _T = self._models[key]
+                return cached
+            model = load()
+            self._models[key] = model
+            return model
 
 
 def _critic_key(role: str, settings: RunSettings) -> tuple[Any, ...]:
@@ -172,21 +178,31 @@ def load_image_model(spec: str, device: str = "", dtype: str = "", loras: tuple[
 
         return SketchImageModel(**_sketch_options(spec))
     if spec.startswith("hf:") or Path(spec).expanduser().is_dir():
-        from refineloop.backends.image.diffusers_model import load_diffusers
+        from refineloop.backends.image.diffusers import load_diffusers
 
         return load_diffusers(spec.removeprefix("hf:"), device=device or None, dtype=dtype or None, loras=loras)
     raise ModelError(f"unknown image model '{spec}': use sketch, hf:<hub id> or a local diffusers folder")
 
 
-def _sketch_options(spec: str) -> dict[str, float]:
+class SketchOptions(TypedDict, total=False):
+    """The options of a `sketch:...` spec, as SketchImageModel takes them."""
+
+    size: int
+    delay: float
+
+
+def _sketch_options(spec: str) -> SketchOptions:
     """`sketch:size=512,delay=0.5`: image size, and a pause per image that mimics a slow model."""
-    options: dict[str, float] = {}
+    options: SketchOptions = {}
     for part in filter(None, spec.partition(":")[2].split(",")):
         key, _, value = part.partition("=")
         if key not in ("size", "delay"):
             raise ModelError(f"unknown sketch option '{key}': use sketch:size=256,delay=0.5")
         try:
-            options[key] = int(value) if key == "size" else float(value)
+            if key == "size":
+                options["size"] = int(value)
+            else:
+                options["delay"] = float(value)
         except ValueError:
             raise ModelError(f"sketch option {key} needs a number, got '{value}'") from None
     return options
@@ -211,7 +227,7 @@ def load_chat_model(spec: str, settings: RunSettings, *, vision: bool = True) ->
     if spec.startswith("openai:") and spec[7:]:
         from refineloop.backends.chat.openai_compatible import load_openai
 
-        return load_openai(
+        model: BaseChatModel = load_openai(
             spec[7:],
             base_url=settings.openai_url,
             key_env=settings.openai_key_env,
@@ -219,4 +235,5 @@ def load_chat_model(spec: str, settings: RunSettings, *, vision: bool = True) ->
             timeout=settings.critic_timeout,
             require_vision=vision,
         )
+        return model
     raise ModelError(f"unknown eval model '{spec}': use demo, ollama:<model> (e.g. ollama:gemma3:4b) or openai:<model>")

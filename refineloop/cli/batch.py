@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from refineloop.cli.flags import add_settings_flags
 from refineloop.errors import RefineError, SettingsError
 from refineloop.settings import RunSettings
 
@@ -31,8 +32,6 @@ a cluster (--address) keeps them in Postgres (--checkpointer postgres://...), wh
 
 def add_batch_command(subparsers: Any) -> None:
     """Add `batch` to an argparse subparsers object (refineloop's own, or any other)."""
-    from refineloop.cli.main import add_settings_flags  # here, not at the top: cli.py imports this module
-
     parser = subparsers.add_parser(
         "batch",
         help="run many goals, one run folder each, with a summary; resumable; optionally on Ray",
@@ -160,7 +159,7 @@ def _run_ray(plan: Any, args: argparse.Namespace, out: TextIO) -> list[Any]:
     import ray
 
     from refineloop.scale import ScaleError
-    from refineloop.scale.ray_engine import EngineOptions, run_ray
+    from refineloop.scale.ray import EngineOptions, run_ray
 
     options = EngineOptions(
         address=args.address,
@@ -174,7 +173,7 @@ def _run_ray(plan: Any, args: argparse.Namespace, out: TextIO) -> list[Any]:
     try:
         return run_ray(plan, args.checkpointer, options, out=out)
     except ray.exceptions.RayError as exc:
-        from refineloop.scale.ray_engine import reason
+        from refineloop.scale.ray import reason
 
         # Whatever Ray raises past our own handling is still reported in one line, never as a traceback.
         raise ScaleError(f"the Ray cluster failed: {reason(exc)}") from None
@@ -186,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_batch_command(commands)
     args = parser.parse_args(argv)
-    return args.batch_handler(args)
+    return int(args.batch_handler(args))
 
 
 if __name__ == "__main__":

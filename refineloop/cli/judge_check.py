@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from refineloop.cli.flags import add_settings_flags
 from refineloop.errors import RefineError, SettingsError
 
 #: The run settings judge-check reads: which critic (and auditor), how it is reached, and what to draw.
@@ -47,8 +48,6 @@ task into a new folder (runs/<time>-judge-check, or --output-dir). Flags not giv
 
 def add_judge_check_command(subparsers: Any) -> None:
     """Add `judge-check` to an argparse subparsers object."""
-    from refineloop.cli.main import add_settings_flags  # here, not at the top: cli.py imports this module
-
     parser = subparsers.add_parser(
         "judge-check",
         help="measure your critic (repeats, spread, position flips, agreement) and recommend judge settings",

@@ -8,87 +8,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import os
 import signal
 import sys
-import types
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, get_args, get_type_hints
+from typing import Any
 
 from refineloop.cli.batch import add_batch_command
+from refineloop.cli.flags import add_settings_flags
 from refineloop.cli.judge_check import add_judge_check_command
 from refineloop.errors import RefineError
-from refineloop.settings import RESUME_OVERRIDES, STRATEGIES, RunSettings
+from refineloop.settings import RESUME_OVERRIDES, RunSettings
 
 DEMO_DEFAULTS = {"image_model": "sketch", "eval_model": "demo", "strategy": "climbing"}
-
-
-@functools.cache
-def _settings_hints() -> dict[str, Any]:
-    return get_type_hints(RunSettings)
-
-
-def _flag_type(field: dataclasses.Field[Any]) -> Any:
-    """The flag's type: the field's annotation, with `| None` dropped (an empty flag is the default)."""
-    annotation = _settings_hints()[field.name]
-    if isinstance(annotation, types.UnionType):
-        annotation = next(a for a in get_args(annotation) if a is not type(None))
-    return annotation
-
-
-def add_settings_flags(
-    parser: argparse.ArgumentParser,
-    defaults: dict[str, Any] | None = None,
-    *,
-    overrides_only: bool = False,
-    only: Sequence[str] | None = None,
-    skip: Sequence[str] = (),
-) -> None:
-    """One flag per RunSettings field (or per field named in `only`), described by the field's own description.
-
-    With `overrides_only` a flag not given leaves no attribute at all (so a fork or a resume can tell what was
-    asked for), and booleans get a `--no-` form, since the setting they override may be on.
-    """
-    defaults = defaults or {}
-    for field in dataclasses.fields(RunSettings):
-        if (only is not None and field.name not in only) or field.name in skip:
-            continue
-        flag = "--" + field.name.replace("_", "-")
-        default = argparse.SUPPRESS if overrides_only else defaults.get(field.name, field.default)
-        if default is dataclasses.MISSING:
-            default = field.default_factory()  # type: ignore[misc]  # a list knob: a fresh empty list
-        if _flag_type(field) == list[str]:
-            # A knob that holds several values takes its flag once per value (--lora a --lora b:0.5).
-            parser.add_argument(
-                flag,
-                dest=field.name,
-                action="append",
-                default=default,
-                help=field.metadata.get("description", ""),
-                metavar=field.name.upper(),
-            )
-            continue
-        help_text = field.metadata.get("description", "")
-        if field.name == "strategy":
-            help_text += f" Choices: {', '.join(STRATEGIES)}."
-        shown = "" if overrides_only or default in (None, "") else f" (default: {default})"
-        if _flag_type(field) is bool:
-            # A setting that is on by default needs its --no- form to be turned off at all.
-            action = argparse.BooleanOptionalAction if overrides_only or default is True else "store_true"
-            parser.add_argument(flag, dest=field.name, action=action, default=default, help=help_text)
-            continue
-        # `--from IMAGE` reads as a sentence; --from-image stays for symmetry with the setting's name.
-        names = (flag, "--from") if field.name == "from_image" else (flag,)
-        parser.add_argument(
-            *names,
-            dest=field.name,
-            type=_flag_type(field),
-            default=default,
-            help=help_text + shown,
-            metavar=field.name.upper(),
-        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -190,7 +123,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command in ("run", "demo"):
         return _run(args)
     if args.command == "resume":
-        from refineloop.apps.engine import resume_run
+        from refineloop.cli.run_commands import resume_run
 
         overrides = {name: getattr(args, name) for name in RESUME_OVERRIDES if hasattr(args, name)}
         if overrides:
@@ -200,9 +133,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "fork":
         return _fork(args)
     if args.command == "batch":
-        return args.batch_handler(args)
+        return int(args.batch_handler(args))
     if args.command == "judge-check":
-        return args.handler(args)
+        return int(args.handler(args))
     if args.command == "show":
         return _show(args.image, as_json=args.json)
     return _list_runs(args.root)
@@ -227,7 +160,7 @@ def _checked_url(args: argparse.Namespace) -> str:
 
     if not args.checkpointer.startswith(("postgres://", "postgresql://")):
         raise ScaleError(f"--checkpointer takes a postgres://user@host:port/db URL, got '{args.checkpointer}'")
-    return args.checkpointer
+    return str(args.checkpointer)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -235,7 +168,7 @@ def _run(args: argparse.Namespace) -> int:
     settings = RunSettings(**{k: v for k, v in vars(args).items() if k in names})
     settings.validate()  # before importing langgraph: a bad flag answers instantly
     url = _checked_url(args)
-    from refineloop.apps.engine import start_run
+    from refineloop.cli.run_commands import start_run
 
     # sys.stdout as it is now, not as the runner's default bound it at import (a caller may have swapped it).
     return start_run(settings, checkpointer_url=url, out=sys.stdout).exit_code
@@ -246,13 +179,15 @@ def _fork(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in vars(args).items() if k in names}
     url = _checked_url(args)
     from refineloop.apps.fork import fork_run
+    from refineloop.cli.terminal import Terminal
 
-    return fork_run(args.run_dir, args.from_iteration, overrides, checkpointer_url=url, out=sys.stdout).exit_code
+    terminal = Terminal(sys.stdout)
+    return fork_run(args.run_dir, args.from_iteration, overrides, checkpointer_url=url, callbacks=terminal).exit_code
 
 
 def _list_runs(root: str) -> int:
     """Every run folder under `root`, and the runs inside each batch folder there, grouped under it."""
-    from refineloop.apps.batch import MANIFEST
+    from refineloop.apps.batch.plan import MANIFEST
     from refineloop.run_folder.folder import is_run_folder
 
     base = Path(root)
@@ -300,7 +235,7 @@ def _status(run_dir: str, values: dict[str, Any], found: Any) -> str:
 
     if is_locked(run_dir):
         return "running"
-    status = values.get("status", "new")
+    status = str(values.get("status", "new"))
     if status != "running":
         return status
     # A run paused at a review question has the interrupt pending in its last checkpoint.

@@ -17,7 +17,7 @@ from refineloop.judges.base import Judging
 from refineloop.judges.duel import duel
 from refineloop.judges.measure import add, count_audit, rates
 from refineloop.judges.score import look
-from refineloop.run_folder.artifacts import image_path, read_sidecars
+from refineloop.run_folder.image_files import image_path, read_sidecars
 from refineloop.settings import RunSettings
 
 VERDICTS = {2: "agrees", 1: "unsure", 0: "disagrees"}

@@ -38,7 +38,7 @@ from refineloop.judges.measure import (
     rates,
 )
 from refineloop.judges.score import look
-from refineloop.run_folder.artifacts import image_path, listed_images, read_sidecars, save_image
+from refineloop.run_folder.image_files import image_path, listed_images, read_sidecars, save_image
 from refineloop.run_folder.safe_io import write_text_atomic
 from refineloop.settings import RunSettings
 from refineloop.tasks import Task

@@ -16,10 +16,11 @@ import statistics
 from typing import Any
 
 from refineloop.judges.base import WARM, Judging
-from refineloop.judges.duel import Duel, duel
+from refineloop.judges.duel import duel
 from refineloop.judges.measure import count_samples
+from refineloop.judges.outcomes import Duel
 from refineloop.judges.samples import fresh_look
-from refineloop.run_folder.artifacts import image_path, read_record, read_sidecars, save_json, sidecar_path
+from refineloop.run_folder.image_files import image_path, read_record, read_sidecars, save_json, sidecar_path
 from refineloop.state import Candidate
 
 FINAL_SAMPLES = 2

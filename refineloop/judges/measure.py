@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from refineloop.judges.duel import Duel
+    from refineloop.judges.outcomes import Duel
 
 
 def count_duel(duel: Duel, score_a: float | None, score_b: float | None) -> dict[str, float]:

@@ -1,11 +1,11 @@
 """Evaluator-optimizer: a prompt-writing generator agent and a critic agent take turns.
 
-    START -> setup -> generator -> critic -> accept_evaluator_optimizer --> stop -> END
-                          ^                              |
-                          '------------------------------'
+    START -> setup -> generator -> generate -> critic -> accept_evaluator_optimizer --> stop -> END
+                          ^                                          |
+                          '------------------------------------------'
 
 The generator agent asks the agent model (`agent_model`, else the critic's model) for the next prompt,
-given the goal and the critic's last verdict, then draws it with the generate node's own function. The
+given the goal and the critic's last verdict; the generate node draws it, as in every other graph. The
 critic agent judges it with the evaluate node (its judge: `refineloop.judges.score.ask_judge`). The image
 travels in state as a path, never as text relayed between the agents, and every image is judged, the last
 one included. Acceptance is greedy and best is tracked by the shared accept helpers, so the runner's
@@ -22,15 +22,13 @@ from langchain_core.runnables import RunnableConfig
 from refineloop.backends.chat.invoke import build_messages, traced_invoke
 from refineloop.backends.image.protocol import ImageModel
 from refineloop.backends.model_cache import models_for
-from refineloop.nodes.generate import compose_prompt, generate
-from refineloop.nodes.propose import STEADY_TEMPERATURE, usable_idea
-from refineloop.nodes.router import agent_chat_model
-from refineloop.nodes.routes import stop_reason
-from refineloop.nodes.summarize import TOKENS_PER_WORD, clean_prompt, fit_to_budget
+from refineloop.prompt_text import TOKENS_PER_WORD, clean_prompt, compose_prompt, fit_to_budget, usable_idea
 from refineloop.prompts_agents import writer_messages_text
 from refineloop.run_folder.trace import append_trace
+from refineloop.schedules import STEADY_TEMPERATURE
 from refineloop.settings import RunSettings
 from refineloop.state import RefineState
+from refineloop.stopping import stop_reason
 from refineloop.tasks import Task
 
 #: Word budget asked of the writer when the image model reads any length (the judge's own idea limit).
@@ -47,16 +45,17 @@ def prompt_words(image_model: ImageModel, subject: str) -> int:
 
 
 def generator(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
-    """The generator agent: write the next prompt from the goal and the last critique, then draw it."""
+    """The generator agent: write the next prompt from the goal and the last critique (generate draws it)."""
     settings = RunSettings.from_dict(state["settings"])
     task = Task.from_dict(state["task"])
-    image_model = models_for(config).image_model(settings)
+    models = models_for(config)
+    image_model = models.image_model(settings)
     iteration = state["iteration"] + 1
     # Greedy acceptance has already moved the critic's description of the next image into `idea`.
     idea = state["idea"]
     last = state.get("candidate")
     system, user = writer_messages_text(task, last, state.get("best"), idea, prompt_words(image_model, task.subject))
-    writer = agent_chat_model(config, settings, STEADY_TEMPERATURE)
+    writer = models.agent_model(settings, STEADY_TEMPERATURE)
     reply, _ = traced_invoke(
         writer,
         build_messages(system, user),
@@ -75,9 +74,7 @@ def generator(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
             {"kind": "warning", "iteration": iteration, "message": f"writer reply unusable, drew the idea: {idea}"},
         )
         prompt = clean_prompt(idea)
-    prompt = fit_to_budget(prompt, task.subject, image_model, state["run_dir"], iteration)
-    drawn = generate({**state, "prompt": prompt}, config)
-    return {**drawn, "prompt": prompt}
+    return {"prompt": fit_to_budget(prompt, task.subject, image_model, state["run_dir"], iteration)}
 
 
 def route_after_critique(state: RefineState) -> Literal["stop", "generator"]:

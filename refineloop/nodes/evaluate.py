@@ -35,10 +35,11 @@ from refineloop.judges.hooks import evaluate_extras
 from refineloop.judges.score import ask_judge
 from refineloop.judges.verdicts import Verdict, parse_winner
 from refineloop.prompts import compare_messages_text
-from refineloop.run_folder.artifacts import image_path, read_sidecars, save_json, sidecar_path
+from refineloop.run_folder.image_files import image_path, read_sidecars, save_json, sidecar_path
 from refineloop.run_folder.round_files import remake_missing, wait_for_round
 from refineloop.settings import RunSettings
 from refineloop.state import Candidate, RefineState
+from refineloop.strategies import spec_for
 from refineloop.tasks import Task
 
 #: Sampling temperature when several judge samples are averaged: enough to decorrelate, not to wander.
@@ -183,6 +184,7 @@ def evaluate(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
                 {**other, "decision": f"not chosen (best of {len(judged)})"}, sidecar_path(run_dir, other["iteration"])
             )
     update: dict[str, Any] = {}
+    spec = spec_for(settings.strategy)
     best = state.get("best")
     rescored: tuple[Candidate, Candidate] | None = None
     if (
@@ -191,7 +193,7 @@ def evaluate(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
         and best.get("score") is not None
         and chosen["score"] is not None
         and abs(chosen["score"] - best["score"]) < TIE_MARGIN
-        and settings.strategy != "greedy"
+        and spec.rescores_ties
     ):
         # A tie with the incumbent: judge the incumbent again, so its score is as well measured as the challenger's.
         revised = score_image(models, settings, task, best, run_dir, budget, settings.judge_samples)
@@ -202,10 +204,11 @@ def evaluate(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
         update["best"] = best
         current = state.get("current")
         if current and current["iteration"] == revised["iteration"]:
-            # Climbing and img2img stand on the best; annealing walks on, from the re-scored image's record.
-            update["current"] = best if settings.strategy != "annealing" else revised
-    opponent = update.get("current", state.get("current")) if settings.strategy == "annealing" else best
-    if settings.judge == "pairwise" and opponent and chosen["score"] is not None and settings.strategy != "greedy":
+            # A walk from the best stands on the best; one from the current image walks on, from the re-scored
+            # image's record.
+            update["current"] = revised if spec.walks_from == "current" else best
+    opponent = update.get("current", state.get("current")) if spec.walks_from == "current" else best
+    if settings.judge == "pairwise" and opponent and chosen["score"] is not None and spec.comparing:
         result = compare(models, settings, task, chosen, opponent, run_dir, budget)
         if result is not None:
             chosen["pairwise"] = result

@@ -10,19 +10,16 @@ from langchain_core.runnables import RunnableConfig
 from refineloop.backends.chat import critic_images
 from refineloop.backends.image.protocol import ImageRequest
 from refineloop.backends.model_cache import models_for
+from refineloop.prompt_text import compose_prompt
 from refineloop.run_folder import image_writer
-from refineloop.run_folder.artifacts import image_path
+from refineloop.run_folder.image_files import image_path
 from refineloop.run_folder.round_files import provenance_info
 from refineloop.run_folder.trace import append_trace
 from refineloop.schedules import image_seed, strength
 from refineloop.settings import RunSettings
 from refineloop.state import Candidate, RefineState
+from refineloop.strategies import spec_for
 from refineloop.tasks import Task
-
-
-def compose_prompt(subject: str, prompt: str) -> str:
-    """The anchor first (it is what keeps the subject single and centred), then the idea."""
-    return f"{subject}, {prompt}" if prompt else subject
 
 
 def generate(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
@@ -40,7 +37,7 @@ def generate(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
     numbers = range(first, first + count)
     best = state.get("best")
     init_image, used_strength = None, None
-    if settings.strategy == "img2img" and best and model.traits.img2img:
+    if spec_for(settings.strategy).from_image and best and model.traits.img2img:
         init_image = best["path"]
         if model.traits.strength:
             round_number = (first - 1) // settings.candidates + 1

@@ -1,8 +1,9 @@
 """`propose`: ask the critic for a fresh idea from the image the search stands on.
 
-Climbing and img2img start from the best image, annealing from its current one; the ideas that already
-failed from there are listed so the proposer looks elsewhere. For annealing the proposer's sampling
-temperature follows the cooling schedule; the judge never warms.
+A strategy that walks from the best image (climbing, img2img) proposes from it, one that walks from its
+current image (annealing) from that; the ideas that already failed from there are listed so the proposer
+looks elsewhere. Where the strategy cools, the proposer's sampling temperature follows the cooling schedule;
+the judge never warms.
 """
 
 from __future__ import annotations
@@ -16,14 +17,13 @@ from refineloop.backends.chat.invoke import build_messages, traced_invoke
 from refineloop.backends.model_cache import models_for
 from refineloop.budgets import can_spare_call
 from refineloop.judges.verdicts import parse_idea
+from refineloop.prompt_text import usable_idea
 from refineloop.prompts import proposer_messages_text, with_kept
-from refineloop.schedules import proposer_temperature, temperature
+from refineloop.schedules import STEADY_TEMPERATURE, proposer_temperature, temperature
 from refineloop.settings import RunSettings
 from refineloop.state import RefineState
+from refineloop.strategies import spec_for
 from refineloop.tasks import Task
-
-#: Proposer temperature for strategies that do not anneal: varied, but not wild.
-STEADY_TEMPERATURE = 0.7
 
 
 def propose(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
@@ -31,12 +31,16 @@ def propose(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
     settings = RunSettings.from_dict(state["settings"])
     task = Task.from_dict(state["task"])
     iteration = state["iteration"]
-    if settings.strategy == "annealing":
-        t = temperature(settings.initial_temp, settings.cooling_rate, iteration)
-        sampling = proposer_temperature(t, settings.initial_temp)
-        base = state.get("current") or state.get("best") or state.get("candidate")
+    spec = spec_for(settings.strategy)
+    if spec.cools:
+        sampling = proposer_temperature(
+            temperature(settings.initial_temp, settings.cooling_rate, iteration), settings.initial_temp
+        )
     else:
         sampling = STEADY_TEMPERATURE
+    if spec.walks_from == "current":
+        base = state.get("current") or state.get("best") or state.get("candidate")
+    else:
         base = state.get("best") or state.get("current") or state.get("candidate")
     assert base is not None, "propose runs only after an image exists"
     failed = list(state.get("failed_ideas") or [])
@@ -63,13 +67,6 @@ def propose(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
     # The task's words to keep were asked for; any the proposer dropped go back in, verbatim.
     idea = with_kept(idea, task.keep, task.subject)
     return {"idea": idea, "critic_calls": 1, "seconds": time.perf_counter() - started}
-
-
-def usable_idea(text: str) -> bool:
-    """Reject empty replies, refusals and judge-format echoes as image ideas."""
-    lowered = text.lower()
-    refusals = ("i cannot", "i can't", "sorry", "as an ai", "unable to")
-    return len(text.split()) >= 3 and not any(r in lowered for r in refusals) and "score:" not in lowered
 
 
 def fallback_idea(task: Task, previous: str, failed: list[str], iteration: int) -> str:

@@ -32,9 +32,8 @@ from langgraph.types import interrupt
 
 from refineloop.backends.model_cache import models_for
 from refineloop.judges.checklist import edited_checklist
-from refineloop.nodes.stop import stop, stop_for
-from refineloop.nodes.summarize import clean_prompt, fit_to_budget
-from refineloop.run_folder.artifacts import read_record, save_json, sidecar_path
+from refineloop.prompt_text import clean_prompt, fit_to_budget
+from refineloop.run_folder.image_files import read_record, save_json, sidecar_path
 from refineloop.run_folder.trace import append_trace
 from refineloop.settings import RunSettings
 from refineloop.state import RefineState
@@ -144,7 +143,8 @@ def review(state: ReviewState, config: RunnableConfig) -> dict[str, Any]:
         record["prompt"] = prompt
     elif action == "stop":
         reason = f"stopped by the reviewer at image {iteration}" + (f": {text}" if text else "")
-        update = {"review_stop": reason}
+        # The stop node says this reason: no stop rule fires on a run the reviewer ends mid-way.
+        update = {"review_stop": reason, "stop_reason": reason}
         record["reason"] = reason
     _record(state["run_dir"], iteration, record)
     return update
@@ -177,10 +177,3 @@ def route_to_review(state: ReviewState) -> Literal["review", "generate"]:
 def route_after_review(state: ReviewState) -> Literal["generate", "stop"]:
     """The reviewer's stop ends the run; approve and edit draw the next image."""
     return "stop" if state.get("review_stop") else "generate"
-
-
-def stop_or_reviewed(state: ReviewState, config: RunnableConfig) -> dict[str, Any]:
-    """The stop node of the four strategy graphs (`refineloop.nodes.stop.stop`: the final pick, the audit, the
-    artifacts), with the reviewer's reason when a person stopped the run, else the shared stop rules'."""
-    reason = state.get("review_stop")
-    return stop_for(state, config, reason) if reason else stop(state, config)

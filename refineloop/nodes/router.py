@@ -23,21 +23,16 @@ from typing import Any, Literal, cast
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
-from langgraph.runtime import Runtime
 from langgraph.types import Command
 
 from refineloop.backends.chat.invoke import bounded_invoke, build_messages
 from refineloop.backends.chat.text_safety import clean_model_text
 from refineloop.backends.model_cache import models_for
-from refineloop.errors import ModelError
-from refineloop.judges.finish import applied, finish
-from refineloop.nodes.routes import route_after_accept, stop_reason
-from refineloop.nodes.setup import make_setup
 from refineloop.prompts_agents import router_messages_text
-from refineloop.run_folder.artifacts import write_artifacts
 from refineloop.run_folder.trace import append_trace
 from refineloop.settings import RunSettings
 from refineloop.state import RefineState
+from refineloop.stopping import route_after_accept, stop_reason
 from refineloop.tasks import Task
 from refineloop.tools import route_tools
 
@@ -57,32 +52,6 @@ class AgentState(RefineState, total=False):
     """The image (iteration) `router_calls` counts for; a new image starts a fresh budget."""
     router_off: str
     """Why the model is no longer asked (it cannot call tools); empty while it is."""
-
-
-def agent_chat_model(
-    config: RunnableConfig | None, settings: RunSettings, temperature: float | None = None
-) -> BaseChatModel:
-    """The chat model for agent roles (see `ModelCache.agent_model`), at `temperature` when given."""
-    return models_for(config).agent_model(settings, temperature)
-
-
-def make_agent_setup(strategy: str):  # noqa: ANN201 - returns a node function
-    """A setup node that also loads the agent's model, so a missing one fails before any image is made."""
-    base = make_setup(strategy)
-
-    def setup(state: RefineState, runtime: Runtime[RunSettings], config: RunnableConfig) -> dict[str, Any]:
-        """Fill in the run state (unless the CLI did) and load the agent model."""
-        update = base(state, runtime)
-        settings = RunSettings.from_dict(update.get("settings") or state["settings"])
-        try:
-            agent_chat_model(config, settings)
-        except ModelError as exc:
-            if not settings.agent_model:
-                raise
-            raise ModelError(f"--agent-model {settings.agent_model}: {exc}") from exc
-        return update
-
-    return setup
 
 
 def unjudged(state: RefineState) -> bool:
@@ -219,7 +188,7 @@ def router(state: AgentState, config: RunnableConfig) -> Command[Route]:
         )
     else:
         # Temperature 0 before binding: the bound wrapper no longer exposes the model's fields.
-        bound, off = _tool_capable(agent_chat_model(config, settings, 0.0))
+        bound, off = _tool_capable(models_for(config).agent_model(settings, 0.0))
         if bound is None:
             route = fixed_route(state)
             update["router_off"] = off
@@ -249,6 +218,7 @@ def _ask(state: AgentState, settings: RunSettings, bound: Any) -> tuple[Route, d
     )
     tool_calls = list(getattr(reply, "tool_calls", None) or [])
     extra: dict[str, Any] = {}
+    fallback: str | None
     if not tool_calls:
         route, fallback = fixed_route(state), "no tool call in the reply"
     else:
@@ -276,12 +246,3 @@ def _ask(state: AgentState, settings: RunSettings, bound: Any) -> tuple[Route, d
         },
     )
     return route, extra
-
-
-def agent_stop(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
-    """The stop node of agent mode: like `stop` (the final pick and the audit first), and it keeps the agent's
-    own reason when no rule fired."""
-    reason = stop_reason(state) or state.get("stop_reason") or "stopped"
-    update = {**finish(dict(state), config), "status": "done", "stop_reason": reason}
-    write_artifacts(applied(dict(state), update))
-    return update

@@ -1,20 +1,27 @@
-"""`setup`: turn settings (from the input state or Studio's context form) into a ready run state."""
+"""`setup`: turn the graph's input (refineloop.state.RunInput) and Studio's context form into a ready run state.
+
+The refineloop CLI resolves its settings and task first (to make the run folder and load the models before
+the graph starts) and hands both in; Studio hands in a goal, settings, or nothing, and its context form.
+"""
 
 from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 
-from refineloop.errors import SettingsError
+from refineloop.backends.model_cache import models_for
+from refineloop.errors import ModelError, SettingsError
 from refineloop.prompts import with_kept
 from refineloop.run_folder.names import safe_component
 from refineloop.settings import RunSettings
-from refineloop.state import RefineState
+from refineloop.state import RunInput
 from refineloop.tasks import Task, resolve_task
 
 
@@ -34,18 +41,23 @@ def default_run_dir(task_name: str, root: str = "runs") -> str:
     return str(path.resolve())
 
 
-def resolve_settings(settings: RunSettings, strategy: str | None = None) -> tuple[RunSettings, Task]:
-    """Validate, choose and record a seed, resolve the task and the run folder's path (not made yet)."""
+def resolve_settings(
+    settings: RunSettings, strategy: str | None = None, task: Task | None = None
+) -> tuple[RunSettings, Task]:
+    """Validate, choose and record a seed, resolve the task (unless one is given) and the run folder's path
+    (not made yet)."""
     if strategy:
         settings.strategy = strategy
     settings.validate()
     if settings.seed is None:
         settings.seed = random.SystemRandom().randrange(2**31)
-    if settings.from_image:
+    if task is not None and Path(settings.output_dir).is_absolute():
+        return settings, task  # resolved before (by the CLI): its folder already stands where it says
+    if task is None and settings.from_image:
         from refineloop.run_folder.provenance import start_from_image
 
         task = start_from_image(settings)
-    else:
+    elif task is None:
         task = resolve_task(settings.task, settings.goal)
     settings.output_dir = _chosen_dir(settings.output_dir) if settings.output_dir else default_run_dir(task.name)
     return settings, task
@@ -59,7 +71,14 @@ def _chosen_dir(output_dir: str) -> str:
         raise SettingsError(f"--output-dir {output_dir}: no such user's home folder; write the path out") from None
 
 
-def initial_state(settings: RunSettings, task: Task) -> dict[str, Any]:
+def initial_state(settings: RunSettings, task: Task) -> RunInput:
+    """The graph's input for a run whose settings and task are resolved; makes the run folder. The setup node
+    builds the first state from it."""
+    Path(settings.output_dir).mkdir(parents=True, exist_ok=True)
+    return {"settings": settings.to_dict(), "task": task.to_dict()}
+
+
+def first_state(settings: RunSettings, task: Task) -> dict[str, Any]:
     """The first state of a run whose settings are resolved; makes the run folder."""
     run_dir = settings.output_dir
     Path(run_dir).mkdir(parents=True, exist_ok=True)
@@ -87,17 +106,46 @@ def initial_state(settings: RunSettings, task: Task) -> dict[str, Any]:
     }
 
 
-def make_setup(strategy: str):  # noqa: ANN201 - returns a node function
+def given_settings(given: RunInput, context: RunSettings | dict[str, Any] | None) -> RunSettings:
+    """The settings a run starts with: the input's, else the context form's, with the input's goal (if any)."""
+    settings = given.get("settings") or context or RunSettings()
+    chosen = RunSettings.from_dict(settings) if isinstance(settings, dict) else settings
+    if given.get("goal"):
+        chosen.goal = str(given["goal"])
+    return chosen
+
+
+SetupNode = Callable[..., dict[str, Any]]
+
+
+def make_setup(strategy: str) -> SetupNode:
     """A setup node bound to one graph's strategy (Studio's form may name another)."""
 
-    def setup(state: RefineState, runtime: Runtime[RunSettings]) -> dict[str, Any]:
-        """Fill in the run state unless the caller (the CLI) already did."""
-        if state.get("run_dir") and state.get("task"):
-            return {}
-        given = state.get("settings")
-        settings = RunSettings.from_dict(given) if given else (runtime.context or RunSettings())
-        if isinstance(settings, dict):
-            settings = RunSettings.from_dict(settings)
-        return initial_state(*resolve_settings(settings, strategy))
+    def setup(state: RunInput, runtime: Runtime[RunSettings]) -> dict[str, Any]:
+        """Build the first run state from the input and the context form."""
+        settings = given_settings(state, runtime.context)
+        task = state.get("task")
+        # A goal in the input asks for a task of its own; a task handed in is used as it is.
+        resolved = Task.from_dict(task) if task and not state.get("goal") else None
+        return first_state(*resolve_settings(settings, strategy, resolved))
+
+    return setup
+
+
+def make_agent_setup(strategy: str) -> SetupNode:
+    """A setup node that also loads the agent's model, so a missing one fails before any image is made."""
+    base = make_setup(strategy)
+
+    def setup(state: RunInput, runtime: Runtime[RunSettings], config: RunnableConfig) -> dict[str, Any]:
+        """Build the first run state and load the agent model."""
+        update = base(state, runtime)
+        settings = RunSettings.from_dict(update["settings"])
+        try:
+            models_for(config).agent_model(settings)
+        except ModelError as exc:
+            if not settings.agent_model:
+                raise
+            raise ModelError(f"--agent-model {settings.agent_model}: {exc}") from exc
+        return update
 
     return setup

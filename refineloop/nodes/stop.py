@@ -1,25 +1,26 @@
-"""`stop`: crown the best (after the final pick), mark the run done and write best.png, summary.txt, collage.png."""
+"""`stop`: crown the best (after the final pick), mark the run done and write best.png, summary.txt, collage.png.
+
+Every graph shape ends here. The reason is the shared stop rules' (refineloop.stopping); where none fired, it
+is the one the step that chose to stop wrote into `stop_reason` (the reviewer, agent mode's router).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.runnables import RunnableConfig
 
 from refineloop.judges.finish import applied, finish
-from refineloop.nodes.routes import stop_reason
 from refineloop.run_folder.artifacts import write_artifacts
 from refineloop.state import RefineState
+from refineloop.stopping import stop_reason
 
 
 def stop(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
-    """Finish the run for the reason the shared stop rules give."""
-    return stop_for(state, config, stop_reason(state) or "stopped")
-
-
-def stop_for(state: RefineState, config: RunnableConfig | None, reason: str) -> dict[str, Any]:
-    """Finish the run for `reason`: the final pick and the audit (refineloop.judges.finish), then the artifacts,
-    rewritten from scratch, so a re-run is harmless."""
+    """Finish the run: the final pick and the audit (refineloop.judges.finish), then the artifacts, rewritten
+    from scratch, so a re-run is harmless."""
+    reason = stop_reason(state) or state.get("stop_reason") or "stopped"
     update = {**finish(dict(state), config), "status": "done", "stop_reason": reason}
-    write_artifacts(applied(dict(state), update))
+    # `applied` merges plain dicts; the result is the run state the artifacts describe.
+    write_artifacts(cast(RefineState, applied(dict(state), update)))
     return update

@@ -1,88 +1,27 @@
-"""Files in a run folder: images and their sidecars, best.png, summary.txt and collage.png.
+"""A run's artifacts, made from a state: best.png, summary.txt, collage.png and report.html.
 
 Every write goes to a temporary file first and is renamed into place, so a crash leaves either the old
-file or the new one, never half of one. File names depend only on the iteration, so a node re-run after
-a crash overwrites its own output instead of adding a duplicate.
+file or the new one, never half of one. The images and sidecars they are made from are in
+refineloop.run_folder.image_files.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
-from refineloop.run_folder.safe_io import write_bytes_atomic, write_text_atomic, write_with
+from refineloop.run_folder.best_rule import best_rule
+from refineloop.run_folder.image_files import image_path, image_problem, listed_images, read_sidecars, save_image
+from refineloop.run_folder.report import write_report
+from refineloop.run_folder.safe_io import write_bytes_atomic, write_text_atomic
 
 if TYPE_CHECKING:
-    from PIL.PngImagePlugin import PngInfo
-
     from refineloop.state import RefineState
 
-IMAGE_NAME = re.compile(r"^(\d+)\.png$")
 THUMB = 192
-
-
-def image_path(run_dir: str, iteration: int) -> Path:
-    """Where image `iteration` lives: 01.png, 02.png, ... 100.png."""
-    return Path(run_dir) / f"{iteration:02d}.png"
-
-
-def sidecar_path(run_dir: str, iteration: int) -> Path:
-    """The JSON record beside an image: prompt, seed, score, critique, decision."""
-    return Path(run_dir) / f"{iteration:02d}.json"
-
-
-def save_image(image: Image.Image, path: Path, info: PngInfo | None = None) -> None:
-    """Save a PNG atomically, never through a symbolic link; `info` holds its text chunks (provenance:
-    refineloop.run_folder.provenance.png_info)."""
-    write_with(path, lambda fh: image.save(fh, format="PNG", pnginfo=info))
-
-
-def save_json(data: dict[str, Any], path: Path) -> None:
-    """Save JSON atomically, never through a symbolic link."""
-    write_text_atomic(path, json.dumps(data, indent=1, ensure_ascii=False))
-
-
-def listed_images(run_dir: str) -> list[tuple[int, Path]]:
-    """Every NN.png on disk, in iteration order (the collage scans files, not state, so a last image
-    written just before a crash still shows)."""
-    found = [(int(m.group(1)), p) for p in Path(run_dir).iterdir() if (m := IMAGE_NAME.match(p.name))]
-    return sorted(found)
-
-
-def read_record(path: Path) -> dict[str, Any] | None:
-    """A JSON object from a file in the run folder; None when it is missing, unreadable, not UTF-8, not JSON,
-    or JSON that is not an object (a damaged or hand-edited sidecar is skipped, never a crash)."""
-    try:
-        record = json.loads(path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
-
-
-def read_sidecars(run_dir: str) -> dict[int, dict[str, Any]]:
-    """Sidecar records by iteration; unreadable ones are skipped."""
-    records = {}
-    for iteration, _ in listed_images(run_dir):
-        if (record := read_record(sidecar_path(run_dir, iteration))) is not None:
-            records[iteration] = record
-    return records
-
-
-def image_problem(path: str) -> str | None:
-    """None when the image opens, else a short reason (missing, unreadable)."""
-    try:
-        with Image.open(path) as img:
-            img.verify()
-    except FileNotFoundError:
-        return "is missing"
-    except (OSError, UnidentifiedImageError, SyntaxError):
-        return "is not a readable PNG"
-    return None
 
 
 def write_artifacts(state: RefineState) -> list[Path]:
@@ -105,8 +44,6 @@ def write_artifacts(state: RefineState) -> list[Path]:
     if collage is not None:
         save_image(collage, Path(run_dir) / "collage.png")
         written.append(Path(run_dir) / "collage.png")
-    from refineloop.run_folder.report import write_report
-
     written.append(write_report(run_dir, state))
     return written
 
@@ -184,23 +121,6 @@ def summary_text(state: RefineState) -> str:
             "gave a different winner when the two images swapped places)"
         )
     return "\n".join(lines) + "\n"
-
-
-def best_rule(settings: dict[str, Any], pick: dict[str, Any] | None = None) -> str:
-    """What "best" means in this run, in words (README: the run folder, best.png); `pick` is the run's final pick."""
-    if settings.get("judge") == "pairwise" and settings.get("strategy") != "greedy":
-        rule = (
-            "the winner of the pairwise duels: an image takes over by beating the best in both orders, or by a "
-            "strictly higher score where it met no duel with the best"
-        )
-    else:
-        rule = "the highest-scored image, the earliest on a tie; re-scored images count with their revised score"
-    if pick and pick.get("winner") is not None and not pick.get("skipped"):
-        return (
-            "the winner of the final pick, where the best and the highest-scored images met again (the most duel "
-            f"wins in both orders, then the higher mean of fresh looks); before it, the best was {rule}"
-        )
-    return rule
 
 
 def checklist_lines(checklist: list[dict[str, Any]] | None) -> list[str]:

@@ -18,10 +18,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 from refineloop.errors import RunFolderError
 from refineloop.run_folder.safe_io import open_no_follow, refuse_link, refuse_links_in, write_text_atomic
-from refineloop.settings import STRATEGIES
+from refineloop.strategies import STRATEGY_SPECS
 
 if TYPE_CHECKING:
     from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
+    from langgraph.checkpoint.sqlite import SqliteSaver
 
 CHECKPOINTS = "checkpoints.sqlite"
 META = "run.json"
@@ -139,7 +140,7 @@ def read_meta(run_dir: str) -> dict[str, Any]:
     for key in ("thread_id", "strategy"):
         if not isinstance(meta.get(key), str) or not meta[key]:
             raise RunFolderError(f"{damaged} (no '{key}'): restore it, or start a new run")
-    if meta["strategy"] not in STRATEGIES:
+    if meta["strategy"] not in STRATEGY_SPECS:
         raise RunFolderError(f"{damaged} (unknown strategy '{meta['strategy']}'): restore it, or start a new run")
     if not isinstance(meta.get("checkpointer", ""), str):
         raise RunFolderError(f"{damaged} ('checkpointer' is not a URL): restore it, or start a new run")
@@ -165,13 +166,13 @@ def connect(run_dir: str) -> sqlite3.Connection:
     return conn
 
 
-def run_saver(conn: sqlite3.Connection) -> BaseCheckpointSaver:
+def run_saver(conn: sqlite3.Connection) -> BaseCheckpointSaver[str]:
     """LangGraph's SqliteSaver with short channel versions (see `_run_saver_class`)."""
     return _run_saver_class()(conn)
 
 
 @functools.cache
-def _run_saver_class() -> type[BaseCheckpointSaver]:
+def _run_saver_class() -> type[SqliteSaver]:
     """SqliteSaver stores the whole checkpoint, version maps included, at every super-step, and its versions
     carry a 16-digit random suffix each: about half of a small run's checkpoint. A run's thread is one
     timeline, so a zero-padded counter is enough; it also sorts after the long versions of folders written
@@ -219,7 +220,7 @@ def connect_readonly(run_dir: str) -> sqlite3.Connection:
 
 
 @contextmanager
-def reading_saver(run_dir: str, url: str = "") -> Iterator[BaseCheckpointSaver]:
+def reading_saver(run_dir: str, url: str = "") -> Iterator[BaseCheckpointSaver[str]]:
     """A checkpointer for reading a run without writing to it: the folder's SQLite opened read-only, or the
     Postgres at `url` (the run's recorded checkpointer)."""
     if url:

@@ -22,6 +22,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from refineloop.run_folder.image_files import save_image
+
 if TYPE_CHECKING:
     from PIL import Image
     from PIL.PngImagePlugin import PngInfo
@@ -33,8 +35,6 @@ _pending: dict[str, Future[None]] = {}
 
 def save_later(path: str | Path, picture: Image.Image, info: PngInfo | None = None) -> None:
     """Queue the PNG of `picture` at `path` (atomic, never through a link, with its provenance `info`)."""
-    from refineloop.run_folder.artifacts import save_image
-
     key = str(path)
     with _lock:
         future = _executor().submit(save_image, picture, Path(path), info)

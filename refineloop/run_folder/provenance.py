@@ -187,7 +187,9 @@ def parse_parameters(text: str) -> dict[str, Any]:
     # The settings line is the last one, and it starts with a `Key: value` pair (Steps, usually).
     if len(lines) > 1 and _looks_like_settings(lines[-1]):
         settings_line = lines.pop()
-    prompt_lines, negative_lines, into_negative = [], [], False
+    prompt_lines: list[str] = []
+    negative_lines: list[str] = []
+    into_negative = False
     for line in lines:
         if line.startswith("Negative prompt:"):
             into_negative = True

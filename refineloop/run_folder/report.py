@@ -14,7 +14,8 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from refineloop.run_folder.artifacts import best_rule, listed_images, read_sidecars
+from refineloop.run_folder.best_rule import best_rule
+from refineloop.run_folder.image_files import listed_images, read_sidecars
 from refineloop.run_folder.safe_io import write_text_atomic
 
 if TYPE_CHECKING:

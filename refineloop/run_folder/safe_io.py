@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from refineloop.errors import RefineError, RunFolderError
 
@@ -143,3 +144,8 @@ def read_user_text(path: str | Path, what: str, limit: int, error: type[RefineEr
         line = data[: exc.start].count(b"\n") + 1
         byte = f"byte 0x{data[exc.start]:02x} on line {line}"
         raise error(f"{what} is not UTF-8 text ({byte}): save it as UTF-8") from None
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    """Write `data` as indented JSON through a temporary file and a rename, never through a link."""
+    write_text_atomic(path, json.dumps(data, indent=1))

@@ -1,4 +1,4 @@
-"""Past one machine: shared Postgres checkpoints and queue (`postgres`), Ray Serve and runner actors (`ray_engine`).
+"""Past one machine: shared Postgres checkpoints and queue (`postgres`), Ray Serve and runner actors (`ray`).
 
 Both submodules import their heavy, optional dependencies (psycopg, ray) only when used: they ship as the
 extras `refineloop[postgres]` and `refineloop[ray]`, and the base install never needs them.
@@ -32,6 +32,11 @@ def check_storage(url: str, address: str) -> None:
             "Ray on this machine"
         )
     if url:
-        from refineloop.scale.postgres import check_url
-
         check_url(url)
+
+
+def check_url(url: str) -> str:
+    """The URL if it names Postgres (`postgres://` or `postgresql://`), else a one-line ScaleError."""
+    if not url.startswith(("postgres://", "postgresql://")):
+        raise ScaleError(f"--checkpointer takes a postgres://user@host:port/db URL, got '{url}'")
+    return url

@@ -21,14 +21,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from refineloop.scale import RunBusyError, ScaleError, missing_extra
+from refineloop.scale import RunBusyError, ScaleError, check_url, missing_extra
 
 if TYPE_CHECKING:
     from langgraph.checkpoint.postgres import PostgresSaver
     from psycopg import Connection
+    from psycopg.rows import DictRow
     from psycopg_pool import ConnectionPool
 
-    from refineloop.apps.batch import BatchItem, ItemResult
+    from refineloop.apps.batch.items import BatchItem, ItemResult
 
 CONNECT_TIMEOUT_S = 5
 """How long a connection attempt may take before Postgres is reported unreachable."""
@@ -57,7 +58,7 @@ CREATE TABLE IF NOT EXISTS {RUNS_TABLE} (
     run_dir     text NOT NULL,
     status      text NOT NULL DEFAULT 'pending',
     attempts    integer NOT NULL DEFAULT 0,
-    best_score  integer,
+    best_score  double precision,
     images      integer NOT NULL DEFAULT 0,
     seconds     double precision NOT NULL DEFAULT 0,
     error       text NOT NULL DEFAULT '',
@@ -67,6 +68,14 @@ CREATE TABLE IF NOT EXISTS {RUNS_TABLE} (
 )
 """
 
+# Tables made before scores could be fractional (a mean of several looks, 7.33) kept them as integer, which
+# rounds; widening the column in place keeps every row and lets an old batch database open as it was.
+_BEST_SCORE_TYPE = f"""
+SELECT data_type FROM information_schema.columns
+WHERE table_schema = current_schema() AND table_name = '{RUNS_TABLE}' AND column_name = 'best_score'
+"""
+_FLOAT_SCORES = f"ALTER TABLE {RUNS_TABLE} ALTER COLUMN best_score TYPE double precision"
+
 
 def _psycopg() -> Any:
     try:
@@ -74,13 +83,6 @@ def _psycopg() -> Any:
     except ImportError:
         raise missing_extra("psycopg", "postgres") from None
     return psycopg
-
-
-def check_url(url: str) -> str:
-    """The URL if it names Postgres (`postgres://` or `postgresql://`), else a one-line ScaleError."""
-    if not url.startswith(("postgres://", "postgresql://")):
-        raise ScaleError(f"--checkpointer takes a postgres://user@host:port/db URL, got '{url}'")
-    return url
 
 
 def where(url: str) -> str:
@@ -105,34 +107,39 @@ def _unreachable(url: str, exc: BaseException) -> ScaleError:
     )
 
 
-def connect(url: str, *, for_locks: bool = False) -> Connection:
+def connect(url: str, *, for_locks: bool = False) -> Connection[tuple[Any, ...]]:
     """One autocommit connection; `for_locks` also asks the server to probe this client with keepalives."""
     psycopg = _psycopg()
     extra: dict[str, Any] = dict(_KEEPALIVE)
     if for_locks:
         extra["options"] = _SERVER_KEEPALIVE
     try:
-        return psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, **extra)
+        conn: Connection[tuple[Any, ...]] = psycopg.connect(
+            url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, **extra
+        )
+        return conn
     except (psycopg.OperationalError, socket.gaierror) as exc:
         raise _unreachable(url, exc) from None
     except psycopg.ProgrammingError as exc:
         raise ScaleError(f"cannot read the Postgres URL: {_first_line(exc)}") from None
 
 
-def open_pool(url: str, max_size: int = 8) -> ConnectionPool:
+def open_pool(url: str, max_size: int = 8) -> ConnectionPool[Connection[DictRow]]:
     """A pool shaped for PostgresSaver (autocommit, dict rows), opened and checked before it is returned.
 
     Prepared statements are off (`prepare_threshold=None`) so the pool also works behind PgBouncer.
     """
     connect(url).close()  # the clearest error for an unreachable server comes from a plain connect
     try:
-        from psycopg.rows import dict_row
+        from psycopg import Connection
+        from psycopg.rows import DictRow, dict_row
         from psycopg_pool import ConnectionPool
     except ImportError:
         raise missing_extra("psycopg-pool", "postgres") from None
     kwargs = {"autocommit": True, "row_factory": dict_row, "prepare_threshold": None, **_KEEPALIVE}
     pool = ConnectionPool(
         url,
+        connection_class=Connection[DictRow],
         min_size=1,
         max_size=max(1, max_size),
         kwargs=kwargs,
@@ -148,7 +155,7 @@ def open_pool(url: str, max_size: int = 8) -> ConnectionPool:
     return pool
 
 
-def open_saver(pool: ConnectionPool) -> PostgresSaver:
+def open_saver(pool: ConnectionPool[Connection[DictRow]]) -> PostgresSaver:
     """LangGraph's PostgresSaver on `pool` (tables must exist: see `prepare`)."""
     try:
         from langgraph.checkpoint.postgres import PostgresSaver
@@ -166,10 +173,18 @@ def prepare(url: str) -> None:
             try:
                 open_saver(pool).setup()
                 guard.execute(_SCHEMA)
+                _migrate_scores(guard)
             finally:
                 guard.execute("SELECT pg_advisory_unlock(%s)", (_SETUP_LOCK_KEY,))
     finally:
         pool.close()
+
+
+def _migrate_scores(conn: Connection[tuple[Any, ...]]) -> None:
+    """Widen an old table's integer best_score to double precision (a no-op on a table made as it is now)."""
+    row = conn.execute(_BEST_SCORE_TYPE).fetchone()
+    if row is not None and row[0] == "integer":
+        conn.execute(_FLOAT_SCORES)
 
 
 class RunLocks:
@@ -228,7 +243,7 @@ class RunLocks:
 class RunsTable:
     """The queue: one row per batch item (thread id, goal, status, attempts, and the outcome when finished)."""
 
-    def __init__(self, pool: ConnectionPool) -> None:
+    def __init__(self, pool: ConnectionPool[Connection[DictRow]]) -> None:
         self.pool = pool
 
     def enqueue(self, batch: str, items: list[BatchItem]) -> None:

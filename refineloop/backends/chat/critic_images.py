@@ -76,7 +76,9 @@ def encode(picture: Image.Image, size: int = DEFAULT_SIZE) -> bytes:
     longest = max(rgb.size)
     if longest > size:
         scale = size / longest
-        rgb = rgb.resize((max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))), Image.BICUBIC)
+        rgb = rgb.resize(
+            (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))), Image.Resampling.BICUBIC
+        )
     out = io.BytesIO()
     rgb.save(out, format="JPEG", quality=QUALITY)
     return out.getvalue()

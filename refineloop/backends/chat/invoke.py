@@ -42,6 +42,8 @@ from refineloop.run_folder.trace import append_trace
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
     from langchain_core.messages import BaseMessage
+    from langchain_core.runnables import Runnable
+    from pydantic import BaseModel
 
     from refineloop.settings import RunSettings
 
@@ -368,7 +370,7 @@ def message_text(message: BaseMessage) -> str:
     return clean_model_text("\n".join(b.get("text", "") for b in message.content if isinstance(b, dict)))
 
 
-def parsed_structured(model: Any, schema_cls: type, **bound: Any) -> Any:
+def parsed_structured(model: Any, schema_cls: type[BaseModel], **bound: Any) -> Runnable[Any, Any]:
     """`model` bound with a backend's schema request (`bound`: Ollama's `format`, OpenAI's `response_format`),
     returning {"raw", "parsed", "parsing_error"} and never raising on a reply that does not fit (the tolerant text
     parser reads it instead). Built by hand rather than with LangChain's `with_structured_output`, whose thread
@@ -376,7 +378,7 @@ def parsed_structured(model: Any, schema_cls: type, **bound: Any) -> Any:
     from langchain_core.output_parsers import PydanticOutputParser
     from langchain_core.runnables import RunnableLambda
 
-    parser = PydanticOutputParser(pydantic_object=schema_cls)
+    parser: PydanticOutputParser[BaseModel] = PydanticOutputParser(pydantic_object=schema_cls)
     schema_bound = model.bind(
         **bound, ls_structured_output_format={"kwargs": {"method": "json_schema"}, "schema": schema_cls}
     )
@@ -387,4 +389,5 @@ def parsed_structured(model: Any, schema_cls: type, **bound: Any) -> Any:
         except Exception as exc:  # any reply that does not fit is kept for the text parser, never raised
             return {"raw": message, "parsed": None, "parsing_error": exc}
 
-    return schema_bound | RunnableLambda(with_parsed)
+    chain: Runnable[Any, Any] = schema_bound | RunnableLambda(with_parsed)
+    return chain

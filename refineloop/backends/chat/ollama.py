@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import httpx
     from langchain_core.runnables import Runnable
     from langchain_ollama import ChatOllama
+    from pydantic import BaseModel
 
 DEFAULT_URL = "http://127.0.0.1:11434"
 DEFAULT_PORT = 11434
@@ -47,16 +48,6 @@ class OllamaInfo:
     def vision(self) -> bool | None:
         """Whether the model takes images; None when unknown."""
         return None if self.capabilities is None else "vision" in self.capabilities
-
-    @property
-    def tools(self) -> bool | None:
-        """Whether the model can call tools (matters for an agent router); None when unknown."""
-        return None if self.capabilities is None else "tools" in self.capabilities
-
-    @property
-    def thinking(self) -> bool | None:
-        """Whether the model reasons before answering; None when unknown."""
-        return None if self.capabilities is None else "thinking" in self.capabilities
 
 
 def resolve_base_url(base_url: str | None = None) -> str:
@@ -146,7 +137,7 @@ def probe_ollama(
                 f"Ollama at {url} could not describe '{model}' ({_one_line(exc.error)}): check `ollama show {model}`"
             ) from exc
     finally:
-        client.close()
+        client.close()  # type: ignore[no-untyped-call]
 
     caps = tuple(shown.capabilities) if shown.capabilities else None
     info = OllamaInfo(base_url=url, model=model, capabilities=caps)
@@ -250,7 +241,7 @@ def load_resident(
     except ollama.ResponseError as exc:
         raise _explain_response_error(exc, url, model) from exc
     finally:
-        client.close()
+        client.close()  # type: ignore[no-untyped-call]
     for entry in running.models:
         if _matches(model, entry.model or entry.name or ""):
             expires = entry.expires_at.isoformat() if entry.expires_at else ""
@@ -295,7 +286,7 @@ def supports_json_schema(model: Any) -> bool:
     return isinstance(inner, ChatOllama)
 
 
-def structured_judge(model: Any, schema_cls: type) -> Runnable | None:
+def structured_judge(model: Any, schema_cls: type[BaseModel]) -> Runnable[Any, Any] | None:
     """The model answering in `schema_cls`, returning {"raw", "parsed", "parsing_error"} and never raising
     on a bad reply; None when the model has no structured output (parse its text instead).
 
@@ -306,12 +297,13 @@ def structured_judge(model: Any, schema_cls: type) -> Runnable | None:
     if supports_json_schema(model):
         return _schema_bound(model, schema_cls)
     try:
-        return model.with_structured_output(schema_cls, include_raw=True)
+        structured: Runnable[Any, Any] = model.with_structured_output(schema_cls, include_raw=True)
+        return structured
     except (NotImplementedError, AttributeError):
         return None
 
 
-def _schema_bound(model: Any, schema_cls: type) -> Runnable:
+def _schema_bound(model: Any, schema_cls: type[BaseModel]) -> Runnable[Any, Any]:
     """What `with_structured_output(schema_cls, method="json_schema", include_raw=True)` sends and returns, with
     the model called in the caller's own thread.
 
@@ -319,7 +311,8 @@ def _schema_bound(model: Any, schema_cls: type) -> Runnable:
     joins that pool at exit: a judge call abandoned on Ctrl-C (see `refineloop.backends.chat.invoke`) would then
     hold the process until the call's timeout. Here the call runs in the thread `traced_invoke` made for it, a daemon.
     """
-    return parsed_structured(model, schema_cls, format=schema_cls.model_json_schema())
+    bound: Runnable[Any, Any] = parsed_structured(model, schema_cls, format=schema_cls.model_json_schema())
+    return bound
 
 
 _MODEL_NOT_FOUND = re.compile(r"""model ["']?([^"'\s]+)["']? not found""", re.IGNORECASE)

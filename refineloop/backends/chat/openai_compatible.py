@@ -32,6 +32,7 @@ from refineloop.errors import ModelError
 
 if TYPE_CHECKING:
     from langchain_core.runnables import Runnable
+    from pydantic import BaseModel
 
     from refineloop.settings import RunSettings
 
@@ -78,7 +79,7 @@ def _critic_class() -> type:
         baked into its client; the openai client takes a per-request `timeout`, which rides in the payload.
         """
 
-        def _get_request_payload(self, input_: Any, *, stop: list[str] | None = None, **kwargs: Any) -> dict:
+        def _get_request_payload(self, input_: Any, *, stop: list[str] | None = None, **kwargs: Any) -> dict[str, Any]:
             payload = super()._get_request_payload(input_, stop=stop, **kwargs)
             seconds = CALL_TIMEOUT.get()
             if seconds is not None:
@@ -309,7 +310,7 @@ def is_openai_model(model: Any) -> bool:
     return "openai" in meta
 
 
-def structured_openai(model: Any, schema_cls: type) -> Runnable | None:
+def structured_openai(model: Any, schema_cls: type[BaseModel]) -> Runnable[Any, Any] | None:
     """The model answering in `schema_cls` through `response_format: json_schema`, returning {"raw", "parsed",
     "parsing_error"} and never raising on a bad reply; None when the server refused a schema at the probe
     (the caller then reads the plain text with the tolerant parser).

@@ -19,7 +19,7 @@ import math
 import random
 import re
 import threading
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
@@ -56,7 +56,7 @@ def _images_of(message: BaseMessage) -> list[bytes]:
 def heat_features(png: bytes) -> dict[str, float]:
     """Fractions of warm, white-hot and hazy pixels, and the mean warmth, on a 64 px thumbnail."""
     img = Image.open(io.BytesIO(png)).convert("RGB").resize((64, 64))
-    pixels = list(img.get_flattened_data())
+    pixels = cast("list[tuple[int, int, int]]", list(img.get_flattened_data()))
     n = len(pixels)
     warm = sum(r > 150 and r > 1.25 * g and r > 1.6 * b for r, g, b in pixels) / n
     hot = sum(r > 235 and g > 190 and b < 200 for r, g, b in pixels) / n

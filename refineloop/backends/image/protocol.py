@@ -1,11 +1,14 @@
 """The image-model protocol every backend implements.
 
 A backend turns a prompt (and optionally an init image) into PIL images. Nodes only ever see this
-protocol, so the sketch renderer, a diffusers pipeline and a remote batcher are interchangeable.
+protocol, so the sketch renderer, a diffusers pipeline and a remote batcher are interchangeable. A server
+that gathers many runs' requests (the Ray generator) groups them by `ImageRequest.batch_key()` and draws
+each group with `ImageModel.generate_many`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -51,6 +54,19 @@ class ImageRequest:
     guidance: float | None = None
     """Classifier-free guidance scale; None takes the model's default."""
 
+    def batch_key(self) -> tuple[object, ...]:
+        """Requests with equal keys can share one batched call: they may differ only in prompt, negative prompt,
+        seeds and init image, while a pipeline call takes one mode, size, step count, guidance and strength."""
+        mode = "txt2img" if self.init_image is None else "img2img"
+        return (mode, self.width, self.height, self.steps, self.guidance, self.strength)
+
+
+def check_one_batch(requests: Sequence[ImageRequest]) -> None:
+    """Raise ValueError unless every request shares the first one's `batch_key()` (what `generate_many` takes)."""
+    keys = {request.batch_key() for request in requests}
+    if len(keys) > 1:
+        raise ValueError(f"requests of different batch keys cannot share one call: {sorted(map(str, keys))}")
+
 
 @runtime_checkable
 class ImageModel(Protocol):
@@ -64,6 +80,14 @@ class ImageModel(Protocol):
         """Return one image per seed in `request.seeds`, in order."""
         ...
 
+    def generate_many(self, requests: Sequence[ImageRequest]) -> list[list[Image.Image]]:
+        """Return each request's images (one per seed, in order), drawn together in one batched call.
+
+        The requests must share one `ImageRequest.batch_key()` (`check_one_batch`); each image depends only on
+        its own request and seed, so it is the image `generate` would make alone (up to batched rounding).
+        """
+        ...
+
     def count_tokens(self, text: str) -> int:
-        """Count prompt tokens the way the model's own tokenizer does."""
+        """Count prompt tokens the way the model's own tokenizer does; safe to call while another thread draws."""
         ...

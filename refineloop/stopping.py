@@ -1,4 +1,4 @@
-"""Routers and stop conditions. Typed with Literal so Studio draws every edge."""
+"""When a run stops and where the loop goes after an acceptance. Typed with Literal so Studio draws every edge."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ from typing import Literal
 from refineloop.budgets import budget_stop_reason
 from refineloop.settings import RunSettings
 from refineloop.state import RefineState
-
-PATIENT_STRATEGIES = ("climbing", "img2img")
+from refineloop.strategies import spec_for
 
 
 def stop_reason(state: RefineState) -> str | None:
@@ -20,11 +19,12 @@ def stop_reason(state: RefineState) -> str | None:
     settings = RunSettings.from_dict(state["settings"])
     candidate = state.get("candidate") or {}
     best = state.get("best") or {}
+    score = candidate.get("score")
     if (
         candidate.get("verdict") == "DONE"
         and state.get("decision") != "rejected"
-        and candidate.get("score") is not None
-        and candidate["score"] >= (best.get("score") or 0)
+        and score is not None
+        and score >= (best.get("score") or 0)
     ):
         return f"the critic said DONE at image {candidate['iteration']}"
     budget = budget_stop_reason(state, settings)
@@ -37,7 +37,7 @@ def stop_reason(state: RefineState) -> str | None:
             )
         return f"reached the safety cap of {settings.safety_cap} images (raise --safety-cap to go on)"
     patience = settings.effective_patience()
-    if settings.strategy in PATIENT_STRATEGIES and state.get("misses", 0) >= patience:
+    if spec_for(settings.strategy).stops_on_misses and state.get("misses", 0) >= patience:
         return f"{patience} images in a row did not beat the best (--patience {patience})"
     return None
 
@@ -49,6 +49,6 @@ def route_after_accept(state: RefineState) -> Literal["stop", "summarize", "prop
     settings = RunSettings.from_dict(state["settings"])
     candidate = state.get("candidate") or {}
     adopted = state.get("decision") != "rejected"
-    if settings.strategy != "annealing" and adopted and candidate.get("next_idea"):
+    if spec_for(settings.strategy).follows_critic and adopted and candidate.get("next_idea"):
         return "summarize"
     return "propose"

@@ -1,0 +1,82 @@
+"""One command-line flag per RunSettings field, described by the field's own description.
+
+`refineloop run`, `demo`, `resume`, `fork` and `batch` all take their run settings through `add_settings_flags`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import types
+from collections.abc import Sequence
+from typing import Any, get_args, get_type_hints
+
+from refineloop.settings import RunSettings
+from refineloop.strategies import strategy_names
+
+
+@functools.cache
+def _settings_hints() -> dict[str, Any]:
+    return get_type_hints(RunSettings)
+
+
+def _flag_type(field: dataclasses.Field[Any]) -> Any:
+    """The flag's type: the field's annotation, with `| None` dropped (an empty flag is the default)."""
+    annotation = _settings_hints()[field.name]
+    if isinstance(annotation, types.UnionType):
+        annotation = next(a for a in get_args(annotation) if a is not type(None))
+    return annotation
+
+
+def add_settings_flags(
+    parser: argparse.ArgumentParser,
+    defaults: dict[str, Any] | None = None,
+    *,
+    overrides_only: bool = False,
+    only: Sequence[str] | None = None,
+    skip: Sequence[str] = (),
+) -> None:
+    """One flag per RunSettings field (or per field named in `only`), described by the field's own description.
+
+    With `overrides_only` a flag not given leaves no attribute at all (so a fork or a resume can tell what was
+    asked for), and booleans get a `--no-` form, since the setting they override may be on.
+    """
+    defaults = defaults or {}
+    for field in dataclasses.fields(RunSettings):
+        if (only is not None and field.name not in only) or field.name in skip:
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        default = argparse.SUPPRESS if overrides_only else defaults.get(field.name, field.default)
+        if default is dataclasses.MISSING:
+            default = field.default_factory()  # type: ignore[operator]  # a list knob: a fresh empty list
+        if _flag_type(field) == list[str]:
+            # A knob that holds several values takes its flag once per value (--lora a --lora b:0.5).
+            parser.add_argument(
+                flag,
+                dest=field.name,
+                action="append",
+                default=default,
+                help=field.metadata.get("description", ""),
+                metavar=field.name.upper(),
+            )
+            continue
+        help_text = field.metadata.get("description", "")
+        if field.name == "strategy":
+            help_text += f" Choices: {', '.join(strategy_names())}."
+        shown = "" if overrides_only or default in (None, "") else f" (default: {default})"
+        if _flag_type(field) is bool:
+            # A setting that is on by default needs its --no- form to be turned off at all.
+            action = argparse.BooleanOptionalAction if overrides_only or default is True else "store_true"
+            parser.add_argument(flag, dest=field.name, action=action, default=default, help=help_text)
+            continue
+        # `--from IMAGE` reads as a sentence; --from-image stays for symmetry with the setting's name.
+        names = (flag, "--from") if field.name == "from_image" else (flag,)
+        parser.add_argument(
+            *names,
+            dest=field.name,
+            type=_flag_type(field),
+            default=default,
+            help=help_text + shown,
+            metavar=field.name.upper(),
+        )

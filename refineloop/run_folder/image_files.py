@@ -1,0 +1,81 @@
+"""The images of a run folder and their sidecars: where they live, listing, reading and saving them.
+
+Every write goes to a temporary file first and is renamed into place, so a crash leaves either the old
+file or the new one, never half of one. File names depend only on the iteration, so a node re-run after
+a crash overwrites its own output instead of adding a duplicate.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from PIL import Image, UnidentifiedImageError
+
+from refineloop.run_folder.safe_io import write_text_atomic, write_with
+
+if TYPE_CHECKING:
+    from PIL.PngImagePlugin import PngInfo
+
+IMAGE_NAME = re.compile(r"^(\d+)\.png$")
+
+
+def image_path(run_dir: str, iteration: int) -> Path:
+    """Where image `iteration` lives: 01.png, 02.png, ... 100.png."""
+    return Path(run_dir) / f"{iteration:02d}.png"
+
+
+def sidecar_path(run_dir: str, iteration: int) -> Path:
+    """The JSON record beside an image: prompt, seed, score, critique, decision."""
+    return Path(run_dir) / f"{iteration:02d}.json"
+
+
+def save_image(image: Image.Image, path: Path, info: PngInfo | None = None) -> None:
+    """Save a PNG atomically, never through a symbolic link; `info` holds its text chunks (provenance:
+    refineloop.run_folder.provenance.png_info)."""
+    write_with(path, lambda fh: image.save(fh, format="PNG", pnginfo=info))
+
+
+def save_json(data: dict[str, Any], path: Path) -> None:
+    """Save JSON atomically, never through a symbolic link."""
+    write_text_atomic(path, json.dumps(data, indent=1, ensure_ascii=False))
+
+
+def listed_images(run_dir: str) -> list[tuple[int, Path]]:
+    """Every NN.png on disk, in iteration order (the collage scans files, not state, so a last image
+    written just before a crash still shows)."""
+    found = [(int(m.group(1)), p) for p in Path(run_dir).iterdir() if (m := IMAGE_NAME.match(p.name))]
+    return sorted(found)
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """A JSON object from a file in the run folder; None when it is missing, unreadable, not UTF-8, not JSON,
+    or JSON that is not an object (a damaged or hand-edited sidecar is skipped, never a crash)."""
+    try:
+        record = json.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def read_sidecars(run_dir: str) -> dict[int, dict[str, Any]]:
+    """Sidecar records by iteration; unreadable ones are skipped."""
+    records = {}
+    for iteration, _ in listed_images(run_dir):
+        if (record := read_record(sidecar_path(run_dir, iteration))) is not None:
+            records[iteration] = record
+    return records
+
+
+def image_problem(path: str) -> str | None:
+    """None when the image opens, else a short reason (missing, unreadable)."""
+    try:
+        with Image.open(path) as img:
+            img.verify()
+    except FileNotFoundError:
+        return "is missing"
+    except (OSError, UnidentifiedImageError, SyntaxError):
+        return "is not a readable PNG"
+    return None
