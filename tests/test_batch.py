@@ -264,7 +264,7 @@ def test_a_failed_item_is_reported_and_the_batch_goes_on(tmp_path: Path, scripte
 
 
 def test_an_item_held_by_another_process_is_skipped_not_run_twice(tmp_path: Path, quiet: io.StringIO) -> None:
-    from refineloop.run_folder.folder import locked
+    from refineloop.run_folder.lock import locked
 
     goals = tmp_path / "goals.txt"
     goals.write_text("a candle\n")

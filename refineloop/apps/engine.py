@@ -38,7 +38,7 @@ from refineloop.errors import RefineError, RunFolderError, SettingsError
 from refineloop.graph import build_graph
 from refineloop.judges.audit import auditor_settings
 from refineloop.run_folder.artifacts import write_artifacts
-from refineloop.run_folder.folder import connect, database_error, run_saver
+from refineloop.run_folder.checkpoints import connect, database_error, run_saver
 from refineloop.run_folder.image_files import image_problem
 from refineloop.run_folder.safe_io import write_text_atomic
 from refineloop.run_view import apply_view

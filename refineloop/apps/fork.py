@@ -41,18 +41,10 @@ from refineloop.apps.stop_signals import stop_ends_loading
 from refineloop.backends.model_cache import MODELS, ModelCache
 from refineloop.errors import RunFolderError, SettingsError
 from refineloop.graph import build_graph
-from refineloop.run_folder.folder import (
-    CHECKPOINTS,
-    LOCK,
-    META,
-    database_error,
-    new_run_folder,
-    read_meta,
-    reading_saver,
-    run_saver,
-    write_meta,
-)
+from refineloop.run_folder.checkpoints import CHECKPOINTS, database_error, reading_saver, run_saver
+from refineloop.run_folder.folder import META, new_run_folder, read_meta, write_meta
 from refineloop.run_folder.image_files import listed_images, read_record, save_json, sidecar_path
+from refineloop.run_folder.lock import LOCK
 from refineloop.run_folder.trace import append_trace
 from refineloop.run_view import rewrite_paths
 from refineloop.settings import RunSettings

@@ -211,7 +211,8 @@ def _list_runs(root: str) -> int:
 def _run_row(folder: Path, label: str) -> str:
     """One line of `refineloop runs`, read without writing; a folder that cannot be read is `damaged`."""
     from refineloop.errors import RefineError
-    from refineloop.run_folder.folder import read_checkpoint, read_meta
+    from refineloop.run_folder.checkpoints import read_checkpoint
+    from refineloop.run_folder.folder import read_meta
 
     try:
         meta = read_meta(str(folder))
@@ -231,7 +232,7 @@ def _run_row(folder: Path, label: str) -> str:
 
 def _status(run_dir: str, values: dict[str, Any], found: Any) -> str:
     """running (a process holds it), done, review (paused at a question), interrupted, or new."""
-    from refineloop.run_folder.folder import is_locked
+    from refineloop.run_folder.lock import is_locked
 
     if is_locked(run_dir):
         return "running"

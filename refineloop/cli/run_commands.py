@@ -23,7 +23,9 @@ from refineloop.cli.terminal import Terminal
 from refineloop.errors import RunFolderError
 from refineloop.graph import build_graph
 from refineloop.nodes.setup import initial_state, resolve_settings
-from refineloop.run_folder.folder import database_error, locked, new_run_folder, read_meta, read_values, write_meta
+from refineloop.run_folder.checkpoints import database_error
+from refineloop.run_folder.folder import new_run_folder, read_meta, read_values, write_meta
+from refineloop.run_folder.lock import locked
 from refineloop.run_folder.report import REPORT_NAME
 from refineloop.run_view import apply_view, make_view
 from refineloop.settings import RunSettings

@@ -255,7 +255,8 @@ def judge_check(
     """Run the check on `run_dir`'s images (the folder held, so a running run is refused), or on a fresh batch in a
     new folder, `settings.output_dir` (`named`: the user chose it, so it may exist if empty); print and write it.
     A fresh batch's folder is removed again when the check fails."""
-    from refineloop.run_folder.folder import locked, new_run_folder
+    from refineloop.run_folder.folder import new_run_folder
+    from refineloop.run_folder.lock import locked
 
     if run_dir is not None:
         with locked(run_dir):

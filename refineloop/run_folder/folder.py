@@ -1,32 +1,26 @@
-"""A run folder on disk: its lock, its metadata and its SQLite checkpoints."""
+"""A run folder on disk: claiming a new one, run.json (what a resume needs), and reading a run's state.
+
+Its lock is refineloop.run_folder.lock; its SQLite checkpoints, refineloop.run_folder.checkpoints.
+"""
 
 from __future__ import annotations
 
-import errno
-import fcntl
-import functools
 import json
-import os
-import sqlite3
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from refineloop.errors import RunFolderError
-from refineloop.run_folder.safe_io import open_no_follow, refuse_link, refuse_links_in, write_text_atomic
+from refineloop.run_folder.checkpoints import CHECKPOINTS, reading_saver
+from refineloop.run_folder.lock import LOCK, locked
+from refineloop.run_folder.safe_io import write_text_atomic
 from refineloop.strategies import STRATEGY_SPECS
 
-if TYPE_CHECKING:
-    from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
-    from langgraph.checkpoint.sqlite import SqliteSaver
-
-CHECKPOINTS = "checkpoints.sqlite"
 META = "run.json"
-LOCK = ".lock"
 
 
 def is_run_folder(path: Path) -> bool:
@@ -39,54 +33,6 @@ def is_run_folder(path: Path) -> bool:
         return bool(json.loads((path / META).read_text("utf-8")).get("checkpointer"))
     except (OSError, ValueError, AttributeError):
         return True  # a damaged run.json still marks a run: read_meta reports the damage
-
-
-@contextmanager
-def locked(run_dir: str) -> Iterator[None]:
-    """Hold the run folder for this process; a second process on it is refused at once.
-
-    flock is released by the kernel when the holder dies, so a crashed run never leaves a stale lock. A
-    symbolic link in the folder (the lock file, an image, the trace...) is refused here, before anything
-    runs: every later write would refuse it anyway, but mid-run.
-    """
-    path = Path(run_dir) / LOCK
-    try:
-        fd = open_no_follow(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
-            raise
-        raise RunFolderError(
-            f"{run_dir} is read-only ({exc.strerror}): make it writable (chmod -R u+w) to go on with it"
-        ) from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            # Read the holder's pid through our own descriptor: reopening the name could meet a swapped file.
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "another process"
-            raise RunFolderError(
-                f"{run_dir} is in use by refineloop (pid {holder}): wait for it to finish, or use another folder"
-            ) from None
-        refuse_links_in(run_dir)
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        yield
-    finally:
-        os.close(fd)
-
-
-def is_locked(run_dir: str) -> bool:
-    """Whether a live process holds the folder (used by `refineloop runs`)."""
-    path = Path(run_dir) / LOCK
-    if not path.exists():
-        return False
-    with open(path) as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(fh, fcntl.LOCK_UN)
-    return False
 
 
 def write_meta(
@@ -145,108 +91,6 @@ def read_meta(run_dir: str) -> dict[str, Any]:
     if not isinstance(meta.get("checkpointer", ""), str):
         raise RunFolderError(f"{damaged} ('checkpointer' is not a URL): restore it, or start a new run")
     return meta
-
-
-def connect(run_dir: str) -> sqlite3.Connection:
-    """SQLite for checkpoints: WAL with synchronous=NORMAL survives a killed process at about half the cost
-    of the default journal (a power cut may lose the last commit). SQLite follows links, so a database (or
-    its journal files) that is a link is refused first."""
-    path = Path(run_dir) / CHECKPOINTS
-    for name in (path, *(path.with_name(path.name + tail) for tail in ("-wal", "-shm", "-journal"))):
-        refuse_link(name)
-    try:
-        conn = sqlite3.connect(path, check_same_thread=False)
-        # Checkpoints are rows of about 2 KB: 4 KB pages hold one each, half empty; 16 KB pages hold seven.
-        # (Takes effect when the database is made; an existing one keeps its size.)
-        conn.execute("PRAGMA page_size=16384")
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-    except sqlite3.Error as exc:
-        raise database_error(run_dir, exc) from None
-    return conn
-
-
-def run_saver(conn: sqlite3.Connection) -> BaseCheckpointSaver[str]:
-    """LangGraph's SqliteSaver with short channel versions (see `_run_saver_class`)."""
-    return _run_saver_class()(conn)
-
-
-@functools.cache
-def _run_saver_class() -> type[SqliteSaver]:
-    """SqliteSaver stores the whole checkpoint, version maps included, at every super-step, and its versions
-    carry a 16-digit random suffix each: about half of a small run's checkpoint. A run's thread is one
-    timeline, so a zero-padded counter is enough; it also sorts after the long versions of folders written
-    before (those start with many more zeros), so old runs resume as they are. Built on first use, so that
-    importing this module does not import LangGraph."""
-    from langgraph.checkpoint.sqlite import SqliteSaver
-
-    class RunSaver(SqliteSaver):
-        def get_next_version(self, current: str | int | None, channel: None = None) -> str:
-            number = 0 if current is None else int(str(current).split(".", 1)[0])
-            return f"{number + 1:08d}"
-
-    return RunSaver
-
-
-def database_error(run_dir: str, exc: BaseException) -> RunFolderError:
-    """One line for a checkpoint database that cannot be used: read-only, or damaged."""
-    path = Path(run_dir) / CHECKPOINTS
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if "readonly" in text or "read-only" in text or not os.access(run_dir, os.W_OK):
-        return RunFolderError(f"{run_dir} is read-only ({text}): make it writable (chmod -R u+w) to go on with it")
-    if "disk is full" in text or "disk I/O error" in text:
-        # SQLite says I/O error when a write is refused for want of room (ENOSPC, EDQUOT, EFBIG) as well.
-        return RunFolderError(f"cannot write {path} ({text}): free some space on its disk, then resume the run")
-    return RunFolderError(
-        f"{path} is damaged ({text}): restore it from a copy, or start a new run (images and sidecars are kept)"
-    )
-
-
-def connect_readonly(run_dir: str) -> sqlite3.Connection:
-    """The checkpoint database opened for reading only, so looking at a run changes nothing in its folder.
-
-    A database closed cleanly has no write-ahead log: opened immutable, SQLite creates no -wal or -shm file.
-    One with a log (a run going on, or killed) needs the log read too, which read-only mode does.
-    """
-    path = Path(run_dir) / CHECKPOINTS
-    live = path.with_name(path.name + "-wal").exists()
-    uri = f"{path.resolve().as_uri()}?{'mode=ro' if live else 'immutable=1'}"
-    try:
-        conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
-        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
-    except sqlite3.Error as exc:
-        raise database_error(run_dir, exc) from None
-    return conn
-
-
-@contextmanager
-def reading_saver(run_dir: str, url: str = "") -> Iterator[BaseCheckpointSaver[str]]:
-    """A checkpointer for reading a run without writing to it: the folder's SQLite opened read-only, or the
-    Postgres at `url` (the run's recorded checkpointer)."""
-    if url:
-        from refineloop.scale.postgres import open_pool, open_saver
-
-        pool = open_pool(url, max_size=1)
-        try:
-            yield open_saver(pool)
-        finally:
-            pool.close()
-        return
-
-    conn = connect_readonly(run_dir)
-    try:
-        yield run_saver(conn)
-    except sqlite3.Error as exc:
-        raise database_error(run_dir, exc) from None
-    finally:
-        conn.close()
-
-
-def read_checkpoint(run_dir: str, thread_id: str, url: str = "") -> CheckpointTuple | None:
-    """The latest checkpoint tuple of a run, read without writing and without compiling a graph. Channels kept
-    as deltas (the per-image history) are not in its values: `read_values` rebuilds those."""
-    with reading_saver(run_dir, url) as saver:
-        return saver.get_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}})
 
 
 def read_values(run_dir: str, thread_id: str, url: str = "") -> dict[str, Any]:

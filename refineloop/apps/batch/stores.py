@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from refineloop.apps.batch.items import BatchItem, ItemResult
 from refineloop.errors import RunFolderError
-from refineloop.run_folder.folder import CHECKPOINTS, connect, locked, read_values, run_saver
+from refineloop.run_folder.checkpoints import CHECKPOINTS, connect, run_saver
+from refineloop.run_folder.folder import read_values
+from refineloop.run_folder.lock import locked
 from refineloop.run_folder.safe_io import write_json_atomic
 from refineloop.scale import RunBusyError, check_url
 

@@ -123,35 +123,6 @@ class DiffusersImageModel:
             ids = self._counting_tokenizer(text, add_special_tokens=True, truncation=False, verbose=False)
         return len(ids["input_ids"])
 
-    def cut_words(self, text: str) -> list[str]:
-        """The trailing words of `text` the model will not read (empty when it fits the budget)."""
-        budget = self.traits.prompt_budget
-        words = text.split()
-        if budget is None or self.count_tokens(text) <= budget:
-            return []
-        # Largest prefix of whole words that fits: a word split at the boundary counts as cut.
-        lo, hi = 0, len(words)
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if self.count_tokens(" ".join(words[:mid])) <= budget:
-                lo = mid
-            else:
-                hi = mid - 1
-        return words[lo:]
-
-    def fit_report(self, text: str) -> str | None:
-        """One line naming the words cut when `text` exceeds the prompt budget; None when it fits."""
-        cut = self.cut_words(text)
-        if not cut:
-            return None
-        shown = " ".join(cut)
-        if len(shown) > 160:
-            shown = shown[:157] + "..."
-        return (
-            f"prompt is {self.count_tokens(text)} tokens but {self.name} reads {self.traits.prompt_budget}: "
-            f"the last {len(cut)} word(s) are cut: '{shown}'"
-        )
-
     # ---- generation
 
     def generate(self, request: ImageRequest) -> list[Image.Image]:
