@@ -3,10 +3,11 @@
 Every critic call of every role (judge, pairwise, proposer, summarizer, the agents' writer) goes through
 :func:`traced_invoke`, so that is where a misbehaving critic is bounded:
 
-- **Time.** The call runs in a daemon worker thread while the node's thread waits for it, for at most
-  `critic_timeout` seconds. Backends with a client timeout of their own also read the value from
-  :data:`CALL_TIMEOUT` (the Ollama client applies it to its HTTP request), so the abandoned worker's socket is
-  closed at about the same moment instead of lingering.
+- **Time.** The call runs in a daemon worker thread (reused from call to call:
+  refineloop.backends.chat.call_threads) while the node's thread waits for it, for at most `critic_timeout`
+  seconds. Backends with a client timeout of their own also read the value from :data:`CALL_TIMEOUT` (the
+  Ollama client applies it to its HTTP request), so the abandoned worker's socket is closed at about the same
+  moment instead of lingering.
 - **Transport failures** (connection refused, reset or dropped, a timeout, an HTTP 5xx: see
   :func:`is_transport_error`) are retried up to `critic_retries` times, waiting 0.5 s, 1 s, 2 s... (capped);
   each retry is a `"kind": "retry"` line in trace.jsonl. Anything else (an HTTP 4xx, a reply that does not
@@ -35,6 +36,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from refineloop.backends.chat import critic_images
+from refineloop.backends.chat.call_threads import CRITIC_CALLS
 from refineloop.backends.chat.text_safety import clean_model_text
 from refineloop.errors import ModelError
 from refineloop.run_folder.trace import append_trace
@@ -146,7 +148,7 @@ def traced_invoke(
                 "image": image_path,
                 "image_bytes": image_bytes(messages),
             },
-            "received": getattr(raw, "content", str(raw)),
+            "received": received if (received := getattr(raw, "content", None)) is not None else str(raw),
             "seconds": round(seconds, 4),
             **({"attempts": attempts} if attempts > 1 else {}),
         },
@@ -209,7 +211,7 @@ def _call_within(runnable: Any, messages: list[BaseMessage], timeout: float, dra
         finally:
             done.set()
 
-    threading.Thread(target=context.run, args=(work,), name="critic-call", daemon=True).start()
+    CRITIC_CALLS.run(lambda: context.run(work))
     deadline = time.monotonic() + timeout
     while not done.wait(min(POLL_SECONDS, max(0.0, deadline - time.monotonic()))):
         _raise_if_drained(drain)
