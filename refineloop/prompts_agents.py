@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from refineloop.prompts import keep_line
 from refineloop.tasks import Task
 
 ROUTER_SYSTEM = """You direct an image refinement loop towards a goal.
@@ -53,8 +54,8 @@ Description:
 {idea}"""
 
 
-def _score(value: int | None) -> str:
-    return "?" if value is None else str(value)
+def _score(value: float | None) -> str:
+    return "?" if value is None else f"{value:g}"
 
 
 def router_messages_text(task: Task, view: dict[str, Any]) -> tuple[str, str]:
@@ -71,7 +72,7 @@ def writer_messages_text(
         subject=task.subject,
         escalation="\n".join(f"- {step}" for step in task.escalation) or "- (use your own judgement)",
         words=words,
-    )
+    ) + keep_line(task.keep)
     if last is None:
         return system, WRITER_FIRST_USER.format(idea=idea)
     best_text = f"{_score(best.get('score'))}/10 on #{best['iteration']}" if best else "none yet"

@@ -73,3 +73,17 @@ def test_an_unusable_writer_reply_draws_the_critics_idea(scripted, agent_model, 
     assert "a sausage wrapped in blue flames" in outcome.values["candidate"]["prompt"]
     warnings = [r for r in read_trace(outcome.run_dir) if r["kind"] == "warning"]
     assert warnings and "writer reply unusable" in warnings[0]["message"]
+
+
+def test_the_writer_carries_the_tasks_words_to_keep(scripted, agent_model, run_settings, quiet, tmp_path):
+    task = tmp_path / "lora.toml"
+    fields = 'name = "lora"\ngoal = "a hot hotdog"\nsubject = "a single hotdog"\nstart_prompt = "a hotdog"\n'
+    task.write_text(fields + 'keep = ["ember-punk style"]\n')
+    replies = [judge_reply(4), judge_reply(5)]
+    # The writer forgets the trigger words; they must still reach every drawn prompt.
+    writes = ["roaring flames, orange light", "white-hot glow, heat haze"]
+    settings = {"max_iterations": 2, "final_pick": 0, "task": str(task)}
+    outcome, _, writer = eo_run(scripted, agent_model, run_settings, quiet, replies, writes, **settings)
+    assert all('"ember-punk style"' in str(messages[0].content) for messages in writer.seen)
+    drawn = [r["prompt"] for r in read_trace(outcome.run_dir) if r["kind"] == "image"]
+    assert len(drawn) == 2 and all("ember-punk style" in prompt for prompt in drawn)

@@ -23,6 +23,7 @@ from refineloop.backends.chat.invoke import build_messages, traced_invoke
 from refineloop.backends.image.protocol import ImageModel
 from refineloop.backends.model_cache import models_for
 from refineloop.prompt_text import TOKENS_PER_WORD, clean_prompt, compose_prompt, fit_to_budget, usable_idea
+from refineloop.prompts import with_kept
 from refineloop.prompts_agents import writer_messages_text
 from refineloop.run_folder.trace import append_trace
 from refineloop.schedules import STEADY_TEMPERATURE
@@ -74,7 +75,9 @@ def generator(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
             {"kind": "warning", "iteration": iteration, "message": f"writer reply unusable, drew the idea: {idea}"},
         )
         prompt = clean_prompt(idea)
-    return {"prompt": fit_to_budget(prompt, task.subject, image_model, state["run_dir"], iteration)}
+    # The task's words to keep (a LoRA's trigger words, say) survive the writer and the budget, as in summarize.
+    prompt = with_kept(prompt, task.keep, task.subject)
+    return {"prompt": fit_to_budget(prompt, task.subject, image_model, state["run_dir"], iteration, keep=task.keep)}
 
 
 def route_after_critique(state: RefineState) -> Literal["stop", "generator"]:
