@@ -513,3 +513,20 @@ def test_a_postgres_backed_run_folder_resumes_lists_and_forks_from_the_cli(pg_ur
     forked = refineloop("fork", "pg", "--from-iteration", "2", "--output-dir", "forked", cwd=tmp_path)
     assert forked.returncode == 0, forked.stdout + forked.stderr
     assert (tmp_path / "forked" / "02.png").read_bytes() == (run / "02.png").read_bytes()
+
+
+def test_the_ray_driver_says_up_front_what_will_not_run_and_what_each_item_ignores(tmp_path: Path) -> None:
+    """The runners' output stays on their hosts: the driver prints what the local engine prints per item."""
+    pytest.importorskip("ray.serve", reason="the ray extra is not installed")
+    from refineloop.scale.ray.driver import announce
+
+    goals = tmp_path / "goals.jsonl"
+    lines = [{"goal": "a calm lake"}, {"goal": "a lamp", "patience": 5}, {"goal": "a kite", "no_such_knob": 1}]
+    goals.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    plan = plan_batch(str(goals), RunSettings(strategy="greedy"), str(tmp_path / "b"), "sqlite")
+    out = io.StringIO()
+    announce(plan, plan.items, out)
+    said = out.getvalue().splitlines()
+    assert len(said) == 2, said
+    assert "a kite" in said[0] and "not run" in said[0] and "no_such_knob" in said[0]
+    assert "a lamp" in said[1] and "--patience 5" in said[1] and "greedy ignores it" in said[1]

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import collections
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
 import ray
 
 from refineloop.apps.batch import BatchItem, BatchPlan, ItemResult, SummaryRow, summarize, write_summary
+from refineloop.apps.batch.items import score_text
 from refineloop.errors import SettingsError
 from refineloop.scale import check_storage
 from refineloop.scale.ray.connect import connect
@@ -19,7 +20,7 @@ from refineloop.scale.ray.deploy import cluster_gpus, deploy_generator
 from refineloop.scale.ray.options import EngineOptions
 from refineloop.scale.ray.reasons import reason
 from refineloop.scale.ray.runners import start_runners
-from refineloop.settings import RunSettings
+from refineloop.settings import RunSettings, settings_warnings
 
 
 def _one_image_model(plan: BatchPlan) -> RunSettings:
@@ -102,6 +103,17 @@ def run_ray(
     return rows
 
 
+def announce(plan: BatchPlan, todo: Iterable[BatchItem], out: TextIO) -> None:
+    """What the local engine says before items run, said once up front: goals that will not run, and each
+    item's settings warnings (the runners' output stays on their hosts, so the driver is where users look)."""
+    for rejected in plan.rejected:
+        out.write(f"[{rejected.source}] {rejected.label}: not run: {rejected.problem}\n")
+    for item in todo:
+        for warning in settings_warnings(plan.settings_for(item)):
+            out.write(f"[{item.index:03d}] {item.label}: {warning}\n")
+    out.flush()
+
+
 def _drive(plan: BatchPlan, store: Any, runners: list[Any], options: EngineOptions, out: TextIO) -> None:
     """Keep up to runners x runs_per_runner runs in flight until every item is finished or given up on."""
     records = store.records(plan.batch_id)
@@ -114,6 +126,7 @@ def _drive(plan: BatchPlan, store: Any, runners: list[Any], options: EngineOptio
     total = len(plan.items)
     if finished:
         out.write(f"{finished} of {total} items finished earlier, left as they are\n")
+    announce(plan, todo, out)
     capacity = len(runners) * options.runs_per_runner
     load = [0] * len(runners)
     in_flight: dict[Any, tuple[BatchItem, int]] = {}
@@ -161,7 +174,7 @@ def _drive(plan: BatchPlan, store: Any, runners: list[Any], options: EngineOptio
                 out.write(f"[{item.index:03d}] {item.label}: still locked by another process, skipped\n")
                 continue
             finished += 1
-            best = f"best {result.best_score}/10" if result.best_score is not None else "no score"
+            best = f"best {score_text(result.best_score)}" if result.best_score is not None else "no score"
             note = f"; {result.error}" if result.error else ""
             out.write(
                 f"[{finished}/{total}] {item.label}: {result.status}, {best}, {result.images} images, "
