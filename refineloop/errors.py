@@ -4,6 +4,10 @@ Every error meant for a person derives from :class:`RefineError`; the CLI prints
 and exits with a non-zero code, never with a traceback.
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterator
+
 
 class RefineError(Exception):
     """A problem the user can fix; the message says what to do."""
@@ -23,3 +27,15 @@ class ModelError(RefineError):
 
 class RunFolderError(RefineError):
     """A run folder is missing, not a run, locked by another process, or damaged."""
+
+
+def causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc`, then what it was raised from or while handling, and so on: the original failure is often wrapped
+    (by LangGraph, LangChain, a client library) before it reaches the code that explains it. A cycle in the
+    chain is walked once."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from refineloop.backends.chat import critic_images
 from refineloop.backends.chat.call_threads import CRITIC_CALLS
 from refineloop.backends.chat.text_safety import clean_model_text
-from refineloop.errors import ModelError
+from refineloop.errors import ModelError, causes
 from refineloop.run_folder.trace import append_trace
 
 if TYPE_CHECKING:
@@ -282,10 +282,7 @@ def is_transport_error(exc: BaseException) -> bool:
 
         # APITimeoutError is an APIConnectionError: refused, reset, dropped or timed out.
         transport = (*transport, openai.APIConnectionError)
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
+    for current in causes(exc):
         if isinstance(current, (ConnectionError, TimeoutError, *transport)):
             return True
         status = _status_of(current)
@@ -295,7 +292,6 @@ def is_transport_error(exc: BaseException) -> bool:
         # langchain-ollama's words for a stream that ended before its last line: the server went away.
         if isinstance(current, ValueError) and "No data received from Ollama" in str(current):
             return True
-        current = current.__cause__ or current.__context__
     return False
 
 

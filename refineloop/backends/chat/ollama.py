@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from refineloop.backends.chat.invoke import CALL_TIMEOUT, DEFAULT_TIMEOUT, parsed_structured
 from refineloop.backends.chat.text_safety import clean_model_text
-from refineloop.errors import ModelError
+from refineloop.errors import ModelError, causes
 
 if TYPE_CHECKING:
     import httpx
@@ -328,10 +328,7 @@ def explain_connection_error(exc: BaseException, base_url: str, model: str | Non
 
     url = resolve_base_url(base_url)
     name = f"'{model}'" if model else "the model"
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
+    for current in causes(exc):
         if isinstance(current, ModelError):
             return current
         # Connecting failed: the server is gone (ollama's own calls raise the builtin ConnectionError).
@@ -354,7 +351,6 @@ def explain_connection_error(exc: BaseException, base_url: str, model: str | Non
             return ModelError(f"Ollama at {url} stopped answering: restart it with `ollama serve`, then run again")
         if isinstance(current, ollama.ResponseError):
             return _explain_response_error(current, url, model)
-        current = current.__cause__ or current.__context__
     return None
 
 

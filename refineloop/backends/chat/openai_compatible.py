@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from refineloop.backends.chat.invoke import CALL_TIMEOUT, DEFAULT_TIMEOUT, parsed_structured
 from refineloop.backends.chat.text_safety import clean_model_text, redact, register_secret
-from refineloop.errors import ModelError
+from refineloop.errors import ModelError, causes
 
 if TYPE_CHECKING:
     from langchain_core.runnables import Runnable
@@ -235,10 +235,7 @@ def explain_openai_error(
     name = f"'{model}'" if model else "the model"
     if has_key is None:
         has_key = bool(os.environ.get(key_env, "").strip())
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
+    for current in causes(exc):
         if isinstance(current, ModelError):
             return current
         if isinstance(current, openai.APITimeoutError):
@@ -290,7 +287,6 @@ def explain_openai_error(
                 f"{url} answered {name} with something that is not an OpenAI chat completion: check that "
                 "--openai-url is the server's /v1 address (a proxy or web page may be in the way)"
             )
-        current = current.__cause__ or current.__context__
     return None
 
 
