@@ -20,6 +20,11 @@ The checklist judge in both worlds: the critic writes six questions, one per lev
 (true quality + half its appeal + half its persistent bias + a per-question error of 0.8 - t), over 0.6; the
 answer text is yes when that chance is at least a half, and the reply carries the chances as log probabilities.
 
+Besides each row's true quality, images, critic calls, how often best.png is truly the best image made and the
+quality found but not picked, the table shows how often an ideal pick would crown the truly best: one that sees
+every image as duels do (half its idea's appeal, the duels' share of its persistent error) without their fresh
+error and lean, the ceiling of any pick whose judges share that view.
+
     python bench/search.py                   # both worlds, 200 seeded runs per row
     python bench/search.py --world harsh --runs 40
     python bench/search.py --quick           # a smoke run (the test suite uses it)
@@ -173,6 +178,8 @@ class World:
         self.seed, self.noise = seed, noise
         self.quality: dict[str, float] = {"idea-start": 3.0}
         self.appeal: dict[str, float] = {"idea-start": 0.0}
+        self.seen: dict[float, float] = {}
+        """What a duel perceives of each image judged, without its fresh error and lean, by true quality."""
 
     def idea_from(self, quality: float, *salt: object) -> str:
         """A new idea suggested from an image of `quality`; deterministic in its inputs, so resumes agree."""
@@ -251,7 +258,10 @@ class SimCritic(BaseChatModel):
         return ChatResult(generations=[ChatGeneration(message=message)])
 
     def _bias(self, png: bytes) -> float:
-        return _gauss(self.world.noise.judge, self.world.seed, "judge", png)
+        bias = _gauss(self.world.noise.judge, self.world.seed, "judge", png)
+        quality, appeal = decode_both(png)
+        self.world.seen[round(quality, 3)] = quality + 0.5 * appeal + self.world.noise.duel_bias * bias
+        return bias
 
     def _fresh(self, png: bytes, *salt: object) -> int:
         """How many warm calls this image has had (each draws fresh noise)."""
@@ -315,6 +325,9 @@ class Result:
     """True quality of the best image made minus that of best.png (found but not picked)."""
     done: bool
     """Whether the run stopped on DONE."""
+    ideal: bool
+    """Whether a pick that saw every image as duels do, without their fresh error and lean, would crown the truly
+    best: the ceiling of any pick whose judges share that view (appeal and persistent error included)."""
 
 
 def run_once(settings: RunSettings, seed: int, noise: Noise, folder: Path) -> Result:
@@ -331,39 +344,43 @@ def run_once(settings: RunSettings, seed: int, noise: Noise, folder: Path) -> Re
     qualities = [decode(p) for p in sorted(folder.glob("[0-9]*.png"))]
     best = decode(Path(values["best"]["path"]))
     done = str(values.get("stop_reason", "")).startswith("the critic said DONE")
-    return Result(
-        best, len(qualities), values.get("critic_calls", 0), best >= max(qualities) - 1e-9, max(qualities) - best, done
-    )
+    top = max(qualities)
+    ideal = max(qualities, key=lambda q: world.seen.get(round(q, 3), q)) >= top - 1e-9
+    return Result(best, len(qualities), values.get("critic_calls", 0), best >= top - 1e-9, top - best, done, ideal)
 
 
-#: The seed's own behaviour: no final pick, and the first DONE stops the run.
-SEEDS = {"final_pick": 0, "confirm_done": False}
+#: The seed's own judging: no final pick, the first DONE stops the run, one cold score an image, patience 3.
+SEEDS = {"final_pick": 0, "confirm_done": False, "patience": 3}
+#: refineloop's judging before this bench chose the defaults: a final pick of 4, DONE confirmed, patience 3.
+OLD = {"patience": 3}
 
-#: (label, settings) of every row. "seed's" rows use the seed's judging (no final pick, the first DONE stops);
-#: "defaults" rows use refineloop's (a final pick of 4, DONE confirmed by a second look).
+#: (label, settings) of every row. "seed's" rows judge as the seed does; "defaults" rows take refineloop's
+#: defaults for what they do not name (climbing with patience 10, a final pick of 4, DONE confirmed).
 CONFIGS: list[tuple[str, dict[str, Any]]] = [
     ("climbing (the seed's)", {"strategy": "climbing", **SEEDS}),
-    ("climbing, patience 10 (seed's)", {"strategy": "climbing", "patience": 10, **SEEDS}),
-    ("greedy (seed's)", {"strategy": "greedy", **SEEDS}),
-    ("annealing (seed's)", {"strategy": "annealing", **SEEDS}),
+    ("climbing, patience 10 (seed's)", {"strategy": "climbing", **SEEDS, "patience": 10}),
+    ("greedy (seed's)", {"strategy": "greedy", **SEEDS, "patience": None}),
+    ("annealing (seed's)", {"strategy": "annealing", **SEEDS, "patience": None}),
     ("best of 10 seeds (seed's judge)", {"strategy": "climbing", "candidates": 10, "rounds": 1, **SEEDS}),
     ("climbing, pairwise (seed's)", {"strategy": "climbing", "judge": "pairwise", **SEEDS}),
     ("climbing, 3 samples (seed's)", {"strategy": "climbing", "judge_samples": 3, **SEEDS}),
     ("climbing, checklist (seed's)", {"strategy": "climbing", "judge": "checklist", **SEEDS}),
-    ("climbing + final pick 3", {"strategy": "climbing", "final_pick": 3, "confirm_done": False}),
-    ("climbing + final pick 4", {"strategy": "climbing", "final_pick": 4, "confirm_done": False}),
+    ("climbing + final pick 3", {"strategy": "climbing", "final_pick": 3, "confirm_done": False, "patience": 3}),
+    ("climbing + final pick 4", {"strategy": "climbing", "final_pick": 4, "confirm_done": False, "patience": 3}),
     ("greedy + DONE confirmation", {"strategy": "greedy", "final_pick": 0, "confirm_done": True}),
-    ("best of 10 seeds (defaults)", {"strategy": "climbing", "candidates": 10, "rounds": 1}),
-    ("demo default: climbing", {"strategy": "climbing"}),
-    ("run default: greedy", {"strategy": "greedy"}),
+    ("old demo default: climbing", {"strategy": "climbing", **OLD}),
+    ("old run default: greedy", {"strategy": "greedy"}),
+    ("defaults: climbing, patience 10", {}),
+    ("best of 10 seeds (defaults)", {"candidates": 10, "rounds": 1}),
     ("annealing (defaults)", {"strategy": "annealing"}),
-    ("climbing, patience 10 (defaults)", {"strategy": "climbing", "patience": 10}),
-    ("climbing, pairwise (defaults)", {"strategy": "climbing", "judge": "pairwise"}),
-    ("climbing, 3 samples (defaults)", {"strategy": "climbing", "judge_samples": 3}),
-    ("climbing, checklist (defaults)", {"strategy": "climbing", "judge": "checklist"}),
+    ("climbing, pairwise (defaults)", {"judge": "pairwise"}),
+    ("climbing, 3 samples (defaults)", {"judge_samples": 3}),
+    ("climbing, checklist (defaults)", {"judge": "checklist"}),
     ("annealing, checklist (defaults)", {"strategy": "annealing", "judge": "checklist"}),
-    ("greedy, 5 images (defaults)", {"strategy": "greedy", "rounds": 5}),
-    ("annealing, checklist, 5 images", {"strategy": "annealing", "judge": "checklist", "rounds": 5}),
+    ("defaults, final pick 6", {"final_pick": 6}),
+    ("defaults, 3 images", {"rounds": 3}),
+    ("climbing, 3 samples, 3 images", {"judge_samples": 3, "rounds": 3}),
+    ("defaults, 2 images", {"rounds": 2}),
 ]
 
 
@@ -381,6 +398,7 @@ def run_world(name: str, noise: Noise, runs: int, iterations: int, jobs: int) ->
     print(f"\nworld '{name}': {runs} runs per row, {iterations} rounds, {noise}")
     header = (
         f"{'configuration':<34}{'quality':>8}{'images':>8}{'calls':>7}{'truly best':>12}{'gap':>7}{'DONE':>6}{'<8':>6}"
+        f"{'ideal':>7}"
     )
     print(header)
     table: dict[str, list[Result]] = {}
@@ -394,7 +412,7 @@ def run_world(name: str, noise: Noise, runs: int, iterations: int, jobs: int) ->
 
 def row(label: str, results: list[Result]) -> str:
     """One line of the table: means over the runs, the share of runs that stopped on DONE, and the share of those
-    that stopped below a true quality of 8."""
+    that stopped below a true quality of 8, and how often an ideal pick (Result.ideal) crowns the truly best."""
     dones = [r for r in results if r.done]
     low = f"{statistics.fmean(r.quality < 8 for r in dones):.0%}" if dones else "-"
     done = f"{len(dones) / len(results):.0%}"
@@ -404,7 +422,7 @@ def row(label: str, results: list[Result]) -> str:
         f"{statistics.fmean(r.critic_calls for r in results):>7.1f}"
         f"{statistics.fmean(r.truly_best for r in results):>12.0%}"
         f"{statistics.fmean(r.gap for r in results):>7.2f}"
-        f"{done:>6}{low:>6}"
+        f"{done:>6}{low:>6}{statistics.fmean(r.ideal for r in results):>7.0%}"
     )
 
 

@@ -50,14 +50,14 @@ class RunSettings:
     task: str = _knob("hotdog", "Task preset name (e.g. `hotdog`) or the path of a task TOML file.")
     goal: str = _knob("", "A one-sentence goal; when set it builds a quick task and overrides `task`.")
     strategy: str = _knob(
-        "greedy",
+        "climbing",
         "Search strategy (what to keep each round): "
         + "; ".join(f"{spec.name} ({spec.description})" for spec in STRATEGY_SPECS.values())
         + ".",
     )
     max_iterations: int = _knob(10, "Rounds to run (one image each, or --candidates images); 0 runs until DONE.")
     safety_cap: int = _knob(100, "Hard limit on images when max_iterations is 0.")
-    patience: int | None = _knob(None, "Misses in a row before climbing or img2img gives up (default 3, img2img 4).")
+    patience: int | None = _knob(None, "Misses in a row before climbing or img2img gives up (default 10, img2img 4).")
     seed: int | None = _knob(None, "Base seed for images and annealing draws; chosen and recorded when empty.")
     initial_temp: float = _knob(2.0, "Annealing start temperature T0.")
     cooling_rate: float = _knob(0.85, "Annealing geometric cooling: T = T0 * rate^(i-1); between 0 and 1.")
@@ -139,8 +139,9 @@ class RunSettings:
     candidates: int = _knob(1, "Images drawn per round (best-of-N, one batched call); the best-judged competes.")
     final_pick: int = _knob(
         4,
-        "At the stop, the K highest-scored images (the best among them) meet again under a careful judge (fresh "
-        "samples and duels in both orders) and the winner becomes best.png; 0 turns it off.",
+        "At the stop, the K highest-scored images (the best among them, and up to K more tied with the K-th) meet "
+        "again under a careful judge (fresh samples and duels in both orders) and the winner becomes best.png; 0 "
+        "turns it off.",
     )
     confirm_done: bool = _knob(
         True,

@@ -74,6 +74,7 @@ BUILT_IN = (
         description="keep only an image that beats the best; a new idea after each miss",
         rule=keep_better,
         stops_on_misses=True,
+        default_patience=10,
         comparing=True,
     ),
     StrategySpec(

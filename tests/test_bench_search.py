@@ -30,7 +30,7 @@ def test_quick_search_bench_prints_every_configuration_in_both_worlds(bench, cap
     for label, _ in bench.CONFIGS:
         assert out.count(label) == 4, label  # a row and a verdict line in each world
     assert out.count("against climbing (the seed's)") == 2
-    for column in ("quality", "truly best", "gap", "DONE", "<8"):
+    for column in ("quality", "truly best", "gap", "DONE", "<8", "ideal"):
         assert column in out
 
 
@@ -49,3 +49,27 @@ def test_simulated_images_survive_the_critics_jpeg(bench):
     image.save(buffer, format="PNG")
     assert bench.decode_both(buffer.getvalue()) == pytest.approx((7.346, -1.25), abs=1e-3)
     assert bench.decode_both(encode(image)) == pytest.approx((7.346, -1.25), abs=1e-3)
+
+
+def test_an_ideal_pick_sees_what_duels_see(bench, tmp_path):
+    from refineloop.settings import RunSettings
+
+    settings = RunSettings(image_model="sim", eval_model="sim", goal="a simulated goal", max_iterations=4)
+    result = bench.run_once(settings, 3, bench.Noise(), tmp_path / "today")
+    assert result.images == 4 and result.ideal, "in today's world duels see true quality: the ideal pick is right"
+    blind = bench.Noise(appeal=50.0)  # an appeal that swamps quality: what duels see is mostly not quality
+    results = [bench.run_once(settings, seed, blind, tmp_path / f"blind-{seed}") for seed in range(4)]
+    assert not all(r.ideal for r in results)
+
+
+def test_the_defaults_row_is_the_settings_defaults(bench):
+    from refineloop.settings import RunSettings
+
+    assert dict(bench.CONFIGS)["defaults: climbing, patience 10"] == {}
+    defaults = RunSettings()
+    assert (defaults.strategy, defaults.effective_patience(), defaults.final_pick, defaults.confirm_done) == (
+        "climbing",
+        10,
+        4,
+        True,
+    )

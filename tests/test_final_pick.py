@@ -174,3 +174,16 @@ def test_duels_use_the_cold_judge_copy_with_thinking_off(run_settings, quiet):
     assert len(asked) == 2 * 2 + 3 * 2
     assert all(b["options"]["temperature"] == 0 and b["think"] is False for b in asked)
     assert all("format" not in b and len(b["messages"][1]["images"]) == 2 for b in asked)
+
+
+def test_a_cut_inside_a_tie_of_scores_widens_the_pool():
+    from refineloop.judges.final_pick import pool_size
+
+    scores = {1: 9, 2: 8, 3: 7, 4: 7, 5: 7, 6: 7, 7: 7, 8: 7, 9: 7, 10: 6}
+    sidecars = {it: {"score": s} for it, s in scores.items()}
+    ranked = sorted(scores, key=lambda it: (-scores[it], it))
+    assert pool_size(ranked, sidecars, 2) == 2, "the 2nd place (8) ties with nothing after it"
+    assert pool_size(ranked, sidecars, 3) == 6, "the 7s tied with the 3rd place join, up to twice K"
+    assert pool_size(ranked, sidecars, 5) == 9, "every tied 7, and not the 6"
+    assert pool_size(ranked[:3], sidecars, 4) == 3, "fewer images than K: all of them"
+    assert pool_size([1, *ranked[1:]], {**sidecars, 1: {"score": None}}, 1) == 1

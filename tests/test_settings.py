@@ -30,7 +30,7 @@ def test_out_of_range_flags_fail_in_one_line(flags, message, capsys, tmp_path, m
 
 
 def test_patience_default_follows_the_strategy():
-    assert RunSettings(strategy="climbing").effective_patience() == 3
+    assert RunSettings(strategy="climbing").effective_patience() == 10
     assert RunSettings(strategy="img2img").effective_patience() == 4
     assert RunSettings(strategy="img2img", patience=2).effective_patience() == 2
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from collections.abc import Mapping
 from typing import Any
 
 from refineloop.judges.base import Judging
@@ -46,7 +47,7 @@ def audit_each(j: Judging, judged: list[dict[str, Any]]) -> list[dict[str, Any]]
     return scored
 
 
-def audit_run(j: Judging, best: dict[str, Any] | None) -> dict[str, Any] | None:
+def audit_run(j: Judging, best: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """The auditor's verdict on the run: the crowned image against the first one, in both orders."""
     if not j.settings.audit_model or not best:
         return None
@@ -97,7 +98,7 @@ def audit_lines(audit: dict[str, Any] | None) -> list[str]:
         return []
     head = f"audit by {audit['model']}: "
     verdict = audit.get("verdict")
-    if verdict in VERDICTS.values():
+    if isinstance(verdict, str) and verdict in VERDICTS.values():
         said = {
             "agrees": "agrees that the run improved",
             "disagrees": "disagrees: it prefers the first image",

@@ -14,6 +14,7 @@ import dataclasses
 import math
 import re
 import statistics
+from collections.abc import Mapping
 from typing import Any
 
 from langchain_core.messages import HumanMessage
@@ -123,7 +124,7 @@ def fallback_questions(task: Task) -> list[tuple[str, float]]:
 
 
 def ask_checklist(
-    j: Judging, candidate: dict[str, Any], questions: list[tuple[str, float]], *, temperature: float, label: str
+    j: Judging, candidate: Mapping[str, Any], questions: list[tuple[str, float]], *, temperature: float, label: str
 ) -> Look | None:
     """Ask an image every question in one call (up to `judge_attempts` tries); None when no reply answered at
     least half of them, or the budget ran out. A missing answer counts as no."""
@@ -288,7 +289,8 @@ def edited_checklist(raw: Any) -> tuple[list[dict[str, Any]], str]:
     for n, entry in enumerate(raw, start=1):
         weight: Any = 1.0
         if isinstance(entry, dict):
-            entry, weight = entry.get("question"), entry.get("weight", 1.0)
+            weight = entry.get("weight", 1.0)
+            entry = entry.get("question")
         elif isinstance(entry, str) and "|" in entry:
             entry, _, tail = entry.rpartition("|")
             try:

@@ -10,6 +10,7 @@ it gave one) and the run goes on. The look is kept in the image's record (`confi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from refineloop.judges.base import WARM, Judging
@@ -21,14 +22,14 @@ DUEL_WINS = 1
 """Orders of the duel with the best that a DONE image must win for its DONE to stand."""
 
 
-def could_stop(chosen: dict[str, Any], best: dict[str, Any] | None) -> bool:
+def could_stop(chosen: Mapping[str, Any], best: Mapping[str, Any] | None) -> bool:
     """Whether this DONE would end the run: the route stops on a DONE whose image ties or beats the best."""
     if chosen.get("verdict") != "DONE" or chosen.get("score") is None:
         return False
     return best is None or best.get("score") is None or chosen["score"] >= best["score"]
 
 
-def confirm_done(j: Judging, chosen: dict[str, Any], best: dict[str, Any] | None) -> dict[str, Any]:
+def confirm_done(j: Judging, chosen: dict[str, Any], best: Mapping[str, Any] | None) -> dict[str, Any]:
     """The evaluate node's hook: `chosen` as it goes to acceptance, its DONE upheld or turned into CONTINUE."""
     if not j.settings.confirm_done or not could_stop(chosen, best):
         return chosen

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from refineloop.backends.chat.invoke import build_messages, traced_invoke
@@ -14,8 +15,8 @@ from refineloop.prompts import compare_messages_text
 
 def duel(
     j: Judging,
-    a: dict[str, Any],
-    b: dict[str, Any],
+    a: Mapping[str, Any],
+    b: Mapping[str, Any],
     *,
     label: str = "duel",
     runnable: Any = None,

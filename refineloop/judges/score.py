@@ -6,6 +6,7 @@ verdicts into samples, and the judging steps outside that node read them as `Loo
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,7 +48,7 @@ def read_verdict(reply: Any) -> Verdict | None:
 def ask_judge(
     runnable: Any,
     task: Task,
-    candidate: dict[str, Any],
+    candidate: Mapping[str, Any],
     *,
     settings: RunSettings,
     run_dir: str,
@@ -81,7 +82,9 @@ def ask_judge(
     return None
 
 
-def look(j: Judging, candidate: dict[str, Any], *, temperature: float, label: str, runnable: Any = None) -> Look | None:
+def look(
+    j: Judging, candidate: Mapping[str, Any], *, temperature: float, label: str, runnable: Any = None
+) -> Look | None:
     """One reading of an image as a Look; `runnable` replaces the run's own judge (the auditor)."""
     judge = runnable if runnable is not None else j.models.judge_model(j.settings, temperature)
     verdict = ask_judge(
