@@ -14,6 +14,13 @@ from pydantic import ConfigDict, with_config
 from typing_extensions import TypedDict
 
 Verdict = Literal["DONE", "CONTINUE", "unknown"]
+
+
+def as_verdict(text: str) -> Verdict:
+    """`text` as a stored verdict: DONE or CONTINUE when it says so, else unknown."""
+    return "DONE" if text == "DONE" else "CONTINUE" if text == "CONTINUE" else "unknown"
+
+
 Status = Literal["running", "done", "failed"]
 
 

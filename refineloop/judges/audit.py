@@ -20,6 +20,7 @@ from refineloop.judges.measure import add, count_audit, rates
 from refineloop.judges.score import look
 from refineloop.run_folder.image_files import image_path, read_sidecars
 from refineloop.settings import RunSettings
+from refineloop.state import Candidate
 
 VERDICTS = {2: "agrees", 1: "unsure", 0: "disagrees"}
 
@@ -35,12 +36,12 @@ def load_auditor(j: Judging) -> None:
         j.models.chat_model(auditor_settings(j.settings))
 
 
-def audit_each(j: Judging, judged: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def audit_each(j: Judging, judged: list[Candidate]) -> list[Candidate]:
     """The evaluate node's hook with --audit-every: each judged image gets the auditor's own cold score."""
     if not (j.settings.audit_model and j.settings.audit_every):
         return judged
     auditor = j.models.judge_model(auditor_settings(j.settings), 0.0)
-    scored = []
+    scored: list[Candidate] = []
     for candidate in judged:
         found = look(j, candidate, temperature=0.0, label="audit", runnable=auditor)
         scored.append({**candidate, "audit_score": None if found is None else found.score})

@@ -26,6 +26,7 @@ from refineloop.judges.base import WARM, Budget, Judging
 from refineloop.judges.score import Look
 from refineloop.prompts import CHECKLIST_REMINDER, checklist_ask_text, checklist_writer_text
 from refineloop.settings import RunSettings
+from refineloop.state import Candidate, as_verdict
 from refineloop.tasks import MAX_CHECKLIST, MAX_ITEM, MAX_WEIGHT, Task
 
 LEAST = 4
@@ -57,7 +58,7 @@ def prepare_checklist(
     models: ModelCache,
     settings: RunSettings,
     task: Task,
-    state: dict[str, Any],
+    state: Mapping[str, Any],
     run_dir: str,
     budget: Budget,
 ) -> tuple[Task, list[dict[str, Any]] | None]:
@@ -245,7 +246,7 @@ def unmet_questions(chances: list[float], questions: list[tuple[str, float]]) ->
     return [q for w, p, q in sorted(failed, key=lambda item: (-item[0], item[1]))]
 
 
-def checklist_score(j: Judging, candidate: dict[str, Any], samples: int) -> dict[str, Any]:
+def checklist_score(j: Judging, candidate: Candidate, samples: int) -> Candidate:
     """The evaluate node's scorer under --judge checklist: `samples` looks (warm when more than one), the chances
     of yes averaged per question; the record keeps every look's score in `samples`, as the 1-10 scorer does."""
     questions = questions_of(j.task)
@@ -255,24 +256,25 @@ def checklist_score(j: Judging, candidate: dict[str, Any], samples: int) -> dict
         for _ in range(samples)
         if (found := ask_checklist(j, candidate, questions, temperature=temperature, label="checklist")) is not None
     ]
-    record = dict(candidate)
+    record: Candidate = {**candidate}
     scores = [*candidate.get("samples", []), *(look.score for look in looks)]
     if not scores:
-        record.update(score=None, verdict="unknown", critique="the checklist answers could not be read", next_idea="")
-        return record
+        unread: Candidate = {"score": None, "verdict": "unknown", "next_idea": ""}
+        return {**record, **unread, "critique": "the checklist answers could not be read"}
     record["samples"] = scores
     record["score"] = round(statistics.fmean(scores), 2) if len(scores) > 1 else scores[0]
     if looks:
         chances = [statistics.fmean(look.answers[n] for look in looks) for n in range(len(questions))]
         merged = checklist_look(chances, questions)
         unmet = unmet_questions(chances, questions)
-        record.update(
-            verdict=merged.verdict,
-            critique=merged.critique,
-            next_idea="",  # the proposer writes the next idea, from the unmet questions
-            answers=[round(p, 3) for p in chances],
-            unmet=unmet,
-        )
+        looked: Candidate = {
+            "verdict": as_verdict(merged.verdict),
+            "critique": merged.critique,
+            "next_idea": "",  # the proposer writes the next idea, from the unmet questions
+            "answers": [round(p, 3) for p in chances],
+            "unmet": unmet,
+        }
+        record.update(looked)
     return record
 
 

@@ -17,6 +17,7 @@ from refineloop.judges.base import WARM, Judging
 from refineloop.judges.duel import duel
 from refineloop.judges.measure import count_done
 from refineloop.judges.samples import fresh_look
+from refineloop.state import Candidate
 
 DUEL_WINS = 1
 """Orders of the duel with the best that a DONE image must win for its DONE to stand."""
@@ -29,7 +30,7 @@ def could_stop(chosen: Mapping[str, Any], best: Mapping[str, Any] | None) -> boo
     return best is None or best.get("score") is None or chosen["score"] >= best["score"]
 
 
-def confirm_done(j: Judging, chosen: dict[str, Any], best: Mapping[str, Any] | None) -> dict[str, Any]:
+def confirm_done(j: Judging, chosen: Candidate, best: Mapping[str, Any] | None) -> Candidate:
     """The evaluate node's hook: `chosen` as it goes to acceptance, its DONE upheld or turned into CONTINUE."""
     if not j.settings.confirm_done or not could_stop(chosen, best):
         return chosen
@@ -47,8 +48,8 @@ def confirm_done(j: Judging, chosen: dict[str, Any], best: Mapping[str, Any] | N
             upheld = False  # no call left for the duel: an unchecked DONE does not stop the run
     record["upheld"] = upheld
     j.count(**count_done(upheld))
-    confirmed = {**chosen, "confirm": record}
+    confirmed: Candidate = {**chosen, "confirm": record}
     if not upheld:
         idea = second.next_idea if second is not None and second.next_idea else chosen.get("next_idea", "")
-        confirmed.update(verdict="CONTINUE", next_idea=idea)
+        confirmed.update({"verdict": "CONTINUE", "next_idea": idea})
     return confirmed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from refineloop.judges.base import Judging
@@ -9,7 +10,7 @@ from refineloop.judges.measure import add, count_samples
 
 
 def evaluate_extras(
-    judged: list[dict[str, Any]], judging: Judging, checklist: list[dict[str, Any]] | None
+    judged: Sequence[Mapping[str, Any]], judging: Judging, checklist: list[dict[str, Any]] | None
 ) -> dict[str, Any]:
     """The judge's counters of this round (the spread of each new image's samples, plus what the judging steps
     counted) and, when the checklist was just written, the checklist for the state to keep."""

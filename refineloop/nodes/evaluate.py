@@ -19,7 +19,7 @@ import json
 import statistics
 import threading
 import time
-from typing import Any
+from typing import Any, TypeGuard
 
 from langchain_core.runnables import RunnableConfig
 
@@ -98,21 +98,22 @@ def score_image(
     # Warm samples of one image are alike until answered: sorted, their fold does not depend on which came first.
     answers = [v for v in run_all([sample] * samples, limit) if v is not None]
     verdicts = sorted(answers, key=lambda v: (v.score, v.verdict, v.critique, v.next_idea)) if limit > 1 else answers
-    record: Candidate = dict(candidate)  # type: ignore[assignment]
+    record: Candidate = {**candidate}
     scores = [*candidate.get("samples", []), *(v.score for v in verdicts)]
     if not scores:
-        record.update(score=None, verdict="unknown", critique="the judge's replies could not be read", next_idea="")
-        return record
+        unread: Candidate = {"score": None, "verdict": "unknown", "next_idea": ""}
+        return {**record, **unread, "critique": "the judge's replies could not be read"}
     record["samples"] = scores
     record["score"] = round(statistics.fmean(scores), 2) if len(scores) > 1 else scores[0]
     if verdicts:
         done = sum(v.verdict == "DONE" for v in verdicts) * 2 > len(verdicts)
         first = verdicts[0]
-        record.update(
-            verdict="DONE" if done else "CONTINUE",
-            critique=first.critique,
-            next_idea=next((v.next_idea for v in verdicts if v.next_idea), ""),
-        )
+        said: Candidate = {
+            "verdict": "DONE" if done else "CONTINUE",
+            "critique": first.critique,
+            "next_idea": next((v.next_idea for v in verdicts if v.next_idea), ""),
+        }
+        record.update(said)
     return record
 
 
@@ -166,6 +167,7 @@ def evaluate(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
     task, checklist = prepare_checklist(models, settings, task, state, run_dir, budget)  # --judge checklist
     judging = Judging(models, settings, task, run_dir, budget)
     candidate = state["candidate"]
+    assert candidate is not None, "evaluate follows generate, which sets the candidate"
     batch = state.get("batch") or []
     if not batch or batch[0]["iteration"] != candidate["iteration"]:
         batch = [candidate]  # a one-image round (the batch, if any, is an older round's)
@@ -187,12 +189,13 @@ def evaluate(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
     spec = spec_for(settings.strategy)
     best = state.get("best")
     rescored: tuple[Candidate, Candidate] | None = None
+    held, score = (best.get("score") if best else None), chosen.get("score")
     if (
         settings.judge_samples > 1
         and best
-        and best.get("score") is not None
-        and chosen["score"] is not None
-        and abs(chosen["score"] - best["score"]) < TIE_MARGIN
+        and held is not None
+        and score is not None
+        and abs(score - held) < TIE_MARGIN
         and spec.rescores_ties
     ):
         # A tie with the incumbent: judge the incumbent again, so its score is as well measured as the challenger's.
@@ -260,9 +263,9 @@ def highest_scored(run_dir: str, incumbent: Candidate, *, before: int) -> Candid
         if held is None or score > held or (score == held and iteration < leader["iteration"]):
             known = Candidate.__annotations__
             leader = {k: v for k, v in record.items() if k in known}  # type: ignore[assignment]
-            leader.update(iteration=iteration, path=str(image_path(run_dir, iteration)))
+            leader.update({"iteration": iteration, "path": str(image_path(run_dir, iteration))})
     return leader
 
 
-def _is_score(value: Any) -> bool:
+def _is_score(value: Any) -> TypeGuard[float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
