@@ -108,3 +108,16 @@ def test_time_budget_stops_the_run_and_says_so(scripted, run_settings, quiet):
     assert 3 <= made <= 5
     assert outcome.values["stop_reason"].startswith("reached the time budget (--max-seconds 0.5;")
     assert outcome.values["seconds"] >= 0.5
+
+
+def test_progress_columns_line_up_when_scores_have_decimals(scripted, run_settings, quiet):
+    # Means of two samples: 6, 6.5 and 7.33-style fractions must not push the best column about.
+    replies = [judge_reply(s) for s in (6, 6, 7, 6, 8, 7, 9, 9)]
+    cache, _ = scripted(replies)
+    settings = run_settings(strategy="greedy", judge_samples=2, max_iterations=4, final_pick=0)
+    start_run(settings, models=cache, out=quiet)
+    lines = [line for line in quiet.getvalue().splitlines() if line.startswith("[")]
+    assert len(lines) == 4, quiet.getvalue()
+    assert len({line.index("/10  best") for line in lines}) == 1, lines
+    assert len({line.index(" accepted") for line in lines}) == 1, lines
+    assert "score   6.5/10" in lines[1] and "best 6.5 (#2)" in lines[1]

@@ -15,6 +15,11 @@ from refineloop.judges.final_pick import pick_headline
 from refineloop.settings import RunSettings
 
 
+def shown(score: float | None) -> str:
+    """A score as a progress line shows it: 8, 7.33 (at most two decimals), or ? when the judge gave none."""
+    return "?" if score is None else f"{round(score, 2):g}"
+
+
 class ProgressLines(EngineCallbacks):
     """Writes to `out`: each note, and per judged image its iteration, score, best so far, decision and time."""
 
@@ -22,6 +27,7 @@ class ProgressLines(EngineCallbacks):
         self.out = out
         self.cap = 0
         self.started = time.time()
+        self.width = 2
 
     def note(self, line: str) -> None:
         """Write the line as it is."""
@@ -29,18 +35,20 @@ class ProgressLines(EngineCallbacks):
         self.out.flush()
 
     def begin(self, settings: RunSettings, started: float) -> None:
-        """Remember the image cap and the run's start, which every progress line shows."""
+        """Remember the image cap and the run's start, which every progress line shows, and how wide a score is:
+        a mean of samples or a checklist's pass rate has decimals (7.33), a single 1-10 score has none."""
         self.cap, self.started = settings.image_cap(), started
+        self.width = 5 if settings.judge == "checklist" or settings.judge_samples > 1 else 2
 
     def step(self, node: str, update: dict[str, Any]) -> None:
         """A line when an image was accepted or rejected, and when the run stops."""
         if node.startswith("accept_") and update.get("history"):
             entry = update["history"][-1]
-            score = "?" if entry["score"] is None else entry["score"]
-            best = f"{entry['best_score']} (#{entry['best_iteration']})" if entry["best_iteration"] else "-"
+            score = shown(entry["score"])
+            best = f"{shown(entry['best_score'])} (#{entry['best_iteration']})" if entry["best_iteration"] else "-"
             extra = f"  T={entry['temperature']:.2f}" if entry.get("temperature") is not None else ""
             self.out.write(
-                f"[{entry['iteration']:>2}/{self.cap}] score {score:>2}/10  best {best:<8} "
+                f"[{entry['iteration']:>2}/{self.cap}] score {score:>{self.width}}/10  best {best:<{self.width + 6}} "
                 f"{entry['decision']:<14}{time.time() - self.started:6.1f}s{extra}\n"
             )
         elif node == "stop":
