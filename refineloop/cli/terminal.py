@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from refineloop.apps.engine import NoAnswer, Outcome
-from refineloop.apps.progress import ProgressLines
+from refineloop.apps.progress import ProgressLines, shown
 from refineloop.apps.stop_signals import ctrl_c_raises
 from refineloop.nodes.review import ALIASES
 
@@ -38,9 +38,8 @@ class Terminal(ProgressLines):
         """The best image, the folder, and the resume command of a run that did not finish."""
         best = outcome.values.get("best")
         if best:
-            self.out.write(
-                f"best: image {best['iteration']} scored {best['score']}/10 -> {Path(outcome.run_dir) / 'best.png'}\n"
-            )
+            where = Path(outcome.run_dir) / "best.png"
+            self.out.write(f"best: image {best['iteration']} scored {shown(best['score'])}/10 -> {where}\n")
         if not outcome.values.get("settings"):
             return  # nothing a resume could continue from was checkpointed: there is nothing to look at or resume
         self.out.write(f"files: {outcome.run_dir}\n")
