@@ -62,7 +62,8 @@ def test_the_final_pick_crowns_the_image_that_wins_its_duels(scripted, run_setti
     assert re.search(r"scores agree with duels +67% \(3 decided duels\)", summary)
     report = (run / "report.html").read_text()
     assert 'id="final-pick"' in report and "final pick: rank 1, duel points 4 of 4" in report
-    assert "final pick among #2, #3, #1: #3 takes the title from #2" in quiet.getvalue()
+    # The progress line says why a lower-scored image now holds the title.
+    assert "final pick among #2, #3, #1: #3 takes the title from #2 (4 of 4 duel points against 2)" in quiet.getvalue()
 
 
 def test_a_final_pick_of_zero_keeps_the_loops_best_and_asks_nothing_more(scripted, run_settings, quiet):

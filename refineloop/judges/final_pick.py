@@ -159,4 +159,11 @@ def pick_headline(pick: dict[str, Any] | None) -> str:
     pool = ", ".join(f"#{it}" for it in pick.get("pool", []))
     if pick["winner"] == pick.get("previous"):
         return f"final pick among {pool}: #{pick['winner']} keeps the title"
-    return f"final pick among {pool}: #{pick['winner']} takes the title from #{pick.get('previous')}"
+    headline = f"final pick among {pool}: #{pick['winner']} takes the title from #{pick.get('previous')}"
+    by_image = {entry["iteration"]: entry for entry in pick.get("entries", [])}
+    won, lost = by_image.get(pick["winner"]), by_image.get(pick.get("previous"))
+    if won and lost:
+        # Say why, since the new best may have scored lower in the loop: the duels of the pick decide.
+        headline += f" ({won['points']} of {won['most']} duel points against {lost['points']}"
+        headline += "; equal points go to the higher fresh looks)" if won["points"] == lost["points"] else ")"
+    return headline
