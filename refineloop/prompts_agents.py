@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from refineloop.prompts import keep_line
+from refineloop.state import score_words
 from refineloop.tasks import Task
 
 ROUTER_SYSTEM = """You direct an image refinement loop towards a goal.
@@ -54,10 +55,6 @@ Description:
 {idea}"""
 
 
-def _score(value: float | None) -> str:
-    return "?" if value is None else f"{value:g}"
-
-
 def router_messages_text(task: Task, view: dict[str, Any]) -> tuple[str, str]:
     """System and user text for one routing decision; `view` comes from the router's state summary."""
     return ROUTER_SYSTEM.format(goal=task.goal), ROUTER_USER.format(**view)
@@ -75,10 +72,10 @@ def writer_messages_text(
     ) + keep_line(task.keep)
     if last is None:
         return system, WRITER_FIRST_USER.format(idea=idea)
-    best_text = f"{_score(best.get('score'))}/10 on #{best['iteration']}" if best else "none yet"
+    best_text = f"{score_words(best.get('score'))}/10 on #{best['iteration']}" if best else "none yet"
     user = WRITER_USER.format(
         iteration=last["iteration"],
-        score=_score(last.get("score")),
+        score=score_words(last.get("score")),
         verdict=last.get("verdict", "unknown"),
         best=best_text,
         prompt=last.get("prompt", ""),

@@ -16,6 +16,11 @@ from typing_extensions import TypedDict
 Verdict = Literal["DONE", "CONTINUE", "unknown"]
 
 
+def score_words(score: float | None) -> str:
+    """A score as every line and prompt shows it: 8, 7.33 (at most two decimals), or ? when the judge gave none."""
+    return "?" if score is None else f"{round(score, 2):g}"
+
+
 def as_verdict(text: str) -> Verdict:
     """`text` as a stored verdict: DONE or CONTINUE when it says so, else unknown."""
     return "DONE" if text == "DONE" else "CONTINUE" if text == "CONTINUE" else "unknown"

@@ -13,11 +13,7 @@ from refineloop.apps.engine import EngineCallbacks
 from refineloop.judges.audit import audit_lines
 from refineloop.judges.final_pick import pick_headline
 from refineloop.settings import RunSettings
-
-
-def shown(score: float | None) -> str:
-    """A score as a progress line shows it: 8, 7.33 (at most two decimals), or ? when the judge gave none."""
-    return "?" if score is None else f"{round(score, 2):g}"
+from refineloop.state import score_words
 
 
 class ProgressLines(EngineCallbacks):
@@ -44,8 +40,10 @@ class ProgressLines(EngineCallbacks):
         """A line when an image was accepted or rejected, and when the run stops."""
         if node.startswith("accept_") and update.get("history"):
             entry = update["history"][-1]
-            score = shown(entry["score"])
-            best = f"{shown(entry['best_score'])} (#{entry['best_iteration']})" if entry["best_iteration"] else "-"
+            score = score_words(entry["score"])
+            best = (
+                f"{score_words(entry['best_score'])} (#{entry['best_iteration']})" if entry["best_iteration"] else "-"
+            )
             extra = f"  T={entry['temperature']:.2f}" if entry.get("temperature") is not None else ""
             self.out.write(
                 f"[{entry['iteration']:>2}/{self.cap}] score {score:>{self.width}}/10  best {best:<{self.width + 6}} "

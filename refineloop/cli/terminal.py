@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from refineloop.apps.engine import NoAnswer, Outcome
-from refineloop.apps.progress import ProgressLines, shown
+from refineloop.apps.progress import ProgressLines
 from refineloop.apps.stop_signals import ctrl_c_raises
 from refineloop.nodes.review import ALIASES
+from refineloop.state import score_words
 
 #: What a closed standard input leaves the run as.
 NO_ANSWER = "no answer on standard input: the run is paused at this review question"
@@ -39,7 +40,7 @@ class Terminal(ProgressLines):
         best = outcome.values.get("best")
         if best:
             where = Path(outcome.run_dir) / "best.png"
-            self.out.write(f"best: image {best['iteration']} scored {shown(best['score'])}/10 -> {where}\n")
+            self.out.write(f"best: image {best['iteration']} scored {score_words(best['score'])}/10 -> {where}\n")
         if not outcome.values.get("settings"):
             return  # nothing a resume could continue from was checkpointed: there is nothing to look at or resume
         self.out.write(f"files: {outcome.run_dir}\n")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from refineloop.settings import RunSettings
+from refineloop.state import score_words
 
 
 @dataclass
@@ -115,4 +116,9 @@ def result_from_values(thread_id: str, status: str, values: dict[str, Any], **ex
 
 def score_text(score: float) -> str:
     """A score out of 10 as people write it: 7/10, 7.33/10 (a mean of looks), never 7.333333333/10."""
-    return f"{round(score, 2):g}/10"
+    return f"{score_words(score)}/10"
+
+
+def not_run_line(item: BatchItem) -> str:
+    """What an engine prints for an item that cannot run (its `problem`), before any item starts."""
+    return f"[{item.source}] {item.label}: not run: {item.problem}"

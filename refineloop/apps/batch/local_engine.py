@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from refineloop.apps.batch.attempt import run_item
-from refineloop.apps.batch.items import BatchItem, ItemResult, score_text
+from refineloop.apps.batch.items import BatchItem, ItemResult, not_run_line, score_text
 from refineloop.apps.batch.plan import BatchPlan
 from refineloop.apps.batch.stores import Store
 from refineloop.apps.batch.summary import SUMMARY_TEXT, SummaryRow, summarize, write_summary
@@ -53,7 +53,7 @@ def run_local(
     )
     total = len(plan.items)
     for item in plan.rejected:
-        out.write(f"[{item.source}] {item.label}: not run: {item.problem}\n")
+        out.write(not_run_line(item) + "\n")
     try:
         with guard:
             for n, item in enumerate(plan.items, start=1):

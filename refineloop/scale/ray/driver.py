@@ -12,7 +12,7 @@ from typing import Any, TextIO
 import ray
 
 from refineloop.apps.batch import BatchItem, BatchPlan, ItemResult, SummaryRow, summarize, write_summary
-from refineloop.apps.batch.items import score_text
+from refineloop.apps.batch.items import not_run_line, score_text
 from refineloop.errors import SettingsError
 from refineloop.scale import check_storage
 from refineloop.scale.ray.connect import connect
@@ -107,7 +107,7 @@ def announce(plan: BatchPlan, todo: Iterable[BatchItem], out: TextIO) -> None:
     """What the local engine says before items run, said once up front: goals that will not run, and each
     item's settings warnings (the runners' output stays on their hosts, so the driver is where users look)."""
     for rejected in plan.rejected:
-        out.write(f"[{rejected.source}] {rejected.label}: not run: {rejected.problem}\n")
+        out.write(not_run_line(rejected) + "\n")
     for item in todo:
         for warning in settings_warnings(plan.settings_for(item)):
             out.write(f"[{item.index:03d}] {item.label}: {warning}\n")
