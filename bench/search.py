@@ -349,13 +349,15 @@ def run_once(settings: RunSettings, seed: int, noise: Noise, folder: Path) -> Re
     return Result(best, len(qualities), values.get("critic_calls", 0), best >= top - 1e-9, top - best, done, ideal)
 
 
-#: The seed's own judging: no final pick, the first DONE stops the run, one cold score an image, patience 3.
-SEEDS = {"final_pick": 0, "confirm_done": False, "patience": 3}
+#: The seed's own judging: no final pick, the first DONE stops the run, one cold score an image, patience 3, and
+#: a climber that stays on the best when a new image ties it.
+SEEDS = {"final_pick": 0, "confirm_done": False, "patience": 3, "sideways": False}
 #: refineloop's judging before this bench chose the defaults: a final pick of 4, DONE confirmed, patience 3.
-OLD = {"patience": 3}
+OLD = {"patience": 3, "sideways": False}
 
-#: (label, settings) of every row. "seed's" rows judge as the seed does; "defaults" rows take refineloop's
-#: defaults for what they do not name (climbing with patience 10, a final pick of 4, DONE confirmed).
+#: (label, settings) of every row. "seed's" rows judge and climb as the seed does; "defaults" rows take
+#: refineloop's defaults for what they do not name (climbing with sideways moves and patience 10, a final pick of
+#: 4, DONE confirmed).
 CONFIGS: list[tuple[str, dict[str, Any]]] = [
     ("climbing (the seed's)", {"strategy": "climbing", **SEEDS}),
     ("climbing, patience 10 (seed's)", {"strategy": "climbing", **SEEDS, "patience": 10}),
@@ -365,11 +367,13 @@ CONFIGS: list[tuple[str, dict[str, Any]]] = [
     ("climbing, pairwise (seed's)", {"strategy": "climbing", "judge": "pairwise", **SEEDS}),
     ("climbing, 3 samples (seed's)", {"strategy": "climbing", "judge_samples": 3, **SEEDS}),
     ("climbing, checklist (seed's)", {"strategy": "climbing", "judge": "checklist", **SEEDS}),
-    ("climbing + final pick 3", {"strategy": "climbing", "final_pick": 3, "confirm_done": False, "patience": 3}),
-    ("climbing + final pick 4", {"strategy": "climbing", "final_pick": 4, "confirm_done": False, "patience": 3}),
+    ("climbing, sideways, p. 10 (seed's)", {"strategy": "climbing", **SEEDS, "patience": 10, "sideways": True}),
+    ("climbing + final pick 3", {"strategy": "climbing", **SEEDS, "final_pick": 3}),
+    ("climbing + final pick 4", {"strategy": "climbing", **SEEDS, "final_pick": 4}),
     ("greedy + DONE confirmation", {"strategy": "greedy", "final_pick": 0, "confirm_done": True}),
     ("old demo default: climbing", {"strategy": "climbing", **OLD}),
     ("old run default: greedy", {"strategy": "greedy"}),
+    ("last default: no sideways", {"strategy": "climbing", "sideways": False}),
     ("defaults: climbing, patience 10", {}),
     ("best of 10 seeds (defaults)", {"candidates": 10, "rounds": 1}),
     ("annealing (defaults)", {"strategy": "annealing"}),

@@ -24,6 +24,7 @@ class RuleKnobs(Protocol):
     seed: int | None
     initial_temp: float
     cooling_rate: float
+    sideways: bool
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,8 @@ class Decision:
     """What a rule decided about the judged candidate."""
 
     decision: str
-    """accepted, rejected or accepted-worse (annealing's downhill move)."""
+    """accepted, rejected, sideways (climbing onto an image level with the best) or accepted-worse (annealing's
+    downhill move)."""
     current: Candidate | None
     """Where the walk stands afterwards."""
     temperature: float | None = None
@@ -62,6 +64,22 @@ def beats(candidate: Candidate, best: Candidate | None) -> bool:
     return score > held
 
 
+def level_with(candidate: Candidate, best: Candidate | None) -> bool:
+    """Neither better nor worse than the best, as far as the judge can tell (call it when `beats` said no).
+
+    With a pairwise verdict against that very image: neither image won both orders (a split, or a tie in
+    either order); otherwise the same score.
+    """
+    score = candidate.get("score")
+    held = best.get("score") if best is not None else None
+    if score is None or best is None or held is None:
+        return False
+    duel = candidate.get("pairwise")
+    if duel and duel["against"] == best["iteration"]:
+        return bool(duel["wins"] == 1 or (duel["wins"] == 0 and duel.get("ties", 0) > 0))
+    return score >= held
+
+
 def _delta(candidate: Candidate, current: Candidate) -> float:
     """Annealing's step: the score difference, or +1 / 0 / -1 from a pairwise duel with the current image."""
     duel = candidate.get("pairwise")
@@ -81,6 +99,26 @@ def keep_better(state: RefineState, settings: RuleKnobs) -> Decision:
     if beats(candidate, state.get("best")):
         return Decision("accepted", candidate)
     return Decision("rejected", state.get("best"))
+
+
+def climb(state: RefineState, settings: RuleKnobs) -> Decision:
+    """Hill-climbing with sideways moves: adopt an image that beats the best; walk on to one level with it
+    without crowning it; after a miss, stand where the walk stands.
+
+    On a coarse or squeezed scale most new images tie the best, and a strict climber stands still on the first of
+    them while its newer ideas go unexplored (the plateau problem of local search). A sideways move is still a
+    miss, so --patience bounds a walk along a plateau; the final pick decides between the level images.
+    With --no-sideways this is `keep_better`, the seed's climbing.
+    """
+    if not settings.sideways:
+        return keep_better(state, settings)
+    candidate = state["candidate"] or {}
+    best = state.get("best")
+    if beats(candidate, best):
+        return Decision("accepted", candidate)
+    if level_with(candidate, best):
+        return Decision("sideways", candidate)
+    return Decision("rejected", state.get("current") or best)
 
 
 def metropolis(state: RefineState, settings: RuleKnobs) -> Decision:

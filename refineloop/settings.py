@@ -58,6 +58,11 @@ class RunSettings:
     max_iterations: int = _knob(10, "Rounds to run (one image each, or --candidates images); 0 runs until DONE.")
     safety_cap: int = _knob(100, "Hard limit on images when max_iterations is 0.")
     patience: int | None = _knob(None, "Misses in a row before climbing or img2img gives up (default 10, img2img 4).")
+    sideways: bool = _knob(
+        True,
+        "Climbing: a new image level with the best (the same score, or a split duel) moves the walk onto it without "
+        "crowning it, and counts as a miss; --no-sideways stays on the best, as the seed does.",
+    )
     seed: int | None = _knob(None, "Base seed for images and annealing draws; chosen and recorded when empty.")
     initial_temp: float = _knob(2.0, "Annealing start temperature T0.")
     cooling_rate: float = _knob(0.85, "Annealing geometric cooling: T = T0 * rate^(i-1); between 0 and 1.")
@@ -478,6 +483,11 @@ def settings_warnings(settings: RunSettings) -> list[str]:
         found.append(
             f"--patience {settings.patience} counts misses in a row, which only "
             f"{' and '.join(strategy_names('stops_on_misses'))} stop on: {strategy} ignores it"
+        )
+    if not settings.sideways and not spec.moves_sideways:
+        found.append(
+            f"--no-sideways turns off {' and '.join(strategy_names('moves_sideways'))}'s sideways moves only: "
+            f"{strategy} ignores it"
         )
     if not spec.cools and (knobs := _changed(settings, "initial_temp", "cooling_rate")):
         found.append(

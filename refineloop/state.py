@@ -52,7 +52,8 @@ class Candidate(TypedDict, total=False):
     """Every judge score this image got (more than one with --judge-samples, or after a re-score); a checklist
     look's score is a fraction."""
     pairwise: dict[str, Any] | None
-    """Head-to-head result with --judge pairwise: {"against": image, "wins": 0-2, "flipped": bool}."""
+    """Head-to-head result with --judge pairwise: {"against": image, "wins": 0-2, "ties": 0-2
+    (orders that named no winner), "flipped": bool}."""
     verdict: Verdict
     """DONE (cannot get better), CONTINUE, or unknown (unparseable reply)."""
     critique: str
@@ -93,7 +94,8 @@ class HistoryEntry(TypedDict, total=False):
     verdict: Verdict
     """Its verdict."""
     decision: str
-    """accepted, rejected, or accepted-worse (annealing's downhill move)."""
+    """accepted, rejected, sideways (climbing onto an image level with the best) or accepted-worse (annealing's
+    downhill move)."""
     best_iteration: int | None
     """Which image was best after this decision."""
     best_score: float | None
@@ -158,7 +160,7 @@ class RefineState(TypedDict, total=False):
     misses: int
     """Rejections in a row since the last new best (climbing and img2img stop at patience)."""
     decision: str
-    """The last acceptance decision: accepted, rejected or accepted-worse."""
+    """The last acceptance decision: accepted, rejected, sideways or accepted-worse."""
     status: Status
     """running until the stop node finishes; done afterwards (an empty `next` is not proof)."""
     stop_reason: str

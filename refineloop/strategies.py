@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from refineloop.acceptance import Rule, keep_better, keep_new, metropolis
+from refineloop.acceptance import Rule, climb, keep_better, keep_new, metropolis
 
 #: How a strategy's graph is laid out (refineloop.graph): the shared accept-and-route loop, agent mode's
 #: tool-calling router, or evaluator-optimizer's two agents.
@@ -34,7 +34,12 @@ class StrategySpec:
     default_patience: int = 3
     """The patience used when --patience is not given."""
     walks_from: Literal["best", "current"] = "best"
-    """Where the proposer and a re-scored incumbent put the walk: on the best image, or on the current one."""
+    """Where the proposer starts the next idea from: the best image, or the one the walk stands on."""
+    compares_with: Literal["best", "current"] = "best"
+    """Which image a new one must beat: the best (a pairwise duel is held with it, and a re-scored incumbent puts
+    the walk back on the best), or the current one."""
+    moves_sideways: bool = False
+    """Whether an image level with the best moves the walk onto it (unless --no-sideways)."""
     follows_critic: bool = True
     """Whether an adopted image's next idea (the critic's) is drawn next; if not, the proposer always writes one."""
     cools: bool = False
@@ -71,10 +76,12 @@ BUILT_IN = (
     ),
     StrategySpec(
         name="climbing",
-        description="keep only an image that beats the best; a new idea after each miss",
-        rule=keep_better,
+        description="keep an image that beats the best, walk on to one level with it; a new idea after each miss",
+        rule=climb,
         stops_on_misses=True,
         default_patience=10,
+        walks_from="current",
+        moves_sideways=True,
         comparing=True,
     ),
     StrategySpec(
@@ -82,6 +89,7 @@ BUILT_IN = (
         description="walk on from the current image, sometimes downhill as the temperature cools",
         rule=metropolis,
         walks_from="current",
+        compares_with="current",
         follows_critic=False,
         cools=True,
         comparing=True,

@@ -89,7 +89,7 @@ def highest_scored(records: dict[int, dict[str, Any]]) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [3, 4])
+@pytest.mark.parametrize("seed", [3, 5])
 def test_pairwise_best_is_the_duel_winner_everywhere(tmp_path, seed):
     result = refineloop(
         "demo",
@@ -152,15 +152,15 @@ def test_a_rescore_that_drops_the_incumbent_hands_the_title_to_the_highest_earli
     assert records[1]["score"] == 7.33 and records[1]["first_score"] == 8
     assert records[1]["rescores"] == [{"at": 2, "score": 8.0}, {"at": 3, "score": 7.33}]
     assert len(records[1]["samples"]) == 12
-    # Image 3 beats the re-scored image 1 but only ties image 2, the earlier one: no progress.
-    assert records[3]["decision"] == "rejected" and records[3]["best_iteration"] == 2
-    assert outcome.values["current"]["iteration"] == 2, "climbing stands on the best"
+    # Image 3 beats the re-scored image 1 but only ties image 2, the earlier one: no progress, a sideways move.
+    assert records[3]["decision"] == "sideways" and records[3]["best_iteration"] == 2
+    assert outcome.values["current"]["iteration"] == 3, "climbing walks onto an image level with the best"
 
 
 @pytest.mark.slow
 def test_the_final_pick_crowns_its_winner_everywhere(tmp_path):
     # The default run (final pick of 4): at this seed the pick hands the title to another image than the loop's best.
-    result = refineloop("demo", "--seed", "5", "--output-dir", "r", cwd=tmp_path)
+    result = refineloop("demo", "--seed", "4", "--output-dir", "r", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     run = tmp_path / "r"
     best, records = check_agreement(run)

@@ -166,6 +166,7 @@ def test_options_the_strategy_ignores_are_warned_about(capsys, tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     flags = ["--strategy", "greedy", "--patience", "5", "--initial-temp", "3", "--cooling-rate", "0.5"]
     flags += ["--initial-strength", "0.6", "--judge-samples", "2", "--agent-model", "demo", "--agent-router-calls", "5"]
+    flags += ["--no-sideways"]
     out = ran("demo", *QUICK, *flags, "--output-dir", "r", cwd=tmp_path)
     warnings = [line for line in out.splitlines() if line.startswith("warning: ")]
     for flag in (
@@ -175,6 +176,7 @@ def test_options_the_strategy_ignores_are_warned_about(capsys, tmp_path, monkeyp
         "--judge-samples 2",
         "--agent-model demo",
         "--agent-router-calls",
+        "--no-sideways",
     ):
         assert any(flag in line and "greedy" in line for line in warnings), (flag, warnings)
     assert images_in(tmp_path / "r") == ["01.png", "02.png"]
@@ -183,7 +185,7 @@ def test_options_the_strategy_ignores_are_warned_about(capsys, tmp_path, monkeyp
 def test_options_the_strategy_uses_give_no_warning():
     assert settings_warnings(RunSettings(strategy="annealing", initial_temp=3.0, cooling_rate=0.5)) == []
     assert settings_warnings(RunSettings(strategy="img2img", initial_strength=0.6, patience=2, judge_samples=3)) == []
-    assert settings_warnings(RunSettings(strategy="climbing", patience=5, judge="pairwise")) == []
+    assert settings_warnings(RunSettings(strategy="climbing", patience=5, judge="pairwise", sideways=False)) == []
     assert settings_warnings(RunSettings(strategy="agent", agent_model="demo", agent_router_calls=5)) == []
     assert settings_warnings(RunSettings(strategy="evaluator-optimizer", agent_model="demo")) == []
 

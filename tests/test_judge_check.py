@@ -107,7 +107,9 @@ def test_the_recommendation_follows_what_was_measured():
     squeezed = measured(cold_repeat=1.0, score_ties=0.7, warm_spread=0.3, flip_rate=0.4, tie_rate=0.4, agreement=0.6)
     chosen, reasons = recommend(squeezed, logprobs=True)
     assert (chosen["judge"], chosen["strategy"]) == ("checklist", "annealing")
-    assert recommend(squeezed, logprobs=False)[0]["judge"] == "score"
+    chosen, reasons = recommend(squeezed, logprobs=False)
+    assert (chosen["judge"], chosen["strategy"], chosen["patience"]) == ("score", "climbing", 10)
+    assert any("70% of image pairs tie" in r and "sideways" in r for r in reasons)
 
 
 def test_a_fresh_batch_never_writes_into_a_folder_in_use(tmp_path, capsys):

@@ -22,16 +22,32 @@ def test_pairwise_split_is_a_tie_and_a_double_win_is_adopted(scripted, run_setti
     settings = run_settings(strategy="climbing", judge="pairwise", max_iterations=3, final_pick=0)
     outcome = start_run(settings, models=cache, out=quiet)
     first, second, third = outcome.values["history"]
-    # Image 2 wins in the first order and loses in the second: a split, so climbing treats it as a tie.
-    assert second["decision"] == "rejected"
-    # Image 3 wins both orders: adopted although its absolute score is lower.
+    # Image 2 wins in the first order and loses in the second: a split, a tie, so climbing walks onto it sideways
+    # and image 1 stays the best, the one image 3 must beat.
+    assert second["decision"] == "sideways" and second["best_iteration"] == 1
+    # Image 3 wins both orders against the best: adopted although its absolute score is lower.
     assert third["decision"] == "accepted" and outcome.values["best"]["iteration"] == 3
     duels = [json.loads((Path(outcome.run_dir) / f"0{i}.json").read_text())["pairwise"] for i in (2, 3)]
-    assert duels == [{"against": 1, "wins": 1, "flipped": True}, {"against": 1, "wins": 2, "flipped": False}]
+    assert duels == [
+        {"against": 1, "wins": 1, "ties": 0, "flipped": True},
+        {"against": 1, "wins": 2, "ties": 0, "flipped": False},
+    ]
     compares = roles(critic, "compare")
     assert len(compares) == 4 and all(c["image"] for c in compares)
     summary = (Path(outcome.run_dir) / "summary.txt").read_text()
     assert "pairwise comparisons: 2, order flips: 1 (50%" in summary
+
+
+def test_a_pairwise_loss_in_both_orders_is_a_miss_and_a_double_tie_is_level(scripted, run_settings, quiet):
+    cache, _ = scripted(
+        [judge_reply(6), judge_reply(9), judge_reply(9)],
+        compare_replies=["WINNER: B", "WINNER: A", "WINNER: TIE", "WINNER: TIE"],
+    )
+    settings = run_settings(strategy="climbing", judge="pairwise", max_iterations=3, final_pick=0)
+    outcome = start_run(settings, models=cache, out=quiet)
+    # Image 2 loses both orders to image 1 whatever its score; image 3's duel names no winner in either order.
+    assert [h["decision"] for h in outcome.values["history"]] == ["accepted", "rejected", "sideways"]
+    assert outcome.values["best"]["iteration"] == 1 and outcome.values["current"]["iteration"] == 3
 
 
 def test_pairwise_drives_annealing_steps(scripted, run_settings, quiet):

@@ -26,11 +26,14 @@ def test_greedy_adopts_a_drop_but_best_stays_highest(scripted, run_settings, qui
     assert outcome.values["stop_reason"] == "reached --max-iterations 3"
 
 
-def test_climbing_reverts_on_a_tie_and_hands_failed_ideas_to_the_proposer(scripted, run_settings, quiet):
+def test_climbing_without_sideways_reverts_on_a_tie_and_hands_failed_ideas_to_the_proposer(
+    scripted, run_settings, quiet
+):
     cache, critic = scripted(
         [judge_reply(5, idea="idea from one"), judge_reply(5), judge_reply(4), judge_reply(7), judge_reply(6)]
     )
-    outcome = start_run(run_settings(strategy="climbing", max_iterations=5, patience=3), models=cache, out=quiet)
+    settings = run_settings(strategy="climbing", max_iterations=5, patience=3, sideways=False)
+    outcome = start_run(settings, models=cache, out=quiet)
     assert decisions(outcome) == [
         (1, 5, "accepted"),
         (2, 5, "rejected"),
@@ -45,6 +48,45 @@ def test_climbing_reverts_on_a_tie_and_hands_failed_ideas_to_the_proposer(script
     assert all(c["image"] for c in proposals)
     assert outcome.values["best"]["iteration"] == 4
     assert outcome.values["current"]["iteration"] == 4
+
+
+def test_climbing_walks_sideways_onto_a_tie_and_stands_there_after_a_miss(scripted, run_settings, quiet):
+    replies = [
+        judge_reply(5, idea="idea from one"),
+        judge_reply(5, idea="idea from two"),
+        judge_reply(4),
+        judge_reply(7),
+        judge_reply(6),
+    ]
+    cache, critic = scripted(replies)
+    outcome = start_run(
+        run_settings(strategy="climbing", max_iterations=5, patience=3, final_pick=0), models=cache, out=quiet
+    )
+    assert decisions(outcome) == [
+        (1, 5, "accepted"),
+        (2, 5, "sideways"),
+        (3, 4, "rejected"),
+        (4, 7, "accepted"),
+        (5, 6, "rejected"),
+    ]
+    history = outcome.values["history"]
+    # A sideways move crowns nothing: image 1 stays the best (the earliest of equal scores) until image 4 beats it.
+    assert [h["best_iteration"] for h in history] == [1, 1, 1, 4, 4]
+    run = Path(outcome.run_dir)
+    # The tie's own idea is drawn next, and the proposer after the miss starts from the image the walk stands on.
+    assert "idea from two" in json.loads((run / "03.json").read_text())["prompt"]
+    proposals = [c for c in critic.calls if c["role"] == "propose"]
+    second, first = (json.loads((run / f"0{n}.json").read_text())["prompt"] for n in (2, 1))
+    assert second in proposals[0]["user"] and first not in proposals[0]["user"]
+    assert json.loads((run / "02.json").read_text())["decision"] == "sideways"
+    assert (run / "best.png").read_bytes() == (run / "04.png").read_bytes()
+
+
+def test_a_sideways_move_is_a_miss_for_patience(scripted, run_settings, quiet):
+    cache, _ = scripted([judge_reply(5), judge_reply(5), judge_reply(5), judge_reply(9)])
+    outcome = start_run(run_settings(strategy="climbing", max_iterations=10, patience=2), models=cache, out=quiet)
+    assert [h["decision"] for h in outcome.values["history"]] == ["accepted", "sideways", "sideways"]
+    assert outcome.values["stop_reason"] == "2 images in a row did not beat the best (--patience 2)"
 
 
 def test_climbing_stops_when_patience_runs_out(scripted, run_settings, quiet):

@@ -57,7 +57,7 @@ RELIABLE_TIES = 0.25
 AGREEING = 0.75
 """Scores that agree with decided duels at least this often rank like them."""
 SQUEEZED = 0.4
-"""Different images tying on their cold score this often: the scale is squeezed, and strict climbing stalls."""
+"""Different images tying on their cold score this often: the scale is squeezed, and most new images tie the best."""
 
 
 @dataclass
@@ -202,18 +202,24 @@ def recommend(measured: dict[str, tuple[float | None, int]], logprobs: bool | No
         reasons.append(f"--judge-samples 3: the score is noisy ({steadiness}); averaging cancels part of it")
     elif chosen["judge"] == "score":
         reasons.append(f"--judge-samples 1: {steadiness}, so more samples buy little")
-    if squeezed:
+    if squeezed and chosen["judge"] == "checklist":
         chosen.update(strategy="annealing", patience=None)
         reasons.append(
-            f"--strategy annealing: {_pct(ties_of_scores)} of image pairs tie on their cold score, and climbing, "
-            "which keeps only a strictly higher score, stalls on such a scale; annealing walks on over ties"
+            "--strategy annealing: checklist scores seldom tie, so climbing's sideways moves seldom happen; on a "
+            "squeezed scale annealing's downhill steps find more than a climb does"
         )
     else:
-        chosen.update(strategy="climbing", patience=10 if noisy else 3)
-        reasons.append(
-            f"--strategy climbing --patience {chosen['patience']}: "
-            + ("a noisy judge rejects good images by chance: give it more misses" if noisy else "its misses are real")
-        )
+        chosen.update(strategy="climbing", patience=10 if noisy or squeezed else 3)
+        if squeezed:
+            why = (
+                f"{_pct(ties_of_scores)} of image pairs tie on their cold score: climbing walks on over ties "
+                "(sideways moves, each a miss), so give it more misses"
+            )
+        elif noisy:
+            why = "a noisy judge rejects good images by chance: give it more misses"
+        else:
+            why = "its misses are real"
+        reasons.append(f"--strategy climbing --patience {chosen['patience']}: {why}")
     pick = f"--final-pick {chosen['final_pick']} (the default)"
     if flips is not None and not reliable:
         reasons.append(f"{pick}: its duels flip or tie often here, so its fresh looks break more of its ties")

@@ -152,7 +152,8 @@ def compare(
     winners = run_all([functools.partial(order, *pair) for pair in orders], settings.critic_concurrency)
     wins = sum(w == challenger["iteration"] for w in winners)
     decided = [w for w in winners if w is not None]
-    return {"against": incumbent["iteration"], "wins": wins, "flipped": len(set(decided)) == 2}
+    ties = len(winners) - len(decided)
+    return {"against": incumbent["iteration"], "wins": wins, "ties": ties, "flipped": len(set(decided)) == 2}
 
 
 def evaluate(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
@@ -207,10 +208,10 @@ def evaluate(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
         update["best"] = best
         current = state.get("current")
         if current and current["iteration"] == revised["iteration"]:
-            # A walk from the best stands on the best; one from the current image walks on, from the re-scored
-            # image's record.
-            update["current"] = revised if spec.walks_from == "current" else best
-    opponent = update.get("current", state.get("current")) if spec.walks_from == "current" else best
+            # A walk that must beat the best stands on the best again; one that compares with the current image
+            # walks on from the re-scored image's record.
+            update["current"] = revised if spec.compares_with == "current" else best
+    opponent = update.get("current", state.get("current")) if spec.compares_with == "current" else best
     if settings.judge == "pairwise" and opponent and chosen["score"] is not None and spec.comparing:
         result = compare(models, settings, task, chosen, opponent, run_dir, budget)
         if result is not None:

@@ -66,6 +66,7 @@ svg text { font: 12px system-ui, "DejaVu Sans", sans-serif; fill: var(--muted); 
 .tag { font-size: 12px; font-weight: 600; padding: 2px 8px; border-radius: 999px; background: #eee; color: #333; }
 .tag.accepted { background: #dcf5e3; color: var(--ok); }
 .tag.rejected { background: #fde4e1; color: var(--no); }
+.tag.sideways { background: #e8eefc; color: #2b4a8b; }
 .tag.accepted-worse { background: #fdecd8; color: var(--worse); }
 .tag.best { background: var(--best); color: #fff; }
 .tag.DONE { background: #1d1d1f; color: #fff; }
