@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 from refineloop.cli.run_commands import resume_run, start_run
+from refineloop.graph import build_graph
+from refineloop.run_folder.checkpoints import connect, run_saver
+from refineloop.run_folder.folder import read_meta
 from refineloop.schedules import draw, temperature
 from tests.conftest import judge_reply
 
@@ -87,6 +92,22 @@ def test_a_sideways_move_is_a_miss_for_patience(scripted, run_settings, quiet):
     outcome = start_run(run_settings(strategy="climbing", max_iterations=10, patience=2), models=cache, out=quiet)
     assert [h["decision"] for h in outcome.values["history"]] == ["accepted", "sideways", "sideways"]
     assert outcome.values["stop_reason"] == "2 images in a row did not beat the best (--patience 2)"
+
+
+def test_a_climbing_run_recorded_before_sideways_moves_resumes_with_its_strict_rule(scripted, run_settings, quiet):
+    replies = [judge_reply(5), KeyboardInterrupt(), judge_reply(5), judge_reply(5)]
+    cache, _ = scripted(replies)
+    first = start_run(run_settings(strategy="climbing", max_iterations=3, final_pick=0), models=cache, out=quiet)
+    assert first.status == "interrupted" and len(first.values["history"]) == 1
+    # What an older refineloop checkpointed: the same settings, without the key it did not know.
+    config: Any = {"configurable": {"thread_id": read_meta(first.run_dir)["thread_id"]}}
+    with closing(connect(first.run_dir)) as conn:
+        graph = build_graph("climbing", run_saver(conn))
+        older = {k: v for k, v in graph.get_state(config).values["settings"].items() if k != "sideways"}
+        graph.update_state(config, {"settings": older}, as_node="generate")
+    second = resume_run(first.run_dir, models=cache, out=quiet)
+    assert second.status == "done"
+    assert [h["decision"] for h in second.values["history"]] == ["accepted", "rejected", "rejected"]
 
 
 def test_climbing_stops_when_patience_runs_out(scripted, run_settings, quiet):
