@@ -352,7 +352,8 @@ def run_once(settings: RunSettings, seed: int, noise: Noise, folder: Path) -> Re
 #: The seed's own judging: no final pick, the first DONE stops the run, one cold score an image, patience 3, and
 #: a climber that stays on the best when a new image ties it.
 SEEDS = {"final_pick": 0, "confirm_done": False, "patience": 3, "sideways": False}
-#: refineloop's judging before this bench chose the defaults: a final pick of 4, DONE confirmed, patience 3.
+#: refineloop's judging before this bench chose the defaults: a final pick of 4, DONE confirmed, patience 3, no
+#: sideways moves.
 OLD = {"patience": 3, "sideways": False}
 
 #: (label, settings) of every row. "seed's" rows judge and climb as the seed does; "defaults" rows take
