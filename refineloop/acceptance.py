@@ -46,38 +46,30 @@ class Decision:
 Rule = Callable[[RefineState, RuleKnobs], Decision]
 
 
-def beats(candidate: Candidate, best: Candidate | None) -> bool:
-    """Strictly better than the best; an unscored image never wins, and a tie is no progress.
+def _standing(candidate: Candidate, best: Candidate | None) -> int:
+    """1 when the candidate beats the best, 0 when it is level with it, -1 when it falls short.
 
-    With a pairwise verdict against that very image, better means winning in both orders; otherwise it
-    means a strictly higher score.
+    An unscored image falls short, and any scored image beats a best that has no score. With a pairwise verdict
+    against that very image, winning both orders beats it and a split or a tie in either order is level;
+    otherwise the scores decide.
     """
     score = candidate.get("score")
     if score is None:
-        return False
+        return -1
     held = best.get("score") if best is not None else None
     if best is None or held is None:
-        return True
+        return 1
     duel = candidate.get("pairwise")
     if duel and duel["against"] == best["iteration"]:
-        return bool(duel["wins"] == 2)
-    return score > held
+        if duel["wins"] == 2:
+            return 1
+        return 0 if duel["wins"] == 1 or duel.get("ties", 0) > 0 else -1
+    return 1 if score > held else 0 if score == held else -1
 
 
-def level_with(candidate: Candidate, best: Candidate | None) -> bool:
-    """Neither better nor worse than the best, as far as the judge can tell (call it when `beats` said no).
-
-    With a pairwise verdict against that very image: neither image won both orders (a split, or a tie in
-    either order); otherwise the same score.
-    """
-    score = candidate.get("score")
-    held = best.get("score") if best is not None else None
-    if score is None or best is None or held is None:
-        return False
-    duel = candidate.get("pairwise")
-    if duel and duel["against"] == best["iteration"]:
-        return bool(duel["wins"] == 1 or (duel["wins"] == 0 and duel.get("ties", 0) > 0))
-    return score >= held
+def beats(candidate: Candidate, best: Candidate | None) -> bool:
+    """Strictly better than the best: a higher score, or both orders of a duel with it; a tie is no progress."""
+    return _standing(candidate, best) == 1
 
 
 def _delta(candidate: Candidate, current: Candidate) -> float:
@@ -114,9 +106,10 @@ def climb(state: RefineState, settings: RuleKnobs) -> Decision:
         return keep_better(state, settings)
     candidate = state["candidate"] or {}
     best = state.get("best")
-    if beats(candidate, best):
+    standing = _standing(candidate, best)
+    if standing > 0:
         return Decision("accepted", candidate)
-    if level_with(candidate, best):
+    if standing == 0:
         return Decision("sideways", candidate)
     return Decision("rejected", state.get("current") or best)
 

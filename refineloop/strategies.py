@@ -38,8 +38,6 @@ class StrategySpec:
     compares_with: Literal["best", "current"] = "best"
     """Which image a new one must beat: the best (a pairwise duel is held with it, and a re-scored incumbent puts
     the walk back on the best), or the current one."""
-    moves_sideways: bool = False
-    """Whether an image level with the best moves the walk onto it (unless --no-sideways)."""
     follows_critic: bool = True
     """Whether an adopted image's next idea (the critic's) is drawn next; if not, the proposer always writes one."""
     cools: bool = False
@@ -55,6 +53,11 @@ class StrategySpec:
     def accept_node(self) -> str:
         """The name of the node that writes its acceptance (a fork seeds its new thread as this node)."""
         return "accept_" + self.name.replace("-", "_")
+
+    @property
+    def moves_sideways(self) -> bool:
+        """Whether an image level with the best moves the walk onto it (unless --no-sideways): its rule is `climb`."""
+        return self.rule is climb
 
     @property
     def reviewable(self) -> bool:
@@ -81,7 +84,6 @@ BUILT_IN = (
         stops_on_misses=True,
         default_patience=10,
         walks_from="current",
-        moves_sideways=True,
         comparing=True,
     ),
     StrategySpec(
