@@ -37,6 +37,9 @@ MAX_TEXT = 4096
 #: The final pick duels every pair of its images in both orders, so its cost grows as K squared.
 MAX_FINAL_PICK = 10
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+#: Settings added after runs were already being recorded, each with the value that keeps such a run (its state
+#: holds every setting it had, and no others) doing what it did when it started. Runs since record them all.
+ADDED_LATER: dict[str, Any] = {"sideways": False}
 
 
 def _knob(default: Any, description: str) -> Any:
@@ -246,9 +249,14 @@ class RunSettings:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> RunSettings:
-        """Rebuild from state, ignoring keys a newer or older version wrote."""
+        """Build from a dict of settings, ignoring keys a newer or older version wrote; missing ones take defaults."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in (data or {}).items() if k in names})
+
+    @classmethod
+    def from_state(cls, data: dict[str, Any] | None) -> RunSettings:
+        """A run's own settings, from its state: one that the run predates takes the value it ran with."""
+        return cls.from_dict({**ADDED_LATER, **(data or {})})
 
 
 def _check(ok: bool, message: str) -> None:

@@ -16,7 +16,7 @@ def stop_reason(state: RefineState) -> str | None:
     DONE ends the run only when the image that said it was adopted and is (or ties) the best: a DONE on a
     rejected or lower-scored image must not crown it.
     """
-    settings = RunSettings.from_dict(state["settings"])
+    settings = RunSettings.from_state(state["settings"])
     candidate = state.get("candidate") or {}
     best = state.get("best") or {}
     score = candidate.get("score")
@@ -46,7 +46,7 @@ def route_after_accept(state: RefineState) -> Literal["stop", "summarize", "prop
     """Stop, refine from the critic's idea, or ask the proposer for a new one."""
     if stop_reason(state) is not None:
         return "stop"
-    settings = RunSettings.from_dict(state["settings"])
+    settings = RunSettings.from_state(state["settings"])
     candidate = state.get("candidate") or {}
     adopted = state.get("decision") != "rejected"
     if spec_for(settings.strategy).follows_critic and adopted and candidate.get("next_idea"):

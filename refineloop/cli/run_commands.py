@@ -108,7 +108,7 @@ def resume_run(
             return _already_finished(run_dir, values, terminal)
         view = make_view(values, run_dir, overrides)
         check_images(apply_view(values, view))
-        settings = RunSettings.from_dict({**values["settings"], **(overrides or {}), "output_dir": run_dir})
+        settings = RunSettings.from_state({**values["settings"], **(overrides or {}), "output_dir": run_dir})
         with stop_ends_loading("the run folder is as it was"):
             load_models(models, settings, terminal)
         terminal.note(f"resuming {run_dir} after image {values.get('iteration', 0)}")

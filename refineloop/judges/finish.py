@@ -24,7 +24,7 @@ COUNTERS = ("critic_calls", "seconds", "comparisons", "order_flips")
 def finish(state: dict[str, Any], config: RunnableConfig | None) -> dict[str, Any]:
     """The stop node's hook: the update the final pick and the audit make (empty when neither is on). Both stay
     within the critic-call budget; a re-run of the stop node judges again and rewrites the same records."""
-    settings = RunSettings.from_dict(state["settings"])
+    settings = RunSettings.from_state(state["settings"])
     best = state.get("best")
     if not best or (settings.final_pick < 2 and not settings.audit_model):
         return {}

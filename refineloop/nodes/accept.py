@@ -21,18 +21,13 @@ from refineloop.settings import RunSettings
 from refineloop.state import HistoryEntry, RefineState
 from refineloop.strategies import StrategySpec
 
-#: Rule settings added after runs were already being recorded, with the value that keeps such a run (its state
-#: holds every setting it had, and no others) deciding as it did when it started. Runs since record them all.
-RECORDED_BEFORE: dict[str, Any] = {"sideways": False}
-
 
 def accept_node(spec: StrategySpec) -> Callable[[RefineState], dict[str, Any]]:
     """The accept node of strategy `spec`: its rule decides, `apply_decision` writes the outcome."""
 
     def accept(state: RefineState) -> dict[str, Any]:
         """Apply the strategy's acceptance rule to the judged candidate."""
-        settings = RunSettings.from_dict({**RECORDED_BEFORE, **state["settings"]})
-        return apply_decision(state, spec.rule(state, settings))
+        return apply_decision(state, spec.rule(state, RunSettings.from_state(state["settings"])))
 
     accept.__name__ = spec.accept_node
     return accept

@@ -47,7 +47,7 @@ def prompt_words(image_model: ImageModel, subject: str) -> int:
 
 def generator(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
     """The generator agent: write the next prompt from the goal and the last critique (generate draws it)."""
-    settings = RunSettings.from_dict(state["settings"])
+    settings = RunSettings.from_state(state["settings"])
     task = Task.from_dict(state["task"])
     models = models_for(config)
     image_model = models.image_model(settings)

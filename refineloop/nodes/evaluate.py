@@ -160,7 +160,7 @@ def evaluate(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
     """Judge the round's images, pick the best-judged as the candidate, and run the judge options."""
     started = time.perf_counter()
     remake_missing(state, config)  # on resume after a crash: the round's PNGs the writer had not finished
-    settings = RunSettings.from_dict(state["settings"])
+    settings = RunSettings.from_state(state["settings"])
     task = Task.from_dict(state["task"])
     models = models_for(config)
     run_dir = state["run_dir"]

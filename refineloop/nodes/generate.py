@@ -29,7 +29,7 @@ def generate(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
     number, so any image can be remade alone. Their PNGs are written by the writer thread while the critic
     judges them from memory (refineloop.run_folder.image_writer); `evaluate` waits for the files.
     """
-    settings = RunSettings.from_dict(state["settings"])
+    settings = RunSettings.from_state(state["settings"])
     task = Task.from_dict(state["task"])
     model = models_for(config).image_model(settings)
     first = state["iteration"] + 1

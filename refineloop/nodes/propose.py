@@ -28,7 +28,7 @@ from refineloop.tasks import Task
 
 def propose(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
     """Write a new idea into state; fall back to the escalation ladder when the reply is unusable."""
-    settings = RunSettings.from_dict(state["settings"])
+    settings = RunSettings.from_state(state["settings"])
     task = Task.from_dict(state["task"])
     iteration = state["iteration"]
     spec = spec_for(settings.strategy)

@@ -71,7 +71,7 @@ def review_payload(
     payload: dict[str, Any] = {
         "question": "approve the next prompt, edit it, or stop the run",
         "iteration": state.get("iteration", 0),
-        "cap": RunSettings.from_dict(state.get("settings")).image_cap(),
+        "cap": RunSettings.from_state(state.get("settings")).image_cap(),
         "image": candidate.get("path", ""),
         "score": candidate.get("score"),
         "verdict": candidate.get("verdict", "unknown"),
@@ -133,7 +133,7 @@ def review(state: ReviewState, config: RunnableConfig) -> dict[str, Any]:
     if checklist is not None:
         update["checklist"] = record["checklist"] = checklist
     if action == "edit":
-        settings = RunSettings.from_dict(state["settings"])
+        settings = RunSettings.from_state(state["settings"])
         task = Task.from_dict(state["task"])
         image_model = models_for(config).image_model(settings)
         # The person's words go in as written; only a prompt over the model's budget is cut (with a warning
@@ -152,7 +152,7 @@ def review(state: ReviewState, config: RunnableConfig) -> dict[str, Any]:
 
 def _checklist_answer(state: ReviewState, answer: Any) -> tuple[list[dict[str, Any]] | None, str]:
     """The reviewer's new checklist, or None and what is wrong with the answer."""
-    if RunSettings.from_dict(state["settings"]).judge != "checklist":
+    if RunSettings.from_state(state["settings"]).judge != "checklist":
         return None, "this run does not judge with a checklist (--judge checklist): approve, edit or stop"
     questions, problem = edited_checklist(answer.get("questions") if isinstance(answer, dict) else None)
     return (None, problem) if problem else (questions, "")
@@ -171,7 +171,7 @@ def _record(run_dir: str, iteration: int, record: dict[str, Any]) -> None:
 
 def route_to_review(state: ReviewState) -> Literal["review", "generate"]:
     """Ask the person only when the run was started with review on; otherwise draw at once."""
-    return "review" if RunSettings.from_dict(state["settings"]).review else "generate"
+    return "review" if RunSettings.from_state(state["settings"]).review else "generate"
 
 
 def route_after_review(state: ReviewState) -> Literal["generate", "stop"]:

@@ -84,7 +84,7 @@ def allowed_routes(state: AgentState) -> tuple[str, ...]:
     """The model's picks that would be followed as given now."""
     if unjudged(state):
         return ("evaluate",)
-    if state["iteration"] >= RunSettings.from_dict(state["settings"]).image_cap():
+    if state["iteration"] >= RunSettings.from_state(state["settings"]).image_cap():
         # No image can follow, so neither can a new prompt for one.
         return ("stop",)
     allowed = ["generate"]
@@ -99,7 +99,7 @@ def allowed_routes(state: AgentState) -> tuple[str, ...]:
 
 def check_route(state: AgentState, name: str) -> tuple[Route, str | None]:
     """Where the model's pick leads and, when it is not followed as given, why."""
-    cap = RunSettings.from_dict(state["settings"]).image_cap()
+    cap = RunSettings.from_state(state["settings"]).image_cap()
     if name not in MODEL_ROUTES:
         return fixed_route(state), f"unknown tool '{name}'"
     if name == "generate" and state["iteration"] >= cap and not unjudged(state):
@@ -115,7 +115,7 @@ def _why_not(state: AgentState, name: str) -> str:
         return f"image {state['iteration']} has not been judged"
     if name == "evaluate":
         return "no new image to judge"
-    if state["iteration"] >= RunSettings.from_dict(state["settings"]).image_cap():
+    if state["iteration"] >= RunSettings.from_state(state["settings"]).image_cap():
         return "the image cap is reached"
     if name == "summarize":
         return "the prompt was just summarized"
@@ -168,7 +168,7 @@ def _tool_capable(model: BaseChatModel) -> tuple[Any | None, str]:
 
 def router(state: AgentState, config: RunnableConfig) -> Command[Route]:
     """Ask the model for the next step, check it, and go there."""
-    settings = RunSettings.from_dict(state["settings"])
+    settings = RunSettings.from_state(state["settings"])
     image = state["iteration"]
     calls = state.get("router_calls", 0) if state.get("router_image") == image else 0
     update: dict[str, Any] = {"router_image": image, "router_calls": calls}

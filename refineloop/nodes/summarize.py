@@ -32,7 +32,7 @@ from refineloop.tasks import Task
 
 def summarize(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
     """Turn state.idea into state.prompt."""
-    settings = RunSettings.from_dict(state["settings"])
+    settings = RunSettings.from_state(state["settings"])
     task = Task.from_dict(state["task"])
     models = models_for(config)
     image_model = models.image_model(settings)

@@ -70,7 +70,7 @@ def remake_missing(state: RefineState, config: RunnableConfig) -> None:
     missing = [c for c in round_ if not Path(c["path"]).exists() and not image_writer.pending(c["path"])]
     if not missing:
         return
-    settings = RunSettings.from_dict(state["settings"])
+    settings = RunSettings.from_state(state["settings"])
     task = Task.from_dict(state["task"])
     model = models_for(config).image_model(settings)
     first = round_[0]

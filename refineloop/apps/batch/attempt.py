@@ -74,7 +74,7 @@ def _run_held(
         if values.get("status") == "done":
             return result_from_values(item.thread_id, "done", values)
         if values.get("settings"):
-            settings = RunSettings.from_dict(values["settings"])
+            settings = RunSettings.from_state(values["settings"])
             check_images(values)
             given: RunInput | None = None
             resumed_after = int(values.get("iteration") or 0)
