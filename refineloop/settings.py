@@ -21,9 +21,6 @@ from refineloop.strategies import STRATEGY_SPECS, spec_for, strategy_names
 
 #: How a run's images are judged (refineloop.nodes.evaluate, refineloop.judges).
 JUDGES = ("score", "pairwise", "checklist")
-#: Chat backends a `prefix:name` spec may name (refineloop.backends.model_cache.load_chat_model); other names without a
-#: colon may be models registered in the process's model cache, so only the prefixed form is checked.
-CHAT_BACKENDS = ("ollama", "openai")
 
 # Bounds that catch a typo before any folder exists; past them a model fails (or a run never ends) only at the
 # first image. Sizes are multiples of 8, the latent downscale of every diffusers VAE in use.
@@ -71,7 +68,9 @@ class RunSettings:
     cooling_rate: float = _knob(0.85, "Annealing geometric cooling: T = T0 * rate^(i-1); between 0 and 1.")
     initial_strength: float = _knob(0.8, "img2img strength for the first refinement (explore).")
     final_strength: float = _knob(0.3, "img2img strength for the last refinement (polish).")
-    image_model: str = _knob("sketch", "Image model: `sketch` (offline demo), `hf:<hub id>` or a local folder.")
+    image_model: str = _knob(
+        "sketch", "Image model: `sketch` (offline demo), `hf:<hub id>` or a local diffusers folder (see the backends)."
+    )
     eval_model: str = _knob(
         "demo",
         "Vision critic: `demo` (offline heuristic), `ollama:<model>`, or `openai:<model>` on any OpenAI-compatible "
@@ -198,7 +197,8 @@ class RunSettings:
         """Check every knob; raise SettingsError with a one-line fix for the first bad one.
 
         Pure (no model, file or network): every entry point (run, demo, fork, batch items, Studio) calls it
-        before a folder exists.
+        before a folder exists, through `refineloop.backends.checks.validated`, which also asks the backend
+        table about the models named (their spec syntax is the backends' own business).
         """
         _check_types(self)
         _check_text(self)
@@ -239,7 +239,6 @@ class RunSettings:
         _check(self.agent_router_calls >= 1, "--agent-router-calls must be at least 1")
         _check_backends(self)
         _check_ranges(self)
-        _check_models(self)
         _check_combinations(self)
         return self
 
@@ -351,29 +350,6 @@ def _check_ranges(settings: RunSettings) -> None:
     _check(settings.agent_router_calls <= 50, "--agent-router-calls must be between 1 and 50")
 
 
-def _check_models(settings: RunSettings) -> None:
-    """Backend specs that can never load, refused here rather than after the run's folder is made."""
-    image = settings.image_model
-    _check(image.strip() != "", "--image-model is empty: use sketch, hf:<hub id> or a local diffusers folder")
-    if image.startswith("hf:"):
-        hub_id = image[3:]
-        _check(
-            hub_id.strip() != "" and not any(ch.isspace() for ch in hub_id),
-            f"--image-model '{image}' needs a hub id after hf: (e.g. hf:stabilityai/sdxl-turbo)",
-        )
-    elif image.startswith("sketch:"):
-        _check_sketch_options(image)
-    specs = (("--eval-model", settings.eval_model), ("--agent-model", settings.agent_model))
-    for flag, spec in (*specs, ("--audit-model", settings.audit_model)):
-        if flag in ("--agent-model", "--audit-model") and spec == "":
-            continue  # empty means: the critic's model (agent), no audit (auditor)
-        fix = "use demo, ollama:<model> (e.g. ollama:gemma3:4b) or openai:<model>"
-        _check(spec.strip() != "", f"{flag} is empty: {fix}")
-        backend, colon, name = spec.partition(":")
-        if colon:
-            _check(backend in CHAT_BACKENDS and name.strip() != "", f"{flag} '{spec}' is not a model: {fix}")
-
-
 #: Ollama's keep_alive: a whole number of seconds (negative: for ever) or a Go duration such as 10m or 1h30m.
 _KEEP_ALIVE = re.compile(r"-?\d+|-?(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -406,11 +382,6 @@ def _check_backends(settings: RunSettings) -> None:
         _check(spec.strip() != "", "--lora is empty: give a .safetensors file, a folder or a hub id")
         _check(len(spec) <= MAX_TEXT and not _CONTROL.search(spec), f"--lora {spec[:60]!r}: remove control characters")
         _check(lora_scale(spec)[1] is not None, f"--lora '{spec}': the scale after ':' must be a number from -10 to 10")
-    image = settings.image_model
-    _check(
-        not settings.lora or not (image == "sketch" or image.startswith("sketch:")),
-        "--lora needs a diffusers image model (hf:<hub id> or a local folder); the sketch painter takes none",
-    )
 
 
 def lora_scale(spec: str) -> tuple[str, float | None]:
@@ -426,21 +397,6 @@ def lora_scale(spec: str) -> tuple[str, float | None]:
     if not math.isfinite(scale) or not -10 <= scale <= 10 or not source.strip():
         return source.strip(), None
     return source.strip(), scale
-
-
-def _check_sketch_options(spec: str) -> None:
-    """`sketch:size=256,delay=0.5`, checked the way refineloop.backends.model_cache reads it."""
-    for part in filter(None, spec.partition(":")[2].split(",")):
-        key, _, value = part.partition("=")
-        _check(key in ("size", "delay"), f"unknown sketch option '{key}': use --image-model sketch:size=256,delay=0.5")
-        try:
-            number = int(value) if key == "size" else float(value)
-        except ValueError:
-            raise SettingsError(f"sketch option {key} needs a number, got '{value}'") from None
-        if key == "size":
-            _check(8 <= number <= MAX_SIDE, f"sketch size must be between 8 and {MAX_SIDE}, got {value}")
-        else:
-            _check(math.isfinite(number) and 0 <= number <= 60, f"sketch delay must be 0 to 60 seconds, got {value}")
 
 
 def _check_combinations(settings: RunSettings) -> None:
@@ -475,7 +431,8 @@ def _them(knobs: list[str]) -> str:
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunSettings)}
 
 
-def _changed(settings: RunSettings, *names: str) -> list[str]:
+def changed_flags(settings: RunSettings, *names: str) -> list[str]:
+    """The flags of the settings among `names` that differ from their defaults."""
     return [_flag(name) for name in names if getattr(settings, name) != _DEFAULTS[name]]
 
 
@@ -497,12 +454,12 @@ def settings_warnings(settings: RunSettings) -> list[str]:
             f"--no-sideways turns off {' and '.join(strategy_names('moves_sideways'))}'s sideways moves only: "
             f"{strategy} ignores it"
         )
-    if not spec.cools and (knobs := _changed(settings, "initial_temp", "cooling_rate")):
+    if not spec.cools and (knobs := changed_flags(settings, "initial_temp", "cooling_rate")):
         found.append(
             f"{' and '.join(knobs)} shape {' and '.join(strategy_names('cools'))}'s temperature only: "
             f"{strategy} ignores {_them(knobs)}"
         )
-    if not spec.from_image and (knobs := _changed(settings, "initial_strength", "final_strength")):
+    if not spec.from_image and (knobs := changed_flags(settings, "initial_strength", "final_strength")):
         found.append(
             f"{' and '.join(knobs)} set {' and '.join(strategy_names('from_image'))}'s strength only: "
             f"{strategy} ignores {_them(knobs)}"
@@ -517,23 +474,14 @@ def settings_warnings(settings: RunSettings) -> list[str]:
             f"--agent-model {settings.agent_model} is used by {' and '.join(strategy_names('agents'))} only: "
             f"{strategy} ignores it"
         )
-    if _changed(settings, "openai_url", "openai_key_env", "openai_stream") and not _uses(settings, "openai:"):
-        found.append("--openai-url, --openai-key-env and --openai-stream reach openai: models, and none is used here")
-    if settings.critic_keep_alive and not _uses(settings, "ollama:"):
-        found.append("--critic-keep-alive is Ollama's keep_alive: no model here is an ollama: one, so it does nothing")
     if settings.audit_model and settings.audit_model == settings.eval_model:
         found.append(
             f"--audit-model {settings.audit_model} is the run's own critic: its audit is not independent "
             "(name another model to guard against a judge being gamed)"
         )
-    if spec.shape != "agent-router" and _changed(settings, "agent_router_calls"):
+    if spec.shape != "agent-router" and changed_flags(settings, "agent_router_calls"):
         found.append(f"--agent-router-calls bounds the agent's router: {strategy} has none and ignores it")
     return [f"warning: {line}" for line in found]
-
-
-def _uses(settings: RunSettings, prefix: str) -> bool:
-    """Whether the critic or the agent model is served by the backend `prefix` names."""
-    return settings.eval_model.startswith(prefix) or settings.agent_model.startswith(prefix)
 
 
 #: Settings a resume may change: they decide where and how models are reached, never what an image or a

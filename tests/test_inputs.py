@@ -111,7 +111,7 @@ def test_a_valid_task_file_with_lists_runs(capsys, tmp_path, monkeypatch):
         (["--initial-strength=-inf"], "--initial-strength must be a finite number"),
         (["--image-model", ""], "--image-model is empty"),
         (["--image-model", "hf:"], "needs a hub id after hf:"),
-        (["--image-model", "sketch:size=big"], "sketch option size needs a number"),
+        (["--image-model", "sketch:size=big"], "sketch option size 'big', which is not a number"),
         (["--image-model", "sketch:colour=red"], "unknown sketch option 'colour'"),
         (["--eval-model", "foo:"], "--eval-model 'foo:' is not a model"),
         (["--eval-model", "ollama:"], "--eval-model 'ollama:' is not a model"),

@@ -79,7 +79,7 @@ def test_lora_mistakes_are_one_line_and_make_nothing(tiny_sd_dir, tmp_path, monk
     junk.write_bytes(b"not a safetensors file")
     cases = [
         (["--lora", "style.safetensors:99"], "must be a number from -10 to 10"),
-        (["--lora", "x.safetensors", "--image-model", "sketch"], "--lora needs a diffusers image model"),
+        (["--lora", "x.safetensors", "--image-model", "sketch"], "--lora needs an image model that takes LoRAs"),
         (["--lora", "nobody/no-such-lora", "--image-model", str(tiny_sd_dir)], "not in the local Hugging Face cache"),
         (
             ["--lora", "./missing.safetensors", "--image-model", str(tiny_sd_dir)],

@@ -68,7 +68,7 @@ def test_a_bad_keep_alive_is_refused_and_resume_may_change_it(tmp_path, capsys):
     assert (
         main(["demo", "--critic-keep-alive", "10m", "--max-iterations", "1", "--output-dir", str(tmp_path / "d")]) == 0
     )
-    assert "--critic-keep-alive is Ollama's keep_alive" in capsys.readouterr().out
+    assert "--critic-keep-alive only serves ollama:<model> models" in capsys.readouterr().out
     # Resume takes it (how the critic is reached, never what it makes); a finished run just says so.
     assert main(["resume", str(tmp_path / "d"), "--critic-keep-alive", "-1"]) == 0
     assert "already finished" in capsys.readouterr().out

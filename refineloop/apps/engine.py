@@ -166,10 +166,10 @@ def load_models(models: ModelCache, settings: RunSettings, callbacks: EngineCall
         callbacks.note(
             f"warning: --review pauses only in {', '.join(strategy_names('reviewable'))}; {settings.strategy} runs on"
         )
-    from refineloop.settings import settings_warnings
+    from refineloop.backends.checks import all_warnings
 
     # Options the strategy ignores are said, not dropped in silence (the checks that refuse are in validate).
-    for warning in settings_warnings(settings):
+    for warning in all_warnings(settings):
         callbacks.note(warning)
 
 

@@ -38,6 +38,7 @@ from langchain_core.runnables import RunnableConfig
 
 from refineloop.apps.engine import EngineCallbacks, Outcome, checkpoints, execute, load_models
 from refineloop.apps.stop_signals import stop_ends_loading
+from refineloop.backends.checks import validated
 from refineloop.backends.model_cache import MODELS, ModelCache
 from refineloop.errors import RunFolderError, SettingsError
 from refineloop.graph import build_graph
@@ -76,7 +77,7 @@ def fork_run(
     target = str(Path(overrides.pop("output_dir", "") or f"{source}-fork-{from_iteration}").expanduser().resolve())
     if Path(target).exists():
         raise RunFolderError(f"{target} already exists: pick another --output-dir, or remove it")
-    settings = RunSettings.from_dict({**values["settings"], **overrides, "output_dir": target}).validate()
+    settings = validated(RunSettings.from_dict({**values["settings"], **overrides, "output_dir": target}))
     task = values["task"]
     if "task" in overrides or "goal" in overrides:
         task = resolve_task(settings.task, settings.goal).to_dict()

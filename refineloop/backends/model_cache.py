@@ -7,13 +7,12 @@ cache whose image model is a remote handle without touching node code.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from collections.abc import Callable
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from refineloop.errors import ModelError
+from refineloop.backends.builtin import BACKENDS
+from refineloop.backends.table import BackendTable, registered
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
@@ -35,33 +34,28 @@ class ModelCache:
     def __init__(self) -> None:
         self._models: dict[tuple[Any, ...], Any] = {}
         self._lock = threading.RLock()  # re-entrant: a derived model loads its base model under the lock
+        self.backends = BackendTable(parent=BACKENDS)
+        """This cache's backend table: the process's, plus the models registered on this cache."""
 
     def register_chat(self, name: str, model: BaseChatModel) -> None:
-        """Make a chat model built in Python usable as `--eval-model NAME`."""
-        self._models[("chat-registered", name)] = model
+        """Make a chat model built in Python usable as `--eval-model NAME` (and agent or audit model)."""
+        self.backends.register(registered(name, "chat", model))
 
     def register_image(self, name: str, model: ImageModel) -> None:
         """Make an image model built in Python usable as `--image-model NAME`."""
-        self._models[("image", name, "", "")] = model
+        self.backends.register(registered(name, "image", model))
 
     def image_model(self, settings: RunSettings) -> ImageModel:
         """The image model for these settings, loaded on first use."""
-        loras = tuple(settings.lora)
-        # A model registered in Python (tests, a remote handle) is found under its plain key when it has no LoRAs.
-        key = ("image", settings.image_model, settings.device, settings.dtype, *loras)
-        if not loras:
-            key = ("image", settings.image_model, settings.device, settings.dtype)
+        key = ("image", settings.image_model, settings.device, settings.dtype, *settings.lora)
         if settings.compile:
             key = (*key, "compiled")
-        return self._get(key, lambda: _loaded(settings, loras))
+        return self._get(key, lambda: self._load_image(settings))
 
     def chat_model(self, settings: RunSettings) -> BaseChatModel:
         """The critic chat model for these settings, loaded on first use."""
-        registered: BaseChatModel | None = self._models.get(("chat-registered", settings.eval_model))
-        if registered is not None:
-            return registered
-        key = _critic_key("chat", settings)
-        return self._get(key, lambda: load_chat_model(settings.eval_model, settings))
+        key = _critic_key("chat", settings.eval_model, settings)
+        return self._get(key, lambda: self.backends.load_chat(settings.eval_model, settings))
 
     def judge_model(self, settings: RunSettings, temperature: float = 0.0) -> Any:
         """The critic set up as a judge (temperature 0, thinking off, JSON schema where the server takes
@@ -78,7 +72,7 @@ class ModelCache:
                 return structured_openai(judge, JudgeReply) or judge
             return structured_judge(judge, JudgeReply) or judge
 
-        return self._get((*_critic_key("judge", settings), temperature), build)
+        return self._get((*_critic_key("judge", settings.eval_model, settings), temperature), build)
 
     def plain_judge(self, settings: RunSettings, temperature: float = 0.0, *, logprobs: bool = False) -> BaseChatModel:
         """The critic as a judge that answers in text (duels, checklists, the final pick): thinking off, at
@@ -92,13 +86,15 @@ class ModelCache:
                 return judge
             return with_temperature(judge, temperature, logprobs=True, top_logprobs=LOGPROB_ALTERNATIVES)
 
-        return self._get((*_critic_key("plain-judge", settings), round(temperature, 3), logprobs), build)
+        return self._get(
+            (*_critic_key("plain-judge", settings.eval_model, settings), round(temperature, 3), logprobs), build
+        )
 
     def chat_at(self, settings: RunSettings, temperature: float) -> BaseChatModel:
         """The critic sampling at `temperature` (proposer, summarizer), one copy per temperature."""
         from refineloop.backends.chat.invoke import with_temperature
 
-        key = (*_critic_key("chat-at", settings), round(temperature, 3))
+        key = (*_critic_key("chat-at", settings.eval_model, settings), round(temperature, 3))
         return self._get(key, lambda: with_temperature(self.chat_model(settings), temperature))
 
     def agent_model(self, settings: RunSettings, temperature: float | None = None) -> BaseChatModel:
@@ -110,14 +106,22 @@ class ModelCache:
         from refineloop.backends.chat.invoke import with_temperature
 
         spec = settings.agent_model or settings.eval_model
-        if spec == settings.eval_model or not spec.startswith(("ollama:", "openai:")):
-            as_critic = dataclasses.replace(settings, eval_model=spec)
-            return self.chat_model(as_critic) if temperature is None else self.chat_at(as_critic, temperature)
-        key = ("agent", spec, *_reach(settings))
-        model = self._get(key, lambda: load_chat_model(spec, settings, vision=False))
+        if spec == settings.eval_model:
+            return self.chat_model(settings) if temperature is None else self.chat_at(settings, temperature)
+        key = _critic_key("agent", spec, settings)
+        model = self._get(key, lambda: self.backends.load_chat(spec, settings, vision=False))
         if temperature is None:
             return model
         return self._get((*key, round(temperature, 3)), lambda: with_temperature(model, temperature))
+
+    def _load_image(self, settings: RunSettings) -> ImageModel:
+        """Load through the table, then compile the denoiser when the settings ask for it."""
+        model = self.backends.load_image(settings)
+        if settings.compile:
+            from refineloop.backends.image.compile import compile_denoiser
+
+            compile_denoiser(model)
+        return model
 
     def _get(self, key: tuple[Any, ...], load: Callable[[], _T]) -> _T:
         with self._lock:
@@ -129,11 +133,11 @@ class ModelCache:
             return model
 
 
-def _critic_key(role: str, settings: RunSettings) -> tuple[Any, ...]:
-    """Cache key of the critic in one role. The demo critic's noise is seeded by the run, so one process
+def _critic_key(role: str, spec: str, settings: RunSettings) -> tuple[Any, ...]:
+    """Cache key of a chat model in one role. The demo critic's noise is seeded by the run, so one process
     running several runs (a batch) keeps one per seed; real critics take no seed and are shared."""
-    seed = settings.seed if settings.eval_model == "demo" else None
-    return (role, settings.eval_model, *_reach(settings), seed)
+    seed = settings.seed if spec == "demo" else None
+    return (role, spec, *_reach(settings), seed)
 
 
 def _reach(settings: RunSettings) -> tuple[Any, ...]:
@@ -158,82 +162,10 @@ def models_for(config: RunnableConfig | None) -> ModelCache:
     return cache if isinstance(cache, ModelCache) else MODELS
 
 
-def _loaded(settings: RunSettings, loras: tuple[str, ...]) -> ImageModel:
-    """The image model the settings name, compiled when they ask for it."""
-    model = load_image_model(settings.image_model, settings.device, settings.dtype, loras)
-    if settings.compile:
-        from refineloop.backends.image.compile import compile_denoiser
-
-        compile_denoiser(model)
-    return model
-
-
 def load_image_model(spec: str, device: str = "", dtype: str = "", loras: tuple[str, ...] = ()) -> ImageModel:
-    """Load `sketch`, `hf:<hub id>` or a local diffusers folder (placed on `device` in `dtype` when given,
-    with `loras` loaded into it)."""
-    if spec == "sketch" or spec.startswith("sketch:"):
-        if loras:
-            raise ModelError("--lora needs a diffusers image model (hf:<hub id> or a local folder), not sketch")
-        from refineloop.backends.demo.sketch import SketchImageModel
+    """Load the image model `spec` names through the process's backend table, outside any cache (a server
+    process that holds one model, such as the Ray generator)."""
+    from refineloop.settings import RunSettings
 
-        return SketchImageModel(**_sketch_options(spec))
-    if spec.startswith("hf:") or Path(spec).expanduser().is_dir():
-        from refineloop.backends.image.diffusers import load_diffusers
-
-        return load_diffusers(spec.removeprefix("hf:"), device=device or None, dtype=dtype or None, loras=loras)
-    raise ModelError(f"unknown image model '{spec}': use sketch, hf:<hub id> or a local diffusers folder")
-
-
-class SketchOptions(TypedDict, total=False):
-    """The options of a `sketch:...` spec, as SketchImageModel takes them."""
-
-    size: int
-    delay: float
-
-
-def _sketch_options(spec: str) -> SketchOptions:
-    """`sketch:size=512,delay=0.5`: image size, and a pause per image that mimics a slow model."""
-    options: SketchOptions = {}
-    for part in filter(None, spec.partition(":")[2].split(",")):
-        key, _, value = part.partition("=")
-        if key not in ("size", "delay"):
-            raise ModelError(f"unknown sketch option '{key}': use sketch:size=256,delay=0.5")
-        try:
-            if key == "size":
-                options["size"] = int(value)
-            else:
-                options["delay"] = float(value)
-        except ValueError:
-            raise ModelError(f"sketch option {key} needs a number, got '{value}'") from None
-    return options
-
-
-def load_chat_model(spec: str, settings: RunSettings, *, vision: bool = True) -> BaseChatModel:
-    """Load `demo`, `ollama:<model>` or `openai:<model>`, reached as `settings` say (checked for vision unless
-    `vision` is False)."""
-    if spec == "demo":
-        from refineloop.backends.demo.critic import DemoCritic
-
-        return DemoCritic(seed=settings.seed or 0)
-    if spec.startswith("ollama:") and spec[7:]:
-        from refineloop.backends.chat.ollama import load_ollama
-
-        return load_ollama(
-            spec[7:],
-            base_url=settings.ollama_url or None,
-            require_vision=vision,
-            keep_alive=settings.critic_keep_alive or None,
-        )
-    if spec.startswith("openai:") and spec[7:]:
-        from refineloop.backends.chat.openai_compatible import load_openai
-
-        model: BaseChatModel = load_openai(
-            spec[7:],
-            base_url=settings.openai_url,
-            key_env=settings.openai_key_env,
-            stream=settings.openai_stream,
-            timeout=settings.critic_timeout,
-            require_vision=vision,
-        )
-        return model
-    raise ModelError(f"unknown eval model '{spec}': use demo, ollama:<model> (e.g. ollama:gemma3:4b) or openai:<model>")
+    settings = RunSettings(image_model=spec, device=device, dtype=dtype, lora=list(loras))
+    return BACKENDS.load_image(settings)

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from refineloop.backends.checks import validated
 from refineloop.cli.flags import add_settings_flags
 from refineloop.errors import RefineError, SettingsError
 from refineloop.settings import RunSettings
@@ -131,7 +132,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
     names = {f.name for f in dataclasses.fields(RunSettings)}
     base = RunSettings(**{k: v for k, v in vars(args).items() if k in names and k not in ("output_dir", "goal")})
-    base.validate()
+    validated(base)
     plan = plan_batch(args.goals_file, base, args.batch_dir, store_kind(args.checkpointer))
     out.write(f"batch: {len(plan.items)} items from {args.goals_file} -> {plan.batch_dir}\n")
     out.flush()

@@ -12,8 +12,23 @@ import types
 from collections.abc import Sequence
 from typing import Any, get_args, get_type_hints
 
+from refineloop.backends.builtin import BACKENDS
+from refineloop.backends.table import Kind
 from refineloop.settings import RunSettings
 from refineloop.strategies import strategy_names
+
+#: The settings that name a model, and the kind of backend each one takes.
+MODEL_FLAGS: dict[str, Kind] = {
+    "image_model": "image",
+    "eval_model": "chat",
+    "agent_model": "chat",
+    "audit_model": "chat",
+}
+
+
+def backend_help(kind: Kind) -> str:
+    """The spec shapes of every registered backend of `kind`, each with its one line, for --help."""
+    return " Backends: " + "; ".join(f"{e.syntax}: {e.summary}" for e in BACKENDS.all(kind) if e.summary) + "."
 
 
 @functools.cache
@@ -64,6 +79,8 @@ def add_settings_flags(
         help_text = field.metadata.get("description", "")
         if field.name == "strategy":
             help_text += f" Choices: {', '.join(strategy_names())}."
+        if field.name in ("image_model", "eval_model"):
+            help_text += backend_help(MODEL_FLAGS[field.name])
         shown = "" if overrides_only or default in (None, "") else f" (default: {default})"
         if _flag_type(field) is bool:
             # A setting that is on by default needs its --no- form to be turned off at all.

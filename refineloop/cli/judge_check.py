@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from refineloop.backends.checks import validated
 from refineloop.cli.flags import add_settings_flags
 from refineloop.errors import RefineError, SettingsError
 
@@ -79,7 +80,7 @@ def _check(args: argparse.Namespace, out: TextIO) -> int:
     given = {name: getattr(args, name) for name in CHECK_SETTINGS if hasattr(args, name)}
     from refineloop.settings import RunSettings
 
-    RunSettings(**given).validate()  # a bad flag answers before any model loads
+    validated(RunSettings(**given))  # a bad flag answers before any model loads
     from refineloop.backends.model_cache import MODELS
     from refineloop.judges.check import judge_check
     from refineloop.tasks import Task, resolve_task
@@ -102,7 +103,7 @@ def _check(args: argparse.Namespace, out: TextIO) -> int:
         settings.output_dir = settings.output_dir or default_run_dir("judge-check")
         if settings.seed is None:
             settings.seed = 0  # the fresh batch is made again exactly by the same command
-    settings.validate()
+    validated(settings)
     counts = {"images": args.images, "samples": args.samples, "pairs": args.pairs}
     judge_check(settings, task, run_dir, named="output_dir" in given, models=MODELS, out=out, **counts)
     return 0

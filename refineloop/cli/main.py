@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from refineloop.backends.checks import validated
 from refineloop.cli.batch import add_batch_command
 from refineloop.cli.flags import add_settings_flags
 from refineloop.cli.judge_check import add_judge_check_command
@@ -127,7 +128,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         overrides = {name: getattr(args, name) for name in RESUME_OVERRIDES if hasattr(args, name)}
         if overrides:
-            RunSettings(**overrides).validate()  # a bad value answers before anything opens
+            validated(RunSettings(**overrides))  # a bad value answers before anything opens
         url = _checked_url(args)
         return resume_run(args.run_dir, checkpointer_url=url, overrides=overrides, out=sys.stdout).exit_code
     if args.command == "fork":
@@ -166,7 +167,7 @@ def _checked_url(args: argparse.Namespace) -> str:
 def _run(args: argparse.Namespace) -> int:
     names = {f.name for f in dataclasses.fields(RunSettings)}
     settings = RunSettings(**{k: v for k, v in vars(args).items() if k in names})
-    settings.validate()  # before importing langgraph: a bad flag answers instantly
+    validated(settings)  # before importing langgraph: a bad flag answers instantly
     url = _checked_url(args)
     from refineloop.cli.run_commands import start_run
 

@@ -16,6 +16,7 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 
+from refineloop.backends.checks import validated
 from refineloop.backends.model_cache import models_for
 from refineloop.errors import ModelError, SettingsError
 from refineloop.prompts import with_kept
@@ -48,7 +49,7 @@ def resolve_settings(
     (not made yet)."""
     if strategy:
         settings.strategy = strategy
-    settings.validate()
+    validated(settings)
     if settings.seed is None:
         settings.seed = random.SystemRandom().randrange(2**31)
     if task is not None and Path(settings.output_dir).is_absolute():

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from refineloop import __version__
 from refineloop.backends.chat.text_safety import clean_model_text
+from refineloop.backends.checks import validated
 from refineloop.errors import RefineError
 
 if TYPE_CHECKING:
@@ -350,7 +351,7 @@ def start_from_image(settings: RunSettings) -> Task:
             setattr(settings, knob, float(value) if knob == "guidance" else int(value))
     settings.from_image = str(path.resolve())
     try:
-        settings.validate()
+        validated(settings)
     except SettingsError as exc:
         raise ProvenanceError(f"{path} records a value refineloop cannot use ({exc}): set that flag yourself") from None
     return task

@@ -18,7 +18,7 @@ from refineloop.apps.batch.stores import Store
 from refineloop.apps.batch.summary import SUMMARY_TEXT, SummaryRow, summarize, write_summary
 from refineloop.apps.progress import ProgressLines
 from refineloop.apps.stop_signals import ctrl_c_drains
-from refineloop.settings import settings_warnings
+from refineloop.backends.checks import all_warnings
 
 if TYPE_CHECKING:
     from refineloop.backends.model_cache import ModelCache
@@ -63,7 +63,7 @@ def run_local(
                     continue
                 verb = f"resuming after image {values.get('iteration', 0)}" if values else "starting"
                 out.write(f"[item {n}/{total}] {item.label}: {verb} -> {item.run_dir}\n")
-                for warning in settings_warnings(plan.settings_for(item)):
+                for warning in all_warnings(plan.settings_for(item)):
                     out.write(f"[item {n}/{total}] {warning}\n")
                 out.flush()
                 result = run_item(item, plan.settings_for(item), store, cache, callbacks=progress, control=control)

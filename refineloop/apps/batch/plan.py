@@ -15,6 +15,7 @@ from typing import Any
 
 from refineloop.apps.batch.goals_file import expanded_path, parse_goals, refuse_if_all_bad
 from refineloop.apps.batch.items import BatchItem
+from refineloop.backends.checks import validated
 from refineloop.errors import RefineError, RunFolderError, SettingsError
 from refineloop.run_folder.names import safe_component
 from refineloop.run_folder.safe_io import write_json_atomic
@@ -127,7 +128,7 @@ def _check_item(item: BatchItem, base: RunSettings) -> None:
 
     settings = item.settings(base)
     try:
-        settings.validate()
+        validated(settings)
         resolve_task(settings.task, settings.goal)
     except RefineError as exc:
         raise type(exc)(f"{item.source}: {exc}") from None

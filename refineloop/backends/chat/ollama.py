@@ -16,13 +16,16 @@ from urllib.parse import urlsplit
 
 from refineloop.backends.chat.invoke import CALL_TIMEOUT, DEFAULT_TIMEOUT, parsed_structured
 from refineloop.backends.chat.text_safety import clean_model_text
-from refineloop.errors import ModelError, causes
+from refineloop.backends.table import Backend, prefixed
+from refineloop.errors import ModelError, SettingsError, causes
 
 if TYPE_CHECKING:
     import httpx
     from langchain_core.runnables import Runnable
     from langchain_ollama import ChatOllama
     from pydantic import BaseModel
+
+    from refineloop.settings import RunSettings
 
 DEFAULT_URL = "http://127.0.0.1:11434"
 DEFAULT_PORT = 11434
@@ -369,3 +372,29 @@ def _explain_response_error(exc: Any, url: str, model: str | None) -> ModelError
         return ModelError(f"Ollama at {url} refused {who}: {text}; pick a model that supports it")
     status = f"HTTP {exc.status_code}: " if exc.status_code and exc.status_code > 0 else ""
     return ModelError(f"Ollama at {url} failed ({status}{text}): check its log and run again")
+
+
+def _check_spec(spec: str) -> None:
+    if not spec.removeprefix("ollama:").strip():
+        raise SettingsError("is not a model: name one after ollama: (e.g. ollama:gemma3:4b)")
+
+
+def _load_spec(spec: str, settings: RunSettings, vision: bool) -> ChatOllama:
+    return load_ollama(
+        spec.removeprefix("ollama:"),
+        base_url=settings.ollama_url or None,
+        require_vision=vision,
+        keep_alive=settings.critic_keep_alive or None,
+    )
+
+
+OLLAMA_BACKEND = Backend(
+    name="ollama",
+    kind="chat",
+    syntax="ollama:<model>",
+    summary="a model served by Ollama (--ollama-url), checked for vision through /api/show",
+    claims=prefixed("ollama"),
+    check=_check_spec,
+    load=_load_spec,
+    options=("ollama_url", "critic_keep_alive"),
+)

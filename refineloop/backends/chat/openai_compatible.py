@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 from refineloop.backends.chat.invoke import CALL_TIMEOUT, DEFAULT_TIMEOUT, parsed_structured
 from refineloop.backends.chat.text_safety import clean_model_text, redact, register_secret
-from refineloop.errors import ModelError, causes
+from refineloop.backends.table import Backend, prefixed
+from refineloop.errors import ModelError, SettingsError, causes
 
 if TYPE_CHECKING:
     from langchain_core.runnables import Runnable
@@ -323,3 +324,31 @@ def structured_openai(model: Any, schema_cls: type[BaseModel]) -> Runnable[Any, 
         "json_schema": {"name": schema_cls.__name__, "schema": schema_cls.model_json_schema(), "strict": False},
     }
     return parsed_structured(model, schema_cls, response_format=response_format)
+
+
+def _check_spec(spec: str) -> None:
+    if not spec.removeprefix("openai:").strip():
+        raise SettingsError("is not a model: name one after openai: (e.g. openai:gpt-4o-mini)")
+
+
+def _load_spec(spec: str, settings: RunSettings, vision: bool) -> Any:
+    return load_openai(
+        spec.removeprefix("openai:"),
+        base_url=settings.openai_url,
+        key_env=settings.openai_key_env,
+        stream=settings.openai_stream,
+        timeout=settings.critic_timeout,
+        require_vision=vision,
+    )
+
+
+OPENAI_BACKEND = Backend(
+    name="openai",
+    kind="chat",
+    syntax="openai:<model>",
+    summary="a vision model on any OpenAI-compatible /v1 server (--openai-url, key from --openai-key-env)",
+    claims=prefixed("openai"),
+    check=_check_spec,
+    load=_load_spec,
+    options=("openai_url", "openai_key_env", "openai_stream"),
+)

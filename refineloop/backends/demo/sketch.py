@@ -15,10 +15,16 @@ import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypedDict
 
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
 from refineloop.backends.image.protocol import ImageRequest, ImageTraits, check_one_batch
+from refineloop.backends.table import Backend, fixed
+from refineloop.errors import SettingsError
+
+if TYPE_CHECKING:
+    from refineloop.settings import RunSettings
 
 #: Words that add heat, and how much. Several words stack, so escalating prompts draw hotter images.
 HEAT_WORDS: dict[str, float] = {
@@ -251,3 +257,58 @@ def _subject(draw: ImageDraw.ImageDraw, scene: Scene, cx: float, cy: float, widt
         for k in range(5):
             x = cx - w * 0.8 + k * w * 0.4
             draw.line((x, cy - w * 0.14, x + w * 0.12, cy + w * 0.06), fill=(50, 20, 10, 255), width=3)
+
+
+#: Bounds of the painter's own options: a size any PNG can hold, a pause no longer than a minute.
+SKETCH_SIZES = (8, 8192)
+SKETCH_MAX_DELAY = 60.0
+
+
+class SketchOptions(TypedDict, total=False):
+    """The options of a `sketch:...` spec, as SketchImageModel takes them."""
+
+    size: int
+    delay: float
+
+
+def sketch_options(spec: str) -> SketchOptions:
+    """`sketch:size=512,delay=0.5`: image size, and a pause per image that mimics a slow model; SettingsError
+    with the fix for anything else."""
+    options: SketchOptions = {}
+    for part in filter(None, spec.partition(":")[2].split(",")):
+        key, _, value = part.partition("=")
+        if key not in ("size", "delay"):
+            raise SettingsError(f"has an unknown sketch option '{key}': use sketch:size=256,delay=0.5")
+        try:
+            number = int(value) if key == "size" else float(value)
+        except ValueError:
+            raise SettingsError(f"gives sketch option {key} '{value}', which is not a number") from None
+        if key == "size":
+            low, high = SKETCH_SIZES
+            if not low <= number <= high:
+                raise SettingsError(f"asks for a sketch size of {value}: use {low} to {high} pixels")
+            options["size"] = int(number)
+        else:
+            if not (math.isfinite(number) and 0 <= number <= SKETCH_MAX_DELAY):
+                raise SettingsError(f"asks for a sketch delay of {value}: use 0 to {SKETCH_MAX_DELAY:g} seconds")
+            options["delay"] = float(number)
+    return options
+
+
+def _check_sketch(spec: str) -> None:
+    sketch_options(spec)
+
+
+def _load_sketch(spec: str, settings: RunSettings) -> SketchImageModel:
+    return SketchImageModel(**sketch_options(spec))
+
+
+SKETCH_BACKEND = Backend(
+    name="sketch",
+    kind="image",
+    syntax="sketch[:size=N,delay=S]",
+    summary="the offline demo painter (Pillow, no weights; NOT a real model)",
+    claims=fixed("sketch"),
+    check=_check_sketch,
+    load=_load_sketch,
+)

@@ -13,6 +13,7 @@ import ray
 
 from refineloop.apps.batch import BatchItem, BatchPlan, ItemResult, SummaryRow, summarize, write_summary
 from refineloop.apps.batch.items import not_run_line, score_text
+from refineloop.backends.checks import all_warnings
 from refineloop.errors import SettingsError
 from refineloop.scale import check_storage
 from refineloop.scale.ray.connect import connect
@@ -20,7 +21,7 @@ from refineloop.scale.ray.deploy import cluster_gpus, deploy_generator
 from refineloop.scale.ray.options import EngineOptions
 from refineloop.scale.ray.reasons import reason
 from refineloop.scale.ray.runners import start_runners
-from refineloop.settings import RunSettings, settings_warnings
+from refineloop.settings import RunSettings
 
 
 def _one_image_model(plan: BatchPlan) -> RunSettings:
@@ -109,7 +110,7 @@ def announce(plan: BatchPlan, todo: Iterable[BatchItem], out: TextIO) -> None:
     for rejected in plan.rejected:
         out.write(not_run_line(rejected) + "\n")
     for item in todo:
-        for warning in settings_warnings(plan.settings_for(item)):
+        for warning in all_warnings(plan.settings_for(item)):
             out.write(f"[{item.index:03d}] {item.label}: {warning}\n")
     out.flush()
 
