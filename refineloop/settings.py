@@ -17,22 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from refineloop.errors import SettingsError
+from refineloop.knob_shapes import shape_of
 from refineloop.strategies import STRATEGY_SPECS, spec_for, strategy_names
 
-#: How a run's images are judged (refineloop.nodes.evaluate, refineloop.judges).
-JUDGES = ("score", "pairwise", "checklist")
-
-# Bounds that catch a typo before any folder exists; past them a model fails (or a run never ends) only at the
-# first image. Sizes are multiples of 8, the latent downscale of every diffusers VAE in use.
-MAX_SEED = 2**64 - 1
-MAX_SIDE = 8192
-MAX_STEPS = 1000
-MAX_GUIDANCE = 100.0
-MAX_ROUNDS = 10_000
 MAX_GOAL = 4000
 MAX_TEXT = 4096
-#: The final pick duels every pair of its images in both orders, so its cost grows as K squared.
-MAX_FINAL_PICK = 10
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 #: Settings added after runs were already being recorded, each with the value that keeps such a run (its state
 #: holds every setting it had, and no others) doing what it did when it started. Runs since record them all.
@@ -202,43 +191,16 @@ class RunSettings:
         """
         _check_types(self)
         _check_text(self)
-        _check(
-            self.strategy in STRATEGY_SPECS,
-            f"unknown strategy '{self.strategy}': use one of {', '.join(strategy_names())}",
-        )
-        _check(self.max_iterations >= 0, "--max-iterations must be 0 (until DONE) or a positive count")
-        _check(self.safety_cap >= 1, "--safety-cap must be at least 1")
-        _check(self.patience is None or self.patience >= 1, "--patience must be at least 1")
-        _check(self.initial_temp > 0, "--initial-temp must be above 0 (try 2.0)")
-        _check(0 < self.cooling_rate < 1, "--cooling-rate must be between 0 and 1, exclusive (try 0.85)")
-        for name in ("initial_strength", "final_strength"):
-            value = getattr(self, name)
-            _check(0 < value <= 1, f"--{name.replace('_', '-')} must be in (0, 1]")
-        _check(self.judge_attempts >= 1, "--judge-attempts must be at least 1")
+        _check_shapes(self)
         _check(
             math.isfinite(self.critic_timeout) and self.critic_timeout > 0,
             "--critic-timeout must be a positive number of seconds (try 120)",
         )
-        _check(0 <= self.critic_retries <= 10, "--critic-retries must be between 0 and 10")
-        _check(1 <= self.critic_concurrency <= 32, "--critic-concurrency must be between 1 and 32")
-        _check(self.judge in JUDGES, f"unknown judge '{self.judge}': use {_either(JUDGES)}")
-        _check(1 <= self.judge_samples <= 16, "--judge-samples must be between 1 and 16")
-        _check(64 <= self.judge_image_size <= 4096, "--judge-image-size must be between 64 and 4096 pixels (try 1024)")
-        _check(1 <= self.candidates <= 16, "--candidates must be between 1 and 16")
-        _check(
-            self.final_pick == 0 or 2 <= self.final_pick <= MAX_FINAL_PICK,
-            f"--final-pick must be 0 (off) or between 2 and {MAX_FINAL_PICK} images, got {self.final_pick}",
-        )
-        for name in ("max_images", "max_critic_calls", "max_seconds"):
-            _check(getattr(self, name) >= 0, f"--{name.replace('_', '-')} must be 0 (no budget) or positive")
-        _check(self.dtype in ("", "bf16", "fp16", "fp32"), f"unknown dtype '{self.dtype}': use bf16, fp16 or fp32")
         _check(
             self.device in ("", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", self.device) is not None,
             f"unknown device '{self.device}': use cuda, cuda:N, mps or cpu",
         )
-        _check(self.agent_router_calls >= 1, "--agent-router-calls must be at least 1")
         _check_backends(self)
-        _check_ranges(self)
         _check_combinations(self)
         return self
 
@@ -322,32 +284,17 @@ def _check_text(settings: RunSettings) -> None:
     )
 
 
-def _check_ranges(settings: RunSettings) -> None:
-    """Ranges a model or the loop would only trip over at the first image, or never finish with."""
-    for name in ("seed", "first_seed"):
-        value = getattr(settings, name)
-        _check(
-            value is None or 0 <= value <= MAX_SEED,
-            f"{_flag(name)} must be between 0 and {MAX_SEED} (2**64-1), got {value}",
-        )
-    for name in ("width", "height"):
-        side = getattr(settings, name)
-        _check(
-            side is None or (8 <= side <= MAX_SIDE and side % 8 == 0),
-            f"--{name} must be a multiple of 8 from 8 to {MAX_SIDE} (e.g. 512 or 1024), got {side}",
-        )
-    _check(
-        settings.steps is None or 1 <= settings.steps <= MAX_STEPS,
-        f"--steps must be between 1 and {MAX_STEPS}, got {settings.steps}",
-    )
-    _check(
-        settings.guidance is None or 0 <= settings.guidance <= MAX_GUIDANCE,
-        f"--guidance must be between 0 and {MAX_GUIDANCE:g}, got {settings.guidance}",
-    )
-    for name in ("max_iterations", "safety_cap"):
-        _check(getattr(settings, name) <= MAX_ROUNDS, f"{_flag(name)} must be at most {MAX_ROUNDS}")
-    _check(settings.judge_attempts <= 10, "--judge-attempts must be between 1 and 10")
-    _check(settings.agent_router_calls <= 50, "--agent-router-calls must be between 1 and 50")
+def _check_shapes(settings: RunSettings) -> None:
+    """Every setting keeps the bounds and choices its shape gives (refineloop.knob_shapes)."""
+    for name in field_types():
+        shape, value = shape_of(name), getattr(settings, name)
+        if value is None:
+            continue
+        if shape.choices and value not in shape.choices:
+            named = [choice for choice in shape.choices if choice]
+            _check(False, f"unknown {name.replace('_', ' ')} '{value}': use {_either(tuple(named))}")
+        if shape.bounded and isinstance(value, int | float):
+            _check(shape.allows(value), f"{_flag(name)} must be {shape.words()}, got {value}")
 
 
 #: Ollama's keep_alive: a whole number of seconds (negative: for ever) or a Go duration such as 10m or 1h30m.

@@ -119,7 +119,7 @@ def test_a_valid_task_file_with_lists_runs(capsys, tmp_path, monkeypatch):
         (["--agent-model", "ollama:"], "--agent-model 'ollama:' is not a model"),
         (["--device", "cuda:x"], "unknown device 'cuda:x'"),
         (["--output-dir", "a\x01b"], "--output-dir holds a control character"),
-        (["--max-iterations", "1000000"], "--max-iterations must be at most"),
+        (["--max-iterations", "1000000"], "--max-iterations must be 0 (until DONE) or between 1 and 10000"),
         (["--goal", "   "], "--goal is blank"),
         (["--task", ""], "--task is empty"),
         (["--strategy", "greedy", "--judge", "pairwise"], "--judge pairwise compares the new image"),

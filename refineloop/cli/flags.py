@@ -14,16 +14,11 @@ from typing import Any, get_args, get_type_hints
 
 from refineloop.backends.builtin import BACKENDS
 from refineloop.backends.table import Kind
+from refineloop.knob_shapes import GROUPS, shape_of
 from refineloop.settings import RunSettings
-from refineloop.strategies import strategy_names
 
-#: The settings that name a model, and the kind of backend each one takes.
-MODEL_FLAGS: dict[str, Kind] = {
-    "image_model": "image",
-    "eval_model": "chat",
-    "agent_model": "chat",
-    "audit_model": "chat",
-}
+#: The settings whose help lists the backends that can serve them, and the kind of backend each one takes.
+MODEL_FLAGS: dict[str, Kind] = {"image_model": "image", "eval_model": "chat"}
 
 
 def backend_help(kind: Kind) -> str:
@@ -58,16 +53,17 @@ def add_settings_flags(
     asked for), and booleans get a `--no-` form, since the setting they override may be on.
     """
     defaults = defaults or {}
-    for field in dataclasses.fields(RunSettings):
-        if (only is not None and field.name not in only) or field.name in skip:
-            continue
+    fields = [f for f in dataclasses.fields(RunSettings) if (only is None or f.name in only) and f.name not in skip]
+    groups = _groups(parser, {shape_of(f.name).group for f in fields})
+    for field in fields:
+        target = groups[shape_of(field.name).group]
         flag = "--" + field.name.replace("_", "-")
         default = argparse.SUPPRESS if overrides_only else defaults.get(field.name, field.default)
         if default is dataclasses.MISSING:
             default = field.default_factory()  # type: ignore[operator]  # a list knob: a fresh empty list
         if _flag_type(field) == list[str]:
             # A knob that holds several values takes its flag once per value (--lora a --lora b:0.5).
-            parser.add_argument(
+            target.add_argument(
                 flag,
                 dest=field.name,
                 action="append",
@@ -76,20 +72,18 @@ def add_settings_flags(
                 metavar=field.name.upper(),
             )
             continue
-        help_text = field.metadata.get("description", "")
-        if field.name == "strategy":
-            help_text += f" Choices: {', '.join(strategy_names())}."
-        if field.name in ("image_model", "eval_model"):
+        help_text = field.metadata.get("description", "") + _shape_help(field.name)
+        if field.name in MODEL_FLAGS:
             help_text += backend_help(MODEL_FLAGS[field.name])
         shown = "" if overrides_only or default in (None, "") else f" (default: {default})"
         if _flag_type(field) is bool:
             # A setting that is on by default needs its --no- form to be turned off at all.
             action = argparse.BooleanOptionalAction if overrides_only or default is True else "store_true"
-            parser.add_argument(flag, dest=field.name, action=action, default=default, help=help_text)
+            target.add_argument(flag, dest=field.name, action=action, default=default, help=help_text)
             continue
         # `--from IMAGE` reads as a sentence; --from-image stays for symmetry with the setting's name.
         names = (flag, "--from") if field.name == "from_image" else (flag,)
-        parser.add_argument(
+        target.add_argument(
             *names,
             dest=field.name,
             type=_flag_type(field),
@@ -97,3 +91,22 @@ def add_settings_flags(
             help=help_text + shown,
             metavar=field.name.upper(),
         )
+
+
+def _groups(parser: argparse.ArgumentParser, wanted: set[str]) -> dict[str, Any]:
+    """One argument group per settings group in `wanted`, made in GROUPS' order so --help reads in it."""
+    order = [*GROUPS, *sorted(wanted - set(GROUPS))]
+    return {
+        group: parser.add_argument_group(f"{group} settings", GROUPS.get(group, "not grouped yet").capitalize() + ".")
+        for group in order
+        if group in wanted
+    }
+
+
+def _shape_help(name: str) -> str:
+    """The bounds or choices of setting `name`, as a sentence for its help."""
+    shape = shape_of(name)
+    if shape.choices:
+        return f" Choices: {', '.join(choice for choice in shape.choices if choice)}."
+    words = shape.words()
+    return f" Must be {words}." if words else ""

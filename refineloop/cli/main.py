@@ -27,6 +27,11 @@ DEMO_DEFAULTS = {"image_model": "sketch", "eval_model": "demo", "strategy": "cli
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line."""
+    return build_parsers()[0]
+
+
+def build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The whole command line, and each command's own parser by name (for the generated reference)."""
     parser = argparse.ArgumentParser(
         prog="refineloop",
         description="Refine an image until a vision critic is satisfied: draw, judge, condense, keep the best.",
@@ -79,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true", help="print the full record as JSON")
     add_batch_command(commands)
     add_judge_check_command(commands)
-    return parser
+    return parser, dict(commands.choices)
 
 
 def _add_checkpointer_flag(parser: argparse.ArgumentParser) -> None:

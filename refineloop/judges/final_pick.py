@@ -23,8 +23,8 @@ from refineloop.judges.duel import duel
 from refineloop.judges.measure import count_samples
 from refineloop.judges.outcomes import Duel
 from refineloop.judges.samples import fresh_look
+from refineloop.knob_shapes import MAX_FINAL_PICK
 from refineloop.run_folder.image_files import image_path, read_record, read_sidecars, save_json, sidecar_path
-from refineloop.settings import MAX_FINAL_PICK
 from refineloop.state import Candidate
 
 FINAL_SAMPLES = 2
