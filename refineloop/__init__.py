@@ -1,8 +1,27 @@
 """refineloop: iterative image refinement as a LangGraph state machine.
 
-Kept import-light on purpose: `refineloop --help` must not pay for langgraph, torch or diffusers.
-Import graphs from `refineloop.graph`, the engine from `refineloop.apps.engine`, and the terminal's `start_run`
-and `resume_run` from `refineloop.cli.run_commands`.
+The Python API is three functions and one result (refineloop.api):
+
+    import refineloop
+    result = refineloop.run(goal="a cosy cabin in deep snow", max_iterations=4)
+    result = refineloop.resume(result.folder)
+    other = refineloop.fork(result.folder, from_iteration=2, strategy="annealing")
+
+Kept import-light on purpose: `refineloop --help` must not pay for langgraph, torch or diffusers, so the API's
+names are looked up on first use.
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 __version__ = "0.1.0"
+__all__ = ["RunResult", "fork", "resume", "run"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from refineloop import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'refineloop' has no attribute {name!r}")
