@@ -33,7 +33,7 @@ from refineloop.backends.image.protocol import ImageRequest, ImageTraits  # noqa
 from refineloop.backends.model_cache import ModelCache  # noqa: E402
 from refineloop.cli.run_commands import start_run  # noqa: E402
 from refineloop.judges.verdicts import parse_judge_text  # noqa: E402
-from refineloop.run_folder.artifacts import write_artifacts  # noqa: E402
+from refineloop.outputs.artifacts import write_artifacts  # noqa: E402
 from refineloop.settings import RunSettings  # noqa: E402
 
 REPLY = "SCORE: 5\nCRITIQUE: fine\nCONTINUE: a hotter hotdog"

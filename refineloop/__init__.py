@@ -15,12 +15,14 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
-__all__ = ["RunResult", "fork", "resume", "run"]
+from refineloop.version import __version__
+
+API = ("RunResult", "fork", "resume", "run")
+__all__ = ["__version__", *API]
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
+    if name in API:
         from refineloop import api
 
         return getattr(api, name)

@@ -29,6 +29,19 @@ class RunFolderError(RefineError):
     """A run folder is missing, not a run, locked by another process, or damaged."""
 
 
+class ScaleError(RefineError):
+    """Postgres or the Ray cluster cannot be used; the message is one line saying what to do."""
+
+
+class RunBusyError(RefineError):
+    """Another process holds the run's lock: it is being run somewhere else right now."""
+
+
+def missing_extra(package: str, extra: str) -> ScaleError:
+    """The one-line error for an optional dependency that is not installed."""
+    return ScaleError(f"{package} is not installed: pip install 'refineloop[{extra}]'")
+
+
 def causes(exc: BaseException) -> Iterator[BaseException]:
     """`exc`, then what it was raised from or while handling, and so on: the original failure is often wrapped
     (by LangGraph, LangChain, a client library) before it reaches the code that explains it. A cycle in the

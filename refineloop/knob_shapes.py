@@ -10,6 +10,7 @@ its first image.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from refineloop.strategies import strategy_names
@@ -57,8 +58,13 @@ class Shape:
     """A value outside the bounds that turns the setting off (0 budgets, 0 rounds = until DONE)."""
     off_means: str = ""
     """What `off` means, in a word or two."""
-    choices: tuple[str, ...] = ()
-    """The only values allowed, when the setting is one of a list."""
+    choices: tuple[str, ...] | Callable[[], tuple[str, ...]] = ()
+    """The only values allowed, when the setting is one of a list; a function when the list can grow while the
+    process runs (a strategy registered in the table)."""
+
+    def options(self) -> tuple[str, ...]:
+        """The allowed values as they stand now (empty: any value of the setting's type)."""
+        return self.choices() if callable(self.choices) else self.choices
 
     def allows(self, value: float) -> bool:
         """Whether a (finite) number keeps these bounds."""
@@ -108,7 +114,7 @@ KNOB_SHAPES: dict[str, Shape] = {
     "task": Shape("task"),
     "goal": Shape("task"),
     "from_image": Shape("task"),
-    "strategy": Shape("strategy", choices=strategy_names()),
+    "strategy": Shape("strategy", choices=strategy_names),
     "max_iterations": Shape("strategy", low=1, high=MAX_ROUNDS, off=0, off_means="until DONE"),
     "safety_cap": Shape("strategy", low=1, high=MAX_ROUNDS),
     "patience": Shape("strategy", low=1),

@@ -10,7 +10,7 @@ import re
 
 from refineloop.backends.chat.text_safety import clean_model_text
 from refineloop.backends.image.protocol import ImageModel
-from refineloop.run_folder.trace import append_trace
+from refineloop.files.trace import append_trace
 
 #: Tokens per English word, roughly, for CLIP and T5 tokenizers; used only to size the request.
 TOKENS_PER_WORD = 1.4

@@ -290,9 +290,10 @@ def _check_shapes(settings: RunSettings) -> None:
         shape, value = shape_of(name), getattr(settings, name)
         if value is None:
             continue
-        if shape.choices and value not in shape.choices:
-            named = [choice for choice in shape.choices if choice]
-            _check(False, f"unknown {name.replace('_', ' ')} '{value}': use {_either(tuple(named))}")
+        choices = shape.options()
+        if choices and value not in choices:
+            named = [choice for choice in choices if choice]
+            _check(False, f"unknown {name.replace('_', ' ')} '{value}': use one of {', '.join(named)}")
         if shape.bounded and isinstance(value, int | float):
             _check(shape.allows(value), f"{_flag(name)} must be {shape.words()}, got {value}")
 

@@ -9,8 +9,8 @@ from langchain_core.messages import AIMessage
 from refineloop.backends.demo.sketch import SketchImageModel
 from refineloop.backends.model_cache import ModelCache
 from refineloop.cli.run_commands import resume_run, start_run
+from refineloop.files.trace import read_trace
 from refineloop.graph import build_graph
-from refineloop.run_folder.trace import read_trace
 from tests.conftest import images_in, judge_reply, tool_call
 from tests.fake_ollama import FakeOllama
 

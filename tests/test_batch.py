@@ -24,10 +24,10 @@ from refineloop.apps.batch import (
     plan_batch,
     run_local,
 )
+from refineloop.apps.reading import read_values
 from refineloop.backends.demo.sketch import SketchImageModel
 from refineloop.backends.image.protocol import ImageRequest
 from refineloop.errors import SettingsError
-from refineloop.run_folder.folder import read_values
 from refineloop.settings import RunSettings
 from tests.conftest import batch_cli, cli_env, images_in, judge_reply, same_image, start_batch_cli, wait_for
 from tests.scale_fixtures import *  # noqa: F403 - pg_url, a real PostgreSQL for the store tests
@@ -354,7 +354,7 @@ def test_a_fractional_best_score_survives_the_folder_store_and_the_summary(tmp_p
 @pytest.mark.slow
 def test_a_fractional_best_score_survives_the_postgres_store(pg_url: str, tmp_path: Path) -> None:
     from refineloop.apps.batch import ItemResult
-    from refineloop.scale.postgres import PostgresStore, prepare
+    from refineloop.apps.postgres import PostgresStore, prepare
 
     plan, item = planned_item(tmp_path, "postgres")
     prepare(pg_url)
@@ -372,7 +372,7 @@ def test_an_old_runs_table_with_integer_scores_is_widened_and_keeps_its_rows(pg_
     import psycopg
 
     from refineloop.apps.batch import ItemResult
-    from refineloop.scale.postgres import RUNS_TABLE, PostgresStore, prepare
+    from refineloop.apps.postgres import RUNS_TABLE, PostgresStore, prepare
 
     plan, item = planned_item(tmp_path, "postgres")
     with psycopg.connect(pg_url, autocommit=True) as conn:

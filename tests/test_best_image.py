@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from refineloop.apps.reading import read_values
 from refineloop.cli.run_commands import start_run
-from refineloop.run_folder.folder import read_values
 from tests.conftest import judge_reply, refineloop
 
 SUMMARY_LINE = re.compile(r"^\[(\d+)\] score (\S+)/10", re.M)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from refineloop.run_folder.folder import read_values
+from refineloop.apps.reading import read_values
 from tests.conftest import images_in, refineloop, wait_for
 
 pytestmark = pytest.mark.slow

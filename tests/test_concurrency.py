@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from refineloop.run_folder.folder import read_values
+from refineloop.apps.reading import read_values
 from tests.conftest import refineloop
 from tests.fake_ollama import FakeOllama
 

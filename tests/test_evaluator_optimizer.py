@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from refineloop.cli.run_commands import start_run
+from refineloop.files.trace import read_trace
 from refineloop.nodes.generate import compose_prompt
-from refineloop.run_folder.trace import read_trace
 from tests.conftest import images_in, judge_reply
 
 

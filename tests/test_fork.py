@@ -14,7 +14,8 @@ import pytest
 
 from refineloop.apps.engine import EXIT_PAUSED
 from refineloop.apps.fork import rewrite_paths, state_after_image
-from refineloop.run_folder.folder import read_meta, read_values
+from refineloop.apps.reading import read_values
+from refineloop.run_folder.folder import read_meta
 from tests.conftest import cli_env, images_in, refineloop, wait_for
 
 pytestmark = pytest.mark.slow

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from refineloop.cli.main import main
-from refineloop.run_folder.names import safe_component
+from refineloop.files.names import safe_component
 from refineloop.settings import RunSettings, settings_warnings
 from tests.conftest import cli_env, images_in, refineloop
 

@@ -1,5 +1,5 @@
-"""The package's layout rules: no import cycles between refineloop modules, and no module reaching for another's
-private names.
+"""The package's layout rules: the floors (no folder cycle, no import up the floors), no import cycles between
+refineloop modules, and no module reaching for another's private names.
 
 Every module under refineloop/ is parsed with `ast`; imports anywhere in it count (at the top, inside functions,
 under TYPE_CHECKING), since a lazy import is still a dependency and a cycle through it still couples the two.
@@ -182,6 +182,70 @@ def private_uses(modules: dict[str, Path]) -> list[str]:
     return found
 
 
+#: The floors, ground first. A unit (a folder right under refineloop/, or a module there) imports only from its own
+#: floor or the floors below it; docs/architecture.md draws the same order. A new unit needs a place here.
+FLOORS: tuple[tuple[str, ...], ...] = (
+    ("errors", "state", "schedules", "version", "files"),
+    ("strategies", "acceptance", "knob_shapes", "settings", "tasks", "prompts", "prompts_agents", "budgets"),
+    ("stopping", "tools"),
+    ("backends",),
+    ("run_folder", "prompt_text"),
+    ("judges",),
+    ("outputs",),
+    ("nodes",),
+    ("graph", "run_view"),
+    ("apps",),
+    ("scale",),
+    ("cli",),
+    ("api", "refineloop", "__main__"),
+)
+
+
+def unit_of(module: str) -> str:
+    """refineloop.apps.batch.plan -> apps; refineloop.graph -> graph; the package's own __init__ -> refineloop."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def unit_graph(graph: dict[str, set[str]]) -> dict[str, dict[str, set[tuple[str, str]]]]:
+    """unit -> the other units it imports -> the module pairs behind each edge."""
+    units: dict[str, dict[str, set[tuple[str, str]]]] = {}
+    for module, targets in graph.items():
+        edges = units.setdefault(unit_of(module), {})
+        for target in targets:
+            if unit_of(target) != unit_of(module):
+                edges.setdefault(unit_of(target), set()).add((module, target))
+    return units
+
+
+def upward_imports(graph: dict[str, set[str]], floors: tuple[tuple[str, ...], ...]) -> list[str]:
+    """`module -> target` for every import that reaches a higher floor than its own."""
+    level = {unit: n for n, floor in enumerate(floors) for unit in floor}
+    found = []
+    for unit, edges in unit_graph(graph).items():
+        for target, pairs in edges.items():
+            if level.get(target, -1) > level.get(unit, len(floors)):
+                found.extend(f"{module} -> {imported}" for module, imported in sorted(pairs))
+    return sorted(found)
+
+
+def test_every_unit_has_a_floor() -> None:
+    units = {unit_of(module) for module in all_modules()}
+    placed = {unit for floor in FLOORS for unit in floor}
+    assert units == placed, f"give these a floor in FLOORS: {sorted(units - placed)}; gone: {sorted(placed - units)}"
+
+
+def test_no_import_up_the_floors() -> None:
+    found = upward_imports(import_graph(all_modules()), FLOORS)
+    assert not found, "imports up the floors (move the code down, or the importer up):\n" + "\n".join(found)
+
+
+def test_no_folder_cycles() -> None:
+    units = {unit: set(edges) for unit, edges in unit_graph(import_graph(all_modules())).items()}
+    cycles = find_cycles(units)
+    assert not cycles, "folders importing each other:\n" + "\n".join(" -> ".join(cycle) for cycle in cycles)
+
+
 def test_no_import_cycles() -> None:
     cycles = find_cycles(import_graph(all_modules()))
     assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(cycle) for cycle in cycles)
@@ -244,3 +308,21 @@ def test_private_names_are_found_by_import_and_by_attribute(tmp_path: Path) -> N
     )
     found = private_uses(modules)
     assert found == ["refineloop.b:1 takes refineloop.a._helper", "refineloop.c:3 takes refineloop.a._helper"]
+
+
+def test_a_lazy_import_up_the_floors_is_caught(tmp_path: Path) -> None:
+    modules = write_package(
+        tmp_path,
+        {
+            "refineloop.__init__": "",
+            "refineloop.low.__init__": "",
+            "refineloop.low.store": "def save():\n    from refineloop.high.page import words\n    return words\n",
+            "refineloop.high.__init__": "",
+            "refineloop.high.page": "from refineloop.low import store\nwords = 1\n",
+        },
+    )
+    floors = (("low",), ("high",), ("refineloop",))
+    graph = import_graph(modules)
+    assert upward_imports(graph, floors) == ["refineloop.low.store -> refineloop.high.page"]
+    units = {unit: set(edges) for unit, edges in unit_graph(graph).items()}
+    assert find_cycles(units) == [["high", "low", "high"]]

@@ -42,7 +42,7 @@ def test_run_help_is_grouped_and_shows_bounds(capsys):
         (["--cooling-rate", "1"], "--cooling-rate must be between 0 and 1, exclusive, got 1.0"),
         (["--final-strength", "0"], "--final-strength must be in (0, 1], got 0.0"),
         (["--max-images", "-1"], "--max-images must be 0 (no image budget) or above 0, got -1"),
-        (["--judge", "vibes"], "unknown judge 'vibes': use score, pairwise or checklist"),
+        (["--judge", "vibes"], "unknown judge 'vibes': use one of score, pairwise, checklist"),
     ],
 )
 def test_validation_says_the_bound_the_help_shows(flags, message, tmp_path, capsys):

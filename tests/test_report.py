@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 from refineloop.cli.run_commands import start_run
-from refineloop.run_folder.artifacts import write_artifacts
+from refineloop.outputs.artifacts import write_artifacts
+from refineloop.outputs.report import write_report
 from refineloop.run_folder.image_files import listed_images, read_sidecars, save_json
-from refineloop.run_folder.report import write_report
 from refineloop.settings import RunSettings
 
 

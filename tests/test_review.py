@@ -16,9 +16,9 @@ from langgraph.types import Command
 from langgraph_sdk import get_sync_client
 
 from refineloop.apps.engine import EXIT_PAUSED
+from refineloop.apps.reading import read_values
 from refineloop.graph import build_graph
 from refineloop.nodes.review import parse_answer
-from refineloop.run_folder.folder import read_values
 from tests.conftest import cli_env, images_in, judge_reply, refineloop, wait_for
 
 # A goal with no heat words keeps the demo critic from saying DONE, so only the reviewer ends the run early.

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from refineloop.run_folder.folder import read_values
+from refineloop.apps.reading import read_values
 from tests.conftest import cli_env, images_in, refineloop, start_cli_in, wait_for
 
 pytestmark = pytest.mark.slow

@@ -8,12 +8,12 @@ import pytest
 from PIL import Image
 
 from refineloop.errors import RunFolderError
+from refineloop.files.safe_io import append_line, read_user_text, write_bytes_atomic, write_text_atomic
+from refineloop.files.trace import append_trace, read_trace
 from refineloop.run_folder.checkpoints import connect
 from refineloop.run_folder.folder import write_meta
 from refineloop.run_folder.image_files import save_image, save_json
 from refineloop.run_folder.lock import locked
-from refineloop.run_folder.safe_io import append_line, read_user_text, write_bytes_atomic, write_text_atomic
-from refineloop.run_folder.trace import append_trace, read_trace
 
 
 @pytest.fixture

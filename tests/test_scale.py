@@ -43,8 +43,8 @@ def write_goals(path: Path, count: int) -> Path:
 
 def checkpointed(url: str, thread_id: str) -> dict[str, Any]:
     """A thread's latest checkpointed state, read from Postgres (the history rebuilt from its deltas)."""
+    from refineloop.apps.reading import reading_saver
     from refineloop.graph import build_graph
-    from refineloop.run_folder.checkpoints import reading_saver
 
     with reading_saver("", url) as saver:
         return dict(build_graph("greedy", saver).get_state({"configurable": {"thread_id": thread_id}}).values)
@@ -124,7 +124,7 @@ def test_postgres_run_killed_and_resumed_ends_like_an_uninterrupted_one(pg_url: 
 
 HOLDER = """
 import sys, time
-from refineloop.scale.postgres import RunLocks
+from refineloop.apps.postgres import RunLocks
 locks = RunLocks(sys.argv[1])
 assert locks.try_take("thread-x")
 print("held", flush=True)
@@ -133,8 +133,8 @@ time.sleep(600)
 
 
 def test_advisory_lock_refuses_a_second_taker_and_frees_when_its_holder_dies(pg_url: str) -> None:
-    from refineloop.scale import RunBusyError
-    from refineloop.scale.postgres import RunLocks
+    from refineloop.apps.postgres import RunLocks
+    from refineloop.errors import RunBusyError
 
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, pg_url], env=cli_env(), stdout=subprocess.PIPE, text=True)
     try:
@@ -369,8 +369,8 @@ def test_merged_pipeline_call_gives_each_request_its_own_seeded_images(tiny_sd_d
 
 def test_a_second_driver_on_the_same_batch_is_refused(pg_url: str, tmp_path: Path) -> None:
     pytest.importorskip("ray.serve", reason="the ray extra is not installed")
-    from refineloop.scale import RunBusyError
-    from refineloop.scale.postgres import RunLocks
+    from refineloop.apps.postgres import RunLocks
+    from refineloop.errors import RunBusyError
     from refineloop.scale.ray import EngineOptions, run_ray
 
     goals = tmp_path / "goals.txt"
@@ -384,7 +384,7 @@ def test_a_second_driver_on_the_same_batch_is_refused(pg_url: str, tmp_path: Pat
 
 
 def test_a_runner_that_cannot_reach_postgres_is_one_line(ray_address: str) -> None:
-    from refineloop.scale import ScaleError
+    from refineloop.errors import ScaleError
     from refineloop.scale.ray import EngineOptions, start_runners
     from tests.scale_fixtures import free_port
 
@@ -415,7 +415,7 @@ def test_unreachable_ray_address_is_one_line(pg_url: str, tmp_path: Path) -> Non
 
 def folder_values(item: Any) -> dict[str, Any]:
     """An item's latest checkpointed state, read from the SQLite in its run folder."""
-    from refineloop.run_folder.folder import read_values
+    from refineloop.apps.reading import read_values
 
     return read_values(item.run_dir, item.thread_id)
 
@@ -467,7 +467,7 @@ def test_local_ray_without_postgres_runs_each_item_once_through_a_killed_runner(
 def test_a_second_driver_of_a_folder_batch_is_refused(tmp_path: Path) -> None:
     pytest.importorskip("ray.serve", reason="the ray extra is not installed")
     from refineloop.apps.batch import FolderStore
-    from refineloop.scale import RunBusyError
+    from refineloop.errors import RunBusyError
     from refineloop.scale.ray import EngineOptions, run_ray
 
     goals = tmp_path / "goals.txt"

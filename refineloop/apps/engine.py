@@ -35,12 +35,12 @@ from refineloop.apps.stop_signals import ctrl_c_drains
 from refineloop.backends.chat.text_safety import redact
 from refineloop.backends.model_cache import ModelCache
 from refineloop.errors import RefineError, RunFolderError, SettingsError
+from refineloop.files.safe_io import write_text_atomic
 from refineloop.graph import build_graph
 from refineloop.judges.audit import auditor_settings
-from refineloop.run_folder.artifacts import write_artifacts
+from refineloop.outputs.artifacts import write_artifacts
 from refineloop.run_folder.checkpoints import connect, database_error, run_saver
 from refineloop.run_folder.image_files import image_problem
-from refineloop.run_folder.safe_io import write_text_atomic
 from refineloop.run_view import apply_view
 from refineloop.settings import RunSettings
 from refineloop.state import RefineState, RunInput
@@ -101,7 +101,7 @@ def checkpoints(
         yield saver
         return
     if url:
-        from refineloop.scale.postgres import PostgresStore, prepare
+        from refineloop.apps.postgres import PostgresStore, prepare
 
         prepare(url)
         store = PostgresStore(url, pool_size=2)

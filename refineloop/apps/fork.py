@@ -37,16 +37,17 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 
 from refineloop.apps.engine import EngineCallbacks, Outcome, checkpoints, execute, load_models
+from refineloop.apps.reading import reading_saver
 from refineloop.apps.stop_signals import stop_ends_loading
 from refineloop.backends.checks import validated
 from refineloop.backends.model_cache import MODELS, ModelCache
 from refineloop.errors import RunFolderError, SettingsError
+from refineloop.files.trace import append_trace
 from refineloop.graph import build_graph
-from refineloop.run_folder.checkpoints import CHECKPOINTS, database_error, reading_saver, run_saver
+from refineloop.run_folder.checkpoints import CHECKPOINTS, database_error, run_saver
 from refineloop.run_folder.folder import META, new_run_folder, read_meta, write_meta
 from refineloop.run_folder.image_files import listed_images, read_record, save_json, sidecar_path
 from refineloop.run_folder.lock import LOCK
-from refineloop.run_folder.trace import append_trace
 from refineloop.run_view import rewrite_paths
 from refineloop.settings import RunSettings
 from refineloop.strategies import spec_for

@@ -63,7 +63,7 @@ class ModelCache:
         from refineloop.backends.chat.invoke import judge_copy
         from refineloop.backends.chat.ollama import structured_judge
         from refineloop.backends.chat.openai_compatible import is_openai_model, structured_openai
-        from refineloop.judges.verdicts import JudgeReply
+        from refineloop.backends.chat.replies import JudgeReply
 
         def build() -> Any:
             judge = judge_copy(self.chat_model(settings), temperature)

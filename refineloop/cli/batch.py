@@ -88,8 +88,8 @@ def run_batch(args: argparse.Namespace, out: TextIO | None = None) -> int:
         try:
             return _run(args, out)
         except _postgres_errors() as exc:
-            from refineloop.scale import ScaleError
-            from refineloop.scale.postgres import where
+            from refineloop.apps.postgres import where
+            from refineloop.errors import ScaleError
 
             # Postgres went away mid-batch: everything up to the last checkpoint is kept, so say how to go on.
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -154,12 +154,12 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
 
 def _run_ray(plan: Any, args: argparse.Namespace, out: TextIO) -> list[Any]:
     if importlib.util.find_spec("ray") is None or importlib.util.find_spec("ray.serve") is None:
-        from refineloop.scale import missing_extra
+        from refineloop.errors import missing_extra
 
         raise missing_extra("ray[serve]", "ray")
     import ray
 
-    from refineloop.scale import ScaleError
+    from refineloop.errors import ScaleError
     from refineloop.scale.ray import EngineOptions, run_ray
 
     options = EngineOptions(

@@ -106,7 +106,7 @@ def _groups(parser: argparse.ArgumentParser, wanted: set[str]) -> dict[str, Any]
 def _shape_help(name: str) -> str:
     """The bounds or choices of setting `name`, as a sentence for its help."""
     shape = shape_of(name)
-    if shape.choices:
-        return f" Choices: {', '.join(choice for choice in shape.choices if choice)}."
+    if shape.options():
+        return f" Choices: {', '.join(choice for choice in shape.options() if choice)}."
     words = shape.words()
     return f" Must be {words}." if words else ""

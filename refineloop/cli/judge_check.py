@@ -87,7 +87,8 @@ def _check(args: argparse.Namespace, out: TextIO) -> int:
 
     run_dir = None
     if args.run_dir:
-        from refineloop.run_folder.folder import read_meta, read_values
+        from refineloop.apps.reading import read_values
+        from refineloop.run_folder.folder import read_meta
 
         run_dir = str(Path(args.run_dir).expanduser().resolve())
         meta = read_meta(run_dir)

@@ -162,7 +162,7 @@ def _checked_url(args: argparse.Namespace) -> str:
     """The --checkpointer URL after a one-line check (empty: SQLite, or what run.json records)."""
     if not args.checkpointer:
         return ""
-    from refineloop.scale import ScaleError
+    from refineloop.errors import ScaleError
 
     if not args.checkpointer.startswith(("postgres://", "postgresql://")):
         raise ScaleError(f"--checkpointer takes a postgres://user@host:port/db URL, got '{args.checkpointer}'")
@@ -216,8 +216,8 @@ def _list_runs(root: str) -> int:
 
 def _run_row(folder: Path, label: str) -> str:
     """One line of `refineloop runs`, read without writing; a folder that cannot be read is `damaged`."""
+    from refineloop.apps.reading import read_checkpoint
     from refineloop.errors import RefineError
-    from refineloop.run_folder.checkpoints import read_checkpoint
     from refineloop.run_folder.folder import read_meta
 
     try:

@@ -73,7 +73,7 @@ def _row(field: dataclasses.Field[object]) -> str:
         default = "(empty)" if field.default in ("", None) else f"`{field.default}`"
     else:
         default = "(none)"
-    allowed = ", ".join(f"`{c}`" for c in shape.choices if c) if shape.choices else shape.words()
+    allowed = ", ".join(f"`{c}`" for c in shape.options() if c) if shape.options() else shape.words()
     description = str(field.metadata.get("description", "")).replace("|", "\\|")
     flag = "--" + field.name.replace("_", "-")
     return f"| `{flag}` | `{field.name}` | {default} | {allowed or '-'} | {description} |"

@@ -17,16 +17,17 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from refineloop.apps.engine import EXIT_OK, Outcome, check_images, checkpoints, execute, load_models
+from refineloop.apps.reading import read_values
 from refineloop.apps.stop_signals import stop_ends_loading
 from refineloop.backends.model_cache import MODELS, ModelCache
 from refineloop.cli.terminal import Terminal
 from refineloop.errors import RunFolderError
 from refineloop.graph import build_graph
 from refineloop.nodes.setup import initial_state, resolve_settings
+from refineloop.outputs.report import REPORT_NAME
 from refineloop.run_folder.checkpoints import database_error
-from refineloop.run_folder.folder import new_run_folder, read_meta, read_values, write_meta
+from refineloop.run_folder.folder import new_run_folder, read_meta, write_meta
 from refineloop.run_folder.lock import locked
-from refineloop.run_folder.report import REPORT_NAME
 from refineloop.run_view import apply_view, make_view
 from refineloop.settings import RunSettings
 

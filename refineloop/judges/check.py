@@ -23,6 +23,7 @@ from typing import Any, TextIO
 from refineloop.backends.chat import critic_images
 from refineloop.backends.model_cache import ModelCache
 from refineloop.errors import RunFolderError
+from refineloop.files.safe_io import write_text_atomic
 from refineloop.judges.audit import auditor_settings
 from refineloop.judges.base import WARM, Calls, Judging
 from refineloop.judges.checklist import ask_checklist, fallback_questions, questions_of
@@ -39,7 +40,6 @@ from refineloop.judges.measure import (
 )
 from refineloop.judges.score import look
 from refineloop.run_folder.image_files import image_path, listed_images, read_sidecars, save_image
-from refineloop.run_folder.safe_io import write_text_atomic
 from refineloop.settings import RunSettings
 from refineloop.tasks import Task
 

@@ -13,8 +13,9 @@ from typing import Any
 from langchain_core.messages import HumanMessage
 
 from refineloop.backends.chat.invoke import build_messages, traced_invoke
+from refineloop.backends.chat.replies import JudgeReply
 from refineloop.judges.base import Budget, Judging
-from refineloop.judges.verdicts import JudgeReply, Verdict, from_structured, parse_judge_text
+from refineloop.judges.verdicts import Verdict, from_structured, parse_judge_text
 from refineloop.prompts import JUDGE_REMINDER, judge_messages_text
 from refineloop.settings import RunSettings
 from refineloop.tasks import Task

@@ -11,18 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, Field
-
+from refineloop.backends.chat.replies import JudgeReply
 from refineloop.backends.chat.text_safety import clean_model_text
-
-
-class JudgeReply(BaseModel):
-    """The judge's answer, as a JSON schema for models with structured output."""
-
-    score: int = Field(description="How well the image meets the goal, 1 (not at all) to 10 (cannot improve).")
-    critique: str = Field(description="One or two sentences on what the image shows and what holds it back.")
-    verdict: Literal["DONE", "CONTINUE"] = Field(description="DONE if no further step would improve it.")
-    next_idea: str = Field(description="If CONTINUE: a vivid description of the whole next image, under 60 words.")
 
 
 @dataclass(frozen=True)

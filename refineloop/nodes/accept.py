@@ -15,8 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 from refineloop.acceptance import Decision, beats
+from refineloop.outputs.report import refresh_live_report
 from refineloop.run_folder.image_files import save_json, sidecar_path
-from refineloop.run_folder.report import refresh_live_report
 from refineloop.settings import RunSettings
 from refineloop.state import HistoryEntry, RefineState
 from refineloop.strategies import StrategySpec

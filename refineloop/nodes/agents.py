@@ -22,10 +22,10 @@ from langchain_core.runnables import RunnableConfig
 from refineloop.backends.chat.invoke import build_messages, traced_invoke
 from refineloop.backends.image.protocol import ImageModel
 from refineloop.backends.model_cache import models_for
+from refineloop.files.trace import append_trace
 from refineloop.prompt_text import TOKENS_PER_WORD, clean_prompt, compose_prompt, fit_to_budget, usable_idea
 from refineloop.prompts import with_kept
 from refineloop.prompts_agents import writer_messages_text
-from refineloop.run_folder.trace import append_trace
 from refineloop.schedules import STEADY_TEMPERATURE
 from refineloop.settings import RunSettings
 from refineloop.state import RefineState

@@ -10,11 +10,11 @@ from langchain_core.runnables import RunnableConfig
 from refineloop.backends.chat import critic_images
 from refineloop.backends.image.protocol import ImageRequest
 from refineloop.backends.model_cache import models_for
+from refineloop.files.trace import append_trace
 from refineloop.prompt_text import compose_prompt
 from refineloop.run_folder import image_writer
 from refineloop.run_folder.image_files import image_path
 from refineloop.run_folder.round_files import provenance_info
-from refineloop.run_folder.trace import append_trace
 from refineloop.schedules import image_seed, strength
 from refineloop.settings import RunSettings
 from refineloop.state import Candidate, RefineState

@@ -31,10 +31,10 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.types import interrupt
 
 from refineloop.backends.model_cache import models_for
+from refineloop.files.trace import append_trace
 from refineloop.judges.checklist import edited_checklist
 from refineloop.prompt_text import clean_prompt, fit_to_budget
 from refineloop.run_folder.image_files import read_record, save_json, sidecar_path
-from refineloop.run_folder.trace import append_trace
 from refineloop.settings import RunSettings
 from refineloop.state import RefineState
 from refineloop.tasks import Task

@@ -28,8 +28,8 @@ from langgraph.types import Command
 from refineloop.backends.chat.invoke import bounded_invoke, build_messages
 from refineloop.backends.chat.text_safety import clean_model_text
 from refineloop.backends.model_cache import models_for
+from refineloop.files.trace import append_trace
 from refineloop.prompts_agents import router_messages_text
-from refineloop.run_folder.trace import append_trace
 from refineloop.settings import RunSettings
 from refineloop.state import RefineState
 from refineloop.stopping import route_after_accept, stop_reason

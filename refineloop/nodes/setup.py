@@ -19,8 +19,8 @@ from langgraph.runtime import Runtime
 from refineloop.backends.checks import validated
 from refineloop.backends.model_cache import models_for
 from refineloop.errors import ModelError, SettingsError
+from refineloop.files.names import safe_component
 from refineloop.prompts import with_kept
-from refineloop.run_folder.names import safe_component
 from refineloop.settings import RunSettings
 from refineloop.state import RunInput
 from refineloop.tasks import Task, resolve_task

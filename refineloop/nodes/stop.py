@@ -11,7 +11,7 @@ from typing import Any, cast
 from langchain_core.runnables import RunnableConfig
 
 from refineloop.judges.finish import applied, finish
-from refineloop.run_folder.artifacts import write_artifacts
+from refineloop.outputs.artifacts import write_artifacts
 from refineloop.state import RefineState
 from refineloop.stopping import stop_reason
 

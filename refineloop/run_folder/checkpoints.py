@@ -5,16 +5,14 @@ from __future__ import annotations
 import functools
 import os
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from refineloop.errors import RunFolderError
-from refineloop.run_folder.safe_io import refuse_link
+from refineloop.files.safe_io import refuse_link
 
 if TYPE_CHECKING:
-    from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
+    from langgraph.checkpoint.base import BaseCheckpointSaver
     from langgraph.checkpoint.sqlite import SqliteSaver
 
 CHECKPOINTS = "checkpoints.sqlite"
@@ -90,33 +88,3 @@ def connect_readonly(run_dir: str) -> sqlite3.Connection:
     except sqlite3.Error as exc:
         raise database_error(run_dir, exc) from None
     return conn
-
-
-@contextmanager
-def reading_saver(run_dir: str, url: str = "") -> Iterator[BaseCheckpointSaver[str]]:
-    """A checkpointer for reading a run without writing to it: the folder's SQLite opened read-only, or the
-    Postgres at `url` (the run's recorded checkpointer)."""
-    if url:
-        from refineloop.scale.postgres import open_pool, open_saver
-
-        pool = open_pool(url, max_size=1)
-        try:
-            yield open_saver(pool)
-        finally:
-            pool.close()
-        return
-
-    conn = connect_readonly(run_dir)
-    try:
-        yield run_saver(conn)
-    except sqlite3.Error as exc:
-        raise database_error(run_dir, exc) from None
-    finally:
-        conn.close()
-
-
-def read_checkpoint(run_dir: str, thread_id: str, url: str = "") -> CheckpointTuple | None:
-    """The latest checkpoint tuple of a run, read without writing and without compiling a graph. Channels kept
-    as deltas (the per-image history) are not in its values: `read_values` rebuilds those."""
-    with reading_saver(run_dir, url) as saver:
-        return saver.get_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}})

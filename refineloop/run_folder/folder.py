@@ -15,9 +15,9 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from refineloop.errors import RunFolderError
-from refineloop.run_folder.checkpoints import CHECKPOINTS, reading_saver
+from refineloop.files.safe_io import write_text_atomic
+from refineloop.run_folder.checkpoints import CHECKPOINTS
 from refineloop.run_folder.lock import LOCK, locked
-from refineloop.run_folder.safe_io import write_text_atomic
 from refineloop.strategies import STRATEGY_SPECS
 
 META = "run.json"
@@ -91,19 +91,6 @@ def read_meta(run_dir: str) -> dict[str, Any]:
     if not isinstance(meta.get("checkpointer", ""), str):
         raise RunFolderError(f"{damaged} ('checkpointer' is not a URL): restore it, or start a new run")
     return meta
-
-
-def read_values(run_dir: str, thread_id: str, url: str = "") -> dict[str, Any]:
-    """The latest checkpointed state of a run, whole (the history rebuilt from its deltas), read without
-    writing. The graph is the one run.json names (greedy's when there is none: the history is the same)."""
-    from refineloop.graph import build_graph
-
-    strategy = "greedy"
-    if (Path(run_dir) / META).is_file():
-        strategy = read_meta(run_dir)["strategy"]
-    with reading_saver(run_dir, url) as saver:
-        graph = build_graph(strategy, saver)
-        return dict(graph.get_state({"configurable": {"thread_id": thread_id}}).values)
 
 
 class NewRunFolder:

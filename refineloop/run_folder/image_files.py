@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image, UnidentifiedImageError
 
-from refineloop.run_folder.safe_io import write_text_atomic, write_with
+from refineloop.files.safe_io import write_text_atomic, write_with
 
 if TYPE_CHECKING:
     from PIL.PngImagePlugin import PngInfo

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from refineloop.errors import RunFolderError
-from refineloop.run_folder.safe_io import open_no_follow, refuse_links_in
+from refineloop.files.safe_io import open_no_follow, refuse_links_in
 
 LOCK = ".lock"
 

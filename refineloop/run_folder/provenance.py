@@ -21,10 +21,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from refineloop import __version__
 from refineloop.backends.chat.text_safety import clean_model_text
 from refineloop.backends.checks import validated
 from refineloop.errors import RefineError
+from refineloop.version import __version__
 
 if TYPE_CHECKING:
     from PIL import Image

@@ -16,9 +16,9 @@ from PIL.PngImagePlugin import PngInfo
 from refineloop.backends.chat import critic_images
 from refineloop.backends.image.protocol import ImageModel, ImageRequest
 from refineloop.backends.model_cache import models_for
+from refineloop.files.trace import append_trace
 from refineloop.run_folder import image_writer
 from refineloop.run_folder.provenance import image_record, png_info
-from refineloop.run_folder.trace import append_trace
 from refineloop.settings import RunSettings
 from refineloop.state import Candidate, RefineState
 from refineloop.tasks import Task

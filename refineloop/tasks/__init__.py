@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from refineloop.errors import TaskError
-from refineloop.run_folder.names import safe_component
-from refineloop.run_folder.safe_io import read_user_text
+from refineloop.files.names import safe_component
+from refineloop.files.safe_io import read_user_text
 
 REQUIRED = ("name", "goal", "subject", "start_prompt")
 TEXT_KEYS = ("name", "goal", "subject", "start_prompt", "negative_prompt", "judge_focus")

@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING
 from refineloop.apps.batch.items import BatchItem, ItemResult, result_from_values
 from refineloop.apps.batch.stores import Store
 from refineloop.apps.engine import EngineCallbacks, check_images, execute, load_models
-from refineloop.errors import RefineError
-from refineloop.scale import RunBusyError
+from refineloop.errors import RefineError, RunBusyError
 from refineloop.settings import RunSettings
 
 if TYPE_CHECKING:

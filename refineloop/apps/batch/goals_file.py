@@ -16,7 +16,7 @@ from typing import Any
 
 from refineloop.apps.batch.items import BatchItem
 from refineloop.errors import SettingsError
-from refineloop.run_folder.safe_io import read_user_text
+from refineloop.files.safe_io import read_user_text
 from refineloop.settings import RunSettings
 
 #: Settings an item cannot set: the batch gives every item its own folder, and nobody answers review questions.

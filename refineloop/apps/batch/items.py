@@ -1,6 +1,6 @@
 """A batch's items and results: one goal with the settings it overrides, and how an attempt at it ended.
 
-Plain dataclasses without the engine, so the stores (refineloop.scale.postgres among them) can name them.
+Plain dataclasses without the engine, so the stores (refineloop.apps.postgres among them) can name them.
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ from refineloop.apps.batch.goals_file import expanded_path, parse_goals, refuse_
 from refineloop.apps.batch.items import BatchItem
 from refineloop.backends.checks import validated
 from refineloop.errors import RefineError, RunFolderError, SettingsError
-from refineloop.run_folder.names import safe_component
-from refineloop.run_folder.safe_io import write_json_atomic
+from refineloop.files.names import safe_component
+from refineloop.files.safe_io import write_json_atomic
 from refineloop.settings import RunSettings
 
 MANIFEST = "batch.json"

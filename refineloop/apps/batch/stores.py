@@ -1,5 +1,5 @@
 """Where batch items keep checkpoints, exclusivity and status: `FolderStore` (SQLite in each run folder, a file
-lock per item) on one machine, or `refineloop.scale.postgres.PostgresStore` (shared Postgres, the runs table,
+lock per item) on one machine, or `refineloop.apps.postgres.PostgresStore` (shared Postgres, the runs table,
 advisory locks) across hosts.
 """
 
@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from refineloop.apps.batch.items import BatchItem, ItemResult
-from refineloop.errors import RunFolderError
+from refineloop.apps.postgres import check_url
+from refineloop.apps.reading import read_values
+from refineloop.errors import RunBusyError, RunFolderError
+from refineloop.files.safe_io import write_json_atomic
 from refineloop.run_folder.checkpoints import CHECKPOINTS, connect, run_saver
-from refineloop.run_folder.folder import read_values
 from refineloop.run_folder.lock import locked
-from refineloop.run_folder.safe_io import write_json_atomic
-from refineloop.scale import RunBusyError, check_url
 
 if TYPE_CHECKING:
     from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -135,7 +135,7 @@ def open_store(checkpointer: str, batch_dir: str, *, pool_size: int = 8, create_
     a driver already did: `create_tables=False`)."""
     if checkpointer in ("", "sqlite"):
         return FolderStore(batch_dir)
-    from refineloop.scale.postgres import PostgresStore, prepare
+    from refineloop.apps.postgres import PostgresStore, prepare
 
     if create_tables:
         prepare(check_url(checkpointer))

@@ -11,7 +11,7 @@ from pathlib import Path
 from refineloop.apps.batch.items import result_from_values, score_text
 from refineloop.apps.batch.plan import BatchPlan
 from refineloop.apps.batch.stores import Store
-from refineloop.run_folder.safe_io import write_json_atomic, write_text_atomic
+from refineloop.files.safe_io import write_json_atomic, write_text_atomic
 
 SUMMARY_TEXT = "summary.txt"
 SUMMARY_JSON = "summary.json"

@@ -39,7 +39,7 @@ from refineloop.backends.chat import critic_images
 from refineloop.backends.chat.call_threads import CRITIC_CALLS
 from refineloop.backends.chat.text_safety import clean_model_text
 from refineloop.errors import ModelError, causes
-from refineloop.run_folder.trace import append_trace
+from refineloop.files.trace import append_trace
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel

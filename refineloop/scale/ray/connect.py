@@ -8,7 +8,7 @@ import socket
 
 import ray
 
-from refineloop.scale import ScaleError
+from refineloop.errors import ScaleError
 from refineloop.scale.ray.options import EngineOptions
 
 

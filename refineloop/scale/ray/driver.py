@@ -40,7 +40,7 @@ def _one_image_model(plan: BatchPlan) -> RunSettings:
 def _storage(url: str, plan: BatchPlan) -> str:
     if not url:
         return f"SQLite in {plan.batch_dir}"
-    from refineloop.scale.postgres import where
+    from refineloop.apps.postgres import where
 
     return f"postgres {where(url)}"
 

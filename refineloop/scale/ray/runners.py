@@ -12,7 +12,7 @@ import ray
 from ray import serve
 
 from refineloop.apps.batch import BatchItem, run_item
-from refineloop.scale import ScaleError
+from refineloop.errors import ScaleError
 from refineloop.scale.ray.options import APP, DEPLOYMENT, EngineOptions
 from refineloop.scale.ray.reasons import reason
 from refineloop.scale.ray.remote_model import RemoteImageModel, RemoteModelCache

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from refineloop.scale import RunBusyError, ScaleError, check_url, missing_extra
+from refineloop.errors import RunBusyError, ScaleError, missing_extra
 
 if TYPE_CHECKING:
     from langgraph.checkpoint.postgres import PostgresSaver
@@ -75,6 +75,13 @@ SELECT data_type FROM information_schema.columns
 WHERE table_schema = current_schema() AND table_name = '{RUNS_TABLE}' AND column_name = 'best_score'
 """
 _FLOAT_SCORES = f"ALTER TABLE {RUNS_TABLE} ALTER COLUMN best_score TYPE double precision"
+
+
+def check_url(url: str) -> str:
+    """The URL if it names Postgres (`postgres://` or `postgresql://`), else a one-line ScaleError."""
+    if not url.startswith(("postgres://", "postgresql://")):
+        raise ScaleError(f"--checkpointer takes a postgres://user@host:port/db URL, got '{url}'")
+    return url
 
 
 def _psycopg() -> Any:

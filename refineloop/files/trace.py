@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from refineloop.run_folder.safe_io import append_line
+from refineloop.files.safe_io import append_line
 
 
 def append_trace(run_dir: str, record: dict[str, Any]) -> None:

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
+from refineloop.files.safe_io import write_bytes_atomic, write_text_atomic
+from refineloop.outputs.report import write_report
 from refineloop.run_folder.best_rule import best_rule
 from refineloop.run_folder.image_files import image_path, image_problem, listed_images, read_sidecars, save_image
-from refineloop.run_folder.report import write_report
-from refineloop.run_folder.safe_io import write_bytes_atomic, write_text_atomic
 
 if TYPE_CHECKING:
     from refineloop.state import RefineState

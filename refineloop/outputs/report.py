@@ -14,9 +14,9 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from refineloop.files.safe_io import write_text_atomic
 from refineloop.run_folder.best_rule import best_rule
 from refineloop.run_folder.image_files import listed_images, read_sidecars
-from refineloop.run_folder.safe_io import write_text_atomic
 
 if TYPE_CHECKING:
     from refineloop.state import RefineState
