@@ -94,6 +94,25 @@ class Shape:
             return ""
         return f"{_number(self.off)} ({self.off_means}) or {text}" if self.off is not None else text
 
+    def json_schema(self) -> dict[str, object]:
+        """The shape as JSON-schema keywords, for forms drawn from the settings' schema (Studio's): the group
+        and the bounds in words always, and the numeric keywords where the bounds are one plain interval."""
+        schema: dict[str, object] = {"x-group": self.group}
+        if self.words():
+            schema["x-allowed"] = self.words()
+        if self.options():
+            schema["enum"] = list(self.options())
+        if self.off is None and not self.multiple:
+            for value, open_, closed_key, open_key in (
+                (self.low, self.open_low, "minimum", "exclusiveMinimum"),
+                (self.high, self.open_high, "maximum", "exclusiveMaximum"),
+            ):
+                if value is not None and value < 2**53:  # JSON numbers past 2**53 lose precision in a browser
+                    schema[open_key if open_ else closed_key] = value
+        if self.multiple:
+            schema["multipleOf"] = self.multiple
+        return schema
+
     @property
     def bounded(self) -> bool:
         """Whether the setting has numeric bounds to check."""

@@ -220,6 +220,18 @@ class RunSettings:
         return cls.from_dict({**ADDED_LATER, **(data or {})})
 
 
+def _attach_shapes() -> None:
+    """Give each field's metadata its shape (group, bounds, choices), so the JSON schema built from RunSettings,
+    the one Studio draws its form from, shows them; pydantic reads `json_schema_extra` from field metadata."""
+    for knob in dataclasses.fields(RunSettings):
+        shape = shape_of(knob.name)
+        extra = {"group": shape.group, "json_schema_extra": shape.json_schema()}
+        knob.metadata = types.MappingProxyType({**knob.metadata, **extra})
+
+
+_attach_shapes()
+
+
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise SettingsError(message)

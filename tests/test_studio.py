@@ -61,6 +61,11 @@ def test_context_schema_describes_every_field(studio_server):
         properties = client.assistants.get_schemas(assistant["assistant_id"])["context_schema"]["properties"]
         assert {"max_iterations", "eval_model", "agent_model", "agent_router_calls"} <= set(properties)
         assert all(p.get("description") for p in properties.values()), graph_id
+        # The form shows each setting's group and bounds, from the same shapes as --help and validation.
+        assert all(p.get("x-group") for p in properties.values()), graph_id
+        candidates = properties["candidates"]
+        assert (candidates["minimum"], candidates["maximum"], candidates["x-group"]) == (1, 16, "judging")
+        assert properties["final_pick"]["x-allowed"] == "0 (off) or between 2 and 10"
 
 
 def test_input_form_asks_only_what_a_user_gives_at_the_start(studio_server):
