@@ -209,8 +209,9 @@ class RefineState(TypedDict, total=False):
 
     SQLite stores every plain channel's value at every step (several per image), so whatever is larger than a
     number or grows with the run is a delta channel, saved in the step that writes it: the history, the image
-    records, the idea and prompt, the failed ideas, the judge's counters and the once-written values. What a
-    checkpoint carries is then the same at image 1000 as at image 10."""
+    records, the idea and prompt, the failed ideas, the checklist and the judge's counters. What a checkpoint
+    carries is then the same at image 1000 as at image 10. (Each delta channel adds its counters to every
+    checkpoint's metadata, so what is written only at the stop, the final pick and the audit, stays plain.)"""
 
     settings: Annotated[dict[str, Any], DeltaChannel(latest)]
     """RunSettings as a dict (runtime context is not checkpointed, so knobs live here). Written once, so a
@@ -266,7 +267,7 @@ class RefineState(TypedDict, total=False):
     judge_stats: Annotated[dict[str, float], DeltaChannel(add_all_counts)]
     """How the judge behaved, counted in passing (sample spread, duel flips and ties, score-duel agreement);
     refineloop.judges.measure turns it into lines of summary.txt and the report."""
-    final_pick: Annotated[dict[str, Any] | None, SetValue()]
+    final_pick: dict[str, Any] | None
     """The final pick at the stop: the images that met again, their samples and duel points, the winner."""
-    audit: Annotated[dict[str, Any] | None, SetValue()]
+    audit: dict[str, Any] | None
     """With --audit-model: the independent critic's verdict on whether the run improved on its first image."""

@@ -75,6 +75,9 @@ def test_checkpoints_do_not_grow_with_the_run_and_the_state_reads_back_whole(scr
     writes = write_bytes(outcome.run_dir)  # the best is judged again, and written, at every tie
     half = len(writes) // 2
     assert max(writes[-half // 2 :]) <= max(writes[:half]) + 16  # no record grows either
+    with closing(sqlite3.connect(Path(outcome.run_dir) / "checkpoints.sqlite")) as conn:
+        kinds = {kind for (kind,) in conn.execute("SELECT type FROM checkpoints")}
+    assert kinds == {"msgpack+zlib"}  # packed (refineloop.run_folder.packed_serde)
     found = read_checkpoint(outcome.run_dir, read_meta(outcome.run_dir)["thread_id"])
     assert found is not None
     stored = found.checkpoint["channel_values"]
