@@ -3,10 +3,13 @@
 Both sides call the same instant backends (a pre-drawn 64 px image and a canned judge), so the difference
 is the graph: SQLite checkpoints with durability "sync", state copies, sidecars and trace lines.
 
-    python bench/overhead.py [--iterations 200] [--long 1000]
+    python bench/overhead.py [--iterations 200] [--long 1000] [--configs greedy,climbing,...]
 
-The long run shows that the per-iteration cost stays flat and the checkpoints grow linearly: at image 1000 an
-iteration costs what it cost at image 10, and the database holds a few KB per image.
+The long runs (one per strategy, and climbing with `--candidates 4`, `--judge-samples 3`, `--judge pairwise`
+and `--judge checklist`) show that the per-iteration cost stays flat and the checkpoints grow linearly: at
+image 1000 an iteration costs what it cost at image 10, and the database holds a few KB per image. Their critic
+answers each role (judge, proposer, duel, checklist) with replies as long as a real vision model's, and its
+scores wander (so climbing both adopts and rejects, and annealing walks downhill), never saying DONE.
 """
 
 from __future__ import annotations
@@ -160,44 +163,103 @@ class Stamps(io.StringIO):
         return len(text)
 
 
-def long_run(images: int, folder: Path) -> tuple[float, float, float]:
-    """One run of `images` images: ms per iteration around image 10 and around the last image, and the
-    checkpoint database's size per image in KB (the write-ahead log included)."""
+#: What a real vision model writes about an image, at about its length (a critique and an idea each a few
+#: hundred characters): the records that checkpoints carry are as large as in a real run.
+CRITIQUE = (
+    "The sausage glows a deep orange and the bun is toasted at its edges, but the heat stops at the food: the "
+    "plate is cold, the background a flat grey, and nothing in the air shimmers. The steam is thin and drawn "
+    "straight up, the light is even and soft, and the colours sit in the middle of the range."
+)
+IDEA = (
+    "the same hotdog on a cast-iron plate still hissing, thick steam curling through red backlight, the air "
+    "above it rippling with heat haze, embers drifting past, a deep black background and saturated orange light"
+)
+#: The judge's scores in turn: new bests early, then ever more misses, some downhill moves for annealing.
+SCORES = (5, 6, 4, 7, 5, 6, 3, 8, 6, 5, 7, 4)
+
+
+class TalkingCritic(BaseChatModel):
+    """Answers each role in its format, at a real model's length; scores follow SCORES, never DONE."""
+
+    calls: int = 0
+
+    @property
+    def _llm_type(self) -> str:
+        return "talking"
+
+    def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kwargs: Any) -> ChatResult:
+        system = "\n".join(str(m.content) for m in messages if m.type == "system")
+        self.calls += 1
+        if "WINNER:" in system:
+            text = f"WINNER: {'AB'[self.calls % 2]}\nWHY: it shows more heat."
+        elif "SCORE:" in system:
+            text = f"SCORE: {SCORES[self.calls % len(SCORES)]}\nCRITIQUE: {CRITIQUE}\nCONTINUE: {IDEA}"
+        elif "QUESTION:" in system:
+            text = "\n".join(f"QUESTION: Does the image show heat in part {n}? | WEIGHT: {n}" for n in range(1, 6))
+        elif "Q1:" in system:
+            text = "\n".join(f"Q{n}: {'yes' if (self.calls + n) % 3 else 'no'}" for n in range(1, 6))
+        elif "IDEA:" in system:
+            text = f"IDEA: {IDEA}, variation {self.calls}"
+        else:
+            text = IDEA
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
+
+
+#: The long runs: one per strategy, and climbing with each judge option and --candidates 4.
+LONG_CONFIGS: dict[str, dict[str, Any]] = {
+    "greedy": {"strategy": "greedy"},
+    "climbing": {"strategy": "climbing"},
+    "annealing": {"strategy": "annealing"},
+    "img2img": {"strategy": "img2img"},
+    "agent": {"strategy": "agent"},
+    "evaluator-optimizer": {"strategy": "evaluator-optimizer"},
+    "climbing --candidates 4": {"strategy": "climbing", "candidates": 4},
+    "climbing --judge-samples 3": {"strategy": "climbing", "judge_samples": 3},
+    "annealing --judge-samples 3": {"strategy": "annealing", "judge_samples": 3},
+    "climbing --judge pairwise": {"strategy": "climbing", "judge": "pairwise"},
+    "climbing --judge checklist": {"strategy": "climbing", "judge": "checklist"},
+}
+
+
+def long_run(images: int, folder: Path, options: dict[str, Any]) -> tuple[float, float, float]:
+    """One run of `images` images with `options` (RunSettings fields): ms per image around image 10 and
+    around the last image, and the checkpoint database's size per image in KB (its write-ahead log included)."""
     cache = ModelCache()
     cache.register_image("instant", InstantImage())
-    cache.register_chat("instant", InstantCritic())
+    cache.register_chat("instant", TalkingCritic())
     run = folder / "long"
+    rounds = -(-images // options.get("candidates", 1))
     settings = RunSettings(
-        image_model="instant", eval_model="instant", strategy="greedy", max_iterations=images, seed=1,
-        output_dir=str(run),
+        image_model="instant", eval_model="instant", max_iterations=rounds, patience=images, seed=1,
+        output_dir=str(run), **options,
     )  # fmt: skip
     stamps = Stamps()
     start_run(settings, models=cache, out=stamps)
-    times = stamps.times
-    early = (times[14] - times[4]) / 10 * 1000
-    late = (times[-1] - times[-11]) / 10 * 1000
+    made = len(list(run.glob("[0-9]*.png")))
+    times, per = stamps.times, max(1, options.get("candidates", 1))
+    # A progress line is one round: with --candidates 4, ten lines are forty images.
+    early = (times[min(14, len(times) - 1)] - times[min(4, len(times) - 1)]) / 10 / per * 1000
+    late = (times[-1] - times[-11]) / 10 / per * 1000
     size = sum(p.stat().st_size for p in run.glob("checkpoints.sqlite*"))
-    return early, late, size / images / 1024
+    if made < images:
+        print(f"  warning: the run stopped at {made} images of {images}")
+    return early, late, size / max(made, 1) / 1024
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iterations", type=int, default=200)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--long", type=int, default=1000, help="images of the long run (0 skips it)")
-    args = parser.parse_args()
+def short_runs(iterations: int, repeats: int) -> None:
+    """The graph's cost per iteration beside a plain loop and LangGraph alone, the median of `repeats` runs."""
     plain, graph, artifacts, floor = [], [], [], []
-    for _ in range(args.repeats):
+    for _ in range(repeats):
         with tempfile.TemporaryDirectory() as tmp:
-            plain.append(plain_loop(args.iterations, Path(tmp)))
+            plain.append(plain_loop(iterations, Path(tmp)))
         with tempfile.TemporaryDirectory() as tmp:
-            loop, once = graph_loop(args.iterations, Path(tmp))
+            loop, once = graph_loop(iterations, Path(tmp))
             graph.append(loop)
             artifacts.append(once)
         with tempfile.TemporaryDirectory() as tmp:
-            floor.append(langgraph_floor(args.iterations, Path(tmp)))
+            floor.append(langgraph_floor(iterations, Path(tmp)))
     p, g = statistics.median(plain), statistics.median(graph)
-    print(f"iterations per run: {args.iterations}, repeats: {args.repeats} (median shown)")
+    print(f"iterations per run: {iterations}, repeats: {repeats} (median shown)")
     print(f"{'plain Python loop':<34}{p:8.2f} ms/iteration")
     print(f"{'graph + SQLite (durability sync)':<34}{g:8.2f} ms/iteration")
     print(f"{'added by the graph':<34}{g - p:8.2f} ms/iteration   (target <= 2 ms; peer: ~350 ms)")
@@ -205,14 +267,27 @@ def main() -> None:
         f"{'  of which LangGraph alone':<34}{statistics.median(floor):8.2f} ms/iteration   (4 empty checkpointed steps)"
     )
     print(f"{'ratio':<34}{g / p:8.2f} x")
-    print(f"{'once per run: collage, summary':<34}{statistics.median(artifacts):8.1f} ms for {args.iterations} images")
+    print(f"{'once per run: collage, summary':<34}{statistics.median(artifacts):8.1f} ms for {iterations} images")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iterations", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=3, help="short runs of each kind (0 skips them)")
+    parser.add_argument("--long", type=int, default=1000, help="images of each long run (0 skips them)")
+    parser.add_argument(
+        "--configs", default=",".join(LONG_CONFIGS), help=f"long runs to make, of: {', '.join(LONG_CONFIGS)}"
+    )
+    args = parser.parse_args()
+    if args.repeats:
+        short_runs(args.iterations, args.repeats)
     if args.long:
-        with tempfile.TemporaryDirectory() as tmp:
-            early, late, kb = long_run(args.long, Path(tmp))
-        print(f"long run of {args.long} images (graph + SQLite, same backends):")
-        print(f"{'  per iteration around image 10':<34}{early:8.2f} ms")
-        print(f"{f'  per iteration around image {args.long}':<34}{late:8.2f} ms   (target: no more than at image 10)")
-        print(f"{'  checkpoints per image':<34}{kb:8.2f} KB   (target <= 20 KB)")
+        print(f"long runs of {args.long} images (graph + SQLite, instant image, a critic that talks at length):")
+        print(f"  {'configuration':<30}{'ms/image @10':>13}{f'@{args.long}':>9}{'KB/image':>10}   (target <= 20 KB)")
+        for name in args.configs.split(","):
+            with tempfile.TemporaryDirectory() as tmp:
+                early, late, kb = long_run(args.long, Path(tmp), LONG_CONFIGS[name])
+            print(f"  {name:<30}{early:13.2f}{late:9.2f}{kb:10.2f}")
 
 
 if __name__ == "__main__":

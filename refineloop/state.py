@@ -6,8 +6,8 @@ Images live on disk in the run folder; state holds their paths as `str`.
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
-from typing import Annotated, Any, Literal
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, Literal, Self
 
 from langgraph.channels.delta import DeltaChannel
 from pydantic import ConfigDict, with_config
@@ -84,6 +84,71 @@ def latest(value: dict[str, Any] | None, writes: Sequence[dict[str, Any]]) -> di
     return writes[-1] if writes else (value or {})
 
 
+def last_write(value: Any, writes: Sequence[Any]) -> Any:
+    """The reducer of a `SetValue`: the last write wins, whatever its type (None included)."""
+    return writes[-1] if writes else value
+
+
+#: How many failed ideas the proposer is shown (the newest); older ones fall off.
+FAILED_IDEAS_KEPT = 12
+
+
+def recent_failures(ideas: list[str] | None, writes: Sequence[list[str]]) -> list[str]:
+    """The reducer of `failed_ideas`: each write appends its ideas, an empty write clears the list, and only
+    the newest FAILED_IDEAS_KEPT are kept. Keeping the tail after each write gives the same list as after all
+    of them, so writes replayed in any batching agree."""
+    kept = list(ideas or [])
+    for added in writes:
+        kept = [*kept, *added][-FAILED_IDEAS_KEPT:] if added else []
+    return kept
+
+
+# `DeltaChannel.checkpoint()` always answers LangGraph's "nothing stored" sentinel; this is how to recognise it
+# without importing LangGraph's internals.
+_NOTHING = DeltaChannel(last_write).checkpoint()
+
+
+class SetValue(DeltaChannel[Any]):
+    """A channel for a value that is set, not accumulated (an image record, the idea, the prompt), saved only in
+    the step that writes it, instead of in every checkpoint after (SQLite stores every other channel's value at
+    every step). A plain value left by a checkpoint written before the channel was one (a `LastValue` then)
+    is read as it is, so old runs resume; a channel never written stays absent, as a `LastValue` does."""
+
+    def __init__(
+        self,
+        reducer: Callable[[Any, Sequence[Any]], Any] = last_write,
+        typ: Any = None,
+        *,
+        snapshot_frequency: int = 10,
+    ) -> None:
+        super().__init__(reducer, typ, snapshot_frequency=snapshot_frequency)
+
+    def from_checkpoint(self, checkpoint: Any) -> Self:
+        if checkpoint is _NOTHING:
+            return self._empty()
+        if checkpoint is None:  # a LastValue that held None wrote it as a plain value
+            channel = self._empty()
+            channel.value = None
+            return channel
+        return super().from_checkpoint(checkpoint)
+
+    def replay_writes(self, writes: Sequence[Any]) -> None:
+        if writes and self.value is _NOTHING:  # no snapshot before them: the writes start from nothing
+            self.value = None
+        super().replay_writes(writes)
+
+    def update(self, values: Sequence[Any]) -> bool:
+        if not values:
+            return False
+        self.value = self.reducer(None if self.value is _NOTHING else self.value, list(values))
+        return True
+
+    def _empty(self) -> Self:
+        channel = self.__class__(self.reducer, self.typ, snapshot_frequency=self.snapshot_frequency)
+        channel.key = self.key
+        return channel
+
+
 class HistoryEntry(TypedDict, total=False):
     """A small per-iteration record."""
 
@@ -107,11 +172,19 @@ class HistoryEntry(TypedDict, total=False):
 
 
 def add_counts(left: dict[str, float] | None, right: dict[str, float] | None) -> dict[str, float]:
-    """Reducer of `judge_stats`: counters from every node add up (a missing counter counts 0)."""
+    """Counters from two places added up (a missing counter counts 0)."""
     total = dict(left or {})
     for key, value in (right or {}).items():
         total[key] = total.get(key, 0) + value
     return total
+
+
+def add_all_counts(total: dict[str, float] | None, writes: Sequence[dict[str, float]]) -> dict[str, float]:
+    """The reducer of `judge_stats`: the counters of every write add up (in any batching, the same sums)."""
+    summed = dict(total or {})
+    for counts in writes:
+        summed = add_counts(summed, counts)
+    return summed
 
 
 # Field docstrings become the descriptions of Studio's input form.
@@ -132,7 +205,13 @@ class RunInput(TypedDict, total=False):
 
 
 class RefineState(TypedDict, total=False):
-    """Everything the loop needs to continue after a crash."""
+    """Everything the loop needs to continue after a crash.
+
+    SQLite stores every plain channel's value at every step (several per image), so whatever is larger than a
+    number or grows with the run is a delta channel, saved in the step that writes it: the history, the image
+    records, the idea and prompt, the failed ideas, the checklist and the judge's counters. What a checkpoint
+    carries is then the same at image 1000 as at image 10. (Each delta channel adds its counters to every
+    checkpoint's metadata, so what is written only at the stop, the final pick and the audit, stays plain.)"""
 
     settings: Annotated[dict[str, Any], DeltaChannel(latest)]
     """RunSettings as a dict (runtime context is not checkpointed, so knobs live here). Written once, so a
@@ -143,20 +222,21 @@ class RefineState(TypedDict, total=False):
     """Folder holding the images, trace and artifacts of this run."""
     iteration: int
     """How many images have been made so far."""
-    idea: str
+    idea: Annotated[str, SetValue()]
     """The free-form description the next image should follow."""
-    prompt: str
+    prompt: Annotated[str, SetValue()]
     """The idea condensed to the image model's budget (without the subject anchor)."""
-    candidate: Candidate | None
+    candidate: Annotated[Candidate | None, SetValue()]
     """The newest image (the best-judged of its round), waiting for evaluation and acceptance."""
-    batch: list[Candidate]
+    batch: Annotated[list[Candidate], SetValue()]
     """Every image of the current round (more than one with --candidates)."""
-    current: Candidate | None
+    current: Annotated[Candidate | None, SetValue()]
     """Where the walk stands (annealing and greedy may hold a worse image than best)."""
-    best: Candidate | None
+    best: Annotated[Candidate | None, SetValue()]
     """The highest-scored image so far; becomes best.png."""
-    failed_ideas: list[str]
-    """Ideas whose images were rejected, handed to the proposer so it tries something else."""
+    failed_ideas: Annotated[list[str], SetValue(recent_failures)]
+    """Ideas whose images were rejected, handed to the proposer so it tries something else: the newest
+    FAILED_IDEAS_KEPT. A write appends (an empty one clears), so a checkpoint keeps one idea, not the list."""
     misses: int
     """Rejections in a row since the last new best (climbing and img2img stop at patience)."""
     decision: str
@@ -181,10 +261,10 @@ class RefineState(TypedDict, total=False):
     prompt_style: str
     """How the condense step writes prompts in this run (tags or sentences: the task's choice, else the image
     model's), recorded by summarize so summary.txt can show which instructions ran."""
-    checklist: list[dict[str, Any]]
+    checklist: Annotated[list[dict[str, Any]], SetValue()]
     """With --judge checklist: the run's weighted yes/no questions ({"question", "weight"}), written once by the
     critic (or taken from the task's `checklist`), editable at --review."""
-    judge_stats: Annotated[dict[str, float], add_counts]
+    judge_stats: Annotated[dict[str, float], DeltaChannel(add_all_counts)]
     """How the judge behaved, counted in passing (sample spread, duel flips and ties, score-duel agreement);
     refineloop.judges.measure turns it into lines of summary.txt and the report."""
     final_pick: dict[str, Any] | None

@@ -142,7 +142,7 @@ def test_clean_model_text_strips_controls_and_whole_escape_sequences(text):
 
 
 def test_clean_reply_cleans_messages_and_structured_results():
-    from refineloop.judges.verdicts import JudgeReply
+    from refineloop.backends.chat.replies import JudgeReply
 
     parsed = JudgeReply(score=7, critique="\x1b[1mbold\x1b[0m", verdict="CONTINUE", next_idea="x\x00y")
     raw = AIMessage(content=json.dumps({"critique": "\x1b[1mbold"}))

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from refineloop.backends.chat.replies import JudgeReply
 from refineloop.cli.run_commands import start_run
-from refineloop.judges.verdicts import JudgeReply, from_structured, parse_idea, parse_judge_text
+from refineloop.judges.verdicts import from_structured, parse_idea, parse_judge_text
 from tests.conftest import judge_reply
 
 

@@ -316,9 +316,12 @@ class PostgresStore:
             yield self.saver
 
     def values(self, item: BatchItem) -> dict[str, Any]:
-        """The item's latest checkpointed state ({} before its first checkpoint)."""
-        found = self.saver.get_tuple({"configurable": {"thread_id": item.thread_id, "checkpoint_ns": ""}})
-        return dict(found.checkpoint["channel_values"]) if found else {}
+        """The item's latest checkpointed state ({} before its first checkpoint), delta channels rebuilt (the
+        graph's channels are the same for every strategy but the agents' bookkeeping, which is not read here)."""
+        from refineloop.graph import build_graph
+
+        config: Any = {"configurable": {"thread_id": item.thread_id, "checkpoint_ns": ""}}
+        return dict(build_graph("greedy", self.saver).get_state(config).values)
 
     def records(self, batch: str) -> dict[str, dict[str, Any]]:
         """The queue rows of a batch, by thread id (status, attempts, error...)."""

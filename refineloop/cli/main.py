@@ -216,14 +216,15 @@ def _list_runs(root: str) -> int:
 
 def _run_row(folder: Path, label: str) -> str:
     """One line of `refineloop runs`, read without writing; a folder that cannot be read is `damaged`."""
-    from refineloop.apps.reading import read_checkpoint
+    from refineloop.apps.reading import read_checkpoint, read_values
     from refineloop.errors import RefineError
     from refineloop.run_folder.folder import read_meta
 
     try:
         meta = read_meta(str(folder))
         found = read_checkpoint(str(folder), meta["thread_id"], meta.get("checkpointer", ""))
-        values = dict(found.checkpoint["channel_values"]) if found else {}
+        # The image records are delta channels, which the checkpoint alone does not hold: the graph rebuilds them.
+        values = read_values(str(folder), meta["thread_id"], meta.get("checkpointer", "")) if found else {}
         best = values.get("best") or {}
         score = f"{best['score']:g}/10" if isinstance(best.get("score"), (int, float)) else "-"
         status = _status(str(folder), values, found)

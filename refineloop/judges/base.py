@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -14,6 +15,15 @@ if TYPE_CHECKING:
 #: Temperature of a warm judge sample: enough to decorrelate repeated looks, not to wander (the scorer's own
 #: value for --judge-samples, refineloop.nodes.evaluate.SAMPLE_TEMPERATURE).
 WARM = 0.3
+
+#: The most samples an image's record keeps, the newest: an incumbent judged again at every tie would otherwise
+#: carry a list that grows with the run into every record of it (best, current, the checkpoints).
+KEPT_SAMPLES = 24
+
+
+def pooled(earlier: Sequence[float], fresh: Sequence[float]) -> list[float]:
+    """An image's samples after `fresh` looks: the newest KEPT_SAMPLES of all its looks (its score is their mean)."""
+    return [*earlier, *fresh][-KEPT_SAMPLES:]
 
 
 class Budget(Protocol):

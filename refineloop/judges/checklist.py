@@ -22,7 +22,7 @@ from langchain_core.messages import HumanMessage
 from refineloop.backends.chat.invoke import build_messages, traced_invoke
 from refineloop.backends.chat.text_safety import clean_model_text
 from refineloop.backends.model_cache import ModelCache
-from refineloop.judges.base import WARM, Budget, Judging
+from refineloop.judges.base import WARM, Budget, Judging, pooled
 from refineloop.judges.score import Look
 from refineloop.prompts import CHECKLIST_REMINDER, checklist_ask_text, checklist_writer_text
 from refineloop.settings import RunSettings
@@ -257,7 +257,7 @@ def checklist_score(j: Judging, candidate: Candidate, samples: int) -> Candidate
         if (found := ask_checklist(j, candidate, questions, temperature=temperature, label="checklist")) is not None
     ]
     record: Candidate = {**candidate}
-    scores = [*candidate.get("samples", []), *(look.score for look in looks)]
+    scores = pooled(candidate.get("samples", []), [look.score for look in looks])
     if not scores:
         unread: Candidate = {"score": None, "verdict": "unknown", "next_idea": ""}
         return {**record, **unread, "critique": "the checklist answers could not be read"}

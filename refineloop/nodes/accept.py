@@ -41,11 +41,11 @@ def apply_decision(state: RefineState, decided: Decision) -> dict[str, Any]:
     improved = beats(candidate, old_best)
     best = candidate if improved else old_best
     adopted = decision != "rejected"
-    failed = list(state.get("failed_ideas") or [])
-    if improved:
+    failed: list[str] | None = None  # what to write to `failed_ideas`: its writes append, an empty one clears
+    if improved and state.get("failed_ideas"):
         failed = []
-    elif not adopted and candidate.get("idea"):
-        failed.append(candidate["idea"])
+    elif not improved and not adopted and candidate.get("idea"):
+        failed = [candidate["idea"]]
     entry: HistoryEntry = {
         "iteration": candidate["iteration"],
         "score": candidate.get("score"),
@@ -61,12 +61,13 @@ def apply_decision(state: RefineState, decided: Decision) -> dict[str, Any]:
         "current": current,
         "best": best,
         "misses": 0 if improved else state.get("misses", 0) + 1,
-        "failed_ideas": failed[-12:],
         "decision": decision,
         "idea": candidate.get("next_idea") if adopted and candidate.get("next_idea") else state["idea"],
     }
+    # Only what changed is written: with durability "sync" every written key is a row saved before the next step.
+    changed: dict[str, Any] = {key: value for key, value in update.items() if state.get(key) != value}
+    if failed is not None:
+        changed["failed_ideas"] = failed
     # The image's record is final now: the live report shows it (a page of text, no collage; see its throttle).
     refresh_live_report(state["run_dir"], {**state, **update})
-    # Only what changed is written: with durability "sync" every written key is a row saved before the next step.
-    changed = {key: value for key, value in update.items() if state.get(key) != value}
     return {**changed, "history": [entry]}

@@ -28,7 +28,7 @@ from refineloop.backends.chat.invoke import build_messages, traced_invoke
 from refineloop.backends.model_cache import ModelCache, models_for
 from refineloop.budgets import critic_calls_left
 from refineloop.judges.audit import audit_each
-from refineloop.judges.base import Judging
+from refineloop.judges.base import Judging, pooled
 from refineloop.judges.checklist import checklist_score, prepare_checklist
 from refineloop.judges.confirm import confirm_done
 from refineloop.judges.hooks import evaluate_extras
@@ -99,7 +99,7 @@ def score_image(
     answers = [v for v in run_all([sample] * samples, limit) if v is not None]
     verdicts = sorted(answers, key=lambda v: (v.score, v.verdict, v.critique, v.next_idea)) if limit > 1 else answers
     record: Candidate = {**candidate}
-    scores = [*candidate.get("samples", []), *(v.score for v in verdicts)]
+    scores = pooled(candidate.get("samples", []), [v.score for v in verdicts])
     if not scores:
         unread: Candidate = {"score": None, "verdict": "unknown", "next_idea": ""}
         return {**record, **unread, "critique": "the judge's replies could not be read"}
@@ -204,7 +204,7 @@ def evaluate(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
         rescored = (best, revised)
         best = revised
         if settings.judge == "score":
-            best = highest_scored(run_dir, revised, before=batch[0]["iteration"])
+            best = highest_scored(run_dir, revised, before=batch[0]["iteration"], held=held)
         update["best"] = best
         current = state.get("current")
         if current and current["iteration"] == revised["iteration"]:
@@ -248,13 +248,18 @@ def record_rescore(run_dir: str, before: Candidate, after: Candidate, *, at: int
     save_json(record, path)
 
 
-def highest_scored(run_dir: str, incumbent: Candidate, *, before: int) -> Candidate:
+def highest_scored(run_dir: str, incumbent: Candidate, *, before: int, held: float | None = None) -> Candidate:
     """The best under `--judge score` once the incumbent has a revised score: the highest-scored image among
     those judged before image `before` (the incumbent with its new score), the earliest on a tie.
 
     Earlier images' scores come from their sidecars, the record of every judged image; an image that takes the
-    title is rebuilt from its sidecar, with its path in this run folder.
+    title is rebuilt from its sidecar, with its path in this run folder. The incumbent held the title at its
+    score before (`held`): one that did not drop keeps it without a look at the others, so a long run does not
+    read every sidecar at every tie.
     """
+    revised = incumbent.get("score")
+    if held is not None and revised is not None and revised >= held:
+        return incumbent
     leader = incumbent
     for iteration, record in sorted(read_sidecars(run_dir).items()):
         score = record.get("score")

@@ -38,8 +38,11 @@ def connect(run_dir: str) -> sqlite3.Connection:
 
 
 def run_saver(conn: sqlite3.Connection) -> BaseCheckpointSaver[str]:
-    """LangGraph's SqliteSaver with short channel versions (see `_run_saver_class`)."""
-    return _run_saver_class()(conn)
+    """LangGraph's SqliteSaver with short channel versions (see `_run_saver_class`) and packed blobs
+    (refineloop.run_folder.packed_serde)."""
+    from refineloop.run_folder.packed_serde import packed_serializer
+
+    return _run_saver_class()(conn, serde=packed_serializer())
 
 
 @functools.cache
