@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from refineloop.errors import SettingsError
+from refineloop.samplers import SAMPLERS, sampler_names
 from refineloop.strategies import STRATEGY_SPECS, spec_for, strategy_names
 
 #: How a run's images are judged (refineloop.nodes.evaluate, refineloop.judges).
@@ -74,7 +75,8 @@ class RunSettings:
     image_model: str = _knob("sketch", "Image model: `sketch` (offline demo), `hf:<hub id>` or a local folder.")
     eval_model: str = _knob(
         "demo",
-        "Vision critic: `demo` (offline heuristic), `ollama:<model>`, or `openai:<model>` on any OpenAI-compatible "
+        "Vision critic: `demo` (offline heuristic; `demo:delay=1` answers after 1 s, like a slow model), "
+        "`ollama:<model>`, or `openai:<model>` on any OpenAI-compatible "
         "server (--openai-url).",
     )
     ollama_url: str = _knob("", "Ollama base URL; empty uses OLLAMA_HOST or http://127.0.0.1:11434.")
@@ -115,6 +117,17 @@ class RunSettings:
     height: int | None = _knob(None, "Image height in pixels; empty takes the model's default.")
     steps: int | None = _knob(None, "Denoising steps; empty takes the model's default.")
     guidance: float | None = _knob(None, "Guidance scale; empty takes the model's default.")
+    scheduler: str = _knob(
+        "",
+        "Sampler of a diffusers model, by the name the web UIs use: "
+        + ", ".join(sampler_names())
+        + "; empty keeps the model's own. Flow-matching models (SD3, FLUX) keep their own and refuse it.",
+    )
+    negative_prompt: str | None = _knob(
+        None,
+        "What the image must not show (replaces the task's negative_prompt; an empty text clears it); empty keeps "
+        "the task's.",
+    )
     judge_attempts: int = _knob(3, "Judge calls per image before an unparseable reply is recorded as unknown.")
     critic_timeout: float = _knob(
         120.0,
@@ -240,6 +253,7 @@ class RunSettings:
         _check_backends(self)
         _check_ranges(self)
         _check_models(self)
+        _check_sampler(self)
         _check_combinations(self)
         return self
 
@@ -370,7 +384,9 @@ def _check_models(settings: RunSettings) -> None:
         fix = "use demo, ollama:<model> (e.g. ollama:gemma3:4b) or openai:<model>"
         _check(spec.strip() != "", f"{flag} is empty: {fix}")
         backend, colon, name = spec.partition(":")
-        if colon:
+        if backend == "demo" and colon:
+            _check_demo_options(flag, name)
+        elif colon:
             _check(backend in CHAT_BACKENDS and name.strip() != "", f"{flag} '{spec}' is not a model: {fix}")
 
 
@@ -426,6 +442,33 @@ def lora_scale(spec: str) -> tuple[str, float | None]:
     if not math.isfinite(scale) or not -10 <= scale <= 10 or not source.strip():
         return source.strip(), None
     return source.strip(), scale
+
+
+def _check_sampler(settings: RunSettings) -> None:
+    """`--scheduler` names a known sampler, and an image model that samples (the sketch painter paints in one
+    pass, so a sampler would be recorded but change nothing: refused, as --lora is)."""
+    name = settings.scheduler
+    if not name:
+        return
+    _check(name in SAMPLERS, f"unknown scheduler '{name}': use one of {', '.join(sampler_names())}")
+    image = settings.image_model
+    _check(
+        not (image == "sketch" or image.startswith("sketch:")),
+        f"--scheduler {name} needs a diffusers image model (hf:<hub id> or a local folder); the sketch painter "
+        "draws in one pass without a sampler: drop --scheduler",
+    )
+
+
+def _check_demo_options(flag: str, options: str) -> None:
+    """`demo:delay=1.5`: the demo critic waits that long per call, standing in for a slow model."""
+    for part in filter(None, options.split(",")):
+        key, _, value = part.partition("=")
+        _check(key == "delay", f"unknown demo critic option '{key}' in {flag}: use demo or demo:delay=SECONDS")
+        try:
+            number = float(value)
+        except ValueError:
+            raise SettingsError(f"demo option delay needs a number of seconds, got '{value}'") from None
+        _check(math.isfinite(number) and 0 <= number <= 60, f"demo delay must be 0 to 60 seconds, got {value}")
 
 
 def _check_sketch_options(spec: str) -> None:

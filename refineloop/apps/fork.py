@@ -49,7 +49,7 @@ from refineloop.run_folder.trace import append_trace
 from refineloop.run_view import rewrite_paths
 from refineloop.settings import RunSettings
 from refineloop.strategies import spec_for
-from refineloop.tasks import resolve_task
+from refineloop.tasks import Task, resolve_task
 
 
 def fork_run(
@@ -80,6 +80,8 @@ def fork_run(
     task = values["task"]
     if "task" in overrides or "goal" in overrides:
         task = resolve_task(settings.task, settings.goal).to_dict()
+    if "negative_prompt" in overrides:
+        task = Task.from_dict(task).with_negative_prompt(settings.negative_prompt).to_dict()
 
     # The state names the folder the run was started in, which differs from `source` once it was moved.
     recorded = values.get("run_dir") or source

@@ -132,7 +132,7 @@ class ModelCache:
 def _critic_key(role: str, settings: RunSettings) -> tuple[Any, ...]:
     """Cache key of the critic in one role. The demo critic's noise is seeded by the run, so one process
     running several runs (a batch) keeps one per seed; real critics take no seed and are shared."""
-    seed = settings.seed if settings.eval_model == "demo" else None
+    seed = settings.seed if is_demo(settings.eval_model) else None
     return (role, settings.eval_model, *_reach(settings), seed)
 
 
@@ -208,13 +208,28 @@ def _sketch_options(spec: str) -> SketchOptions:
     return options
 
 
+def is_demo(spec: str) -> bool:
+    """Whether a chat model spec names the offline demo critic (`demo`, or `demo:delay=SECONDS`)."""
+    return spec == "demo" or spec.startswith("demo:")
+
+
+def demo_delay(spec: str) -> float:
+    """`demo:delay=1.5`: seconds each demo critic call waits, to stand in for a slow model (checked by the
+    settings first)."""
+    options = dict(part.partition("=")[::2] for part in spec.partition(":")[2].split(",") if part)
+    try:
+        return float(options.get("delay") or 0.0)
+    except ValueError:
+        raise ModelError(f"demo option delay needs a number, got '{options.get('delay')}'") from None
+
+
 def load_chat_model(spec: str, settings: RunSettings, *, vision: bool = True) -> BaseChatModel:
     """Load `demo`, `ollama:<model>` or `openai:<model>`, reached as `settings` say (checked for vision unless
     `vision` is False)."""
-    if spec == "demo":
+    if is_demo(spec):
         from refineloop.backends.demo.critic import DemoCritic
 
-        return DemoCritic(seed=settings.seed or 0)
+        return DemoCritic(seed=settings.seed or 0, delay=demo_delay(spec))
     if spec.startswith("ollama:") and spec[7:]:
         from refineloop.backends.chat.ollama import load_ollama
 

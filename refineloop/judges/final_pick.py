@@ -23,6 +23,7 @@ from refineloop.judges.duel import duel
 from refineloop.judges.measure import count_samples
 from refineloop.judges.outcomes import Duel
 from refineloop.judges.samples import fresh_look
+from refineloop.progress_events import critic_phase
 from refineloop.run_folder.image_files import image_path, read_record, read_sidecars, save_json, sidecar_path
 from refineloop.settings import MAX_FINAL_PICK
 from refineloop.state import Candidate
@@ -78,6 +79,12 @@ def final_pick(j: Judging, best: Mapping[str, Any] | None) -> dict[str, Any] | N
     pool = pool_of(j.run_dir, best, j.settings.final_pick)
     if len(pool) < 2:
         return None
+    calls = len(pool) * FINAL_SAMPLES + len(pool) * (len(pool) - 1)  # fresh looks, then duels in both orders
+    with critic_phase(f"final pick among {len(pool)} images", calls):
+        return _pick(j, best, pool)
+
+
+def _pick(j: Judging, best: Mapping[str, Any] | None, pool: list[Candidate]) -> dict[str, Any]:
     fresh: dict[int, list[float]] = {c["iteration"]: [] for c in pool}
     for candidate in pool:
         for _ in range(FINAL_SAMPLES):
