@@ -37,6 +37,7 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 
 from refineloop.apps.engine import EngineCallbacks, Outcome, checkpoints, execute, load_models
+from refineloop.apps.library_logs import library_logs_in_trace
 from refineloop.apps.stop_signals import stop_ends_loading
 from refineloop.backends.model_cache import MODELS, ModelCache
 from refineloop.errors import RunFolderError, SettingsError
@@ -90,7 +91,7 @@ def fork_run(
     state["started_at"] = time.time()
     thread_id = Path(target).name
     # Made and locked before the models load, so a second fork to the same folder is refused at once.
-    with new_run_folder(target, named=True) as claim:
+    with new_run_folder(target, named=True) as claim, library_logs_in_trace(target):
         with stop_ends_loading("nothing was kept", claim.discard):
             load_models(models, settings, told)
         copy_images(source, target, from_iteration, recorded)

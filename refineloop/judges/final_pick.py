@@ -149,14 +149,24 @@ def pick_lines(pick: dict[str, Any] | None) -> list[str]:
     if pick.get("skipped"):
         return [f"final pick among {pool}: skipped ({pick['skipped']}); the best stays #{pick.get('previous')}"]
     lines = [f"final pick among {pool}: #{pick['winner']} won (the best before it was #{pick.get('previous')})"]
-    for entry in pick.get("entries", []):
+    lines += [f"  {n}. {place}" for n, place in enumerate(pick_places(pick), start=1)]
+    return lines
+
+
+def pick_places(pick: dict[str, Any] | None) -> list[str]:
+    """Each place of the final pick, first place first, WITHOUT its number: whoever shows the list numbers it
+    once (summary.txt writes `1.`, the report an ordered list)."""
+    if not pick or pick.get("skipped"):
+        return []
+    places = []
+    for entry in sorted(pick.get("entries", []), key=lambda e: e["rank"]):
         looks = ", ".join(f"{s:g}" for s in entry["samples"]) or "none"
         mean = "?" if entry["mean"] is None else f"{entry['mean']:g}"
-        lines.append(
-            f"  {entry['rank']}. #{entry['iteration']}: duel points {entry['points']} of {entry['most']}, "
+        places.append(
+            f"#{entry['iteration']}: duel points {entry['points']} of {entry['most']}, "
             f"fresh looks {looks} (mean {mean})"
         )
-    return lines
+    return places
 
 
 def pick_headline(pick: dict[str, Any] | None) -> str:

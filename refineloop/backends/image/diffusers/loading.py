@@ -10,7 +10,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from refineloop.backends.image.diffusers.log_filters import quiet_torchvision_fallback
+from refineloop.backends.image.diffusers.log_filters import quiet_library_output, quiet_torchvision_fallback
 from refineloop.backends.image.diffusers.loras import find_lora, load_loras, lora_weight_file
 from refineloop.backends.image.diffusers.messages import one_line
 from refineloop.backends.image.diffusers.model import DiffusersImageModel
@@ -56,6 +56,8 @@ def load_diffusers(
     found = [find_lora(lora) for lora in loras]
 
     quiet_torchvision_fallback()
+    if not progress:
+        quiet_library_output()
     import torch
 
     kwargs: dict[str, Any] = {"dtype": getattr(torch, plan.dtype), **_pipeline_kwargs(index)}
