@@ -12,6 +12,7 @@ it ends; a drawing that took PLAIN_AFTER seconds or more gets one line when it i
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 from typing import Any, TextIO
@@ -125,6 +126,23 @@ class LiveLine:
                 self.out.write(_WIPE)
                 self.out.flush()
                 self.shown = False
+
+
+class WipingWriter(io.TextIOBase):
+    """A text stream that takes the live line off the screen before each write, for code that prints lines of
+    its own while progress is drawn (judge-check's per-image lines)."""
+
+    def __init__(self, out: TextIO, live: LiveLine) -> None:
+        super().__init__()
+        self.out, self.live = out, live
+
+    def write(self, text: str) -> int:
+        with self.live.lock:
+            self.live.wipe()
+            return self.out.write(text)
+
+    def flush(self) -> None:
+        self.out.flush()
 
 
 class ProgressLines(EngineCallbacks):
