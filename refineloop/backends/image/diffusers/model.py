@@ -59,7 +59,7 @@ class DiffusersImageModel:
         self.lora_files: list[tuple[str, float, str | None]] = []
         """Each LoRA as (how it was named, scale, its weight file when found locally), for the LoRA hashes."""
         self._quiet_progress(pipe)
-        self._own_scheduler = pipe.scheduler
+        self._own_scheduler = getattr(pipe, "scheduler", None)
         self._schedulers: dict[str, Any] = {}
         self.img2img_pipe, strength = self._make_img2img()
         tok, budget, longer = prompt_tokenizer(pipe)
@@ -184,7 +184,9 @@ class DiffusersImageModel:
         import torch
 
         pipe = self._pipe_for(requests[0])
-        pipe.scheduler = self._scheduler(requests[0].scheduler)
+        wanted = self._scheduler(requests[0].scheduler)
+        if wanted is not None and getattr(pipe, "scheduler", None) is not wanted:
+            pipe.scheduler = wanted
         kwargs = self._call_kwargs(requests, pipe)
         seeds = [int(seed) for request in requests for seed in request.seeds]
         # One generator per image: image k depends only on seeds[k], alone or in a batch.
@@ -234,6 +236,8 @@ class DiffusersImageModel:
         """The model's own scheduler ("" ), or sampler `name` built once from its config."""
         if not name:
             return self._own_scheduler
+        if self._own_scheduler is None:
+            raise ModelError(f"--scheduler {name}: {self.name} has no scheduler to replace: drop --scheduler")
         if name not in self._schedulers:
             self._schedulers[name] = build_scheduler(self._own_scheduler, name, self.name)
         return self._schedulers[name]

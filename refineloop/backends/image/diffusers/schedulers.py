@@ -61,6 +61,8 @@ def build_scheduler(scheduler: Any, name: str, model_name: str) -> Any:
 def sampler_words(scheduler: Any) -> tuple[str, str]:
     """A1111's (`Sampler`, `Schedule type`) words for a loaded scheduler: the table's entry where one matches,
     else the class name (without `Scheduler`) with the sigmas' kind."""
+    if scheduler is None:
+        return "", ""
     config = dict(getattr(scheduler, "config", {}) or {})
     own = type(scheduler).__name__
     found: Sampler | None = sampler_for(own, config)
