@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from refineloop.samplers import sampler_names
 from refineloop.strategies import strategy_names
 
 #: The groups, in the order `--help` and the docs show them, each with a line saying what it gathers.
@@ -156,6 +157,8 @@ KNOB_SHAPES: dict[str, Shape] = {
     "height": Shape("image", low=8, high=MAX_SIDE, multiple=8),
     "steps": Shape("image", low=1, high=1000),
     "guidance": Shape("image", low=0, high=100),
+    "scheduler": Shape("image", choices=lambda: ("", *sampler_names())),
+    "negative_prompt": Shape("task"),
     "judge": Shape("judging", choices=JUDGES),
     "judge_attempts": Shape("judging", low=1, high=10),
     "judge_samples": Shape("judging", low=1, high=16),

@@ -18,6 +18,7 @@ from typing import Any
 
 from refineloop.errors import SettingsError
 from refineloop.knob_shapes import shape_of
+from refineloop.samplers import sampler_names
 from refineloop.strategies import STRATEGY_SPECS, spec_for, strategy_names
 
 MAX_GOAL = 4000
@@ -62,7 +63,8 @@ class RunSettings:
     )
     eval_model: str = _knob(
         "demo",
-        "Vision critic: `demo` (offline heuristic), `ollama:<model>`, or `openai:<model>` on any OpenAI-compatible "
+        "Vision critic: `demo` (offline heuristic; `demo:delay=1` answers after 1 s, like a slow model), "
+        "`ollama:<model>`, or `openai:<model>` on any OpenAI-compatible "
         "server (--openai-url).",
     )
     ollama_url: str = _knob("", "Ollama base URL; empty uses OLLAMA_HOST or http://127.0.0.1:11434.")
@@ -103,6 +105,17 @@ class RunSettings:
     height: int | None = _knob(None, "Image height in pixels; empty takes the model's default.")
     steps: int | None = _knob(None, "Denoising steps; empty takes the model's default.")
     guidance: float | None = _knob(None, "Guidance scale; empty takes the model's default.")
+    scheduler: str = _knob(
+        "",
+        "Sampler of a diffusers model, by the name the web UIs use: "
+        + ", ".join(sampler_names())
+        + "; empty keeps the model's own. Flow-matching models (SD3, FLUX) keep their own and refuse it.",
+    )
+    negative_prompt: str | None = _knob(
+        None,
+        "What the image must not show (replaces the task's negative_prompt; an empty text clears it); empty keeps "
+        "the task's.",
+    )
     judge_attempts: int = _knob(3, "Judge calls per image before an unparseable reply is recorded as unknown.")
     critic_timeout: float = _knob(
         120.0,

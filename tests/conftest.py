@@ -175,6 +175,25 @@ def tiny_sd3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_sd3(tmp_path_factory.mktemp("tiny-sd3") / "pipe")
 
 
+@pytest.fixture(scope="session")
+def tiny_lora(tiny_sd_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight LoRA on the tiny UNet's attention projections, saved the way diffusers saves one."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    torch.manual_seed(1)
+    pipe = StableDiffusionPipeline.from_pretrained(str(tiny_sd_dir), safety_checker=None)
+    # Random A and B (a trained LoRA's B is not zero either), large enough to move a 2-step image.
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False)
+    pipe.unet.add_adapter(config)
+    folder = tmp_path_factory.mktemp("lora")
+    StableDiffusionPipeline.save_lora_weights(
+        str(folder), unet_lora_layers=get_peft_model_state_dict(pipe.unet), weight_name="tiny.safetensors"
+    )
+    return folder / "tiny.safetensors"
+
+
 @pytest.fixture
 def quiet() -> io.StringIO:
     """Where a run's progress goes in tests."""

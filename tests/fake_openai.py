@@ -14,6 +14,12 @@ without vision gets HTTP 400, as text-only servers answer; one asking `response_
 without it gets HTTP 400 too. With `key` set, a request without `Authorization: Bearer <key>` gets HTTP 401, whose
 message quotes the key it was sent (some servers do: the client must never pass that on).
 
+With `litellm` set ("auth" or "no_db") it answers as LiteLLM's proxy does: a wrong or missing key, an unknown
+model and an image sent to a model without vision all get HTTP 400, told apart only by their bodies (a key
+refused with `auth_error`, or `no_db_connection` where the proxy has no key database; an unknown model with
+"Invalid model name passed"; an image with "litellm.BadRequestError ... image_url is only supported"). Its
+`GET /v1/models` checks the key the same way.
+
 Replies: each role ("judge", "propose", "compare", "summarize", "probe", "text") has a queue, then the shared
 "any" queue, then a default (a judge whose score climbs by one per call, answering in JSON when a schema was
 asked for). An entry is a str (the content), {"status": N, "message": "..."} (an HTTP error), or
@@ -95,9 +101,11 @@ class FakeOpenAI:
         host: str = "127.0.0.1",
         port: int = 0,
         log_path: str | Path | None = None,
+        litellm: str | None = None,
     ) -> None:
         self.models = {name: dict(caps) for name, caps in (models or {"vis": VISION}).items()}
         self.key = key
+        self.litellm = litellm
         self.queues: dict[str, deque[Any]] = {role: deque() for role in (*ROLES, SHARED)}
         self.requests: list[dict[str, Any]] = []
         self.log_path = Path(log_path) if log_path else None
@@ -193,8 +201,33 @@ class _Handler(BaseHTTPRequestHandler):
         error = {"message": message, "type": "invalid_request_error", "code": code or None, "param": None}
         self._send(status, json.dumps({"error": error}).encode())
 
+    def _litellm_error(self, message: str, kind: str | None) -> None:
+        """An error body as LiteLLM's proxy writes it: HTTP 400, the code as a string, `param` often "None"."""
+        error = {"message": message, "type": kind, "param": None, "code": "400"}
+        self._send(400, json.dumps({"error": error}).encode())
+
+    def _key_refused(self) -> bool:
+        """Answer a request whose key is wrong or missing (True), as the server's mode does; False when it passes."""
+        key = self.owner.key
+        if key is None or self._auth() == f"Bearer {key}":
+            return False
+        sent = self._auth().removeprefix("Bearer ")
+        if self.owner.litellm == "no_db":
+            self._litellm_error("No connected db.", "no_db_connection")
+        elif self.owner.litellm:
+            self._litellm_error(
+                f"Authentication Error, Invalid proxy server token passed. Received API Key = sk-...{sent[-4:]}, "
+                "Key Hash (Token) =0f3a. Unable to find token in cache or `LiteLLM_VerificationTokenTable`",
+                "auth_error",
+            )
+        else:
+            self._error(401, f"Incorrect API key provided: {sent}. You can find your key on your account page.")
+        return True
+
     def do_GET(self) -> None:
         self.owner._record({"method": "GET", "path": self.path, "body": None, "role": None, "auth": self._auth()})
+        if self.path.endswith("/models") and self._key_refused():
+            return
         if self.path.endswith("/models"):
             data = [{"id": name, "object": "model", "owned_by": "fake"} for name in self.owner.models]
             self._send(200, json.dumps({"object": "list", "data": data}).encode())
@@ -215,18 +248,26 @@ class _Handler(BaseHTTPRequestHandler):
         if not self.path.endswith("/chat/completions"):
             self._error(404, f"unknown path {self.path}")
             return
-        key = self.owner.key
-        if key is not None and self._auth() != f"Bearer {key}":
-            sent = self._auth().removeprefix("Bearer ")
-            self._error(401, f"Incorrect API key provided: {sent}. You can find your key on your account page.")
+        if self._key_refused():
             return
         model = str(body.get("model") or "")
         caps = self.owner.models.get(model)
+        if caps is None and self.owner.litellm:
+            self._litellm_error(
+                f"/chat/completions: Invalid model name passed in model={model}. Call `/v1/models` to view available "
+                "models for your key.",
+                "invalid_request_error",
+            )
+            return
         if caps is None:
             self._error(404, f"The model `{model}` does not exist or you do not have access to it.", "model_not_found")
             return
         if has_image(body) and not caps.get("vision"):
-            self._error(400, "Invalid content type. image_url is only supported by certain models.")
+            message = "Invalid content type. image_url is only supported by certain models."
+            if self.owner.litellm:
+                self._litellm_error(f"litellm.BadRequestError: OpenAIException - {message}", None)
+            else:
+                self._error(400, message)
             return
         if (body.get("response_format") or {}).get("type") == "json_schema" and not caps.get("json_schema"):
             self._error(400, "response_format of type json_schema is not supported by this server")
@@ -286,7 +327,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log", type=Path)
     args = parser.parse_args(argv)
     script = json.loads(args.script.read_text(encoding="utf-8")) if args.script else {}
-    fake = FakeOpenAI(script.get("models"), script.get("replies"), key=script.get("key"), log_path=args.log).start()
+    fake = FakeOpenAI(
+        script.get("models"),
+        script.get("replies"),
+        key=script.get("key"),
+        log_path=args.log,
+        litellm=script.get("litellm"),
+    ).start()
     print(fake.url, flush=True)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

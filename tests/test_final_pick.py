@@ -62,6 +62,9 @@ def test_the_final_pick_crowns_the_image_that_wins_its_duels(scripted, run_setti
     assert re.search(r"scores agree with duels +67% \(3 decided duels\)", summary)
     report = (run / "report.html").read_text()
     assert 'id="final-pick"' in report and "final pick: rank 1, duel points 4 of 4" in report
+    # An ordered list numbers each place once: its items carry no number of their own.
+    assert "<ol><li>#3: duel points 4 of 4, fresh looks 6, 7 (mean 6.5)</li><li>#2: " in report
+    assert not re.search(r"<li>\d+\. ", report)
     # The progress line says why a lower-scored image now holds the title.
     assert "final pick among #2, #3, #1: #3 takes the title from #2 (4 of 4 duel points against 2)" in quiet.getvalue()
 

@@ -3,6 +3,7 @@ diffusers' LoRA loader by the CLI; its scale visibly changes the images, and it 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -13,25 +14,6 @@ from refineloop.cli.main import main
 from refineloop.run_folder.provenance import read_provenance
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def tiny_lora(tiny_sd_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random-weight LoRA on the tiny UNet's attention projections, saved the way diffusers saves one."""
-    import torch
-    from diffusers import StableDiffusionPipeline
-    from peft import LoraConfig, get_peft_model_state_dict
-
-    torch.manual_seed(1)
-    pipe = StableDiffusionPipeline.from_pretrained(str(tiny_sd_dir), safety_checker=None)
-    # Random A and B (a trained LoRA's B is not zero either), large enough to move a 2-step image.
-    config = LoraConfig(r=4, lora_alpha=8, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False)
-    pipe.unet.add_adapter(config)
-    folder = tmp_path_factory.mktemp("lora")
-    StableDiffusionPipeline.save_lora_weights(
-        str(folder), unet_lora_layers=get_peft_model_state_dict(pipe.unet), weight_name="tiny.safetensors"
-    )
-    return folder / "tiny.safetensors"
 
 
 def pixels(path: Path) -> bytes:
@@ -56,9 +38,14 @@ def test_a_lora_changes_the_images_with_its_scale_and_is_recorded(tiny_sd_dir, t
     assert pixels(runs["zero"] / "01.png") == pixels(runs["plain"] / "01.png")
     assert pixels(runs["full"] / "01.png") != pixels(runs["plain"] / "01.png")
     record = read_provenance(runs["full"] / "01.png")
-    assert record["loras"] == [{"source": str(tiny_lora), "scale": 1.5}]
+    # Named by the file's stem, never its path; hashed as A1111 does (AutoV3: the tensor data after the header).
+    data = tiny_lora.read_bytes()
+    autov3 = hashlib.sha256(data[8 + int.from_bytes(data[:8], "little") :]).hexdigest()[:12]
+    assert record["loras"] == [{"source": "tiny", "scale": 1.5, "hash": autov3}]
     with Image.open(runs["full"] / "01.png") as img:
-        assert f"LoRA: {json.dumps(f'{tiny_lora}:1.5')}" in img.text["parameters"]
+        text = img.text["parameters"] + img.text["refineloop"]
+        assert f"Lora hashes: {json.dumps(f'tiny: {autov3}')}" in text and 'LoRA: "tiny:1.5"' in text
+        assert str(tiny_lora.parent) not in text and str(tiny_sd_dir) not in text
     assert json.loads((runs["full"] / "run.json").read_text())["loras"] == [f"{tiny_lora}:1.5"]
     assert "loras" not in json.loads((runs["plain"] / "run.json").read_text())
 
@@ -69,7 +56,9 @@ def test_a_lora_folder_loads_too_and_the_scale_defaults_to_one(tiny_sd_dir, tiny
     assert main([*common, "--lora", str(tiny_lora.parent), "--output-dir", str(tmp_path / "dir")]) == 0
     assert main([*common, "--lora", f"{tiny_lora}:1", "--output-dir", str(tmp_path / "one")]) == 0
     assert pixels(tmp_path / "dir" / "01.png") == pixels(tmp_path / "one" / "01.png")
-    assert read_provenance(tmp_path / "dir" / "01.png")["loras"] == [{"source": str(tiny_lora.parent), "scale": 1.0}]
+    (lora,) = read_provenance(tmp_path / "dir" / "01.png")["loras"]
+    assert lora["source"] == tiny_lora.parent.name and lora["scale"] == 1.0
+    assert lora["hash"] == read_provenance(tmp_path / "one" / "01.png")["loras"][0]["hash"], "the same file inside"
 
 
 def test_lora_mistakes_are_one_line_and_make_nothing(tiny_sd_dir, tmp_path, monkeypatch, capsys):

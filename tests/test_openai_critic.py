@@ -14,7 +14,7 @@ import pytest
 from refineloop.backends.chat.invoke import is_transport_error
 from refineloop.cli.main import main
 from tests.conftest import images_in, refineloop
-from tests.fake_openai import NO_SCHEMA, TEXT_ONLY, VISION, FakeOpenAI
+from tests.fake_openai import NO_SCHEMA, TEXT_ONLY, VISION, FakeOpenAI, has_image
 
 pytestmark = pytest.mark.slow
 
@@ -118,7 +118,9 @@ def test_a_model_that_rejects_images_is_refused_before_any_image(tmp_path, monke
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1, err
     assert "'textonly'" in err and "refused an image (HTTP 400" in err and "sees images" in err
-    assert len(probes) == 2, "asked with the schema, then without it, to tell which part was refused"
+    # A plain question first (the key and the model pass), then the image with the schema, then without it.
+    assert [has_image(p) for p in probes] == [False, True, True]
+    assert [bool(p.get("response_format")) for p in probes] == [True, True, False]
     assert not (tmp_path / "r").exists()
 
 
@@ -205,3 +207,30 @@ def test_bad_openai_flags_are_refused_before_anything(tmp_path, capsys):
     assert "never the key itself" in capsys.readouterr().err
     assert main(["run", "--eval-model", "openai:", "--output-dir", "x"]) == 2
     assert "openai:<model>" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mode", ["auth", "no_db"])
+def test_behind_a_litellm_like_proxy_every_http_400_is_told_apart(tmp_path, monkeypatch, capsys, mode):
+    """LiteLLM answers a wrong key, a missing key, an unknown model and an image a model cannot see all with HTTP
+    400: the model list, a plain question before the image, and the error's body tell them apart."""
+    monkeypatch.chdir(tmp_path)
+    cases = {
+        "wrong key": ("vis", "sk-wrong-0000", "refused the key in MY_KEY"),
+        "missing key": ("vis", None, "MY_KEY is not set"),
+        "unknown model": ("nope", KEY, "has no model 'nope'"),
+        "blind model": ("textonly", KEY, "refused an image (HTTP 400"),
+    }
+    with FakeOpenAI({"vis": VISION, "textonly": TEXT_ONLY}, key=KEY, litellm=mode) as fake:
+        for case, (model, key, expected) in cases.items():
+            if key is None:
+                monkeypatch.delenv("MY_KEY", raising=False)
+            else:
+                monkeypatch.setenv("MY_KEY", key)
+            code = main(run_args(fake, "--openai-key-env", "MY_KEY", "--output-dir", case, model=model))
+            err = capsys.readouterr().err
+            assert code == 2 and err.count("\n") == 1, (case, err)
+            assert expected in err, (case, err)
+            assert ("sees images" in err) is (case == "blind model"), (case, err)
+            assert "sk-wrong-0000" not in err and not (tmp_path / case).exists()
+        monkeypatch.setenv("MY_KEY", KEY)
+        assert main(run_args(fake, "--openai-key-env", "MY_KEY", "--output-dir", "fine")) == 0

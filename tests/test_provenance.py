@@ -40,13 +40,16 @@ def test_every_image_carries_its_parameters_and_full_record(diffusers_run: Path,
         sidecar = json.loads((diffusers_run / name.replace(".png", ".json")).read_text())
         assert record["prompt"] == sidecar["prompt"] and record["seed"] == sidecar["seed"]
         assert (record["steps"], record["guidance"], record["width"], record["height"]) == (3, 6.5, 64, 64)
-        assert record["model"] == str(tiny_sd_dir) and record["run_id"] == "run"
+        assert record["model"] == tiny_sd_dir.name and record["run_id"] == "run", "the folder's name, not its path"
         assert record["negative_prompt"].startswith("multiple, two")
         assert record["task"]["goal"] == "make a single hotdog look as visually hot as possible"
         # The parameters text: prompt, the negative prompt line, then the settings line tools split on ", ".
         lines = texts["parameters"].split("\n")
         assert lines[0] == record["prompt"] and lines[1] == f"Negative prompt: {record['negative_prompt']}"
-        assert lines[2].startswith(f"Steps: 3, CFG scale: 6.5, Seed: {record['seed']}, Size: 64x64, Model: ")
+        assert lines[2].startswith(
+            f"Steps: 3, Sampler: DDIM, Schedule type: Automatic, CFG scale: 6.5, Seed: {record['seed']}, "
+            f"Size: 64x64, Model hash: {record['model_hash']}, Model: {tiny_sd_dir.name}, "
+        )
         assert "Run: run" in lines[2]
         read_back = parse_parameters(texts["parameters"])
         assert {k: read_back[k] for k in FIELDS} == {k: record[k] for k in FIELDS}
@@ -60,13 +63,13 @@ def test_every_image_carries_its_parameters_and_full_record(diffusers_run: Path,
 
 def test_show_prints_the_record(diffusers_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["show", str(diffusers_run / "02.png")]) == 0
-    out = capsys.readouterr().out
+    out = " ".join(capsys.readouterr().out.split())
     record = read_provenance(diffusers_run / "02.png")
-    assert f"prompt:              {record['prompt']}" in out
-    assert f"seed:                {record['seed']}" in out
-    assert "steps:               3" in out and "guidance:            6.5" in out and "size:                64x64" in out
-    assert "strength:            0.8 (image-to-image from 01.png)" in out and "run:                 run, image 2" in out
-    assert f"refineloop run --from {diffusers_run / '02.png'}" in out
+    assert f"prompt: {' '.join(record['prompt'].split())}" in out
+    assert f"seed: {record['seed']}" in out
+    assert "steps: 3" in out and "guidance: 6.5" in out and "size: 64x64" in out
+    assert "strength: 0.8 (image-to-image from 01.png)" in out and "run: run, image 2" in out
+    assert f"remake it: refineloop run --from {diffusers_run / '02.png'} --image-model " in out
     assert main(["show", "--json", str(diffusers_run / "02.png")]) == 0
     assert json.loads(capsys.readouterr().out) == record
 
@@ -113,9 +116,9 @@ def test_show_reads_another_tools_parameters_and_refuses_what_has_none(tmp_path:
     )
     Image.new("RGB", (64, 64), (10, 20, 30)).save(foreign, pnginfo=info)
     assert main(["show", str(foreign)]) == 0
-    out = capsys.readouterr().out
-    assert "prompt:              a lighthouse at dusk, oil painting" in out and "seed:                1234" in out
-    assert "model:               sdxl, v1" in out and "not written by refineloop" in out
+    out = " ".join(capsys.readouterr().out.split())
+    assert "prompt: a lighthouse at dusk, oil painting" in out and "seed: 1234" in out
+    assert "model: sdxl, v1" in out and "not written by refineloop" in out
 
     plain = tmp_path / "plain.png"
     Image.new("RGB", (8, 8)).save(plain)

@@ -39,6 +39,7 @@ from refineloop.files.safe_io import write_text_atomic
 from refineloop.graph import build_graph
 from refineloop.judges.audit import auditor_settings
 from refineloop.outputs.artifacts import write_artifacts
+from refineloop.progress_events import Progress, reporting
 from refineloop.run_folder.checkpoints import connect, database_error, run_saver
 from refineloop.run_folder.image_files import image_problem
 from refineloop.run_view import apply_view
@@ -82,6 +83,9 @@ class EngineCallbacks:
 
     def step(self, node: str, update: dict[str, Any]) -> None:
         """A node finished with this state update."""
+
+    def progress(self, event: Progress) -> None:
+        """Progress inside a long step (denoising steps, a judging phase's critic calls); may come from any thread."""
 
     def review(self, question: dict[str, Any]) -> dict[str, Any]:
         """The answer to a review question (refineloop.nodes.review); NoAnswer leaves the run paused at it."""
@@ -140,6 +144,7 @@ def load_models(models: ModelCache, settings: RunSettings, callbacks: EngineCall
     image_model = models.image_model(settings)
     if spec_for(settings.strategy).from_image and not image_model.traits.img2img:
         raise SettingsError(f"{image_model.name} cannot start from an image: use --strategy climbing with it")
+    check_scheduler(image_model, settings.scheduler)
     if settings.audit_model:
         models.chat_model(auditor_settings(settings))  # the auditor too: a missing one fails before any image
     placement = getattr(image_model, "placement", "")
@@ -151,6 +156,8 @@ def load_models(models: ModelCache, settings: RunSettings, callbacks: EngineCall
     )
     if settings.lora:
         callbacks.note(f"LoRAs: {', '.join(settings.lora)}")
+    if settings.scheduler:
+        callbacks.note(f"scheduler: {settings.scheduler}")
     if settings.compile:
         callbacks.note("--compile: the denoiser compiles during the first image; later images run the compiled code")
     from refineloop.run_folder.provenance import from_image_notes
@@ -171,6 +178,16 @@ def load_models(models: ModelCache, settings: RunSettings, callbacks: EngineCall
     # Options the strategy ignores are said, not dropped in silence (the checks that refuse are in validate).
     for warning in all_warnings(settings):
         callbacks.note(warning)
+
+
+def check_scheduler(image_model: Any, name: str) -> None:
+    """Refuse, in one line, a `--scheduler` the loaded image model cannot take (or one that has no sampler)."""
+    if not name:
+        return
+    check = getattr(image_model, "check_scheduler", None)
+    if not callable(check):
+        raise SettingsError(f"--scheduler {name}: {image_model.name} has no sampler to choose: drop --scheduler")
+    check(name)
 
 
 def _load_critic(settings: RunSettings) -> str:
@@ -224,13 +241,16 @@ def execute(
     given: dict[str, Any] = dict(state or {})
     told.begin(settings, float(given.get("started_at") or time.time()))
     status, code, error = "done", EXIT_OK, ""
+    # Only a listener that shows progress gets the per-step events (the backends skip their hooks otherwise).
+    listener = told.progress if type(told).progress is not EngineCallbacks.progress else None
     try:
-        if control is None:
-            control = RunControl()
-            with ctrl_c_drains(control, told.note):
+        with reporting(listener):
+            if control is None:
+                control = RunControl()
+                with ctrl_c_drains(control, told.note):
+                    _stream(graph, state, config, control, told)
+            else:
                 _stream(graph, state, config, control, told)
-        else:
-            _stream(graph, state, config, control, told)
     except (GraphDrained, KeyboardInterrupt):
         status, code = "interrupted", EXIT_INTERRUPTED
     except NoAnswer as exc:

@@ -37,6 +37,7 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 
 from refineloop.apps.engine import EngineCallbacks, Outcome, checkpoints, execute, load_models
+from refineloop.apps.library_logs import library_logs_in_trace
 from refineloop.apps.reading import reading_saver
 from refineloop.apps.stop_signals import stop_ends_loading
 from refineloop.backends.checks import validated
@@ -51,7 +52,7 @@ from refineloop.run_folder.lock import LOCK
 from refineloop.run_view import rewrite_paths
 from refineloop.settings import RunSettings
 from refineloop.strategies import spec_for
-from refineloop.tasks import resolve_task
+from refineloop.tasks import Task, resolve_task
 
 
 def fork_run(
@@ -82,6 +83,8 @@ def fork_run(
     task = values["task"]
     if "task" in overrides or "goal" in overrides:
         task = resolve_task(settings.task, settings.goal).to_dict()
+    if "negative_prompt" in overrides:
+        task = Task.from_dict(task).with_negative_prompt(settings.negative_prompt).to_dict()
 
     # The state names the folder the run was started in, which differs from `source` once it was moved.
     recorded = values.get("run_dir") or source
@@ -90,7 +93,7 @@ def fork_run(
     state["started_at"] = time.time()
     thread_id = Path(target).name
     # Made and locked before the models load, so a second fork to the same folder is refused at once.
-    with new_run_folder(target, named=True) as claim:
+    with new_run_folder(target, named=True) as claim, library_logs_in_trace(target):
         with stop_ends_loading("nothing was kept", claim.discard):
             load_models(models, settings, told)
         copy_images(source, target, from_iteration, recorded)

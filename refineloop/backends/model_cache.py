@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from refineloop.backends.builtin import BACKENDS
+from refineloop.backends.demo import is_demo
 from refineloop.backends.table import BackendTable, registered
 
 if TYPE_CHECKING:
@@ -136,7 +137,7 @@ class ModelCache:
 def _critic_key(role: str, spec: str, settings: RunSettings) -> tuple[Any, ...]:
     """Cache key of a chat model in one role. The demo critic's noise is seeded by the run, so one process
     running several runs (a batch) keeps one per seed; real critics take no seed and are shared."""
-    seed = settings.seed if spec == "demo" else None
+    seed = settings.seed if is_demo(spec) else None
     return (role, spec, *_reach(settings), seed)
 
 

@@ -60,6 +60,8 @@ class Backend:
     """Whether `--lora` adapters can be loaded into it."""
     img2img: bool = True
     """Whether it can start an image from another (img2img strategy, --init-image)."""
+    samplers: bool = False
+    """Whether `--scheduler` can choose its sampler."""
 
 
 @dataclass
@@ -119,6 +121,12 @@ class BackendTable:
         if settings.lora and image is not None and not image.loras:
             takers = " or ".join(entry.syntax for entry in self.all("image") if entry.loras)
             raise SettingsError(f"--lora needs an image model that takes LoRAs ({takers}); {image.name} takes none")
+        if settings.scheduler and image is not None and not image.samplers:
+            takers = " or ".join(entry.syntax for entry in self.all("image") if entry.samplers)
+            raise SettingsError(
+                f"--scheduler {settings.scheduler} needs an image model that samples ({takers}); {image.name} "
+                "draws without a sampler: drop --scheduler"
+            )
         self.check("chat", FLAGS["chat"], settings.eval_model)
         for flag, spec in (("--agent-model", settings.agent_model), ("--audit-model", settings.audit_model)):
             if spec:  # empty means: the critic's own model (agent), no audit (auditor)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from refineloop.backends.checks import validated
 from refineloop.cli.flags import add_settings_flags
@@ -106,5 +106,11 @@ def _check(args: argparse.Namespace, out: TextIO) -> int:
             settings.seed = 0  # the fresh batch is made again exactly by the same command
     validated(settings)
     counts = {"images": args.images, "samples": args.samples, "pairs": args.pairs}
-    judge_check(settings, task, run_dir, named="output_dir" in given, models=MODELS, out=out, **counts)
+    from refineloop.apps.progress import LiveLine, WipingWriter
+    from refineloop.progress_events import reporting
+
+    live = LiveLine(out)
+    with reporting(live):
+        shown = cast(TextIO, WipingWriter(out, live))
+        judge_check(settings, task, run_dir, named="output_dir" in given, models=MODELS, out=shown, **counts)
     return 0

@@ -143,19 +143,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "judge-check":
         return int(args.handler(args))
     if args.command == "show":
-        return _show(args.image, as_json=args.json)
+        from refineloop.cli.show import show
+
+        return show(args.image, as_json=args.json)
     return _list_runs(args.root)
-
-
-def _show(image: str, *, as_json: bool) -> int:
-    """Print an image's provenance (refineloop.run_folder.provenance)."""
-    import json
-
-    from refineloop.run_folder.provenance import describe, read_provenance
-
-    record = read_provenance(image)
-    print(json.dumps(record, indent=1, ensure_ascii=False) if as_json else describe(record, image))
-    return 0
 
 
 def _checked_url(args: argparse.Namespace) -> str:

@@ -17,6 +17,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from refineloop.apps.engine import EXIT_OK, Outcome, check_images, checkpoints, execute, load_models
+from refineloop.apps.library_logs import library_logs_in_trace
 from refineloop.apps.reading import read_values
 from refineloop.apps.stop_signals import stop_ends_loading
 from refineloop.backends.model_cache import MODELS, ModelCache
@@ -52,7 +53,7 @@ def start_run(
     terminal = Terminal(out, inp)
     named = bool(settings.output_dir)
     settings, task = resolve_settings(settings)
-    with new_run_folder(settings.output_dir, named=named) as claim:
+    with new_run_folder(settings.output_dir, named=named) as claim, library_logs_in_trace(claim.path):
         settings.output_dir = run_dir = claim.path
         with stop_ends_loading("nothing was kept", claim.discard):
             load_models(models, settings, terminal)
@@ -97,7 +98,11 @@ def resume_run(
         earlier = read_values(run_dir, meta["thread_id"], url)
         if earlier.get("status") == "done":
             return _already_finished(run_dir, earlier, terminal)
-    with locked(run_dir), checkpoints(run_dir, saver, url, meta["thread_id"]) as checkpointer:
+    with (
+        locked(run_dir),
+        library_logs_in_trace(run_dir),
+        checkpoints(run_dir, saver, url, meta["thread_id"]) as checkpointer,
+    ):
         config: RunnableConfig = {"configurable": {"thread_id": meta["thread_id"]}}
         try:
             values = build_graph(meta["strategy"], checkpointer).get_state(config).values

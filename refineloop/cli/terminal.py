@@ -37,6 +37,7 @@ class Terminal(ProgressLines):
 
     def end(self, outcome: Outcome) -> None:
         """The best image, the folder, and the resume command of a run that did not finish."""
+        self.live.wipe()
         best = outcome.values.get("best")
         if best:
             where = Path(outcome.run_dir) / "best.png"

@@ -18,6 +18,7 @@ from refineloop.judges.base import Judging
 from refineloop.judges.duel import duel
 from refineloop.judges.measure import add, count_audit, rates
 from refineloop.judges.score import look
+from refineloop.progress_events import critic_phase
 from refineloop.run_folder.image_files import image_path, read_sidecars
 from refineloop.settings import RunSettings
 from refineloop.state import Candidate
@@ -61,7 +62,8 @@ def audit_run(j: Judging, best: Mapping[str, Any] | None) -> dict[str, Any] | No
         return record
     first = {**sidecars[1], "iteration": 1, "path": str(image_path(j.run_dir, 1))}
     auditor = j.models.plain_judge(auditor_settings(j.settings), 0.0)
-    met = duel(j, best, first, label="audit-duel", runnable=auditor, counted=False)
+    with critic_phase("audit", 2):
+        met = duel(j, best, first, label="audit-duel", runnable=auditor, counted=False)
     if met is None:
         record.update(verdict="not run", note="no critic calls were left for it")
         return record

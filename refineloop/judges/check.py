@@ -39,6 +39,7 @@ from refineloop.judges.measure import (
     rates,
 )
 from refineloop.judges.score import look
+from refineloop.progress_events import critic_phase
 from refineloop.run_folder.image_files import image_path, listed_images, read_sidecars, save_image
 from refineloop.settings import RunSettings
 from refineloop.tasks import Task
@@ -113,6 +114,7 @@ def fresh_images(models: ModelCache, settings: RunSettings, task: Task, folder: 
             height=settings.height,
             steps=settings.steps,
             guidance=settings.guidance,
+            scheduler=settings.scheduler,
         )
         (image,) = model.generate(request)
         path = image_path(folder, n)
@@ -307,7 +309,8 @@ def _check(
     # Outside the graph no node sets the critic's working size: the check shows its critic what a run would.
     token = critic_images.WORKING_SIZE.set(settings.judge_image_size)
     try:
-        stats, extra = measure_critic(j, checked, samples=samples, pairs=pairs, out=out)
+        with critic_phase("judge check"):
+            stats, extra = measure_critic(j, checked, samples=samples, pairs=pairs, out=out)
     finally:
         critic_images.WORKING_SIZE.reset(token)
     measured = rates(stats)

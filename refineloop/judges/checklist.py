@@ -24,6 +24,7 @@ from refineloop.backends.chat.text_safety import clean_model_text
 from refineloop.backends.model_cache import ModelCache
 from refineloop.judges.base import WARM, Budget, Judging, pooled
 from refineloop.judges.score import Look
+from refineloop.progress_events import critic_phase
 from refineloop.prompts import CHECKLIST_REMINDER, checklist_ask_text, checklist_writer_text
 from refineloop.settings import RunSettings
 from refineloop.state import Candidate, as_verdict
@@ -80,19 +81,9 @@ def write_checklist(j: Judging, *, iteration: int) -> list[dict[str, Any]]:
     """Ask the critic (cold, thinking off) for the goal's checklist; its questions are topped up from the task's
     own criteria to at least LEAST, and cut at MAX_CHECKLIST. With no call left, the criteria's alone."""
     written: list[tuple[str, float]] = []
-    if j.budget.take():
-        system, user = checklist_writer_text(j.task, LEAST, MAX_CHECKLIST)
-        reply, _ = traced_invoke(
-            j.models.plain_judge(j.settings, 0.0),
-            build_messages(system, user),
-            run_dir=j.run_dir,
-            role="checklist-write",
-            iteration=iteration,
-            image_path=None,
-            temperature=0.0,
-            settings=j.settings,
-        )
-        written = parse_questions(str(getattr(reply, "content", reply)))
+    with critic_phase("writing the checklist", 1):
+        if j.budget.take():
+            written = _written_questions(j, iteration)
     seen = {q.lower() for q, _ in written}
     for question, weight in fallback_questions(j.task):
         if len(written) >= LEAST:
@@ -100,6 +91,22 @@ def write_checklist(j: Judging, *, iteration: int) -> list[dict[str, Any]]:
         if question.lower() not in seen:
             written.append((question, weight))
     return as_records(written[:MAX_CHECKLIST])
+
+
+def _written_questions(j: Judging, iteration: int) -> list[tuple[str, float]]:
+    """The questions the critic writes for the goal (cold, thinking off)."""
+    system, user = checklist_writer_text(j.task, LEAST, MAX_CHECKLIST)
+    reply, _ = traced_invoke(
+        j.models.plain_judge(j.settings, 0.0),
+        build_messages(system, user),
+        run_dir=j.run_dir,
+        role="checklist-write",
+        iteration=iteration,
+        image_path=None,
+        temperature=0.0,
+        settings=j.settings,
+    )
+    return parse_questions(str(getattr(reply, "content", reply)))
 
 
 def parse_questions(text: str) -> list[tuple[str, float]]:

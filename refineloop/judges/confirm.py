@@ -17,6 +17,7 @@ from refineloop.judges.base import WARM, Judging
 from refineloop.judges.duel import duel
 from refineloop.judges.measure import count_done
 from refineloop.judges.samples import fresh_look
+from refineloop.progress_events import critic_phase
 from refineloop.state import Candidate
 
 DUEL_WINS = 1
@@ -34,6 +35,12 @@ def confirm_done(j: Judging, chosen: Candidate, best: Mapping[str, Any] | None) 
     """The evaluate node's hook: `chosen` as it goes to acceptance, its DONE upheld or turned into CONTINUE."""
     if not j.settings.confirm_done or not could_stop(chosen, best):
         return chosen
+    duels = bool(best and best.get("iteration") != chosen["iteration"] and best.get("score") is not None)
+    with critic_phase(f"DONE check of image {chosen['iteration']}", 1 + 2 * duels):
+        return _confirm(j, chosen, best)
+
+
+def _confirm(j: Judging, chosen: Candidate, best: Mapping[str, Any] | None) -> Candidate:
     second = fresh_look(j, chosen, temperature=WARM, label="confirm")
     record: dict[str, Any] = {"sample": None if second is None else second.score}
     upheld = second is not None and second.verdict == "DONE"

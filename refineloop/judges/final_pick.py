@@ -24,6 +24,7 @@ from refineloop.judges.measure import count_samples
 from refineloop.judges.outcomes import Duel
 from refineloop.judges.samples import fresh_look
 from refineloop.knob_shapes import MAX_FINAL_PICK
+from refineloop.progress_events import critic_phase
 from refineloop.run_folder.image_files import image_path, read_record, read_sidecars, save_json, sidecar_path
 from refineloop.state import Candidate
 
@@ -78,6 +79,12 @@ def final_pick(j: Judging, best: Mapping[str, Any] | None) -> dict[str, Any] | N
     pool = pool_of(j.run_dir, best, j.settings.final_pick)
     if len(pool) < 2:
         return None
+    calls = len(pool) * FINAL_SAMPLES + len(pool) * (len(pool) - 1)  # fresh looks, then duels in both orders
+    with critic_phase(f"final pick among {len(pool)} images", calls):
+        return _pick(j, best, pool)
+
+
+def _pick(j: Judging, best: Mapping[str, Any] | None, pool: list[Candidate]) -> dict[str, Any]:
     fresh: dict[int, list[float]] = {c["iteration"]: [] for c in pool}
     for candidate in pool:
         for _ in range(FINAL_SAMPLES):
@@ -142,14 +149,24 @@ def pick_lines(pick: dict[str, Any] | None) -> list[str]:
     if pick.get("skipped"):
         return [f"final pick among {pool}: skipped ({pick['skipped']}); the best stays #{pick.get('previous')}"]
     lines = [f"final pick among {pool}: #{pick['winner']} won (the best before it was #{pick.get('previous')})"]
-    for entry in pick.get("entries", []):
+    lines += [f"  {n}. {place}" for n, place in enumerate(pick_places(pick), start=1)]
+    return lines
+
+
+def pick_places(pick: dict[str, Any] | None) -> list[str]:
+    """Each place of the final pick, first place first, WITHOUT its number: whoever shows the list numbers it
+    once (summary.txt writes `1.`, the report an ordered list)."""
+    if not pick or pick.get("skipped"):
+        return []
+    places = []
+    for entry in sorted(pick.get("entries", []), key=lambda e: e["rank"]):
         looks = ", ".join(f"{s:g}" for s in entry["samples"]) or "none"
         mean = "?" if entry["mean"] is None else f"{entry['mean']:g}"
-        lines.append(
-            f"  {entry['rank']}. #{entry['iteration']}: duel points {entry['points']} of {entry['most']}, "
+        places.append(
+            f"#{entry['iteration']}: duel points {entry['points']} of {entry['most']}, "
             f"fresh looks {looks} (mean {mean})"
         )
-    return lines
+    return places
 
 
 def pick_headline(pick: dict[str, Any] | None) -> str:

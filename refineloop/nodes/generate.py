@@ -11,6 +11,7 @@ from refineloop.backends.chat import critic_images
 from refineloop.backends.image.protocol import ImageRequest
 from refineloop.backends.model_cache import models_for
 from refineloop.files.trace import append_trace
+from refineloop.progress_events import drawing
 from refineloop.prompt_text import compose_prompt
 from refineloop.run_folder import image_writer
 from refineloop.run_folder.image_files import image_path
@@ -54,9 +55,12 @@ def generate(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
         height=settings.height,
         steps=settings.steps,
         guidance=settings.guidance,
+        scheduler=settings.scheduler,
     )
     started = time.perf_counter()
-    images = model.generate(request)
+    label = f"image {first}" if count == 1 else f"images {first}-{first + count - 1}"
+    with drawing(label):
+        images = model.generate(request)
     batch: list[Candidate] = []
     for number, seed, image in zip(numbers, request.seeds, images, strict=True):
         path = image_path(state["run_dir"], number)

@@ -53,7 +53,8 @@ def resolve_settings(
     if settings.seed is None:
         settings.seed = random.SystemRandom().randrange(2**31)
     if task is not None and Path(settings.output_dir).is_absolute():
-        return settings, task  # resolved before (by the CLI): its folder already stands where it says
+        # Resolved before (by the CLI): its folder already stands where it says.
+        return settings, task.with_negative_prompt(settings.negative_prompt)
     if task is None and settings.from_image:
         from refineloop.run_folder.provenance import start_from_image
 
@@ -61,7 +62,7 @@ def resolve_settings(
     elif task is None:
         task = resolve_task(settings.task, settings.goal)
     settings.output_dir = _chosen_dir(settings.output_dir) if settings.output_dir else default_run_dir(task.name)
-    return settings, task
+    return settings, task.with_negative_prompt(settings.negative_prompt)
 
 
 def _chosen_dir(output_dir: str) -> str:

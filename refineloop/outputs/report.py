@@ -364,13 +364,13 @@ def _judging_meta(row: dict[str, Any]) -> list[str]:
 def judging_panel(state: RefineState | dict[str, Any]) -> str:
     """The final pick, the audit, the checklist and the judge's measured behaviour, when the run has any."""
     from refineloop.judges.audit import audit_lines
-    from refineloop.judges.final_pick import pick_lines
+    from refineloop.judges.final_pick import pick_lines, pick_places
     from refineloop.judges.measure import measure_rows, rates
 
     parts = []
     pick = pick_lines(state.get("final_pick"))
     if pick:
-        items = "".join(f"<li>{escape(line.strip())}</li>" for line in pick[1:])
+        items = "".join(f"<li>{escape(place)}</li>" for place in pick_places(state.get("final_pick")))
         parts.append(f'<p id="final-pick"><b>{escape(pick[0])}</b></p>' + (f"<ol>{items}</ol>" if items else ""))
     audit = audit_lines(state.get("audit"))
     if audit:

@@ -24,6 +24,16 @@ from typing import TYPE_CHECKING, Any
 from refineloop.backends.chat.text_safety import clean_model_text
 from refineloop.backends.checks import validated
 from refineloop.errors import RefineError
+from refineloop.run_folder.parameters_text import (
+    a1111_text,
+    image_identity,
+    lora_label,
+    lora_text,
+    model_label,
+    remake_command,
+    scheduler_of,
+    unused_fields,
+)
 from refineloop.version import __version__
 
 if TYPE_CHECKING:
@@ -37,19 +47,6 @@ if TYPE_CHECKING:
 RECORD_KEY = "refineloop"
 PARAMETERS_KEY = "parameters"
 FORMAT = "refineloop-provenance/1"
-#: The parameters line's keys, as the web UIs spell them, and the record fields they show.
-_PARAMETER_KEYS = (
-    ("Steps", "steps"),
-    ("CFG scale", "guidance"),
-    ("Seed", "seed"),
-    ("Size", "size"),
-    ("Model", "model"),
-    ("Denoising strength", "strength"),
-    ("LoRA", "loras"),
-    ("Run", "run_id"),
-    ("Image", "iteration"),
-    ("Version", "software"),
-)
 
 
 class ProvenanceError(RefineError):
@@ -68,10 +65,18 @@ def image_record(
     idea: str,
     task: Task,
     loras: list[str],
+    scheduler: str = "",
 ) -> dict[str, Any]:
-    """The provenance of one generated image (plain builtins, in a fixed key order)."""
+    """The provenance of one generated image (plain builtins, in a fixed key order). The model and LoRAs are
+    named without their paths (refineloop.run_folder.parameters_text.image_identity); `loras` is what the run
+    asked for, used where the model cannot say which LoRAs it carries."""
     from refineloop.settings import lora_scale
 
+    identity = image_identity(model, scheduler)
+    if not identity["loras"] and loras:
+        identity["loras"] = [
+            {"source": lora_label(source), "scale": scale, "hash": None} for source, scale in map(lora_scale, loras)
+        ]
     defaults = _call_defaults(model, img2img=request.init_image is not None)
     task_fields = {k: v for k, v in task.to_dict().items() if k != "start_prompt"}
     return {
@@ -88,8 +93,7 @@ def image_record(
         "strength": request.strength,
         # The name only: the folder may be moved, and the file sits next to this one.
         "init_image": Path(request.init_image).name if request.init_image else None,
-        "model": model.name,
-        "loras": [{"source": source, "scale": scale} for source, scale in map(lora_scale, loras)],
+        **identity,
         "run_id": run_id,
         "iteration": iteration,
         "task": task_fields,
@@ -106,30 +110,10 @@ def _call_defaults(model: Any, *, img2img: bool) -> dict[str, Any]:
         return {}
 
 
-def _quote(value: Any) -> str:
-    """A parameters value: as is, or JSON-quoted when it holds a separator the readers split on."""
-    text = f"{value:g}" if isinstance(value, float) else str(value)
-    return json.dumps(text, ensure_ascii=False) if any(ch in text for ch in ",:\n") else text
-
-
-def _lora_text(source: Any, scale: Any) -> str:
-    """`source:scale`, the way --lora takes it."""
-    number = isinstance(scale, int | float) and not isinstance(scale, bool)
-    return f"{source}:{scale:g}" if number else f"{source}:{scale}"
-
-
 def parameters_text(record: dict[str, Any]) -> str:
-    """The record in the `parameters` convention: prompt, negative prompt line, one line of settings."""
-    shown = dict(record)
-    shown["size"] = f"{record.get('width')}x{record.get('height')}" if record.get("width") else None
-    loras = record.get("loras") or []
-    shown["loras"] = "; ".join(_lora_text(x.get("source"), x.get("scale")) for x in loras) if loras else None
-    pairs = [f"{key}: {_quote(shown[field])}" for key, field in _PARAMETER_KEYS if shown.get(field) is not None]
-    lines = [str(record.get("prompt", ""))]
-    if record.get("negative_prompt"):
-        lines.append(f"Negative prompt: {record['negative_prompt']}")
-    lines.append(", ".join(pairs))
-    return "\n".join(lines)
+    """The record in the `parameters` convention: prompt, negative prompt line, one line of settings (A1111's
+    form: refineloop.run_folder.parameters_text)."""
+    return a1111_text(record)
 
 
 def png_info(record: dict[str, Any]) -> PngInfo:
@@ -206,9 +190,14 @@ def parse_parameters(text: str) -> dict[str, Any]:
         "guidance": _number(pairs.get("CFG scale"), float),
         "strength": _number(pairs.get("Denoising strength"), float),
         "model": pairs.get("Model"),
+        "model_hash": pairs.get("Model hash"),
+        "sampler": pairs.get("Sampler"),
+        "schedule_type": pairs.get("Schedule type"),
+        "scheduler": scheduler_of(pairs.get("Sampler"), pairs.get("Schedule type")),
         "run_id": pairs.get("Run"),
         "iteration": _number(pairs.get("Image"), int),
         "software": pairs.get("Version"),
+        "fields": pairs,
     }
     width, _, height = (pairs.get("Size") or "").partition("x")
     record["width"], record["height"] = _number(width, int), _number(height, int)
@@ -255,8 +244,9 @@ def _number(text: Any, kind: type) -> Any:
     return value if kind is int or math.isfinite(value) else None
 
 
-def describe(record: dict[str, Any], path: str) -> str:
-    """The record as aligned lines for a person (control characters removed: the file is not trusted)."""
+def describe(record: dict[str, Any], path: str, local: dict[str, Any] | None = None) -> str:
+    """The record as aligned lines for a person (control characters removed: the file is not trusted).
+    `local` is the settings of the run the image sits in, for the paths its remake command names."""
 
     def fmt(value: Any) -> str:
         if value is None or value == "" or value == []:
@@ -282,8 +272,9 @@ def describe(record: dict[str, Any], path: str) -> str:
         ("guidance", fmt(record.get("guidance"))),
         ("size", f"{record['width']}x{record['height']}" if record.get("width") else "-"),
         ("strength", strength_text),
-        ("model", fmt(record.get("model"))),
-        ("LoRAs", ", ".join(_lora_text(x.get("source"), x.get("scale")) for x in loras if isinstance(x, dict)) or "-"),
+        ("sampler", _sampler_text(record)),
+        ("model", fmt(record.get("model")) + (f" (hash {record['model_hash']})" if record.get("model_hash") else "")),
+        ("LoRAs", ", ".join(_lora_shown(x) for x in loras if isinstance(x, dict)) or "-"),
         ("run", run),
     ]
     task = record.get("task")
@@ -291,9 +282,26 @@ def describe(record: dict[str, Any], path: str) -> str:
         rows.append(("goal", fmt(task.get("goal"))))
     if record.get("format") == PARAMETERS_KEY:
         rows.append(("read from", "its parameters text (not written by refineloop)"))
-    rows.append(("start a run from it", f"refineloop run --from {path}"))
+        rows.append(("cannot use", "; ".join(unused_fields(record)) or "-"))
+    rows.append(("remake it", remake_command(record, path, local)))
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name + ':':<{width + 2}}{clean_model_text(' '.join(str(v).split()))}" for name, v in rows)
+
+
+def _sampler_text(record: dict[str, Any]) -> str:
+    """`DPM++ 2M, Karras (--scheduler dpm++_2m_karras)`, or `-`."""
+    words = ", ".join(str(w) for w in (record.get("sampler"), record.get("schedule_type")) if w)
+    if not words:
+        return "-"
+    name = record.get("scheduler")
+    if name:
+        return f"{words} (--scheduler {name})"
+    return f"{words} (the model's own)" if record.get("format") == FORMAT else words
+
+
+def _lora_shown(lora: dict[str, Any]) -> str:
+    text = lora_text(lora.get("source"), lora.get("scale"))
+    return f"{text} (hash {lora['hash']})" if lora.get("hash") else text
 
 
 # --------------------------------------------------------------------------------------------- run --from
@@ -345,6 +353,7 @@ def start_from_image(settings: RunSettings) -> Task:
     seed = record.get("seed")
     if settings.first_seed is None and isinstance(seed, int) and not isinstance(seed, bool):
         settings.first_seed = seed
+    fill_scheduler(settings, record)
     for knob in ("steps", "guidance", "width", "height"):
         value = record.get(knob)
         if getattr(settings, knob) is None and isinstance(value, int | float) and not isinstance(value, bool):
@@ -355,6 +364,17 @@ def start_from_image(settings: RunSettings) -> Task:
     except SettingsError as exc:
         raise ProvenanceError(f"{path} records a value refineloop cannot use ({exc}): set that flag yourself") from None
     return task
+
+
+def fill_scheduler(settings: RunSettings, record: dict[str, Any]) -> None:
+    """A `--from` run of a diffusers model draws with the image's sampler unless --scheduler names one (the
+    sketch painter has none to set)."""
+    image = settings.image_model
+    if settings.scheduler or image == "sketch" or image.startswith("sketch:"):
+        return
+    name = record.get("scheduler")
+    if isinstance(name, str) and name:
+        settings.scheduler = name
 
 
 def from_image_notes(settings: RunSettings, model_name: str) -> list[str]:
@@ -372,15 +392,15 @@ def from_image_notes(settings: RunSettings, model_name: str) -> list[str]:
             "run's first image is drawn from text, so it is a new picture from the same prompt and seed"
         )
     drawn_by = record.get("model")
-    if drawn_by and drawn_by != model_name:
+    if drawn_by and drawn_by not in (model_name, model_label(model_name)):
         notes.append(
             f"warning: {Path(settings.from_image).name} was drawn by {clean_model_text(str(drawn_by))}, this run "
             f"uses {model_name}: the first image will not be the same picture (pass --image-model to match)"
         )
     from refineloop.settings import lora_scale
 
-    recorded = [_lora_text(x.get("source"), x.get("scale")) for x in record.get("loras") or [] if isinstance(x, dict)]
-    asked = [_lora_text(source, scale) for source, scale in map(lora_scale, settings.lora)]
+    recorded = [lora_text(x.get("source"), x.get("scale")) for x in record.get("loras") or [] if isinstance(x, dict)]
+    asked = [lora_text(lora_label(source), scale) for source, scale in map(lora_scale, settings.lora)]
     if record.get("format") == FORMAT and sorted(recorded) != sorted(asked):
         notes.append(
             f"warning: {Path(settings.from_image).name} was drawn with LoRAs [{', '.join(recorded)}], this run has "

@@ -49,6 +49,7 @@ def provenance_info(
         idea=state["idea"],
         task=task,
         loras=settings.lora,
+        scheduler=settings.scheduler,
     )
     return png_info(record)
 
@@ -84,6 +85,7 @@ def remake_missing(state: RefineState, config: RunnableConfig) -> None:
         height=settings.height,
         steps=settings.steps,
         guidance=settings.guidance,
+        scheduler=settings.scheduler,
     )
     remade = dict(zip((c["iteration"] for c in round_), model.generate(request), strict=True))
     for candidate in missing:

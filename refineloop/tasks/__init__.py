@@ -70,6 +70,11 @@ class Task:
     """How condensed prompts are written: `tags` (comma-separated phrases) or `sentences`; empty follows the image
     model (tags for CLIP-only encoders, sentences for T5 or LLM encoders)."""
 
+    def with_negative_prompt(self, text: str | None) -> Task:
+        """The task with `--negative-prompt` applied: the flag wins over the task file's key when given (an empty
+        text clears it); None keeps the task's own."""
+        return self if text is None else dataclasses.replace(self, negative_prompt=text)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain builtins, fit for checkpointed state."""
         data = dataclasses.asdict(self)

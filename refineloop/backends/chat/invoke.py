@@ -40,6 +40,7 @@ from refineloop.backends.chat.call_threads import CRITIC_CALLS
 from refineloop.backends.chat.text_safety import clean_model_text
 from refineloop.errors import ModelError, causes
 from refineloop.files.trace import append_trace
+from refineloop.progress_events import critic_call_done
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
@@ -191,6 +192,7 @@ def bounded_invoke(
                 {"kind": "retry", **where, "attempt": attempt, "retries": retries, "error": error, "wait": wait},
             )
             _pause(wait, drain)
+    critic_call_done()
     return clean_reply(reply), time.perf_counter() - started, attempt
 
 

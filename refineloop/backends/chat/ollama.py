@@ -376,7 +376,7 @@ def _explain_response_error(exc: Any, url: str, model: str | None) -> ModelError
 
 def _check_spec(spec: str) -> None:
     if not spec.removeprefix("ollama:").strip():
-        raise SettingsError("is not a model: name one after ollama: (e.g. ollama:gemma3:4b)")
+        raise SettingsError("is not a model: use ollama:<model> (e.g. ollama:gemma3:4b)")
 
 
 def _load_spec(spec: str, settings: RunSettings, vision: bool) -> ChatOllama:

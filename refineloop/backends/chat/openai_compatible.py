@@ -6,10 +6,12 @@ explain their failures in one line.
   only from there; settings, run.json and the trace hold the variable's name. The value is registered with
   `refineloop.backends.chat.text_safety.register_secret`, so a server that quotes it back in an error message cannot
   put it into the trace, error.log or the terminal either.
-- **At load**, one tiny probe asks the model about a 16-pixel red square, with a JSON schema: a server that
-  refuses the schema is asked again without it (the judge then falls back to the tolerant text parser), and
-  one that refuses the image is refused in one line naming the model. The probe also catches a wrong URL, a
-  missing model and a refused key before any folder fills up.
+- **At load** (`probe_openai`) the server's model list is read, a plain question is asked, and only then a
+  16-pixel red square is shown, each with a JSON schema first: a server that refuses the schema is asked
+  again without it (the judge then falls back to the tolerant text parser). Each refusal's body is read, so a
+  wrong or missing key, an unknown model and a model that cannot see images are told apart even where a
+  server (LiteLLM's proxy) answers them all with HTTP 400; a wrong URL fails here too, before any folder
+  fills up.
 - **Calls** go through `refineloop.backends.chat.invoke.traced_invoke` like every critic call; the client itself never
   retries (`max_retries=0`: refineloop retries transport failures with its own backoff and trace lines), and each
   request takes the calling critic call's own timeout (:class:`OpenAICritic`).
@@ -175,49 +177,152 @@ _PROBE_SCHEMA = {
 def probe_openai(
     chat: Any, model: str, *, url: str, key_env: str, has_key: bool, require_vision: bool
 ) -> dict[str, bool]:
-    """Ask one tiny question (with the image when vision is needed, with a JSON schema); return what the server
-    took: {"vision": ..., "json_schema": ...}. Raises ModelError with a one-line fix for every refusal."""
+    """Check the model before any image is made; return what the server took: {"vision": ..., "json_schema": ...}.
+    Raises ModelError with a one-line fix for every refusal.
+
+    Some servers (LiteLLM's proxy) answer a wrong key, a missing key, an unknown model and an image the model
+    cannot see all with HTTP 400, so the probe tells them apart by asking in order, each time reading the
+    error's body: the model list (`GET /models`: the key, and whether the model exists), a plain question
+    (the key, the model, the JSON schema), and only then the image, so a 400 there means the image.
+    """
     import openai
 
-    if require_vision:
+    client = chat.root_client.with_options(timeout=PROBE_TIMEOUT, max_retries=0)
+    where: dict[str, Any] = {"url": url, "model": model, "key_env": key_env, "has_key": has_key}
+    try:
+        _check_listed(client, **where)
+        schema = _ask(client, model, "Answer with the one word: ok", where, what="a plain question")
+        if not require_vision:
+            return {"vision": False, "json_schema": schema}
         content: Any = [
             {"type": "text", "text": "What colour is this square? Answer in one word."},
             {"type": "image_url", "image_url": {"url": _probe_image()}},
         ]
-    else:
-        content = "Answer with the one word: ok"
-    client = chat.root_client.with_options(timeout=PROBE_TIMEOUT, max_retries=0)
-    messages = [{"role": "user", "content": content}]
-    try:
-        try:
-            client.chat.completions.create(model=model, messages=messages, temperature=0, response_format=_PROBE_SCHEMA)
-            return {"vision": require_vision, "json_schema": True}
-        except openai.BadRequestError:
-            pass  # the schema or the image was refused: ask once more without the schema to tell which
-        try:
-            client.chat.completions.create(model=model, messages=messages, temperature=0)
-        except openai.BadRequestError as exc:
-            what = "an image" if require_vision else "a plain question"
-            fix = (
-                "pick a model that sees images (e.g. a Qwen2.5-VL, Gemma 3 or LLaVA model), or serve it with "
-                "its vision projector"
-                if require_vision
-                else "check the model's settings on the server"
-            )
-            raise ModelError(f"'{model}' at {url} refused {what} (HTTP 400: {_server_text(exc)}): {fix}") from None
-        return {"vision": require_vision, "json_schema": False}
+        _ask(client, model, content, where, what="an image", schema=schema)
+        return {"vision": True, "json_schema": schema}
     except ModelError:
         raise
-    except Exception as exc:
+    except openai.OpenAIError as exc:
         mapped = explain_openai_error(exc, url=url, model=model, key_env=key_env, has_key=has_key)
         if mapped is None:
             raise
         raise mapped from None
 
 
+def _check_listed(client: Any, *, url: str, model: str, key_env: str, has_key: bool) -> None:
+    """`GET /models`: a refused key, or a model the server does not list, is named now. A server that lists
+    nothing (or has no such route) is asked directly instead."""
+    import openai
+
+    try:
+        names = [entry.id for entry in client.models.list()]
+    except (openai.NotFoundError, openai.UnprocessableEntityError, openai.InternalServerError):
+        return
+    except openai.APIStatusError as exc:
+        if exc.status_code in (401, 403) or refusal_kind(exc) == "key":
+            raise key_error(url, f"'{model}'", exc.status_code, has_key, key_env, exc) from None
+        return  # the listing itself is refused or broken: the questions below find what is wrong
+    except (TypeError, ValueError, AttributeError):
+        return  # a listing in some other shape
+    if names and model not in names:
+        shown = ", ".join(sorted(names)[:8]) + (", ..." if len(names) > 8 else "")
+        raise ModelError(
+            f"the server at {url} has no model '{model}' (it lists {shown}): check the name (GET {url}/models "
+            "lists them) and that --openai-url ends in /v1"
+        )
+
+
+def _ask(client: Any, model: str, content: Any, where: dict[str, Any], *, what: str, schema: bool = True) -> bool:
+    """Ask one tiny question (with a JSON schema first when `schema`); whether the schema was taken. A refusal
+    that names the key or the model says so; any other is the content (`what`) being refused."""
+    import openai
+
+    messages = [{"role": "user", "content": content}]
+    if schema:
+        try:
+            client.chat.completions.create(model=model, messages=messages, temperature=0, response_format=_PROBE_SCHEMA)
+            return True
+        except openai.BadRequestError as exc:
+            _raise_named_refusal(exc, **where)  # else the schema or the content: ask once more without the schema
+    try:
+        client.chat.completions.create(model=model, messages=messages, temperature=0)
+    except openai.BadRequestError as exc:
+        _raise_named_refusal(exc, **where)
+        fix = (
+            "pick a model that sees images (e.g. a Qwen2.5-VL, Gemma 3 or LLaVA model), or serve it with its vision "
+            "projector"
+            if what == "an image"
+            else "check the model's settings on the server"
+        )
+        raise ModelError(f"'{model}' at {where['url']} refused {what} (HTTP 400: {_server_text(exc)}): {fix}") from None
+    return False
+
+
+def _raise_named_refusal(exc: Any, *, url: str, model: str, key_env: str, has_key: bool) -> None:
+    """Raise the key's or the model's ModelError when a refusal's body names one of them; return otherwise."""
+    kind = refusal_kind(exc)
+    if kind == "key":
+        raise key_error(url, f"'{model}'", exc.status_code, has_key, key_env, exc) from None
+    if kind == "model":
+        raise model_error(url, f"'{model}'", exc) from None
+
+
+#: Words of error bodies that mean the key was refused or is missing (LiteLLM's proxy says so with HTTP 400).
+_KEY_WORDS = (
+    "api key",
+    "api_key",
+    "authentication",
+    "auth_error",
+    "unauthorized",
+    "invalid proxy server token",
+    "virtual key",
+    "no_db_connection",
+    "no connected db",
+)
+#: ... and that the model is not there.
+_MODEL_WORDS = ("invalid model", "model_not_found", "does not exist", "unknown model", "no such model", "not found")
+
+
+def refusal_kind(exc: Any) -> str | None:
+    """`key` or `model` when an HTTP error's body says the key or the model is what was refused, else None."""
+    body = getattr(exc, "body", None)
+    fields = body if isinstance(body, dict) else {}
+    parts = (getattr(exc, "message", ""), fields.get("type"), fields.get("code"), fields.get("message"))
+    text = " ".join(str(part) for part in parts if part).lower()
+    if any(word in text for word in _KEY_WORDS):
+        return "key"
+    if any(word in text for word in _MODEL_WORDS):
+        return "model"
+    return None
+
+
+def key_error(url: str, name: str, status: int, has_key: bool, key_env: str, exc: Any) -> ModelError:
+    """The key was refused, or none was set: say which, and which variable to fill."""
+    said = f"HTTP {status}: {_server_text(exc)}"
+    if not has_key:
+        return ModelError(
+            f"the server at {url} wants an API key for {name} ({said}) and {key_env} is not set: export "
+            f"{key_env}=<your key>, or name the variable that holds it with --openai-key-env"
+        )
+    return ModelError(
+        f"the server at {url} refused the key in {key_env} for {name} ({said}): put a valid key in that variable, "
+        "or name another with --openai-key-env"
+    )
+
+
+def model_error(url: str, name: str, exc: Any) -> ModelError:
+    """The server has no such model."""
+    return ModelError(
+        f"the server at {url} has no model {name} (HTTP {getattr(exc, 'status_code', '?')}: {_server_text(exc)}): "
+        f"check the name (GET {url}/models lists them) and that --openai-url ends in /v1"
+    )
+
+
 def _server_text(exc: Any, limit: int = 160) -> str:
     """The server's own message, on one short line, without the key or control characters."""
-    text = getattr(exc, "message", None) or str(exc)
+    body = getattr(exc, "body", None)
+    said = body.get("message") if isinstance(body, dict) else None
+    text = said if isinstance(said, str) and said.strip() else getattr(exc, "message", None) or str(exc)
     line = " ".join(redact(clean_model_text(str(text))).split())
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
@@ -249,21 +354,13 @@ def explain_openai_error(
                 "--openai-url (or set OPENAI_BASE_URL)"
             )
         if isinstance(current, openai.AuthenticationError | openai.PermissionDeniedError):
-            status = getattr(current, "status_code", 401)
-            if not has_key:
-                return ModelError(
-                    f"the server at {url} wants an API key for {name} (HTTP {status}) and {key_env} is not set: "
-                    f"export {key_env}=<your key>, or name the variable that holds it with --openai-key-env"
-                )
-            return ModelError(
-                f"the server at {url} refused the key in {key_env} for {name} (HTTP {status}): put a valid key "
-                "in that variable, or name another with --openai-key-env"
-            )
+            return key_error(url, name, getattr(current, "status_code", 401), has_key, key_env, current)
         if isinstance(current, openai.NotFoundError):
-            return ModelError(
-                f"the server at {url} has no model {name} (HTTP 404: {_server_text(current)}): check the name "
-                f"(GET {url}/models lists them) and that --openai-url ends in /v1"
-            )
+            return model_error(url, name, current)
+        if isinstance(current, openai.BadRequestError) and (kind := refusal_kind(current)):
+            if kind == "key":
+                return key_error(url, name, current.status_code, has_key, key_env, current)
+            return model_error(url, name, current)
         if isinstance(current, openai.RateLimitError):
             return ModelError(
                 f"the server at {url} kept answering {name} with HTTP 429 (rate limited or busy): wait and resume "
@@ -328,7 +425,7 @@ def structured_openai(model: Any, schema_cls: type[BaseModel]) -> Runnable[Any, 
 
 def _check_spec(spec: str) -> None:
     if not spec.removeprefix("openai:").strip():
-        raise SettingsError("is not a model: name one after openai: (e.g. openai:gpt-4o-mini)")
+        raise SettingsError("is not a model: use openai:<model> (e.g. openai:gpt-4o-mini)")
 
 
 def _load_spec(spec: str, settings: RunSettings, vision: bool) -> Any:

@@ -19,6 +19,7 @@ import math
 import random
 import re
 import threading
+import time
 from typing import Any, cast
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
@@ -91,6 +92,8 @@ class DemoCritic(BaseChatModel):
     """0 gives the steadiest proposals; higher values jump further along the escalation ladder."""
     noise: float = 0.8
     """Standard deviation, in score points, of the judge's wobble between images."""
+    delay: float = 0.0
+    """Seconds each call waits before answering, standing in for a slow model (`demo:delay=1`)."""
     _calls: dict[str, int] = PrivateAttr(default_factory=dict)
     """Warm judge calls per image, so each sample draws fresh noise (shared by temperature copies)."""
 
@@ -105,6 +108,8 @@ class DemoCritic(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
+        if self.delay:
+            time.sleep(self.delay)
         system = "\n".join(message_text(m) for m in messages if m.type == "system")
         humans = [m for m in messages if m.type == "human"]
         # A retry appends a reminder after the message that carries the image, so look back for it.

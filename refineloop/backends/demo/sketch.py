@@ -15,7 +15,7 @@ import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
@@ -126,6 +126,15 @@ class SketchImageModel:
         self.size = int(size)
         self.delay = delay
         self.name = "sketch" if not delay else f"sketch (+{delay:g} s per image)"
+
+    def call_defaults(self, *, img2img: bool = False) -> dict[str, Any]:
+        """The painter draws each image in one pass: one step, which the images' metadata records (the web UIs'
+        readers find the settings line by its `Steps:`)."""
+        return {"steps": 1}
+
+    def sampler_words(self, name: str) -> tuple[str, str]:
+        """A1111's `Sampler` word for its images: `sketch` (no sampler; the settings refuse --scheduler)."""
+        return "sketch", ""
 
     def count_tokens(self, text: str) -> int:
         """Count words and punctuation marks, close to what a CLIP tokenizer reports for plain English."""

@@ -53,12 +53,15 @@ class ImageRequest:
     """Denoising steps; None takes the model's default."""
     guidance: float | None = None
     """Classifier-free guidance scale; None takes the model's default."""
+    scheduler: str = ""
+    """Sampler name from refineloop.samplers (`--scheduler`); empty keeps the model's own."""
 
     def batch_key(self) -> tuple[object, ...]:
         """Requests with equal keys can share one batched call: they may differ only in prompt, negative prompt,
-        seeds and init image, while a pipeline call takes one mode, size, step count, guidance and strength."""
+        seeds and init image, while a pipeline call takes one mode, size, step count, guidance, strength and
+        sampler."""
         mode = "txt2img" if self.init_image is None else "img2img"
-        return (mode, self.width, self.height, self.steps, self.guidance, self.strength)
+        return (mode, self.width, self.height, self.steps, self.guidance, self.strength, self.scheduler)
 
 
 def check_one_batch(requests: Sequence[ImageRequest]) -> None:

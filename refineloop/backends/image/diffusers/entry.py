@@ -41,4 +41,5 @@ DIFFUSERS_BACKEND = Backend(
     check=_check,
     load=_load,
     loras=True,
+    samplers=True,
 )

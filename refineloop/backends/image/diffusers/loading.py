@@ -10,8 +10,8 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from refineloop.backends.image.diffusers.log_filters import quiet_torchvision_fallback
-from refineloop.backends.image.diffusers.loras import find_lora, load_loras
+from refineloop.backends.image.diffusers.log_filters import quiet_library_output, quiet_torchvision_fallback
+from refineloop.backends.image.diffusers.loras import find_lora, load_loras, lora_weight_file
 from refineloop.backends.image.diffusers.messages import one_line
 from refineloop.backends.image.diffusers.model import DiffusersImageModel
 from refineloop.backends.image.diffusers.placement import Placement, plan_placement
@@ -56,6 +56,8 @@ def load_diffusers(
     found = [find_lora(lora) for lora in loras]
 
     quiet_torchvision_fallback()
+    if not progress:
+        quiet_library_output()
     import torch
 
     kwargs: dict[str, Any] = {"dtype": getattr(torch, plan.dtype), **_pipeline_kwargs(index)}
@@ -76,6 +78,9 @@ def load_diffusers(
     load_loras(pipe, found, shown)
     _apply(pipe, plan)
     model = DiffusersImageModel(pipe, name=shown, placement=plan, progress=progress)
+    where = source.folder or (cached_snapshot(source.repo_id) if source.repo_id else None)
+    model.weights_path = str(where) if where else None
+    model.lora_files = [(lora.source, lora.scale, lora_weight_file(lora)) for lora in found]
     log.info("%s on %s", shown, model.placement)
     return model
 

@@ -72,3 +72,17 @@ def quiet_torchvision_fallback() -> None:
     target = logging.getLogger("transformers.utils.import_utils")
     if not any(isinstance(f, _DropTorchvisionFallback) for f in target.filters):
         target.addFilter(_DropTorchvisionFallback())
+
+
+def quiet_library_output() -> None:
+    """Turn off the console output diffusers, transformers and huggingface_hub print by themselves: their
+    default log handlers and their progress bars (loading, downloading). Their log records still reach any
+    handler a caller installs (a run keeps them in its trace: refineloop.apps.library_logs)."""
+    import diffusers.utils.logging as diffusers_logging
+    import transformers.utils.logging as transformers_logging
+    from huggingface_hub.utils import disable_progress_bars  # type: ignore[attr-defined]
+
+    for library in (diffusers_logging, transformers_logging):
+        library.disable_default_handler()
+        library.disable_progress_bar()
+    disable_progress_bars()

@@ -67,6 +67,18 @@ def load_loras(pipe: Any, loras: Sequence[LoraSource], shown: str) -> None:
     log.info("%s: LoRAs %s", shown, ", ".join(f"{lora.source}={lora.scale:g}" for lora in loras))
 
 
+def lora_weight_file(lora: LoraSource) -> str | None:
+    """The weight file a found LoRA loads from, where it is on this machine (for its hash); None otherwise."""
+    folder = Path(lora.target)
+    if not folder.is_dir():
+        return None
+    named = lora.kwargs.get("weight_name")
+    if named:
+        return str(folder / named) if (folder / named).is_file() else None
+    files = sorted(folder.glob("*.safetensors"))
+    return str(files[0]) if len(files) == 1 else None
+
+
 def _lora_target(source: str) -> tuple[str, dict[str, Any]]:
     """What `load_lora_weights` gets for a LoRA file, folder or hub id, failing fast offline."""
     raw = source.removeprefix("hf:")

@@ -20,9 +20,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from refineloop.backends.image.diffusers.log_filters import TOKENIZER_LOGGER, DropBenignTruncation, filtered
 from refineloop.backends.image.diffusers.placement import Placement, short_dtype
+from refineloop.backends.image.diffusers.schedulers import build_scheduler, sampler_words
 from refineloop.backends.image.diffusers.traits import call_params, param_default, prompt_style, prompt_tokenizer
 from refineloop.backends.image.protocol import ImageRequest, ImageTraits, check_one_batch
 from refineloop.errors import ModelError
+from refineloop.progress_events import DenoiseSteps, listening
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -52,7 +54,13 @@ class DiffusersImageModel:
         self._plan = placement or Placement("cpu", "float32", "none", "cpu (float32): placed by caller")
         self.placement = self._plan.reason
         self._progress = progress
+        self.weights_path: str | None = None
+        """The folder (or file) holding the weights, for the model hash in the images' metadata."""
+        self.lora_files: list[tuple[str, float, str | None]] = []
+        """Each LoRA as (how it was named, scale, its weight file when found locally), for the LoRA hashes."""
         self._quiet_progress(pipe)
+        self._own_scheduler = getattr(pipe, "scheduler", None)
+        self._schedulers: dict[str, Any] = {}
         self.img2img_pipe, strength = self._make_img2img()
         tok, budget, longer = prompt_tokenizer(pipe)
         # A fast tokenizer must not be used by two threads at once ("Already borrowed"): counting tokens gets
@@ -176,12 +184,20 @@ class DiffusersImageModel:
         import torch
 
         pipe = self._pipe_for(requests[0])
+        wanted = self._scheduler(requests[0].scheduler)
+        if wanted is not None and getattr(pipe, "scheduler", None) is not wanted:
+            pipe.scheduler = wanted
         kwargs = self._call_kwargs(requests, pipe)
         seeds = [int(seed) for request in requests for seed in request.seeds]
         # One generator per image: image k depends only on seeds[k], alone or in a batch.
         gen_device = "cpu" if self._plan.device == "mps" else self._plan.device
         kwargs["generator"] = [torch.Generator(gen_device).manual_seed(s) for s in seeds]
-        images = list(pipe(**kwargs).images)
+        steps = self._step_reporter(pipe, kwargs)
+        try:
+            images = list(pipe(**kwargs).images)
+        finally:
+            if steps is not None:
+                steps.end()
         if len(images) != len(seeds):
             got = len(images)
             raise ModelError(f"{self.name} returned {got} images for {len(seeds)} seeds; report this model")
@@ -190,6 +206,41 @@ class DiffusersImageModel:
             drawn.append(images[: len(request.seeds)])
             images = images[len(request.seeds) :]
         return drawn
+
+    def _step_reporter(self, pipe: Any, kwargs: dict[str, Any]) -> DenoiseSteps | None:
+        """Report each denoising step through refineloop.progress_events, where someone listens and the pipeline
+        takes a step callback (`callback_on_step_end`); None otherwise."""
+        if not listening() or "callback_on_step_end" not in call_params(pipe.__call__):
+            return None
+        planned = kwargs.get("num_inference_steps") or param_default(call_params(pipe.__call__), "num_inference_steps")
+        steps = DenoiseSteps(planned if isinstance(planned, int) else None)
+
+        def on_step_end(pipeline: Any, index: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            steps.step(index + 1, steps_done(pipeline, None))
+            return tensors
+
+        kwargs["callback_on_step_end"] = on_step_end
+        return steps
+
+    def check_scheduler(self, name: str) -> None:
+        """Refuse (one line) a `--scheduler` this pipeline cannot take, before any image is drawn."""
+        if name:
+            self._scheduler(name)
+
+    def sampler_words(self, name: str) -> tuple[str, str]:
+        """A1111's (`Sampler`, `Schedule type`) words for the images drawn with `--scheduler name` ("" keeps the
+        model's own scheduler), for their metadata."""
+        return sampler_words(self._scheduler(name))
+
+    def _scheduler(self, name: str) -> Any:
+        """The model's own scheduler ("" ), or sampler `name` built once from its config."""
+        if not name:
+            return self._own_scheduler
+        if self._own_scheduler is None:
+            raise ModelError(f"--scheduler {name}: {self.name} has no scheduler to replace: drop --scheduler")
+        if name not in self._schedulers:
+            self._schedulers[name] = build_scheduler(self._own_scheduler, name, self.name)
+        return self._schedulers[name]
 
     def _call_kwargs(self, requests: Sequence[ImageRequest], pipe: Any) -> dict[str, Any]:
         """The pipeline call's arguments but the generators, given only where the pipeline takes them."""
@@ -316,6 +367,12 @@ class DiffusersImageModel:
             f"{self.name} ran out of memory on {self._plan.device} making {count} image(s) at "
             f"{size}: use a smaller size or fewer images, --device cpu, or a smaller model"
         )
+
+
+def steps_done(pipe: Any, fallback: int | None = 0) -> int | None:
+    """How many denoising steps the pipeline's last call set out to take (its `num_timesteps`), else `fallback`."""
+    value = getattr(pipe, "num_timesteps", None)
+    return value if isinstance(value, int) and not isinstance(value, bool) else fallback
 
 
 def _is_oom(exc: BaseException) -> bool:
