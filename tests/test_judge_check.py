@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from refineloop.apps.judge_check import recommend
 from refineloop.cli.main import main
-from refineloop.judges.check import recommend
 from tests.conftest import images_in, refineloop
 
 ROWS = ("cold score repeats", "cold scores tie between images", "warm sample spread", "duel position flips")

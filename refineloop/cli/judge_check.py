@@ -81,8 +81,8 @@ def _check(args: argparse.Namespace, out: TextIO) -> int:
     from refineloop.settings import RunSettings
 
     validated(RunSettings(**given))  # a bad flag answers before any model loads
+    from refineloop.apps.judge_check import judge_check
     from refineloop.backends.model_cache import MODELS
-    from refineloop.judges.check import judge_check
     from refineloop.tasks import Task, resolve_task
 
     run_dir = None

@@ -16,6 +16,7 @@ from typing import Any
 
 from refineloop.judges.base import Judging
 from refineloop.judges.duel import duel
+from refineloop.judges.knobs import COLD
 from refineloop.judges.measure import add, count_audit, rates
 from refineloop.judges.score import look
 from refineloop.progress_events import critic_phase
@@ -38,13 +39,13 @@ def load_auditor(j: Judging) -> None:
 
 
 def audit_each(j: Judging, judged: list[Candidate]) -> list[Candidate]:
-    """The evaluate node's hook with --audit-every: each judged image gets the auditor's own cold score."""
+    """A round's images with --audit-every: each judged image gets the auditor's own cold score."""
     if not (j.settings.audit_model and j.settings.audit_every):
         return judged
-    auditor = j.models.judge_model(auditor_settings(j.settings), 0.0)
+    auditor = j.models.judge_model(auditor_settings(j.settings), COLD)
     scored: list[Candidate] = []
     for candidate in judged:
-        found = look(j, candidate, temperature=0.0, label="audit", runnable=auditor)
+        found = look(j, candidate, temperature=COLD, label="audit", runnable=auditor)
         scored.append({**candidate, "audit_score": None if found is None else found.score})
     return scored
 
@@ -61,7 +62,7 @@ def audit_run(j: Judging, best: Mapping[str, Any] | None) -> dict[str, Any] | No
         record.update(verdict="same image", note="the crowned image is the first one: nothing to compare")
         return record
     first = {**sidecars[1], "iteration": 1, "path": str(image_path(j.run_dir, 1))}
-    auditor = j.models.plain_judge(auditor_settings(j.settings), 0.0)
+    auditor = j.models.plain_judge(auditor_settings(j.settings), COLD)
     with critic_phase("audit", 2):
         met = duel(j, best, first, label="audit-duel", runnable=auditor, counted=False)
     if met is None:

@@ -21,19 +21,16 @@ from langchain_core.messages import HumanMessage
 
 from refineloop.backends.chat.invoke import build_messages, traced_invoke
 from refineloop.backends.chat.text_safety import clean_model_text
-from refineloop.backends.model_cache import ModelCache
-from refineloop.judges.base import WARM, Budget, Judging, pooled
+from refineloop.judges.base import Judging, pooled
+from refineloop.judges.knobs import COLD, PASS, sample_temperature
 from refineloop.judges.score import Look
 from refineloop.progress_events import critic_phase
 from refineloop.prompts import CHECKLIST_REMINDER, checklist_ask_text, checklist_writer_text
-from refineloop.settings import RunSettings
 from refineloop.state import Candidate, as_verdict
 from refineloop.tasks import MAX_CHECKLIST, MAX_ITEM, MAX_WEIGHT, Task
 
 LEAST = 4
 """Fewest questions a checklist has: the critic's are filled up from the task's criteria when it writes fewer."""
-PASS = 0.5
-"""A question counts as met when the chance of yes is at least this."""
 
 _QUESTION = re.compile(r"^\W*QUESTION\s*:\s*(.+?)\s*(?:\|\s*WEIGHT\s*:\s*(\d+(?:\.\d+)?))?\s*$", re.I | re.M)
 _ANSWER = re.compile(r"^\W*Q?\s*(\d{1,2})\s*[:.)\-]\s*\**\s*(yes|no)\b", re.I | re.M)
@@ -55,24 +52,17 @@ def with_questions(task: Task, records: list[dict[str, Any]]) -> Task:
     return dataclasses.replace(task, checklist=tuple((r["question"], float(r["weight"])) for r in records))
 
 
-def prepare_checklist(
-    models: ModelCache,
-    settings: RunSettings,
-    task: Task,
-    state: Mapping[str, Any],
-    run_dir: str,
-    budget: Budget,
-) -> tuple[Task, list[dict[str, Any]] | None]:
-    """The evaluate node's hook. With --judge checklist the task it judges against carries the run's questions:
+def prepare_checklist(j: Judging, state: Mapping[str, Any]) -> tuple[Task, list[dict[str, Any]] | None]:
+    """A round's first step. With --judge checklist the task it judges against carries the run's questions:
     the state's (as a reviewer left them), else the task file's, else questions the critic writes now. The second
     value is what the state should keep from now on (None when it already has it)."""
-    if settings.judge != "checklist":
+    task = j.task
+    if j.settings.judge != "checklist":
         return task, None
     if state.get("checklist"):
         return with_questions(task, state["checklist"]), None
     if task.checklist:
         return task, as_records(questions_of(task))
-    j = Judging(models, settings, task, run_dir, budget)
     written = write_checklist(j, iteration=int(state.get("iteration") or 0))
     return with_questions(task, written), written
 
@@ -97,13 +87,13 @@ def _written_questions(j: Judging, iteration: int) -> list[tuple[str, float]]:
     """The questions the critic writes for the goal (cold, thinking off)."""
     system, user = checklist_writer_text(j.task, LEAST, MAX_CHECKLIST)
     reply, _ = traced_invoke(
-        j.models.plain_judge(j.settings, 0.0),
+        j.models.plain_judge(j.settings, COLD),
         build_messages(system, user),
         run_dir=j.run_dir,
         role="checklist-write",
         iteration=iteration,
         image_path=None,
-        temperature=0.0,
+        temperature=COLD,
         settings=j.settings,
     )
     return parse_questions(str(getattr(reply, "content", reply)))
@@ -254,10 +244,10 @@ def unmet_questions(chances: list[float], questions: list[tuple[str, float]]) ->
 
 
 def checklist_score(j: Judging, candidate: Candidate, samples: int) -> Candidate:
-    """The evaluate node's scorer under --judge checklist: `samples` looks (warm when more than one), the chances
+    """The round's scorer under --judge checklist: `samples` looks (warm when more than one), the chances
     of yes averaged per question; the record keeps every look's score in `samples`, as the 1-10 scorer does."""
     questions = questions_of(j.task)
-    temperature = WARM if j.settings.judge_samples > 1 else 0.0
+    temperature = sample_temperature(j.settings.judge_samples)
     looks = [
         found
         for _ in range(samples)

@@ -13,15 +13,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from refineloop.judges.base import WARM, Judging
+from refineloop.judges.base import Judging
 from refineloop.judges.duel import duel
+from refineloop.judges.knobs import DUEL_WINS, WARM
 from refineloop.judges.measure import count_done
 from refineloop.judges.samples import fresh_look
 from refineloop.progress_events import critic_phase
 from refineloop.state import Candidate
-
-DUEL_WINS = 1
-"""Orders of the duel with the best that a DONE image must win for its DONE to stand."""
 
 
 def could_stop(chosen: Mapping[str, Any], best: Mapping[str, Any] | None) -> bool:
@@ -32,7 +30,7 @@ def could_stop(chosen: Mapping[str, Any], best: Mapping[str, Any] | None) -> boo
 
 
 def confirm_done(j: Judging, chosen: Candidate, best: Mapping[str, Any] | None) -> Candidate:
-    """The evaluate node's hook: `chosen` as it goes to acceptance, its DONE upheld or turned into CONTINUE."""
+    """A round's last look: `chosen` as it goes to acceptance, its DONE upheld or turned into CONTINUE."""
     if not j.settings.confirm_done or not could_stop(chosen, best):
         return chosen
     duels = bool(best and best.get("iteration") != chosen["iteration"] and best.get("score") is not None)

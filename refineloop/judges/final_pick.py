@@ -18,10 +18,10 @@ import statistics
 from collections.abc import Mapping
 from typing import Any
 
-from refineloop.judges.base import WARM, Judging
-from refineloop.judges.duel import duel
+from refineloop.judges.base import Judging
+from refineloop.judges.duel import Duel, duel
+from refineloop.judges.knobs import WARM
 from refineloop.judges.measure import count_samples
-from refineloop.judges.outcomes import Duel
 from refineloop.judges.samples import fresh_look
 from refineloop.knob_shapes import MAX_FINAL_PICK
 from refineloop.progress_events import critic_phase

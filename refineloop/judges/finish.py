@@ -10,7 +10,7 @@ from langchain_core.runnables import RunnableConfig
 from refineloop.backends.model_cache import models_for
 from refineloop.budgets import critic_calls_left
 from refineloop.judges.audit import audit_run
-from refineloop.judges.base import Calls, Judging
+from refineloop.judges.base import Budget, Judging
 from refineloop.judges.checklist import with_questions
 from refineloop.judges.final_pick import final_pick, winner_record
 from refineloop.settings import RunSettings
@@ -32,7 +32,7 @@ def finish(state: dict[str, Any], config: RunnableConfig | None) -> dict[str, An
     task = Task.from_dict(state["task"])
     if state.get("checklist"):
         task = with_questions(task, state["checklist"])
-    j = Judging(models_for(config), settings, task, state["run_dir"], Calls(critic_calls_left(state, settings)))
+    j = Judging(models_for(config), settings, task, state["run_dir"], Budget(critic_calls_left(state, settings)))
     update: dict[str, Any] = {}
     if settings.final_pick >= 2:
         pick = final_pick(j, best)

@@ -1,7 +1,8 @@
 """How far a critic can be trusted, in numbers: counted in passing during a run, and on purpose by judge-check.
 
-A run adds counters to its state's `judge_stats` (a reducer sums them); `judge-check` makes the same counters
-on purpose. Both print them through `measure_rows`, so a run's summary.txt and the check's table read alike:
+A run adds counters to its state's `judge_stats` (a reducer sums them; a duel's come from
+`refineloop.judges.duel.count_duel`); `judge-check` makes the same counters on purpose. Both print them through
+`measure_rows`, so a run's summary.txt and the check's table read alike:
 
 - cold score repeats: the same image judged twice at temperature 0, the same score both times;
 - cold scores tie (judge-check): pairs of different images given the same cold score (a squeezed scale);
@@ -18,20 +19,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from refineloop.judges.outcomes import Duel
-
-
-def count_duel(duel: Duel, score_a: float | None, score_b: float | None) -> dict[str, float]:
-    """The counters one duel adds."""
-    counters: dict[str, float] = {"duels": 1, "orders": len(duel.winners), "ties": duel.ties}
-    counters["flips"] = int(duel.flipped)
-    if duel.winner is not None and score_a is not None and score_b is not None and score_a != score_b:
-        higher = duel.a if score_a > score_b else duel.b
-        counters.update(agree_pairs=1, agree=int(duel.winner == higher))
-    return counters
+from typing import Any
 
 
 def count_samples(scores: Sequence[float]) -> dict[str, float]:

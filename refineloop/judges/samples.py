@@ -1,4 +1,5 @@
-"""A fresh look at an image with the run's own judge: the 1-10 scorer, or the checklist."""
+"""The run's own judge on one image, whichever it is (the 1-10 scorer, or the checklist): a round's samples folded
+into the image's record, or one fresh look for a second opinion."""
 
 from __future__ import annotations
 
@@ -6,8 +7,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from refineloop.judges.base import Judging
-from refineloop.judges.checklist import ask_checklist, questions_of
-from refineloop.judges.score import Look, look
+from refineloop.judges.checklist import ask_checklist, checklist_score, questions_of
+from refineloop.judges.score import Look, look, score_samples
+from refineloop.state import Candidate
+
+
+def score_image(j: Judging, candidate: Candidate, samples: int) -> Candidate:
+    """Judge an image `samples` times and fold the answers into its record (mean score, every sample)."""
+    if j.settings.judge == "checklist":  # weighted yes/no questions instead of a 1-10 score
+        return checklist_score(j, candidate, samples)
+    return score_samples(j, candidate, samples)
 
 
 def fresh_look(j: Judging, candidate: Mapping[str, Any], *, temperature: float, label: str) -> Look | None:

@@ -1,23 +1,27 @@
 """One reading of the 1-10 judge: the building block of extra samples, second looks and the final pick.
 
-`ask_judge` is the one loop that asks it (format reminder, budget, tracing); the evaluate node folds its
-verdicts into samples, and the judging steps outside that node read them as `Look`s.
+`ask_judge` is the one loop that asks it (format reminder, budget, tracing); `score_samples` folds a round's
+samples of one image into its record, and the other judging steps read single readings as `Look`s.
 """
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_core.messages import HumanMessage
 
+from refineloop.backends.chat.fan_out import run_all
 from refineloop.backends.chat.invoke import build_messages, traced_invoke
 from refineloop.backends.chat.replies import JudgeReply
-from refineloop.judges.base import Budget, Judging
+from refineloop.judges.base import Budget, Judging, pooled
+from refineloop.judges.knobs import COLD, sample_temperature
 from refineloop.judges.verdicts import Verdict, from_structured, parse_judge_text
 from refineloop.prompts import JUDGE_REMINDER, judge_messages_text
 from refineloop.settings import RunSettings
+from refineloop.state import Candidate
 from refineloop.tasks import Task
 
 
@@ -55,7 +59,7 @@ def ask_judge(
     run_dir: str,
     budget: Budget,
     label: str = "judge",
-    temperature: float = 0.0,
+    temperature: float = COLD,
 ) -> Verdict | None:
     """Ask the judge prompt of one image up to `judge_attempts` times (the first retry adds a format reminder;
     the image stays in the first message); None when no reply parsed or the budget ran out. Every reading of
@@ -95,3 +99,36 @@ def look(
     if verdict is None:
         return None
     return Look(float(verdict.score), verdict.verdict, verdict.critique, verdict.next_idea)
+
+
+def score_samples(j: Judging, candidate: Candidate, samples: int) -> Candidate:
+    """The 1-10 judge's `samples` readings of an image (warm when the run averages several), folded into its
+    record: every sample kept in `samples`, their mean as `score`, the majority's verdict."""
+    temperature = sample_temperature(j.settings.judge_samples)
+    judge = j.models.judge_model(j.settings, temperature)
+
+    def sample() -> Verdict | None:
+        return ask_judge(
+            judge, j.task, candidate, settings=j.settings, run_dir=j.run_dir, budget=j.budget, temperature=temperature
+        )
+
+    limit = j.at_once(samples * j.settings.judge_attempts)
+    # Warm samples of one image are alike until answered: sorted, their fold does not depend on which came first.
+    answers = [v for v in run_all([sample] * samples, limit) if v is not None]
+    verdicts = sorted(answers, key=lambda v: (v.score, v.verdict, v.critique, v.next_idea)) if limit > 1 else answers
+    record: Candidate = {**candidate}
+    scores = pooled(candidate.get("samples", []), [v.score for v in verdicts])
+    if not scores:
+        unread: Candidate = {"score": None, "verdict": "unknown", "next_idea": ""}
+        return {**record, **unread, "critique": "the judge's replies could not be read"}
+    record["samples"] = scores
+    record["score"] = round(statistics.fmean(scores), 2) if len(scores) > 1 else scores[0]
+    if verdicts:
+        done = sum(v.verdict == "DONE" for v in verdicts) * 2 > len(verdicts)
+        said: Candidate = {
+            "verdict": "DONE" if done else "CONTINUE",
+            "critique": verdicts[0].critique,
+            "next_idea": next((v.next_idea for v in verdicts if v.next_idea), ""),
+        }
+        record.update(said)
+    return record

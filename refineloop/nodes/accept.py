@@ -4,7 +4,7 @@ Each applies its strategy's rule (refineloop.acceptance) to the judged candidate
 misses, failed ideas, the decision, the idea the next round starts from, a history entry and the image's
 sidecar. best does not depend on what the strategy
 adopts; it is what the judge calls best (the README's best.png): with `--judge score` the highest-scored
-image, the earliest on a tie (re-scores included: see `refineloop.nodes.evaluate`); with `--judge pairwise`
+image, the earliest on a tie (re-scores included: see `refineloop.judges.rescore`); with `--judge pairwise`
 the image that beat the best in both orders of a duel, or by a strictly higher score where no duel with the
 best was held. Whatever it names is what best.png, summary.txt and report.html show.
 """

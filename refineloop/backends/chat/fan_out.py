@@ -32,13 +32,14 @@ def run_all(calls: Sequence[Callable[[], T]], limit: int) -> list[T]:
     if limit <= 1 or len(calls) <= 1 or _INSIDE.get():
         return [call() for call in calls]
     with ThreadPoolExecutor(max_workers=min(limit, len(calls)), thread_name_prefix="refineloop-critic") as pool:
-        futures = [pool.submit(_inside, call) for call in calls]
+        # A copy of the caller's context per call, taken here in the caller's thread (a worker's own context is
+        # empty), and one each: a context cannot be entered by two threads at once.
+        futures = [pool.submit(contextvars.copy_context().run, _inside, call) for call in calls]
         for future in futures:
             future.exception()  # wait for every call before looking at any failure
     return [future.result() for future in futures]
 
 
 def _inside(call: Callable[[], T]) -> T:
-    context = contextvars.copy_context()
-    context.run(_INSIDE.set, True)
-    return context.run(call)
+    _INSIDE.set(True)  # inside the call's own context copy: the caller's stays as it was
+    return call()
