@@ -31,7 +31,7 @@ from langchain_core.messages import AIMessage  # noqa: E402
 from langchain_core.outputs import ChatGeneration, ChatResult  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from refineloop.backends.chat.invoke import build_messages  # noqa: E402
+from refineloop.backends.chat.invoke import build_messages, call_kind  # noqa: E402
 from refineloop.backends.image.protocol import ImageRequest, ImageTraits  # noqa: E402
 from refineloop.backends.model_cache import ModelCache  # noqa: E402
 from refineloop.cli.run_commands import start_run  # noqa: E402
@@ -188,17 +188,17 @@ class TalkingCritic(BaseChatModel):
         return "talking"
 
     def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kwargs: Any) -> ChatResult:
-        system = "\n".join(str(m.content) for m in messages if m.type == "system")
         self.calls += 1
-        if "WINNER:" in system:
+        kind = call_kind(run_manager)  # what refineloop asks, from the call's metadata
+        if kind == "compare":
             text = f"WINNER: {'AB'[self.calls % 2]}\nWHY: it shows more heat."
-        elif "SCORE:" in system:
+        elif kind == "judge":
             text = f"SCORE: {SCORES[self.calls % len(SCORES)]}\nCRITIQUE: {CRITIQUE}\nCONTINUE: {IDEA}"
-        elif "QUESTION:" in system:
+        elif kind == "checklist-write":
             text = "\n".join(f"QUESTION: Does the image show heat in part {n}? | WEIGHT: {n}" for n in range(1, 6))
-        elif "Q1:" in system:
+        elif kind == "checklist":
             text = "\n".join(f"Q{n}: {'yes' if (self.calls + n) % 3 else 'no'}" for n in range(1, 6))
-        elif "IDEA:" in system:
+        elif kind == "propose":
             text = f"IDEA: {IDEA}, variation {self.calls}"
         else:
             text = IDEA

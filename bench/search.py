@@ -58,6 +58,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult  # noqa: E402
 from PIL import Image  # noqa: E402
 from pydantic import ConfigDict  # noqa: E402
 
+from refineloop.backends.chat.invoke import call_kind  # noqa: E402
 from refineloop.backends.image.protocol import ImageRequest, ImageTraits  # noqa: E402
 from refineloop.backends.model_cache import ModelCache  # noqa: E402
 from refineloop.graph import build_graph  # noqa: E402
@@ -238,13 +239,14 @@ class SimCritic(BaseChatModel):
             if isinstance(b, dict) and b.get("base64")
         ]
         metadata: dict[str, Any] = {}
-        if "WINNER:" in system:
+        kind = call_kind(run_manager)  # what refineloop asks, from the call's metadata
+        if kind == "compare":
             text = self._duel(images)
-        elif "SCORE:" in system:
+        elif kind == "judge":
             text = self._judge(images[0])
-        elif "QUESTION:" in system:
+        elif kind == "checklist-write":
             text = "\n".join(f"QUESTION: Does the image reach level {t} of the goal? | WEIGHT: {w}" for t, w in LEVELS)
-        elif "Q1:" in system:
+        elif kind == "checklist":
             human = messages[-1].content
             human = (
                 " ".join(b.get("text", "") for b in human if isinstance(b, dict)) if isinstance(human, list) else human

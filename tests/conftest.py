@@ -18,7 +18,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
-from refineloop.backends.chat.invoke import message_text
+from refineloop.backends.chat.invoke import call_kind, message_text
 from refineloop.backends.demo.sketch import SketchImageModel
 from refineloop.backends.model_cache import ModelCache
 from refineloop.settings import RunSettings
@@ -75,19 +75,7 @@ class ScriptedCritic(BaseChatModel):
             isinstance(m.content, list) and any(b.get("type") == "image" for b in m.content if isinstance(b, dict))
             for m in messages
         )
-        role = (
-            "compare"
-            if "WINNER:" in system
-            else "judge"
-            if "SCORE:" in system
-            else "checklist-write"
-            if "QUESTION:" in system
-            else "checklist"
-            if "Q1:" in system
-            else "propose"
-            if "IDEA:" in system
-            else "summarize"
-        )
+        role = call_kind(run_manager)  # what refineloop asks, as every critic call says in its metadata
         call = {"role": role, "system": system, "temperature": self.temperature_value(), "image": has_image}
         call["messages"] = len(messages)
         call["user"] = message_text(messages[-1])

@@ -137,6 +137,7 @@ def ask_checklist(
             messages,
             run_dir=j.run_dir,
             role=f"{label}#{attempt + 1}",
+            kind="checklist",
             iteration=candidate["iteration"],
             image_path=candidate["path"],
             temperature=temperature,

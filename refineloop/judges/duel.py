@@ -81,6 +81,7 @@ def duel(
             build_messages(system, user, first["path"], second["path"]),
             run_dir=j.run_dir,
             role=label,
+            kind="compare",
             iteration=iteration,
             image_path=[first["path"], second["path"]],
             temperature=COLD,

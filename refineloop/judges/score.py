@@ -74,6 +74,7 @@ def ask_judge(
             messages,
             run_dir=run_dir,
             role=f"{label}#{attempt + 1}",
+            kind="judge",
             iteration=candidate["iteration"],
             image_path=candidate["path"],
             temperature=temperature,

@@ -60,6 +60,17 @@ POLL_SECONDS = 0.1
 CALL_TIMEOUT: contextvars.ContextVar[float | None] = contextvars.ContextVar("refineloop_call_timeout", default=None)
 """Seconds the critic call running in this context may take; set only inside the worker thread of a call."""
 
+#: The metadata key of every critic call that says what it asks: judge, compare, checklist, checklist-write,
+#: propose, summarize, writer, router.
+CALL_KIND = "refineloop_call"
+
+
+def call_kind(run_manager: Any) -> str:
+    """What a call asks, as a chat model's `_generate` reads it from its run manager ("" for a call made outside
+    refineloop's critic calls)."""
+    metadata = getattr(run_manager, "metadata", None) or {}
+    return str(metadata.get(CALL_KIND, ""))
+
 
 class CriticTimeout(TimeoutError):
     """A critic call took longer than its timeout (a transport failure, so it is retried)."""
@@ -129,11 +140,16 @@ def traced_invoke(
     image_path: str | list[str] | None,
     temperature: float | None,
     settings: RunSettings,
+    kind: str = "",
 ) -> tuple[Any, float]:
     """Invoke a chat model (or a structured-output runnable) within the run's critic limits, log the call to
-    trace.jsonl, and return its cleaned reply and the seconds the answered call took (see the module notes)."""
+    trace.jsonl, and return its cleaned reply and the seconds the answered call took (see the module notes).
+
+    `role` names the call in the trace (`final-pick#2`); `kind` says what is asked, whatever the phase (`judge`,
+    `compare`, `checklist`; by default the role's own name), and rides in the call's metadata as `CALL_KIND`,
+    where a chat model written in Python (a test fake, a custom backend) reads it instead of guessing."""
     reply, seconds, attempts = bounded_invoke(
-        runnable, messages, run_dir=run_dir, role=role, iteration=iteration, settings=settings
+        runnable, messages, run_dir=run_dir, role=role, iteration=iteration, settings=settings, kind=kind
     )
     raw = reply.get("raw") if isinstance(reply, dict) else reply
     append_trace(
@@ -158,7 +174,14 @@ def traced_invoke(
 
 
 def bounded_invoke(
-    runnable: Any, messages: list[BaseMessage], *, run_dir: str, role: str, iteration: int, settings: RunSettings
+    runnable: Any,
+    messages: list[BaseMessage],
+    *,
+    run_dir: str,
+    role: str,
+    iteration: int,
+    settings: RunSettings,
+    kind: str = "",
 ) -> tuple[Any, float, int]:
     """`runnable.invoke(messages)` within `critic_timeout`, transport errors retried `critic_retries` times with
     backoff (each retry traced), abandoned on a drain; returns the cleaned reply, the seconds the answered call
@@ -171,7 +194,7 @@ def bounded_invoke(
         attempt += 1
         started = time.perf_counter()
         try:
-            reply = _call_within(runnable, messages, timeout, drain)
+            reply = _call_within(runnable, messages, timeout, drain, kind or role.split("#")[0])
             break
         except Exception as exc:
             if _is_drain(exc):
@@ -196,7 +219,9 @@ def bounded_invoke(
     return clean_reply(reply), time.perf_counter() - started, attempt
 
 
-def _call_within(runnable: Any, messages: list[BaseMessage], timeout: float, drain: Callable[[], str | None]) -> Any:
+def _call_within(
+    runnable: Any, messages: list[BaseMessage], timeout: float, drain: Callable[[], str | None], kind: str
+) -> Any:
     """`runnable.invoke(messages)` in a worker thread; CriticTimeout past `timeout`, GraphDrained on a drain."""
     _raise_if_drained(drain)
     outcome: dict[str, Any] = {}
@@ -207,7 +232,7 @@ def _call_within(runnable: Any, messages: list[BaseMessage], timeout: float, dra
     def work() -> None:
         CALL_TIMEOUT.set(timeout)
         try:
-            outcome["reply"] = runnable.invoke(messages)
+            outcome["reply"] = runnable.invoke(messages, config={"metadata": {CALL_KIND: kind}})
         except BaseException as exc:  # handed to the waiting thread, which raises it
             outcome["error"] = exc
         finally:

@@ -29,7 +29,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from PIL import Image
 from pydantic import PrivateAttr
 
-from refineloop.backends.chat.invoke import message_text
+from refineloop.backends.chat.invoke import call_kind, message_text
 
 _CALLS_LOCK = threading.Lock()
 
@@ -83,6 +83,15 @@ def _failed(system: str) -> list[str]:
     return [line[2:].strip() for line in match.group(1).splitlines()] if match else []
 
 
+def _kind_from_words(system: str) -> str:
+    """What a call made outside refineloop's critic calls asks (someone invoking the critic by hand), read from
+    the answer format its instructions ask for; refineloop's own calls say it in their metadata."""
+    for marker, kind in (("WINNER:", "compare"), ("SCORE:", "judge"), ("QUESTION:", "checklist-write")):
+        if marker in system:
+            return kind
+    return "checklist" if "Q1:" in system else "propose" if "IDEA:" in system else "summarize"
+
+
 class DemoCritic(BaseChatModel):
     """Heuristic judge, proposer and summarizer for the offline demo and tests."""
 
@@ -114,15 +123,16 @@ class DemoCritic(BaseChatModel):
         humans = [m for m in messages if m.type == "human"]
         # A retry appends a reminder after the message that carries the image, so look back for it.
         png = next((img for m in reversed(humans) if (img := _image_of(m)) is not None), None)
-        if "WINNER:" in system:
+        kind = call_kind(run_manager) or _kind_from_words(system)
+        if kind == "compare":
             text = self._compare([img for m in humans for img in _images_of(m)])
-        elif "SCORE:" in system:
+        elif kind == "judge":
             text = self._judge(system, png)
-        elif "QUESTION:" in system:
+        elif kind == "checklist-write":
             text = self._write_checklist(system)
-        elif "Q1:" in system:
+        elif kind == "checklist":
             return self._answer_checklist(message_text(humans[0]), png)
-        elif "IDEA:" in system:
+        elif kind == "propose":
             text = self._propose(system, message_text(humans[0]), png)
         else:
             text = self._summarize(system, message_text(humans[-1]))
