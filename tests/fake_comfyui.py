@@ -134,7 +134,9 @@ class FakeComfyUI:
         self.send(client, "executing", {"node": sampler, "prompt_id": prompt_id})
         steps = 4
         for step in range(steps):
-            time.sleep(self.delay / steps)
+            until = time.monotonic() + self.delay / steps
+            while time.monotonic() < until and not self.interrupted and not self.stopped:
+                time.sleep(0.01)
             if self.interrupted:
                 self.finish(prompt_id, client, "error", [["execution_interrupted", {"prompt_id": prompt_id}]])
                 self.send(client, "execution_interrupted", {"prompt_id": prompt_id, "node_id": sampler})
@@ -345,7 +347,10 @@ def fake_comfyui() -> Iterator[tuple[FakeComfyUI, str]]:
     handler = type("BoundHandler", (Handler,), {"fake": fake})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
-    threads = [threading.Thread(target=server.serve_forever, daemon=True), threading.Thread(target=fake.work, daemon=True)]
+    threads = [
+        threading.Thread(target=server.serve_forever, daemon=True),
+        threading.Thread(target=fake.work, daemon=True),
+    ]
     for thread in threads:
         thread.start()
     try:
