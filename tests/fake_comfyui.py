@@ -22,7 +22,7 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -183,10 +183,8 @@ class FakeComfyUI:
         with self.lock:
             connections = list(self.sockets.get(client, []))
         for conn in connections:
-            try:
+            with suppress(OSError):
                 conn.sendall(_frame(payload))
-            except OSError:
-                pass
 
     def attach(self, client: str, conn: socket.socket) -> None:
         with self.lock:
@@ -334,10 +332,8 @@ def _frame(payload: bytes) -> bytes:
 
 
 def _close(conn: socket.socket) -> None:
-    try:
+    with suppress(OSError):
         conn.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
 
 
 @contextmanager

@@ -108,12 +108,17 @@ def error_text(body: bytes) -> str:
     except ValueError:
         return body.decode("utf-8", "replace")
     if isinstance(data, dict):
+        # A1111 answers a crash with {"error": <type>, "detail", "body", "errors": <message>}; FastAPI a 422
+        # with {"detail": [...]}; ComfyUI with {"error": {"message": ...}}.
+        parts = []
         for key in ("error", "detail", "errors", "message"):
             value = data.get(key)
             if isinstance(value, dict):
                 value = value.get("message") or value
             if value:
-                return value if isinstance(value, str) else json.dumps(value)
+                parts.append(value if isinstance(value, str) else json.dumps(value))
+        if parts:
+            return ": ".join(parts)
     return json.dumps(data)
 
 
