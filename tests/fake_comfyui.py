@@ -42,7 +42,7 @@ KNOWN = {
     "SaveImage",
     "PreviewImage",
 }
-_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC11B85"
+_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 class FakeComfyUI:
@@ -312,22 +312,38 @@ class Handler(BaseHTTPRequestHandler):
             return
         self.fake.attach(client, conn)
         self.close_connection = True
-        try:
-            while conn.recv(4096):  # the client's pings and its close; nothing to answer for this test server
-                pass
-        except OSError:
-            pass
+        with suppress(OSError, ConnectionError):
+            self.answer_frames(conn)
+
+    def answer_frames(self, conn: socket.socket) -> None:
+        """Read the client's frames (all masked): answer a ping with a pong and a close with a close."""
+        while True:
+            head = self.rfile.read(2)
+            if len(head) < 2:
+                return
+            opcode, size = head[0] & 0x0F, head[1] & 0x7F
+            if size == 126:
+                size = struct.unpack("!H", self.rfile.read(2))[0]
+            elif size == 127:
+                size = struct.unpack("!Q", self.rfile.read(8))[0]
+            mask = self.rfile.read(4)
+            payload = bytes(b ^ mask[i % 4] for i, b in enumerate(self.rfile.read(size)))
+            if opcode == 0x9:
+                conn.sendall(_frame(payload, 0x8A))
+            elif opcode == 0x8:
+                conn.sendall(_frame(payload[:2], 0x88))
+                return
 
 
-def _frame(payload: bytes) -> bytes:
-    """One unmasked text frame (server to client)."""
+def _frame(payload: bytes, first: int = 0x81) -> bytes:
+    """One unmasked frame from server to client (a final text frame unless `first` says otherwise)."""
     size = len(payload)
     if size < 126:
-        head = struct.pack("!BB", 0x81, size)
+        head = struct.pack("!BB", first, size)
     elif size < 65536:
-        head = struct.pack("!BBH", 0x81, 126, size)
+        head = struct.pack("!BBH", first, 126, size)
     else:
-        head = struct.pack("!BBQ", 0x81, 127, size)
+        head = struct.pack("!BBQ", first, 127, size)
     return head + payload
 
 

@@ -97,7 +97,7 @@ class ComfyClient:
         scheme = "wss" if address.scheme == "https" else "ws"
         target = f"{scheme}://{address.netloc}{address.path}/ws?clientId={self.client_id}"
         try:
-            return connect(target, open_timeout=SOCKET_OPEN_SECONDS, max_size=None, compression=None)
+            return connect(target, open_timeout=SOCKET_OPEN_SECONDS, close_timeout=1.0, max_size=None, compression=None)
         except (OSError, TimeoutError, ValueError, Exception):  # any failure to open only means: poll
             self.socket_drops += 1
             return None
