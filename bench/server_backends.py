@@ -19,9 +19,11 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,63 +58,129 @@ def bare_image(url: str, workflow: dict[str, object]) -> bytes:
     return data
 
 
-def per_image(fn: object, images: int, repeats: int) -> float:
-    """Median seconds per image over `repeats` calls of `fn`, each making `images` images."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()  # type: ignore[operator]
-        times.append((time.perf_counter() - start) / images)
-    return statistics.median(times)
+def serve_fake() -> None:
+    """Child process: run the fake ComfyUI, print its URL, and serve until stdin closes."""
+    _import_path()
+    from tests.fake_comfyui import fake_comfyui
+
+    with fake_comfyui() as (_, url):
+        print(url, flush=True)
+        sys.stdin.read()
 
 
-def touched_files() -> list[str]:
-    """Files changed since BASE_COMMIT outside the backends' own packages, tests and bench."""
-    names = subprocess.run(
-        ["git", "diff", "--name-only", BASE_COMMIT, "--", "refineloop", "pyproject.toml"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.split()
+def measure(fn: Callable[[], object], images: int) -> tuple[float, float]:
+    """(wall seconds, this process's CPU seconds) per image of one call of `fn` making `images` images."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return (time.perf_counter() - wall) / images, (time.process_time() - cpu) / images
+
+
+RUN_IMAGES = 12
+
+
+def whole_run(spec: str, url: str) -> float:
+    """Best of three: seconds per image of a whole `refineloop run` (the loop around the backend included)."""
+    import contextlib
+    import io
+
+    from refineloop.cli.main import main as cli
+
+    best = float("inf")
+    for _ in range(3):
+        out = Path(tempfile.mkdtemp()) / "run"
+        flags = ["--max-iterations", str(RUN_IMAGES), "--seed", "1", "--output-dir", str(out), "--final-pick", "0"]
+        started = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()):
+            cli(["run", "--image-model", spec, "--comfyui-url", url, "--strategy", "greedy", *flags])
+        best = min(best, (time.perf_counter() - started) / RUN_IMAGES)
+    return best
+
+
+def touched_files() -> tuple[list[str], list[str]]:
+    """(files that existed before and were edited, new files) since BASE_COMMIT, outside the backends' own
+    packages, tests, docs and bench."""
+
+    def names(*flags: str) -> list[str]:
+        return subprocess.run(
+            ["git", "diff", "--name-only", *flags, BASE_COMMIT, "--", "refineloop", "pyproject.toml"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.split()
+
     own = ("refineloop/backends/image/comfyui/", "refineloop/backends/image/a1111/")
-    return [name for name in names if not name.startswith(own)]
+    edited = [n for n in names("--diff-filter=M") if not n.startswith(own)]
+    added = [n for n in names("--diff-filter=A") if not n.startswith(own)]
+    return edited, added
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=30)
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=40)
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve:
+        serve_fake()
+        return
     _import_path()
+    from refineloop.backends.image.comfyui.client import ComfyClient
     from refineloop.backends.image.comfyui.entry import read_workflow
     from refineloop.backends.image.comfyui.model import ComfyImageModel
     from refineloop.backends.image.comfyui.workflow import Values, fill
     from refineloop.backends.image.protocol import ImageRequest
-    from tests.fake_comfyui import api_workflow, fake_comfyui
+    from tests.fake_comfyui import api_workflow
 
-    folder = Path(__import__("tempfile").mkdtemp())
-    path = folder / "workflow_api.json"
-    path.write_text(json.dumps(api_workflow()))
-    with fake_comfyui() as (_, url):
-        from refineloop.backends.image.comfyui.client import ComfyClient
-
+    # The fake runs in its own process, so this one's CPU time is the client's alone.
+    child = subprocess.Popen(
+        [sys.executable, __file__, "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        url = (child.stdout.readline() if child.stdout else "").strip()
+        path = Path(tempfile.mkdtemp()) / "workflow_api.json"
+        path.write_text(json.dumps(api_workflow()))
         _, text, workflow, places = read_workflow(f"comfyui:{path}")
         model = ComfyImageModel(path, text, workflow, places, ComfyClient(url))
-        request = ImageRequest(prompt="a hotdog on fire", negative_prompt="blur", seeds=(7,), width=64, height=64)
-        four = ImageRequest(prompt=request.prompt, negative_prompt="blur", seeds=(1, 2, 3, 4), width=64, height=64)
-        filled = fill(workflow, places, Values(request.prompt, "blur", 7, width=64, height=64))[0]
-        for _ in range(3):  # warm both paths (imports, first connections)
-            bare_image(url, filled)
-            model.generate(request)
-        bare = per_image(lambda: bare_image(url, filled), 1, args.repeats)
-        ours = per_image(lambda: model.generate(request), 1, args.repeats)
-        batched = per_image(lambda: model.generate(four), 4, max(3, args.repeats // 4))
-    print(f"bare ComfyUI protocol (queue, websocket, history, view), 64 px: {bare * 1000:.1f} ms per image")
-    print(f"refineloop ComfyImageModel.generate, one image a call:         {ours * 1000:.1f} ms per image")
-    print(f"refineloop adds per image:                                      {(ours - bare) * 1000:.1f} ms")
-    print(f"refineloop generate_many-style call of 4 candidates queued at once: {batched * 1000:.1f} ms per image")
-    files = touched_files()
-    print(f"files touched outside the server backends' packages: {len(files)}: {', '.join(files)}")
+        one = ImageRequest(prompt="a hotdog on fire", negative_prompt="blur", seeds=(7,), width=64, height=64)
+        four = ImageRequest(prompt=one.prompt, negative_prompt="blur", seeds=(1, 2, 3, 4), width=64, height=64)
+        filled = fill(workflow, places, Values(one.prompt, "blur", 7, width=64, height=64))[0]
+        rows: dict[str, list[tuple[float, float]]] = {"bare": [], "one": [], "four": []}
+        for round_number in range(args.repeats + 3):  # interleaved, so a busy moment hits all three alike
+            figures = {
+                "bare": measure(lambda: bare_image(url, filled), 1),
+                "one": measure(lambda: model.generate(one), 1),
+                "four": measure(lambda: model.generate(four), 4),
+            }
+            if round_number >= 3:  # the first rounds warm imports and connections
+                for key, value in figures.items():
+                    rows[key].append(value)
+        loop = {
+            name: whole_run(spec, url) for name, spec in (("sketch", "sketch:size=64"), ("comfyui", f"comfyui:{path}"))
+        }
+    finally:
+        if child.stdin:
+            child.stdin.close()
+        child.wait(timeout=10)
+    wall = {key: statistics.median(v[0] for v in values) * 1000 for key, values in rows.items()}
+    cpu = {key: statistics.median(v[1] for v in values) * 1000 for key, values in rows.items()}
+    print(f"fake ComfyUI in its own process, 64 px images, {args.repeats} interleaved rounds, medians per image:")
+    labels = {
+        "bare": "bare protocol script (queue, websocket, history, view)",
+        "one": "refineloop generate, one image a call",
+        "four": "refineloop generate, 4 candidates queued at once",
+    }
+    for key, label in labels.items():
+        print(f"  {label:<56} {wall[key]:6.1f} ms wall {cpu[key]:5.1f} ms CPU")
+    added_wall, added_cpu = wall["one"] - wall["bare"], cpu["one"] - cpu["bare"]
+    print(
+        f"  {'refineloop adds per image (one a call, over bare)':<56} {added_wall:6.1f} ms wall {added_cpu:5.1f} ms CPU"
+    )
+    print(f"whole runs through the CLI ({RUN_IMAGES} images, demo critic, best of 3), seconds per image:")
+    for name, seconds in loop.items():
+        print(f"  --image-model {name:<8} {seconds * 1000:6.1f} ms")
+    edited, added = touched_files()
+    print(f"existing files edited outside the backends' packages: {len(edited)}: {', '.join(edited)}")
+    print(f"new files outside them: {len(added)}: {', '.join(added)}")
 
 
 if __name__ == "__main__":

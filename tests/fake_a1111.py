@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -55,6 +56,12 @@ class FakeA1111:
 
 class Handler(BaseHTTPRequestHandler):
     fake: FakeA1111
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in two writes: without this, Nagle's algorithm and the client's delayed ACK
+        # hold the body back for up to 40 ms (a real server writes both at once).
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass

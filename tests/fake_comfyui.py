@@ -59,6 +59,9 @@ class FakeComfyUI:
         """Answer POST /prompt with an HTML page instead of JSON."""
         self.restart_at = 0
         """When the Nth prompt arrives, forget every queued and finished prompt and drop every socket."""
+        self.down_at = 0
+        """When the Nth prompt arrives, accept it, then shut the whole server down (nothing answers after)."""
+        self.server: ThreadingHTTPServer | None = None
         self.prompts: list[dict[str, Any]] = []
         """Every workflow received through POST /prompt, in order."""
         self.uploads: dict[str, bytes] = {}
@@ -96,13 +99,25 @@ class FakeComfyUI:
         with self.lock:
             self.prompts.append(workflow)
             prompt_id = str(uuid.uuid4())
-            if self.restart_at and len(self.prompts) == self.restart_at:
+            if self.down_at and len(self.prompts) == self.down_at:
+                threading.Thread(target=self.go_down, daemon=True).start()
+            elif self.restart_at and len(self.prompts) == self.restart_at:
                 self.forget()  # this prompt is accepted, then lost with everything else
             else:
                 self.queue.append((prompt_id, workflow, client))
                 self.most_queued = max(self.most_queued, len(self.queue) + (self.running is not None))
                 self.lock.notify_all()
         return 200, {"prompt_id": prompt_id, "number": len(self.prompts), "node_errors": {}}
+
+    def go_down(self) -> None:
+        """The server process dies: queue, sockets and the listening port all go."""
+        time.sleep(0.05)
+        with self.lock:
+            self.stopped = True
+            self.forget()
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
 
     def forget(self) -> None:
         """What a restart does to the server's memory: no queue, no history, no sockets."""
@@ -235,6 +250,12 @@ class Evaluator:
 class Handler(BaseHTTPRequestHandler):
     fake: FakeComfyUI
 
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in two writes: without this, Nagle's algorithm and the client's delayed ACK
+        # hold the body back for up to 40 ms (a real server writes both at once).
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
@@ -359,6 +380,7 @@ def fake_comfyui() -> Iterator[tuple[FakeComfyUI, str]]:
     handler = type("BoundHandler", (Handler,), {"fake": fake})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
+    fake.server = server
     threads = [
         threading.Thread(target=server.serve_forever, daemon=True),
         threading.Thread(target=fake.work, daemon=True),

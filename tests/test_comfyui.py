@@ -117,14 +117,21 @@ def test_an_unreachable_or_confused_server_is_one_line(workflow_file, tmp_path, 
     assert code in (1, 2) and expected in text.out + text.err and "Traceback" not in text.out + text.err
 
 
-def test_a_server_restarted_mid_run_loses_a_prompt_and_resume_sends_the_same_ones(workflow_file, tmp_path, capsys):
+@pytest.mark.parametrize(
+    ("how", "said"),
+    [("restart", "lost prompt"), ("down", "is not answering")],
+)
+def test_a_server_restarted_mid_run_fails_in_one_line_and_resume_sends_the_same_prompts(
+    workflow_file, tmp_path, capsys, how, said
+):
     with fake_comfyui() as (whole, url):
         assert run(workflow_file, url, tmp_path / "whole", "--max-iterations", "4") == 0
     out = tmp_path / "cut"
     with fake_comfyui() as (fake, url):
-        fake.restart_at = 3
+        fake.restart_at, fake.down_at = (3, 0) if how == "restart" else (0, 3)
         assert run(workflow_file, url, out, "--max-iterations", "4") == 1
-        assert "lost prompt" in capsys.readouterr().out and len(fake.prompts) == 3
+        errors = [line for line in capsys.readouterr().out.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and said in errors[0] and url in errors[0] and len(fake.prompts) == 3
     with fake_comfyui() as (moved, new_url):  # back up somewhere else: resume reaches it at its new address
         assert main(["resume", str(out), "--comfyui-url", new_url]) == 0
     assert sent(fake)[:2] + sent(moved) == sent(whole) and sent(fake)[2] == sent(moved)[0]

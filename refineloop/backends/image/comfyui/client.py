@@ -20,7 +20,8 @@ import json
 import time
 import urllib.parse
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -89,18 +90,25 @@ class ComfyClient:
         sub = str(answer.get("subfolder") or "")
         return f"{sub}/{answer['name']}" if sub else str(answer["name"])
 
-    def open_socket(self) -> ClientConnection | None:
-        """The websocket that reports this client's progress, or None (the client then polls)."""
+    @contextmanager
+    def progress_socket(self) -> Iterator[ClientConnection | None]:
+        """The websocket that reports this client's progress during the block, or None (the client then polls)."""
         from websockets.sync.client import connect
 
         address = urllib.parse.urlsplit(self.server.url)
         scheme = "wss" if address.scheme == "https" else "ws"
         target = f"{scheme}://{address.netloc}{address.path}/ws?clientId={self.client_id}"
-        try:
-            return connect(target, open_timeout=SOCKET_OPEN_SECONDS, close_timeout=1.0, max_size=None, compression=None)
-        except (OSError, TimeoutError, ValueError, Exception):  # any failure to open only means: poll
-            self.socket_drops += 1
-            return None
+        with ExitStack() as stack:
+            socket: ClientConnection | None
+            try:
+                socket = stack.enter_context(
+                    connect(
+                        target, open_timeout=SOCKET_OPEN_SECONDS, close_timeout=1.0, max_size=None, compression=None
+                    )
+                )
+            except Exception:  # any failure to open only means: poll the history instead
+                socket, self.socket_drops = None, self.socket_drops + 1
+            yield socket
 
     def queue(self, workflow: dict[str, Any]) -> str:
         """Queue a filled-in workflow; its prompt id. One line naming the nodes when ComfyUI refuses it."""
@@ -117,15 +125,8 @@ class ComfyClient:
         return str(answer["prompt_id"])
 
     def wait(self, ids: list[str], socket: ClientConnection | None) -> dict[str, dict[str, Any]]:
-        """Each prompt's history entry, once all are done; one line for a failed or lost prompt. Ctrl-C takes
-        the prompts still waiting off the queue and interrupts the one drawing, then stops."""
-        try:
-            return self._wait(ids, socket)
-        except KeyboardInterrupt:
-            self.cancel(ids)
-            raise
-
-    def _wait(self, ids: list[str], socket: ClientConnection | None) -> dict[str, dict[str, Any]]:
+        """Each prompt's history entry, once all are done; one line for a failed or lost prompt (the caller
+        cancels the prompts on Ctrl-C: it also knows those it was still queueing)."""
         pending, done = list(ids), {}
         quiet_since = time.monotonic()
         while pending:

@@ -66,18 +66,15 @@ class ComfyImageModel:
         """Every request's prompts queued at once, then collected in order."""
         check_one_batch(requests)
         workflows = [self.filled(request, seed)[0] for request in requests for seed in request.seeds]
-        socket = self.client.open_socket()  # before queueing: no progress message is missed
         ids: list[str] = []
         try:
-            for workflow in workflows:
-                ids.append(self.client.queue(workflow))
-            entries = self.client.wait(ids, socket)
+            with self.client.progress_socket() as socket:  # opened before queueing: no message is missed
+                for workflow in workflows:
+                    ids.append(self.client.queue(workflow))
+                entries = self.client.wait(ids, socket)
         except KeyboardInterrupt:
             self.client.cancel(ids)
             raise
-        finally:
-            if socket is not None:
-                socket.close()
         images = iter([self._output(prompt_id, entries[prompt_id]) for prompt_id in ids])
         return [[next(images) for _ in request.seeds] for request in requests]
 
