@@ -47,6 +47,8 @@ class FakeA1111:
         """`user:password` the server demands (empty: none)."""
         self.fail = False
         """Answer every drawing call with a 500 and the error the web UI reports."""
+        self.fail_at = 0
+        """Answer the Nth drawing call (only that one) with a 500, as a server crashing mid-run does."""
         self.garbage = False
         self.calls: list[tuple[str, dict[str, Any]]] = []
         """Every drawing call: its path and payload."""
@@ -113,7 +115,7 @@ class Handler(BaseHTTPRequestHandler):
         if problem:
             self.reply(422, {"detail": [{"loc": ["body", problem[0]], "msg": problem[1], "type": "value_error"}]})
             return
-        if fake.fail:
+        if fake.fail or len(fake.calls) == fake.fail_at:
             self.reply(500, {"error": "OutOfMemoryError", "detail": "", "body": "", "errors": "CUDA out of memory"})
             return
         checkpoint = (payload.get("override_settings") or {}).get("sd_model_checkpoint")

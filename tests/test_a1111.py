@@ -104,3 +104,41 @@ def test_an_a1111_option_given_without_an_a1111_model_warns(tmp_path, capsys):
 def test_a_batch_is_one_call_only_where_seeds_run_on():
     assert consecutive_runs([7, 8, 9, 20, 21, 5]) == [[7, 8, 9], [20, 21], [5]]
     assert json.loads(json.dumps(consecutive_runs([]))) == []
+
+
+def test_a_run_the_server_failed_resumes_sending_the_same_requests(tmp_path, capsys):
+    flags = ("--max-iterations", "4", "--width", "64", "--height", "64")
+    with fake_a1111() as (whole, url):
+        assert run(url, tmp_path / "whole", *flags) == 0
+    out = tmp_path / "cut"
+    with fake_a1111() as (fake, url):
+        fake.fail_at = 3
+        assert run(url, out, *flags) == 1
+        assert "(HTTP 500): OutOfMemoryError" in capsys.readouterr().out
+    with fake_a1111() as (moved, new_url):
+        assert main(["resume", str(out), "--a1111-url", new_url]) == 0
+    assert [p for _, p in fake.calls[:2]] + [p for _, p in moved.calls] == [p for _, p in whole.calls]
+    assert fake.calls[2][1] == moved.calls[0][1]
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--a1111-url", "127.0.0.1:7860"], "--a1111-url '127.0.0.1:7860' is not an http(s) URL"),
+        (["--comfyui-url", "localhost"], "--comfyui-url 'localhost' is not an http(s) URL"),
+        (["--a1111-auth-env", "user:pw"], "--a1111-auth-env 'user:pw' is not a variable name"),
+    ],
+)
+def test_server_settings_are_checked_before_any_folder(tmp_path, capsys, flags, expected):
+    out = tmp_path / "run"
+    assert main(["run", "--image-model", "a1111", *flags, "--output-dir", str(out)]) == 2
+    assert expected in capsys.readouterr().err and not out.exists()
+
+
+def test_an_unset_credentials_variable_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("NOT_SET_A1111", raising=False)
+    with fake_a1111() as (_, url):
+        assert run(url, tmp_path / "run", "--a1111-auth-env", "NOT_SET_A1111") == 2
+    assert "--a1111-auth-env names NOT_SET_A1111, which is not set: export NOT_SET_A1111=user:password" in (
+        capsys.readouterr().err
+    )
