@@ -50,8 +50,10 @@ def bare_image(url: str, workflow: dict[str, object]) -> bytes:
             data = event.get("data") or {}
             if event.get("type") == "executing" and data.get("node") is None and data.get("prompt_id") == prompt_id:
                 break
-    with urllib.request.urlopen(f"{url}/history/{prompt_id}") as answer:
-        entry = json.loads(answer.read())[prompt_id]
+    entry = None
+    while entry is None:  # ComfyUI files the history a moment after announcing the prompt done
+        with urllib.request.urlopen(f"{url}/history/{prompt_id}") as answer:
+            entry = json.loads(answer.read()).get(prompt_id)
     reference = entry["outputs"]["9"]["images"][0]
     with urllib.request.urlopen(f"{url}/view?filename={reference['filename']}&subfolder=&type=output") as answer:
         data: bytes = answer.read()

@@ -57,6 +57,8 @@ class FakeComfyUI:
         """Close every websocket right after its handshake (the client must poll /history)."""
         self.garbage = False
         """Answer POST /prompt with an HTML page instead of JSON."""
+        self.history_lag = 0.0
+        """Seconds between announcing a prompt done on the websocket and filing its history."""
         self.restart_at = 0
         """When the Nth prompt arrives, forget every queued and finished prompt and drop every socket."""
         self.down_at = 0
@@ -178,8 +180,11 @@ class FakeComfyUI:
         self.outputs[name] = buffer.getvalue()
         reference = {"filename": name, "subfolder": "", "type": "output"}
         self.send(client, "executed", {"node": output, "output": {"images": [reference]}, "prompt_id": prompt_id})
-        self.finish(prompt_id, client, "success", [["execution_success", {"prompt_id": prompt_id}]], output, reference)
+        # As in ComfyUI, the prompt is announced done before its history is filed.
+        self.send(client, "execution_success", {"prompt_id": prompt_id})
         self.send(client, "executing", {"node": None, "prompt_id": prompt_id})
+        time.sleep(self.history_lag)
+        self.finish(prompt_id, client, "success", [["execution_success", {"prompt_id": prompt_id}]], output, reference)
 
     def finish(
         self, prompt_id: str, client: str, status: str, messages: list[Any], node: str = "", ref: Any = None

@@ -45,7 +45,7 @@ def sent(fake: FakeComfyUI) -> list[tuple[str, int, Any]]:
 def test_a_run_fills_the_users_workflow_and_records_it(workflow_file, tmp_path, capsys):
     out = tmp_path / "run"
     with fake_comfyui() as (fake, url):
-        fake.delay = 0.02
+        fake.delay, fake.history_lag = 0.02, 0.05
         assert run(workflow_file, url, out, "--max-iterations", "2", "--candidates", "2", "--steps", "6") == 0
     assert fake.most_queued == 2  # a round's candidates wait in the server's queue together
     assert len(fake.prompts) == 4 and "comfyui:workflow_api.json on the ComfyUI server" in capsys.readouterr().out

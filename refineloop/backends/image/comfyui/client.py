@@ -128,24 +128,25 @@ class ComfyClient:
         """Each prompt's history entry, once all are done; one line for a failed or lost prompt (the caller
         cancels the prompts on Ctrl-C: it also knows those it was still queueing)."""
         pending, done = list(ids), {}
+        told: set[str] = set()  # done by the socket's word; ComfyUI files the history a moment after saying so
         quiet_since = time.monotonic()
         while pending:
-            finished: Iterable[str] = ()
-            if socket is not None:
+            if socket is None:
+                asked: Iterable[str] = list(pending)
+            else:
                 try:
                     finished = self._listen(socket, pending)
-                except (OSError, Exception) as exc:  # the socket dropped: poll the history from here on
-                    if isinstance(exc, ServerError):
-                        raise
+                except ServerError:
+                    raise
+                except Exception:  # the socket dropped (closed, reset, garbled): poll the history from here on
                     socket, self.socket_drops = None, self.socket_drops + 1
                     continue
-                if finished:
+                told.update(finished)
+                quiet = time.monotonic() - quiet_since > QUIET_SECONDS
+                if finished or quiet:
                     quiet_since = time.monotonic()
-                elif time.monotonic() - quiet_since > QUIET_SECONDS:
-                    finished, quiet_since = pending, time.monotonic()
-            else:
-                finished = pending
-            for prompt_id in list(finished):
+                asked = list(pending) if quiet else [prompt_id for prompt_id in pending if prompt_id in told]
+            for prompt_id in asked:
                 entry = self.history(prompt_id)
                 if entry is not None:
                     done[prompt_id] = entry
