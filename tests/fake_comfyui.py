@@ -66,6 +66,8 @@ class FakeComfyUI:
         self.server: ThreadingHTTPServer | None = None
         self.prompts: list[dict[str, Any]] = []
         """Every workflow received through POST /prompt, in order."""
+        self.ids: list[str] = []
+        """The id given to each of those prompts."""
         self.uploads: dict[str, bytes] = {}
         self.interrupts: list[Any] = []
         self.deletes: list[Any] = []
@@ -101,6 +103,7 @@ class FakeComfyUI:
         with self.lock:
             self.prompts.append(workflow)
             prompt_id = str(uuid.uuid4())
+            self.ids.append(prompt_id)
             if self.down_at and len(self.prompts) == self.down_at:
                 threading.Thread(target=self.go_down, daemon=True).start()
             elif self.restart_at and len(self.prompts) == self.restart_at:
@@ -312,8 +315,10 @@ class Handler(BaseHTTPRequestHandler):
             fake.uploads[name] = image.get_payload(decode=True)
             self.reply(200, {"name": name, "subfolder": "", "type": "input"})
         elif self.path == "/interrupt":
-            fake.interrupts.append(json.loads(data or b"{}"))
-            fake.interrupted = True
+            body = json.loads(data or b"{}")
+            fake.interrupts.append(body)
+            # Newer ComfyUI interrupts only the prompt named, and only while it runs; older ones whatever runs.
+            fake.interrupted = body.get("prompt_id") in (None, fake.running)
             self.reply(200, b"", "text/plain")
         elif self.path == "/queue":
             body = json.loads(data or b"{}")

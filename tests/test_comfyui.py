@@ -152,7 +152,7 @@ def test_ctrl_c_interrupts_the_server_and_the_run_resumes(workflow_file, tmp_pat
         proc.send_signal(signal.SIGINT)  # the second stops now
         output, _ = proc.communicate(timeout=60)
         assert proc.returncode == 130, output
-        assert fake.interrupts and fake.deletes, output
+        assert fake.interrupts == [{"prompt_id": fake.ids[0]}] and fake.deletes, output
         fake.delay = 0.0
         assert main(["resume", str(out)]) == 0
     assert len(fake.prompts) == 6 and [p["3"]["inputs"]["seed"] for p in fake.prompts[2:4]] == [

@@ -227,12 +227,19 @@ class ComfyClient:
             raise ServerError(f"ComfyUI sent {reference.get('filename')} as something that is not an image") from None
 
     def cancel(self, ids: list[str]) -> None:
-        """Take `ids` off the queue and interrupt the one drawing; a server that is gone needs neither."""
-        for path, body in (("/queue", {"delete": ids}), *(("/interrupt", {"prompt_id": i}) for i in ids[:1])):
-            try:
-                self.server.call("POST", path, body, timeout=2.0)
-            except ServerError:
-                return
+        """Take `ids` off the queue and interrupt the one of them drawing (never another client's prompt);
+        a server that is gone needs neither."""
+        try:
+            self.server.call("POST", "/queue", {"delete": ids}, timeout=2.0)
+            for prompt_id in self._running(ids):
+                self.server.call("POST", "/interrupt", {"prompt_id": prompt_id}, timeout=2.0)
+        except ServerError:
+            return
+
+    def _running(self, ids: list[str]) -> list[str]:
+        answer = self.server.call("GET", "/queue", timeout=2.0)
+        running = (answer or {}).get("queue_running", []) if isinstance(answer, dict) else []
+        return [item[1] for item in running if isinstance(item, list) and len(item) > 1 and item[1] in ids]
 
 
 def upload_name(data: bytes) -> str:
