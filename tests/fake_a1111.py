@@ -13,8 +13,9 @@ import io
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -53,6 +54,8 @@ class FakeA1111:
         self.calls: list[tuple[str, dict[str, Any]]] = []
         """Every drawing call: its path and payload."""
         self.interrupts = 0
+        self.delay = 0.0
+        """Seconds each drawing call takes (cut short by POST /sdapi/v1/interrupt, as the web UI does)."""
         self.loaded = MODELS[0]["title"]
 
 
@@ -74,7 +77,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        self.wfile.write(data)
+        with suppress(ConnectionError):  # a client stopped with Ctrl-C no longer reads the answer
+            self.wfile.write(data)
 
     def allowed(self) -> bool:
         wanted = self.fake.auth
@@ -118,6 +122,10 @@ class Handler(BaseHTTPRequestHandler):
         if fake.fail or len(fake.calls) == fake.fail_at:
             self.reply(500, {"error": "OutOfMemoryError", "detail": "", "body": "", "errors": "CUDA out of memory"})
             return
+        started = fake.interrupts
+        until = time.monotonic() + fake.delay
+        while time.monotonic() < until and fake.interrupts == started:
+            time.sleep(0.01)
         checkpoint = (payload.get("override_settings") or {}).get("sd_model_checkpoint")
         if checkpoint:
             fake.loaded = checkpoint

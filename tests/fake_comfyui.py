@@ -273,7 +273,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        self.wfile.write(data)
+        with suppress(ConnectionError):  # a client stopped with Ctrl-C no longer reads the answer
+            self.wfile.write(data)
 
     def do_GET(self) -> None:
         address = urllib.parse.urlsplit(self.path)

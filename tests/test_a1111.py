@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ import pytest
 from refineloop.backends.image.a1111.model import consecutive_runs
 from refineloop.cli.main import main
 from refineloop.run_folder.provenance import read_provenance
+from tests.conftest import wait_for
 from tests.fake_a1111 import fake_a1111
 
 
@@ -142,3 +145,23 @@ def test_an_unset_credentials_variable_is_one_line(tmp_path, capsys, monkeypatch
     assert "--a1111-auth-env names NOT_SET_A1111, which is not set: export NOT_SET_A1111=user:password" in (
         capsys.readouterr().err
     )
+
+
+@pytest.mark.slow
+def test_ctrl_c_interrupts_the_server_and_the_run_resumes(tmp_path, start_cli):
+    out = tmp_path / "run"
+    with fake_a1111() as (fake, url):
+        fake.delay = 60.0
+        proc = start_cli("run", "--image-model", "a1111", "--a1111-url", url, "--seed", "3", "--width", "64",
+                         "--height", "64", "--max-iterations", "2", "--output-dir", str(out))  # fmt: skip
+        wait_for(lambda: len(fake.calls) == 1, timeout=60)
+        proc.send_signal(signal.SIGINT)  # the first drains: it would wait for the image being drawn
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)  # the second stops now, and tells the server
+        output, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 130 and fake.interrupts == 1, output
+        fake.delay = 0.0
+        assert main(["resume", str(out)]) == 0
+    # The interrupted image is asked again, exactly, then the run goes on.
+    assert len(fake.calls) == 3 and fake.calls[0][1] == fake.calls[1][1]
+    assert fake.calls[2][1]["seed"] != fake.calls[1][1]["seed"]
