@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 #: socket before the history is asked anyway (a server may finish a prompt without a word, all of it cached).
 POLL_SECONDS = 0.2
 QUIET_SECONDS = 2.0
+#: Seconds between two looks at the history of a prompt announced done but not yet filed there.
+FILING_SECONDS = 0.002
 #: Seconds to open the websocket; past them the client polls.
 SOCKET_OPEN_SECONDS = 3.0
 
@@ -135,7 +137,8 @@ class ComfyClient:
                 asked: Iterable[str] = list(pending)
             else:
                 try:
-                    finished = self._listen(socket, pending)
+                    # Briefly while a prompt announced done awaits its history; otherwise until the next event.
+                    finished = self._listen(socket, pending, FILING_SECONDS if told else POLL_SECONDS)
                 except ServerError:
                     raise
                 except Exception:  # the socket dropped (closed, reset, garbled): poll the history from here on
@@ -151,16 +154,17 @@ class ComfyClient:
                 if entry is not None:
                     done[prompt_id] = entry
                     pending.remove(prompt_id)
+                    told.discard(prompt_id)
                 elif socket is None:
                     self._check_queued(prompt_id)
             if pending and socket is None:
                 time.sleep(POLL_SECONDS)
         return done
 
-    def _listen(self, socket: ClientConnection, pending: list[str]) -> list[str]:
-        """Prompts the socket says are done within a moment; ServerError for one it says failed."""
+    def _listen(self, socket: ClientConnection, pending: list[str], wait: float) -> list[str]:
+        """Prompts the socket says are done within `wait` seconds; ServerError for one it says failed."""
         try:
-            message = socket.recv(timeout=POLL_SECONDS)
+            message = socket.recv(timeout=wait)
         except TimeoutError:
             return []
         if isinstance(message, bytes):
