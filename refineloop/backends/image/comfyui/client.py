@@ -62,24 +62,14 @@ class ComfyClient:
         data = Path(path).read_bytes()
         name = upload_name(data)
         boundary = uuid.uuid4().hex
-        fields = [
-            (b'name="image"; filename="' + name.encode() + b'"', data, b"Content-Type: image/png\r\n"),
-            (b'name="type"', b"input", b""),
-            (b'name="overwrite"', b"true", b""),
-        ]
-        body = b"".join(
-            b"--"
-            + boundary.encode()
-            + b"\r\nContent-Disposition: form-data; "
-            + head
-            + b"\r\n"
-            + extra
-            + b"\r\n"
-            + value
-            + b"\r\n"
-            for head, value, extra in fields
+        body = form_data(
+            boundary,
+            [
+                (f'name="image"; filename="{name}"\r\nContent-Type: image/png', data),
+                ('name="type"', b"input"),
+                ('name="overwrite"', b"true"),
+            ],
         )
-        body += b"--" + boundary.encode() + b"--\r\n"
         raw = self.server.send(
             "POST", "/upload/image", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
         )
@@ -244,6 +234,16 @@ class ComfyClient:
         answer = self.server.call("GET", "/queue", timeout=2.0)
         running = (answer or {}).get("queue_running", []) if isinstance(answer, dict) else []
         return [item[1] for item in running if isinstance(item, list) and len(item) > 1 and item[1] in ids]
+
+
+def form_data(boundary: str, parts: list[tuple[str, bytes]]) -> bytes:
+    """A multipart/form-data body; each part is its Content-Disposition parameters (and headers) and its bytes."""
+    mark = b"--" + boundary.encode()
+    body = b"".join(
+        mark + b"\r\nContent-Disposition: form-data; " + head.encode() + b"\r\n\r\n" + value + b"\r\n"
+        for head, value in parts
+    )
+    return body + mark + b"--\r\n"
 
 
 def upload_name(data: bytes) -> str:
