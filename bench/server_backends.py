@@ -3,8 +3,9 @@
 Run from the repository root: `python bench/server_backends.py`. A fake ComfyUI (tests/fake_comfyui.py) that
 answers at once draws 64 px images; the same protocol is then spoken twice against it:
 
-- **bare**: a plain script queues the workflow (POST /prompt), waits on the websocket for the prompt to finish,
-  reads /history and fetches the PNG from /view: the transfer and the server's own work, nothing else;
+- **bare**: a plain script queues the workflow (POST /prompt), waits on its websocket (opened once, as
+  refineloop's is) for the prompt to finish, reads /history and fetches the PNG from /view: the transfer and the
+  server's own work, nothing else;
 - **refineloop**: `ComfyImageModel.generate` (fill the workflow, queue, follow, fetch, decode), one image a call,
   and `generate_many` with four candidates queued at once.
 
@@ -15,6 +16,7 @@ own packages (from `git diff` against the commit before them). Prints figures on
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import subprocess
@@ -35,29 +37,36 @@ def _import_path() -> None:
         sys.path.insert(0, str(ROOT))
 
 
-def bare_image(url: str, workflow: dict[str, object]) -> bytes:
-    """One image the plainest way the API allows: the floor any client pays."""
-    from websockets.sync.client import connect
+class Bare:
+    """The plainest client the API allows, holding one websocket like refineloop's: the floor any client pays."""
 
-    client = uuid.uuid4().hex
-    with connect(url.replace("http", "ws", 1) + f"/ws?clientId={client}", compression=None) as socket:
-        body = json.dumps({"prompt": workflow, "client_id": client}).encode()
-        request = urllib.request.Request(url + "/prompt", data=body, headers={"Content-Type": "application/json"})
+    def __init__(self, url: str) -> None:
+        from websockets.sync.client import connect
+
+        self.url, self.client = url, uuid.uuid4().hex
+        self.held = contextlib.ExitStack()
+        address = url.replace("http", "ws", 1) + f"/ws?clientId={self.client}"
+        self.socket = self.held.enter_context(connect(address, compression=None))
+
+    def image(self, workflow: dict[str, object]) -> bytes:
+        """Queue, wait for the socket's word, read the history (once it is filed), fetch the PNG."""
+        body = json.dumps({"prompt": workflow, "client_id": self.client}).encode()
+        request = urllib.request.Request(self.url + "/prompt", data=body, headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request) as answer:
             prompt_id = json.loads(answer.read())["prompt_id"]
         while True:
-            event = json.loads(socket.recv())
+            event = json.loads(self.socket.recv())
             data = event.get("data") or {}
             if event.get("type") == "executing" and data.get("node") is None and data.get("prompt_id") == prompt_id:
                 break
-    entry = None
-    while entry is None:  # ComfyUI files the history a moment after announcing the prompt done
-        with urllib.request.urlopen(f"{url}/history/{prompt_id}") as answer:
-            entry = json.loads(answer.read()).get(prompt_id)
-    reference = entry["outputs"]["9"]["images"][0]
-    with urllib.request.urlopen(f"{url}/view?filename={reference['filename']}&subfolder=&type=output") as answer:
-        data: bytes = answer.read()
-    return data
+        entry = None
+        while entry is None:  # ComfyUI files the history a moment after announcing the prompt done
+            with urllib.request.urlopen(f"{self.url}/history/{prompt_id}") as answer:
+                entry = json.loads(answer.read()).get(prompt_id)
+        reference = entry["outputs"]["9"]["images"][0]
+        with urllib.request.urlopen(f"{self.url}/view?filename={reference['filename']}&subfolder=&type=output") as got:
+            data_bytes: bytes = got.read()
+        return data_bytes
 
 
 def serve_fake() -> None:
@@ -82,7 +91,6 @@ RUN_IMAGES = 12
 
 def whole_run(spec: str, url: str) -> float:
     """Best of three: seconds per image of a whole `refineloop run` (the loop around the backend included)."""
-    import contextlib
     import io
 
     from refineloop.cli.main import main as cli
@@ -147,10 +155,11 @@ def main() -> None:
         one = ImageRequest(prompt="a hotdog on fire", negative_prompt="blur", seeds=(7,), width=64, height=64)
         four = ImageRequest(prompt=one.prompt, negative_prompt="blur", seeds=(1, 2, 3, 4), width=64, height=64)
         filled = fill(workflow, places, Values(one.prompt, "blur", 7, width=64, height=64))[0]
+        bare = Bare(url)
         rows: dict[str, list[tuple[float, float]]] = {"bare": [], "one": [], "four": []}
         for round_number in range(args.repeats + 3):  # interleaved, so a busy moment hits all three alike
             figures = {
-                "bare": measure(lambda: bare_image(url, filled), 1),
+                "bare": measure(lambda: bare.image(filled), 1),
                 "one": measure(lambda: model.generate(one), 1),
                 "four": measure(lambda: model.generate(four), 4),
             }

@@ -20,8 +20,8 @@ import json
 import time
 import urllib.parse
 import uuid
-from collections.abc import Iterable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Iterable
+from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +50,8 @@ class ComfyClient:
         self.client_id = f"refineloop-{uuid.uuid4().hex}"
         self.socket_drops = 0
         """How often the websocket dropped (or never opened) and the client polled instead."""
+        self._socket: ClientConnection | None = None
+        self._sockets = ExitStack()
 
     def check(self) -> None:
         """Fail in one line now when no ComfyUI answers at the URL."""
@@ -82,25 +84,29 @@ class ComfyClient:
         sub = str(answer.get("subfolder") or "")
         return f"{sub}/{answer['name']}" if sub else str(answer["name"])
 
-    @contextmanager
-    def progress_socket(self) -> Iterator[ClientConnection | None]:
-        """The websocket that reports this client's progress during the block, or None (the client then polls)."""
+    def progress_socket(self) -> ClientConnection | None:
+        """The websocket that reports this client's progress, opened once and kept (a dropped one is opened
+        again at the next call); None when it cannot be opened, and the client then polls."""
+        if self._socket is not None:
+            return self._socket
         from websockets.sync.client import connect
 
         address = urllib.parse.urlsplit(self.server.url)
         scheme = "wss" if address.scheme == "https" else "ws"
         target = f"{scheme}://{address.netloc}{address.path}/ws?clientId={self.client_id}"
-        with ExitStack() as stack:
-            socket: ClientConnection | None
-            try:
-                socket = stack.enter_context(
-                    connect(
-                        target, open_timeout=SOCKET_OPEN_SECONDS, close_timeout=1.0, max_size=None, compression=None
-                    )
-                )
-            except Exception:  # any failure to open only means: poll the history instead
-                socket, self.socket_drops = None, self.socket_drops + 1
-            yield socket
+        try:
+            self._socket = self._sockets.enter_context(
+                connect(target, open_timeout=SOCKET_OPEN_SECONDS, close_timeout=1.0, max_size=None, compression=None)
+            )
+        except Exception:  # any failure to open only means: poll the history instead
+            self.socket_drops += 1
+        return self._socket
+
+    def drop_socket(self) -> None:
+        """Close the websocket (it dropped, or the client is done with it)."""
+        self._socket = None
+        with suppress(Exception):  # closing a socket that already failed may fail again
+            self._sockets.close()
 
     def queue(self, workflow: dict[str, Any]) -> str:
         """Queue a filled-in workflow; its prompt id. One line naming the nodes when ComfyUI refuses it."""
@@ -133,6 +139,7 @@ class ComfyClient:
                     raise
                 except Exception:  # the socket dropped (closed, reset, garbled): poll the history from here on
                     socket, self.socket_drops = None, self.socket_drops + 1
+                    self.drop_socket()
                     continue
                 told.update(finished)
                 quiet = time.monotonic() - quiet_since > QUIET_SECONDS

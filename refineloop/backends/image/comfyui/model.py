@@ -67,11 +67,11 @@ class ComfyImageModel:
         check_one_batch(requests)
         workflows = [self.filled(request, seed)[0] for request in requests for seed in request.seeds]
         ids: list[str] = []
+        socket = self.client.progress_socket()  # open before queueing: no message is missed
         try:
-            with self.client.progress_socket() as socket:  # opened before queueing: no message is missed
-                for workflow in workflows:
-                    ids.append(self.client.queue(workflow))
-                entries = self.client.wait(ids, socket)
+            for workflow in workflows:
+                ids.append(self.client.queue(workflow))
+            entries = self.client.wait(ids, socket)
         except KeyboardInterrupt:
             self.client.cancel(ids)
             raise
