@@ -139,3 +139,21 @@ def test_the_cli_refuses_an_unfillable_workflow_in_one_line_before_any_folder(tm
     assert "nodes 3, 30" in err and "'refineloop sampler'" in err
     assert main(["run", "--image-model", f"comfyui:{tmp_path / 'none.json'}", "--output-dir", str(out)]) == 2
     assert "names a workflow file that does not exist" in capsys.readouterr().err
+
+
+def test_a_workflow_that_starts_from_a_picture_is_filled_either_way():
+    workflow = api_workflow()
+    workflow["10"] = {"class_type": "LoadImage", "inputs": {"image": "photo.png"}}
+    workflow["11"] = {"class_type": "VAEEncode", "inputs": {"pixels": ["10", 0], "vae": ["4", 2]}}
+    workflow["3"]["inputs"]["latent_image"] = ["11", 0]
+    del workflow["5"]
+    places = place(workflow)
+    assert places.image is not None and places.image.node == "10" and places.size is None
+    out, _ = fill(workflow, places, Values("p", "n", 1, image="up.png", denoise=0.5))
+    assert out["10"]["inputs"]["image"] == "up.png" and out["3"]["inputs"]["latent_image"] == ["11", 0]
+    out, filled = fill(workflow, places, Values("p", "n", 1, width=64, height=96))
+    assert out["3"]["inputs"]["latent_image"] == ["refineloop_latent", 0]
+    assert out["refineloop_latent"]["inputs"] == {"width": 64, "height": 96, "batch_size": 1}
+    assert filled["refineloop_latent.width"] == 64
+    with pytest.raises(WorkflowError, match="needs --width and --height"):
+        fill(workflow, places, Values("p", "n", 1))

@@ -53,6 +53,11 @@ def _load(spec: str, settings: RunSettings) -> ComfyImageModel:
     ):
         if value is not None and slot is None:
             raise ModelError(f"{flag} has no place in {path.name} (sampler {placement.sampler}): drop {flag}")
+    if placement.size is None and (settings.width is None or settings.height is None):
+        raise ModelError(
+            f"{path.name} starts from a picture (node {placement.image.node if placement.image else '?'}): pass "
+            "--width and --height for the images refineloop draws from text"
+        )
     client = ComfyClient(settings.comfyui_url or DEFAULT_URL)
     client.check()
     return ComfyImageModel(path, text, workflow, placement, client)
