@@ -59,7 +59,22 @@ class RunSettings:
     initial_strength: float = _knob(0.8, "img2img strength for the first refinement (explore).")
     final_strength: float = _knob(0.3, "img2img strength for the last refinement (polish).")
     image_model: str = _knob(
-        "sketch", "Image model: `sketch` (offline demo), `hf:<hub id>` or a local diffusers folder (see the backends)."
+        "sketch",
+        "Image model: `sketch` (offline demo), `hf:<hub id>` or a local diffusers folder, a ComfyUI workflow or an "
+        "A1111-compatible server (see the backends).",
+    )
+    comfyui_url: str = _knob(
+        "http://127.0.0.1:8188", "Base URL of the ComfyUI server that draws `comfyui:<workflow.json>` image models."
+    )
+    a1111_url: str = _knob(
+        "http://127.0.0.1:7860",
+        "Base URL of the A1111-compatible server (A1111 WebUI, Forge, SD.Next, started with --api) that draws "
+        "`a1111:<checkpoint>` image models.",
+    )
+    a1111_auth_env: str = _knob(
+        "",
+        "Name of the environment variable holding `user:password` for an A1111-compatible server started with "
+        "--api-auth (the value itself is never written anywhere); empty sends no credentials.",
     )
     eval_model: str = _knob(
         "demo",
@@ -341,6 +356,17 @@ def _check_backends(settings: RunSettings) -> None:
         f"--openai-key-env '{settings.openai_key_env}' is not a variable name: name the variable holding the key "
         "(e.g. OPENAI_API_KEY), never the key itself",
     )
+    for name in ("comfyui_url", "a1111_url"):
+        address = getattr(settings, name)
+        _check(
+            address.startswith(("http://", "https://")) and not any(ch.isspace() for ch in address),
+            f"{_flag(name)} '{address}' is not an http(s) URL: pass one like http://127.0.0.1:8188",
+        )
+    _check(
+        settings.a1111_auth_env == "" or _ENV_NAME.fullmatch(settings.a1111_auth_env) is not None,
+        f"--a1111-auth-env '{settings.a1111_auth_env}' is not a variable name: name the variable holding "
+        "user:password (e.g. A1111_AUTH), never the credentials themselves",
+    )
     keep = settings.critic_keep_alive
     _check(
         keep == "" or _KEEP_ALIVE.fullmatch(keep) is not None,
@@ -465,6 +491,9 @@ RESUME_OVERRIDES = (
     "openai_url",
     "openai_key_env",
     "openai_stream",
+    "comfyui_url",
+    "a1111_url",
+    "a1111_auth_env",
     "critic_keep_alive",
     "device",
     "critic_timeout",

@@ -10,12 +10,16 @@ from refineloop.backends.chat.ollama import OLLAMA_BACKEND
 from refineloop.backends.chat.openai_compatible import OPENAI_BACKEND
 from refineloop.backends.demo import DEMO_BACKEND
 from refineloop.backends.demo.sketch import SKETCH_BACKEND
+from refineloop.backends.image.a1111.entry import A1111_BACKEND
+from refineloop.backends.image.comfyui.entry import COMFYUI_BACKEND
 from refineloop.backends.image.diffusers.entry import DIFFUSERS_BACKEND
 from refineloop.backends.table import Backend, BackendTable
 
 BUILT_INS: tuple[Backend, ...] = (
     SKETCH_BACKEND,
     DIFFUSERS_BACKEND,
+    COMFYUI_BACKEND,
+    A1111_BACKEND,
     DEMO_BACKEND,
     OLLAMA_BACKEND,
     OPENAI_BACKEND,

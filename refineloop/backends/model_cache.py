@@ -48,7 +48,7 @@ class ModelCache:
 
     def image_model(self, settings: RunSettings) -> ImageModel:
         """The image model for these settings, loaded on first use."""
-        key = ("image", settings.image_model, settings.device, settings.dtype, *settings.lora)
+        key = ("image", settings.image_model, settings.device, settings.dtype, *settings.lora, *_served(self, settings))
         if settings.compile:
             key = (*key, "compiled")
         return self._get(key, lambda: self._load_image(settings))
@@ -132,6 +132,12 @@ class ModelCache:
             model = load()
             self._models[key] = model
             return model
+
+
+def _served(cache: ModelCache, settings: RunSettings) -> tuple[Any, ...]:
+    """The settings that reach the image model's server (its backend's options): another URL, another model."""
+    entry = cache.backends.find("image", settings.image_model)
+    return tuple(getattr(settings, name) for name in entry.options) if entry else ()
 
 
 def _critic_key(role: str, spec: str, settings: RunSettings) -> tuple[Any, ...]:

@@ -98,7 +98,14 @@ def image_record(
         "iteration": iteration,
         "task": task_fields,
         "software": f"refineloop {__version__}",
+        **_server_part(model, request, seed),
     }
+
+
+def _server_part(model: Any, request: ImageRequest, seed: int) -> dict[str, Any]:
+    """A server backend's own record of an image (ComfyUI: the workflow's hash and the values filled in)."""
+    probe = getattr(model, "provenance", None)
+    return {"server": probe(request, seed)} if callable(probe) else {}
 
 
 def _call_defaults(model: Any, *, img2img: bool) -> dict[str, Any]:
