@@ -8,7 +8,6 @@ variable `--a1111-auth-env` names, and only from there.
 from __future__ import annotations
 
 import base64
-import importlib
 import os
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
@@ -17,6 +16,7 @@ from refineloop.backends.chat.text_safety import register_secret
 from refineloop.backends.image.http_calls import Server
 from refineloop.backends.table import Backend, fixed
 from refineloop.errors import ModelError
+from refineloop.samplers import SAMPLERS
 
 if TYPE_CHECKING:
     from refineloop.backends.image.a1111.model import A1111ImageModel
@@ -62,20 +62,10 @@ def find_checkpoint(models: Any, wanted: str, url: str) -> str:
 
 
 def sampler_words(settings: RunSettings) -> tuple[str, str]:
-    """A1111's `sampler_name` and `scheduler` for the run's sampler; empty: the server's own choice.
-
-    The seam for `--scheduler` (the sampler table, refineloop.samplers): when a run records one, its A1111 words
-    (`DPM++ 2M`, `Karras`) are what the server is sent. Until that table is in, every run takes the server's.
-    """
-    chosen = str(getattr(settings, "scheduler", "") or "")
-    if not chosen:
-        return "", ""
-    try:
-        table = importlib.import_module("refineloop.samplers").SAMPLERS
-    except (ImportError, AttributeError):
-        return "", ""
-    sampler = table.get(chosen)
-    return (str(sampler.a1111), str(sampler.schedule)) if sampler is not None else ("", "")
+    """A1111's `sampler_name` and `scheduler` for the run's `--scheduler` (its words in the sampler table:
+    `DPM++ 2M`, `Karras`); empty: the server's own choice."""
+    sampler = SAMPLERS.get(settings.scheduler) if settings.scheduler else None
+    return (sampler.a1111, sampler.schedule) if sampler is not None else ("", "")
 
 
 def _load(spec: str, settings: RunSettings) -> A1111ImageModel:
@@ -104,4 +94,5 @@ A1111_BACKEND = Backend(
     claims=fixed("a1111"),
     load=_load,
     options=("a1111_url", "a1111_auth_env"),
+    samplers=True,
 )
