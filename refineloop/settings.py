@@ -69,7 +69,20 @@ class RunSettings:
     initial_strength: float = _knob(0.8, "img2img strength for the first refinement (explore).")
     final_strength: float = _knob(0.3, "img2img strength for the last refinement (polish).")
     image_model: str = _knob(
-        "sketch", "Image model: `sketch` (offline demo), `hf:<hub id>` or a local diffusers folder (see the backends)."
+        "sketch",
+        "Image model: `sketch` (offline demo), `hf:<hub id>`, a local diffusers folder or a single-file checkpoint "
+        "(see the backends).",
+    )
+    single_file_config: str = _knob(
+        "",
+        "For a single-file checkpoint (`--image-model FILE.safetensors`): the diffusers folder or cached hub id whose "
+        "configuration (component configs, tokenizers, scheduler) it loads with; empty: the family's usual repository "
+        "from the local Hugging Face cache.",
+    )
+    allow_pickle: bool = _knob(
+        False,
+        "Load a `.ckpt` single-file checkpoint: a Python pickle, which can run any code when loaded, so only for files "
+        "from a source you trust (a .safetensors file needs no such trust).",
     )
     eval_model: str = _knob(
         "demo",
@@ -106,6 +119,12 @@ class RunSettings:
         "",
         "Start from an image refineloop made (its PNG provenance): its prompt, negative prompt and seed draw the "
         "first image again, and its task is reused unless --task or --goal is given.",
+    )
+    init_image: str = _knob(
+        "",
+        "Start from your own picture (PNG, JPEG or WebP, any size): it is centre-cropped to the run's aspect and "
+        "resized to its size, judged first as image 0 (the baseline the run must beat), and the first image drawn is "
+        "an img2img of it at --initial-strength.",
     )
     first_seed: int | None = _knob(
         None, "Seed of the first image (set by --from IMAGE to remake it); empty derives it from --seed."
@@ -459,7 +478,8 @@ def settings_warnings(settings: RunSettings) -> list[str]:
             f"{' and '.join(knobs)} shape {' and '.join(strategy_names('cools'))}'s temperature only: "
             f"{strategy} ignores {_them(knobs)}"
         )
-    if not spec.from_image and (knobs := changed_flags(settings, "initial_strength", "final_strength")):
+    strengths = ("final_strength",) if settings.init_image else ("initial_strength", "final_strength")
+    if not spec.from_image and (knobs := changed_flags(settings, *strengths)):
         found.append(
             f"{' and '.join(knobs)} set {' and '.join(strategy_names('from_image'))}'s strength only: "
             f"{strategy} ignores {_them(knobs)}"

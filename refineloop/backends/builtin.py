@@ -11,10 +11,12 @@ from refineloop.backends.chat.openai_compatible import OPENAI_BACKEND
 from refineloop.backends.demo import DEMO_BACKEND
 from refineloop.backends.demo.sketch import SKETCH_BACKEND
 from refineloop.backends.image.diffusers.entry import DIFFUSERS_BACKEND
+from refineloop.backends.image.diffusers.single_file import SINGLE_FILE_BACKEND
 from refineloop.backends.table import Backend, BackendTable
 
 BUILT_INS: tuple[Backend, ...] = (
     SKETCH_BACKEND,
+    SINGLE_FILE_BACKEND,
     DIFFUSERS_BACKEND,
     DEMO_BACKEND,
     OLLAMA_BACKEND,

@@ -89,6 +89,8 @@ def image_record(
         # The name only: the folder may be moved, and the file sits next to this one.
         "init_image": Path(request.init_image).name if request.init_image else None,
         "model": model.name,
+        # A single-file checkpoint's AutoV2 hash (refineloop.backends.image.file_hash), where the backend has one.
+        "model_hash": getattr(model, "model_hash", None),
         "loras": [{"source": source, "scale": scale} for source, scale in map(lora_scale, loras)],
         "run_id": run_id,
         "iteration": iteration,
