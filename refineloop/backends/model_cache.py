@@ -48,6 +48,9 @@ class ModelCache:
     def image_model(self, settings: RunSettings) -> ImageModel:
         """The image model for these settings, loaded on first use."""
         key = ("image", settings.image_model, settings.device, settings.dtype, *settings.lora)
+        entry = self.backends.find("image", settings.image_model)
+        if entry is not None:  # how the backend is reached (a config folder, a server URL) is part of the model
+            key = (*key, *(str(getattr(settings, name)) for name in entry.options))
         if settings.compile:
             key = (*key, "compiled")
         return self._get(key, lambda: self._load_image(settings))
