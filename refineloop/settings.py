@@ -432,6 +432,11 @@ def _check_combinations(settings: RunSettings) -> None:
         "--audit-every needs an auditor: add --audit-model MODEL (e.g. --audit-model ollama:qwen2.5vl:7b)",
     )
     _check(
+        not (settings.init_image and settings.from_image),
+        "--init-image and --from both name where the run starts: keep --init-image to refine your own picture, or "
+        "--from to remake an image refineloop drew",
+    )
+    _check(
         settings.judge != "pairwise" or spec_for(settings.strategy).comparing,
         f"--judge pairwise compares the new image with the one it must beat, but {settings.strategy} keeps every "
         f"image: use --strategy {_either(strategy_names('comparing'))}, or --judge score",

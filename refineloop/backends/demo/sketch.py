@@ -127,6 +127,10 @@ class SketchImageModel:
         self.delay = delay
         self.name = "sketch" if not delay else f"sketch (+{delay:g} s per image)"
 
+    def default_size(self) -> tuple[int, int]:
+        """The (width, height) it paints at when a request names none."""
+        return self.size, self.size
+
     def count_tokens(self, text: str) -> int:
         """Count words and punctuation marks, close to what a CLIP tokenizer reports for plain English."""
         return len(re.findall(r"\w+|[^\w\s]", text))
