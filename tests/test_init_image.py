@@ -167,3 +167,18 @@ def test_a_crash_after_the_baseline_resumes_without_judging_it_again(tmp_path, s
     trace = [json.loads(line) for line in (run / "trace.jsonl").read_text().splitlines()]
     assert sum(t["kind"] == "baseline" for t in trace) == 1
     assert [t["iteration"] for t in trace if t.get("role") == "judge#1"].count(0) == 1, "judged once"
+
+
+@pytest.mark.slow
+def test_a_diffusers_model_starts_from_the_picture_at_its_own_default_size(tmp_path, tiny_sd_dir, capsys):
+    photo = _three_bands(tmp_path / "photo.webp", size=(90, 30))
+    run = tmp_path / "run"
+    args = ["run", "--image-model", str(tiny_sd_dir), "--init-image", str(photo), "--steps", "4", *STEADY]
+    assert main([*args, "--strategy", "img2img", "--max-iterations", "2", "--output-dir", str(run)]) == 0
+    with Image.open(run / "00.png") as kept, Image.open(run / "01.png") as drawn:
+        assert kept.size == drawn.size == (64, 64), "fitted to the pipeline's default size, which it draws at"
+    first, second = _sidecar(run, 1), _sidecar(run, 2)
+    assert Path(first["init_image"]).name == "00.png" and first["strength"] == 0.8
+    assert second["init_image"] is not None, "img2img walks on from the best image"
+    trace = [json.loads(line) for line in (run / "trace.jsonl").read_text().splitlines()]
+    assert [Path(t["init_image"]).name for t in trace if t["kind"] == "image"][0] == "00.png"

@@ -98,10 +98,14 @@ def _pickle_shapes(path: Path) -> dict[str, Shape]:
     """A `.ckpt`'s tensors, through torch's weights-only unpickler (the caller has already let pickles in)."""
     import torch
 
-    try:
-        data: Any = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:  # torch raises many kinds for a damaged or foreign pickle
-        raise ModelError(f"'{path.name}' is not a readable checkpoint ({one_line(exc)})") from None
+    data: Any = None
+    for mapped in (True, False):  # only zip-format pickles (torch >= 1.6) can be memory-mapped
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True, mmap=mapped)
+            break
+        except Exception as exc:  # torch raises many kinds for a damaged or foreign pickle
+            if not mapped:
+                raise ModelError(f"'{path.name}' is not a readable checkpoint ({one_line(exc)})") from None
     while isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
         data = data["state_dict"]
     if not isinstance(data, dict):

@@ -39,7 +39,8 @@ class SingleFileImageModel(DiffusersImageModel):
 
 
 def _claims(spec: str) -> bool:
-    return spec.lower().endswith(SUFFIXES) and not Path(spec).expanduser().is_dir()
+    # `hf:` specs stay the diffusers entry's, whatever they end in.
+    return spec.lower().endswith(SUFFIXES) and not spec.startswith("hf:") and not Path(spec).expanduser().is_dir()
 
 
 def _check(spec: str) -> None:
