@@ -5,7 +5,9 @@ are one line each; the file's AutoV2 hash is recorded and computed once."""
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -114,7 +116,8 @@ def test_an_unknown_key_layout_is_one_line(tmp_path, capsys):
     assert "'broken.safetensors' is not a readable safetensors file" in _one_error_line(capsys)
 
 
-def test_a_missing_configuration_names_the_repository_to_download(ldm_file, tmp_path, capsys):
+def test_a_missing_configuration_names_the_repository_to_download(tmp_path, capsys):
+    ldm_file = _header_only(tmp_path / "tinymix_v2.safetensors", UNET)
     assert _run(tmp_path / "r", str(ldm_file)) == 2
     err = _one_error_line(capsys)
     assert f"'tinymix_v2.safetensors' is SD 1.x, and its configuration ({SD15_REPO}) is not in the local" in err
@@ -157,3 +160,62 @@ def test_the_hash_is_computed_once_per_file_version(tmp_path):
     with weights.open("r+b") as fh:  # same size, new content and modification time: hashed again
         fh.write(b"changed")
     assert autov2_hash(weights) == hashlib.sha256(weights.read_bytes()).hexdigest()[:10] != first
+
+
+def _header_only(path: Path, shapes: dict[str, list[int]]) -> Path:
+    """A safetensors file whose header names these tensors (the family test reads nothing past the header)."""
+    header = json.dumps(
+        {name: {"dtype": "F16", "shape": shape, "data_offsets": [0, 0]} for name, shape in shapes.items()}
+    )
+    path.write_bytes(struct.pack("<Q", len(header)) + header.encode())
+    return path
+
+
+UNET = {"model.diffusion_model.input_blocks.0.0.weight": [320, 4, 3, 3]}
+FAMILIES = {
+    "SD 2.x": (
+        {**UNET, "model.diffusion_model.input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight": [320, 1024]},
+        "stabilityai/stable-diffusion-2-1",
+    ),
+    "SDXL": (
+        {**UNET, "conditioner.embedders.1.model.transformer.resblocks.9.mlp.c_proj.bias": [1280]},
+        "stabilityai/stable-diffusion-xl-base-1.0",
+    ),
+    "SD 3.5 Medium": (
+        {
+            "model.diffusion_model.joint_blocks.0.context_block.adaLN_modulation.1.bias": [9216],
+            "model.diffusion_model.pos_embed": [1, 147456, 1536],
+        },
+        "stabilityai/stable-diffusion-3.5-medium",
+    ),
+    "FLUX.1 dev": (
+        {
+            "double_blocks.0.img_attn.norm.key_norm.scale": [128],
+            "guidance_in.in_layer.bias": [3072],
+            "img_in.weight": [3072, 64],
+        },
+        "black-forest-labs/FLUX.1-dev",
+    ),
+    "FLUX.1 schnell": ({"double_blocks.0.img_attn.norm.key_norm.scale": [128]}, "black-forest-labs/FLUX.1-schnell"),
+}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_each_family_is_read_from_the_header_and_names_its_configuration(tmp_path, family, capsys):
+    shapes, repo = FAMILIES[family]
+    weights = _header_only(tmp_path / "model.safetensors", shapes)
+    assert _run(tmp_path / "r", str(weights)) == 2
+    err = _one_error_line(capsys)
+    assert f"'model.safetensors' is {family}, and its configuration ({repo}) is not in the local" in err
+    if family.startswith(("SD 3", "FLUX")):  # the file lacks the text encoders and VAE: only the transformer is skipped
+        assert f'`hf download {repo} --exclude "transformer/*.safetensors"' in err
+    else:
+        assert f'`hf download {repo} --exclude "*.safetensors"' in err
+
+
+def test_a_checkpoint_of_another_kind_is_named(tmp_path, capsys):
+    inpainting = _header_only(
+        tmp_path / "inpaint.safetensors", {"model.diffusion_model.input_blocks.0.0.weight": [320, 9, 3, 3]}
+    )
+    assert _run(tmp_path / "r", str(inpainting)) == 2
+    assert "holds a model of kind 'inpainting', which refineloop does not draw with" in _one_error_line(capsys)

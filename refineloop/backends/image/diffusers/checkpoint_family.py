@@ -127,7 +127,7 @@ def family_of(path: Path, shapes: dict[str, Shape]) -> Family:
         raise ModelError(f"'{path.name}' has an unknown key layout ({_hint(shapes)}): {_wanted()}")
     if model_type not in FAMILIES:
         raise ModelError(
-            f"'{path.name}' holds a {model_type} model, not an image model refineloop draws with: {_wanted()}"
+            f"'{path.name}' holds a model of kind '{model_type}', which refineloop does not draw with: {_wanted()}"
         )
     repo = str(DIFFUSERS_DEFAULT_PIPELINE_PATHS[model_type]["pretrained_model_name_or_path"])
     return Family(model_type, FAMILIES[model_type], repo)
