@@ -114,6 +114,14 @@ def test_pictures_that_cannot_start_a_run_are_one_line(tmp_path, capsys):
         assert not (tmp_path / "r").exists()
 
 
+def test_a_picture_too_large_to_open_safely_is_one_line(tmp_path, capsys, monkeypatch):
+    photo = _three_bands(tmp_path / "huge.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow's decompression-bomb limit, lowered for a small file
+    assert main(["run", "--init-image", str(photo), "--output-dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("has too many pixels to open safely: scale it down first") and "\n" not in err
+
+
 class TextOnly(SketchImageModel):
     """A painter that cannot start from a picture (as a text-to-image-only backend would say)."""
 

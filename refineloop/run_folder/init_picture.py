@@ -38,6 +38,8 @@ def checked_picture(path: str) -> str:
         raise SettingsError(f"--init-image {path}: no such file, check the path") from None
     except IsADirectoryError:
         raise SettingsError(f"--init-image {path} is a folder: name a picture in it") from None
+    except Image.DecompressionBombError:
+        raise SettingsError(f"--init-image {path} has too many pixels to open safely: scale it down first") from None
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
         detail = type(exc).__name__
         raise SettingsError(
