@@ -71,11 +71,13 @@ def load_single_file(
     """Load a single-file checkpoint offline; every failure a user can fix is a one-line ModelError."""
     from refineloop.backends.image.diffusers.checkpoint_family import config_folder, family_of, tensor_shapes
     from refineloop.backends.image.diffusers.loading import apply_placement, pipeline_kwargs
+    from refineloop.backends.image.diffusers.log_filters import quiet_torchvision_fallback
     from refineloop.backends.image.diffusers.loras import find_lora, load_loras
     from refineloop.backends.image.diffusers.placement import plan_placement
     from refineloop.backends.image.diffusers.sources import read_index
     from refineloop.backends.image.file_hash import autov2_hash
 
+    quiet_torchvision_fallback()
     path = Path(spec).expanduser()
     if not path.is_file():
         raise ModelError(f"'{spec}' is not a file: check the path of the checkpoint")
@@ -104,6 +106,7 @@ def _from_single_file(path: Path, folder: Path, index: dict[str, Any], dtype: st
     import diffusers
     import torch
 
+    from refineloop.backends.image.diffusers.log_filters import filtered
     from refineloop.backends.image.diffusers.messages import one_line
 
     name = str(index.get("_class_name", ""))
@@ -113,14 +116,23 @@ def _from_single_file(path: Path, folder: Path, index: dict[str, Any], dtype: st
             f"configuration folder '{folder}' names {name or 'no pipeline'}, which cannot load a single file"
         )
     try:
-        return cls.from_single_file(
-            str(path), config=str(folder), local_files_only=True, dtype=getattr(torch, dtype), **extra
-        )
+        with filtered({"diffusers.models.modeling_utils"}, _DropEmptyFloat32Note()):
+            return cls.from_single_file(
+                str(path), config=str(folder), local_files_only=True, dtype=getattr(torch, dtype), **extra
+            )
     except Exception as exc:  # diffusers raises many kinds; each becomes one readable line
         raise ModelError(
             f"cannot load '{path.name}' with the configuration in '{folder}': {one_line(exc)} (is that folder of the "
             "same family, with the weights of the parts the file lacks?)"
         ) from exc
+
+
+class _DropEmptyFloat32Note(logging.Filter):
+    """diffusers' single-file loader casts each model to the dtype asked for, and then warns that modules "should
+    be kept in float32" even when it lists none: with an empty list the line says nothing."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "should be kept in float32: []" not in record.getMessage()
 
 
 SINGLE_FILE_BACKEND = Backend(
