@@ -190,3 +190,19 @@ def test_a_diffusers_model_starts_from_the_picture_at_its_own_default_size(tmp_p
     assert second["init_image"] is not None, "img2img walks on from the best image"
     trace = [json.loads(line) for line in (run / "trace.jsonl").read_text().splitlines()]
     assert [Path(t["init_image"]).name for t in trace if t["kind"] == "image"][0] == "00.png"
+
+
+def test_a_phone_photos_rotation_is_applied_before_fitting(tmp_path):
+    wide = _three_bands(tmp_path / "bands.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: the camera was turned, viewers rotate the stored pixels 90 degrees
+    with Image.open(wide) as img:
+        img.save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    run = tmp_path / "run"
+    args = ["run", "--init-image", str(tmp_path / "phone.jpg"), "--width", "64", "--height", "192", *STEADY]
+    assert main([*args, "--max-iterations", "1", "--output-dir", str(run)]) == 0
+    with Image.open(run / "00.png") as kept:
+        pixels = np.asarray(kept.convert("RGB"), dtype=float)
+    top, bottom = pixels[:40].reshape(-1, 3).mean(axis=0), pixels[-40:].reshape(-1, 3).mean(axis=0)
+    # Upright, the bands run top to bottom: the picture is 1:3 like the run, so nothing is cropped.
+    assert top[0] > 150 > top[2] and bottom[2] > 150 > bottom[0], (top, bottom)
