@@ -14,6 +14,9 @@ Two more loops hand the decisions to chat models (their shapes are drawn in thei
                                                 ^------------------------------------------------------'
                                                                                                (nodes.agents)
 
+In every graph, a run given `--init-image` passes from setup through `baseline` first, which judges the user's
+picture as image 0 (refineloop.nodes.baseline).
+
 Every graph takes the same input (refineloop.state.RunInput: what a user or the CLI gives at the start), reads
 its knobs from the context (RunSettings) and ends in the one stop node (refineloop.nodes.stop).
 
@@ -32,6 +35,7 @@ from langgraph.types import Checkpointer
 
 from refineloop.nodes.accept import accept_node
 from refineloop.nodes.agents import generator, route_after_critique
+from refineloop.nodes.baseline import after_setup_agent, after_setup_loop, after_setup_writer, baseline
 from refineloop.nodes.evaluate import evaluate
 from refineloop.nodes.generate import generate
 from refineloop.nodes.propose import propose
@@ -72,8 +76,10 @@ def build_loop(spec: StrategySpec) -> Builder:
     builder.add_node("summarize", in_run_view(summarize))
     builder.add_node("review", in_run_view(review))
     builder.add_node("stop", in_run_view(stop))
+    builder.add_node("baseline", in_run_view(baseline))
     builder.add_edge(START, "setup")
-    builder.add_edge("setup", "generate")
+    builder.add_conditional_edges("setup", after_setup_loop)  # --init-image: the user's picture is judged first
+    builder.add_edge("baseline", "generate")
     builder.add_edge("generate", "evaluate")
     builder.add_edge("evaluate", accept)
     builder.add_conditional_edges(accept, route_after_accept)
@@ -101,8 +107,10 @@ def build_agent_router(spec: StrategySpec) -> Builder:
     builder.add_node("summarize", in_run_view(summarize))
     builder.add_node("propose", in_run_view(propose))
     builder.add_node("stop", in_run_view(stop))
+    builder.add_node("baseline", in_run_view(baseline))
     builder.add_edge(START, "setup")
-    builder.add_edge("setup", "router")
+    builder.add_conditional_edges("setup", after_setup_agent)  # --init-image: the user's picture is judged first
+    builder.add_edge("baseline", "router")
     builder.add_edge("generate", "router")
     builder.add_edge("evaluate", accept)
     builder.add_edge(accept, "router")
@@ -123,8 +131,10 @@ def build_evaluator_optimizer(spec: StrategySpec) -> Builder:
     builder.add_node("critic", in_run_view(evaluate))
     builder.add_node(accept, in_run_view(accept_node(spec)))
     builder.add_node("stop", in_run_view(stop))
+    builder.add_node("baseline", in_run_view(baseline))
     builder.add_edge(START, "setup")
-    builder.add_edge("setup", "generator")
+    builder.add_conditional_edges("setup", after_setup_writer)  # --init-image: the user's picture is judged first
+    builder.add_edge("baseline", "generator")
     builder.add_edge("generator", "generate")
     builder.add_edge("generate", "critic")
     builder.add_edge("critic", accept)

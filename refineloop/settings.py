@@ -60,8 +60,8 @@ class RunSettings:
     final_strength: float = _knob(0.3, "img2img strength for the last refinement (polish).")
     image_model: str = _knob(
         "sketch",
-        "Image model: `sketch` (offline demo), `hf:<hub id>` or a local diffusers folder, a ComfyUI workflow or an "
-        "A1111-compatible server (see the backends).",
+        "Image model: `sketch` (offline demo), `hf:<hub id>`, a local diffusers folder, a single-file checkpoint, a "
+        "ComfyUI workflow or an A1111-compatible server (see the backends).",
     )
     comfyui_url: str = _knob(
         "http://127.0.0.1:8188", "Base URL of the ComfyUI server that draws `comfyui:<workflow.json>` image models."
@@ -75,6 +75,17 @@ class RunSettings:
         "",
         "Name of the environment variable holding `user:password` for an A1111-compatible server started with "
         "--api-auth (the value itself is never written anywhere); empty sends no credentials.",
+    )
+    single_file_config: str = _knob(
+        "",
+        "For a single-file checkpoint (`--image-model FILE.safetensors`): the diffusers folder or cached hub id whose "
+        "configuration (component configs, tokenizers, scheduler) it loads with; empty: the family's usual repository "
+        "from the local Hugging Face cache.",
+    )
+    allow_pickle: bool = _knob(
+        False,
+        "Load a `.ckpt` single-file checkpoint: a Python pickle, which can run any code when loaded, so only for files "
+        "from a source you trust (a .safetensors file needs no such trust).",
     )
     eval_model: str = _knob(
         "demo",
@@ -112,6 +123,12 @@ class RunSettings:
         "",
         "Start from an image refineloop made (its PNG provenance): its prompt, negative prompt and seed draw the "
         "first image again, and its task is reused unless --task or --goal is given.",
+    )
+    init_image: str = _knob(
+        "",
+        "Start from your own picture (PNG, JPEG or WebP, any size): it is centre-cropped to the run's aspect and "
+        "resized to its size, judged first as image 0 (the baseline the run must beat), and the first image drawn is "
+        "an img2img of it at --initial-strength.",
     )
     first_seed: int | None = _knob(
         None, "Seed of the first image (set by --from IMAGE to remake it); empty derives it from --seed."
@@ -412,6 +429,11 @@ def _check_combinations(settings: RunSettings) -> None:
         "--audit-every needs an auditor: add --audit-model MODEL (e.g. --audit-model ollama:qwen2.5vl:7b)",
     )
     _check(
+        not (settings.init_image and settings.from_image),
+        "--init-image and --from both name where the run starts: keep --init-image to refine your own picture, or "
+        "--from to remake an image refineloop drew",
+    )
+    _check(
         settings.judge != "pairwise" or spec_for(settings.strategy).comparing,
         f"--judge pairwise compares the new image with the one it must beat, but {settings.strategy} keeps every "
         f"image: use --strategy {_either(strategy_names('comparing'))}, or --judge score",
@@ -458,7 +480,8 @@ def settings_warnings(settings: RunSettings) -> list[str]:
             f"{' and '.join(knobs)} shape {' and '.join(strategy_names('cools'))}'s temperature only: "
             f"{strategy} ignores {_them(knobs)}"
         )
-    if not spec.from_image and (knobs := changed_flags(settings, "initial_strength", "final_strength")):
+    strengths = ("final_strength",) if settings.init_image else ("initial_strength", "final_strength")
+    if not spec.from_image and (knobs := changed_flags(settings, *strengths)):
         found.append(
             f"{' and '.join(knobs)} set {' and '.join(strategy_names('from_image'))}'s strength only: "
             f"{strategy} ignores {_them(knobs)}"

@@ -142,6 +142,8 @@ def load_models(models: ModelCache, settings: RunSettings, callbacks: EngineCall
     models.chat_model(settings)
     critic_note = _load_critic(settings)
     image_model = models.image_model(settings)
+    if settings.init_image and not image_model.traits.img2img:
+        raise SettingsError(f"--init-image: {image_model.name} cannot start from a picture; use an img2img model")
     if spec_for(settings.strategy).from_image and not image_model.traits.img2img:
         raise SettingsError(f"{image_model.name} cannot start from an image: use --strategy climbing with it")
     check_scheduler(image_model, settings.scheduler)

@@ -180,12 +180,12 @@ class ProgressLines(EngineCallbacks):
             self._step(node, update)
 
     def _step(self, node: str, update: dict[str, Any]) -> None:
-        if node.startswith("accept_") and update.get("history"):
+        # The baseline node judges the user's own picture (--init-image) as image 0, before any image is drawn.
+        if (node.startswith("accept_") or node == "baseline") and update.get("history"):
             entry = update["history"][-1]
             score = score_words(entry["score"])
-            best = (
-                f"{score_words(entry['best_score'])} (#{entry['best_iteration']})" if entry["best_iteration"] else "-"
-            )
+            leader = entry["best_iteration"]
+            best = f"{score_words(entry['best_score'])} (#{leader})" if leader is not None else "-"
             extra = f"  T={entry['temperature']:.2f}" if entry.get("temperature") is not None else ""
             self.out.write(
                 f"[{entry['iteration']:>2}/{self.cap}] score {score:>{self.width}}/10  best {best:<{self.width + 6}} "

@@ -13,10 +13,12 @@ from refineloop.backends.demo.sketch import SKETCH_BACKEND
 from refineloop.backends.image.a1111.entry import A1111_BACKEND
 from refineloop.backends.image.comfyui.entry import COMFYUI_BACKEND
 from refineloop.backends.image.diffusers.entry import DIFFUSERS_BACKEND
+from refineloop.backends.image.diffusers.single_file import SINGLE_FILE_BACKEND
 from refineloop.backends.table import Backend, BackendTable
 
 BUILT_INS: tuple[Backend, ...] = (
     SKETCH_BACKEND,
+    SINGLE_FILE_BACKEND,
     DIFFUSERS_BACKEND,
     COMFYUI_BACKEND,
     A1111_BACKEND,

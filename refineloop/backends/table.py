@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from refineloop.errors import ModelError, SettingsError
 from refineloop.settings import changed_flags
+from refineloop.strategies import spec_for
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
@@ -127,6 +128,10 @@ class BackendTable:
                 f"--scheduler {settings.scheduler} needs an image model that samples ({takers}); {image.name} "
                 "draws without a sampler: drop --scheduler"
             )
+        starts_from_picture = bool(settings.init_image) or spec_for(settings.strategy).from_image
+        if image is not None and not image.img2img and starts_from_picture:
+            asked = "--init-image" if settings.init_image else f"--strategy {settings.strategy}"
+            raise SettingsError(f"{asked} starts images from a picture, which {image.name} models cannot do")
         self.check("chat", FLAGS["chat"], settings.eval_model)
         for flag, spec in (("--agent-model", settings.agent_model), ("--audit-model", settings.audit_model)):
             if spec:  # empty means: the critic's own model (agent), no audit (auditor)

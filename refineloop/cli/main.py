@@ -67,7 +67,7 @@ def build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argumen
     fork.add_argument(
         "--from-iteration", type=int, required=True, metavar="K", help="the last image the new run shares"
     )
-    add_settings_flags(fork, overrides_only=True, skip=("from_image",))
+    add_settings_flags(fork, overrides_only=True, skip=("from_image", "init_image"))
     _add_checkpointer_flag(fork)
     runs = commands.add_parser(
         "runs", help="list run folders (and the runs inside batch folders) with status, images and best score"

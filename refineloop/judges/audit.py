@@ -54,14 +54,15 @@ def audit_run(j: Judging, best: Mapping[str, Any] | None) -> dict[str, Any] | No
     """The auditor's verdict on the run: the crowned image against the first one, in both orders."""
     if not j.settings.audit_model or not best:
         return None
-    record: dict[str, Any] = {"model": j.settings.audit_model, "first": 1, "crowned": best["iteration"]}
     sidecars = read_sidecars(j.run_dir)
+    start = 0 if 0 in sidecars else 1  # the user's own picture (--init-image), else the first image drawn
+    record: dict[str, Any] = {"model": j.settings.audit_model, "first": start, "crowned": best["iteration"]}
     if j.settings.audit_every:
         record.update(_agreement(sidecars))
-    if best["iteration"] == 1 or 1 not in sidecars:
+    if best["iteration"] == start or start not in sidecars:
         record.update(verdict="same image", note="the crowned image is the first one: nothing to compare")
         return record
-    first = {**sidecars[1], "iteration": 1, "path": str(image_path(j.run_dir, 1))}
+    first = {**sidecars[start], "iteration": start, "path": str(image_path(j.run_dir, start))}
     auditor = j.models.plain_judge(auditor_settings(j.settings), COLD)
     with critic_phase("audit", 2):
         met = duel(j, best, first, label="audit-duel", runnable=auditor, counted=False)

@@ -38,12 +38,15 @@ def generate(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
     numbers = range(first, first + count)
     best = state.get("best")
     init_image, used_strength = None, None
-    if spec_for(settings.strategy).from_image and best and model.traits.img2img:
-        init_image = best["path"]
+    # The user's own picture (--init-image, image 0) starts the first round, whatever the strategy.
+    from_picture = bool(settings.init_image) and state["iteration"] == 0
+    if (from_picture or (spec_for(settings.strategy).from_image and best)) and model.traits.img2img:
+        init_image = str(image_path(state["run_dir"], 0)) if from_picture else (best or {})["path"]
         if model.traits.strength:
             round_number = (first - 1) // settings.candidates + 1
+            # The schedule reaches --initial-strength at round 2 (round 1 is text-to-image); a picture's round 1 too.
             used_strength = strength(
-                round_number, settings.max_iterations, settings.initial_strength, settings.final_strength
+                max(2, round_number), settings.max_iterations, settings.initial_strength, settings.final_strength
             )
     request = ImageRequest(
         prompt=compose_prompt(task.subject, state["prompt"]),

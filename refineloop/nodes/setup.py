@@ -52,6 +52,10 @@ def resolve_settings(
     validated(settings)
     if settings.seed is None:
         settings.seed = random.SystemRandom().randrange(2**31)
+    if settings.init_image:
+        from refineloop.run_folder.init_picture import checked_picture
+
+        settings.init_image = checked_picture(settings.init_image)  # before any folder exists
     if task is not None and Path(settings.output_dir).is_absolute():
         # Resolved before (by the CLI): its folder already stands where it says.
         return settings, task.with_negative_prompt(settings.negative_prompt)

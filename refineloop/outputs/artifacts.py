@@ -16,7 +16,16 @@ from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 from refineloop.files.safe_io import write_bytes_atomic, write_text_atomic
 from refineloop.outputs.report import write_report
 from refineloop.run_folder.best_rule import best_rule
-from refineloop.run_folder.image_files import image_path, image_problem, listed_images, read_sidecars, save_image
+from refineloop.run_folder.image_files import (
+    image_path,
+    image_problem,
+    listed_images,
+    read_record,
+    read_sidecars,
+    save_image,
+    sidecar_path,
+)
+from refineloop.run_folder.init_picture import improvement
 
 if TYPE_CHECKING:
     from refineloop.state import RefineState
@@ -89,7 +98,8 @@ def summary_text(state: RefineState) -> str:
         score = record.get("score")
         lines += [
             f"[{iteration:02d}] score {score if score is not None else '?'}/10  {record.get('verdict', '?')}  "
-            f"{record.get('decision', 'not judged')}  seed {record.get('seed')}"
+            f"{record.get('decision', 'not judged')}  "
+            + (f"your picture {record.get('source')}" if iteration == 0 else f"seed {record.get('seed')}")
             + (f"  strength {record['strength']:.2f}" if record.get("strength") is not None else ""),
             f"     prompt:   {record.get('prompt', '')}",
             f"     critique: {record.get('critique', '')}",
@@ -105,6 +115,8 @@ def summary_text(state: RefineState) -> str:
             f"{score if score is not None else '?'}/10, copied to best.png",
             f"  (best means {best_rule(settings, state.get('final_pick'))})",
         ]
+    if started := improvement(read_record(sidecar_path(state["run_dir"], 0)), best):
+        lines.append(f"started from {started}")
     else:
         lines += ["", "best: none yet"]
     from refineloop.judges.audit import audit_lines

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from refineloop.files.safe_io import write_text_atomic
 from refineloop.run_folder.best_rule import best_rule
 from refineloop.run_folder.image_files import listed_images, read_sidecars
+from refineloop.run_folder.init_picture import improvement
 
 if TYPE_CHECKING:
     from refineloop.state import RefineState
@@ -172,6 +173,7 @@ def report_html(run_dir: str, state: RefineState | dict[str, Any], *, live: bool
         ("images", str(len(rows))),
         ("best", f"image {best_iteration} scored {_fmt(best_row['score'])}/10" if best_row else "none yet"),
         ("best means", best_rule(settings, state.get("final_pick"))),
+        *([("started from", started)] if (started := improvement(rows[0] if rows else None, best)) else []),
         ("models", f"{settings.get('image_model', '?')} / critic {settings.get('eval_model', '?')}"),
         ("seed", _fmt(settings.get("seed"))),
         ("folder", run_dir),

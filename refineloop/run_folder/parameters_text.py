@@ -62,7 +62,8 @@ def image_identity(model: Any, scheduler: str) -> dict[str, Any]:
     return {
         "model": model_label(str(model.name)),
         "model_source": model_source(str(model.name)),
-        "model_hash": model_hash(weights) if weights else None,
+        # A backend that hashed its own weights (a single-file checkpoint, AutoV2) says so; others are hashed here.
+        "model_hash": getattr(model, "model_hash", None) or (model_hash(weights) if weights else None),
         "scheduler": scheduler,
         "sampler": sampler or None,
         "schedule_type": schedule or None,

@@ -53,6 +53,10 @@ class ProvenanceError(RefineError):
     """An image cannot be read, or carries no provenance."""
 
 
+class NoProvenanceError(ProvenanceError):
+    """A readable picture that carries no provenance at all (a photo, a drawing, another tool's export)."""
+
+
 def image_record(
     *,
     request: ImageRequest,
@@ -166,7 +170,7 @@ def read_provenance(path: str | Path) -> dict[str, Any]:
         raise ProvenanceError(f"{path} has a damaged refineloop record: use another image of the run (or its NN.json)")
     if PARAMETERS_KEY in texts:
         return parse_parameters(str(texts[PARAMETERS_KEY]))
-    raise ProvenanceError(
+    raise NoProvenanceError(
         f"{path} carries no provenance (no refineloop or parameters text): show an NN.png or best.png that "
         "refineloop wrote, or an image from a tool that writes a parameters text"
     )
@@ -326,7 +330,13 @@ def start_from_image(settings: RunSettings) -> Task:
     from refineloop.tasks import Task, resolve_task, task_from_goal
 
     path = Path(settings.from_image).expanduser()
-    record = read_provenance(path)
+    try:
+        record = read_provenance(path)
+    except NoProvenanceError:
+        raise ProvenanceError(
+            f"{path} carries no provenance, so --from cannot remake it: to refine a picture of your own, start from "
+            f"it with --init-image {path}"
+        ) from None
     prompt = str(record.get("prompt") or "").strip()
     if not prompt:
         raise ProvenanceError(f"{path} records no prompt: start a run from another image")

@@ -136,6 +136,10 @@ class SketchImageModel:
         """A1111's `Sampler` word for its images: `sketch` (no sampler; the settings refuse --scheduler)."""
         return "sketch", ""
 
+    def default_size(self) -> tuple[int, int]:
+        """The (width, height) it paints at when a request names none."""
+        return self.size, self.size
+
     def count_tokens(self, text: str) -> int:
         """Count words and punctuation marks, close to what a CLIP tokenizer reports for plain English."""
         return len(re.findall(r"\w+|[^\w\s]", text))

@@ -8,7 +8,8 @@
 - A LoRA: A1111's AutoV3, the first 12 hex digits of the SHA-256 of a .safetensors file's tensor data (the
   bytes after its JSON header, so editing the header's metadata keeps the hash); other files: of the whole file.
 
-A file's SHA-256 is computed once per process for a given size and modification time. A file in the Hugging
+A whole file's SHA-256 is computed once per size and modification time and kept across processes
+(refineloop.backends.image.file_hash); a digest from an offset is kept for the process. A file in the Hugging
 Face cache is a link to a blob named by its SHA-256, which is read from the name instead of the bytes.
 """
 
@@ -19,6 +20,8 @@ import re
 import struct
 import threading
 from pathlib import Path
+
+from refineloop.backends.image.file_hash import sha256_of
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth", ".gguf")
 _CHUNK = 1 << 20
@@ -41,6 +44,8 @@ def file_sha256(path: Path, *, skip: int = 0) -> str:
     real = path.resolve()
     if skip == 0 and real.parent.name == "blobs" and _HEX64.fullmatch(real.name):
         return real.name  # the hub cache names each blob by the SHA-256 of its content
+    if skip == 0:
+        return sha256_of(real)
     stat = real.stat()
     key = (str(real), stat.st_size, stat.st_mtime_ns, skip)
     with _lock:

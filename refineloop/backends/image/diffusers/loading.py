@@ -60,7 +60,7 @@ def load_diffusers(
         quiet_library_output()
     import torch
 
-    kwargs: dict[str, Any] = {"dtype": getattr(torch, plan.dtype), **_pipeline_kwargs(index)}
+    kwargs: dict[str, Any] = {"dtype": getattr(torch, plan.dtype), **pipeline_kwargs(index)}
     if source.local_only:
         kwargs["local_files_only"] = True
     else:
@@ -76,7 +76,7 @@ def load_diffusers(
             plan = plan_placement(device, dtype, total, largest or None)
     # Before placement: the adapters then move (or offload) with the weights they patch.
     load_loras(pipe, found, shown)
-    _apply(pipe, plan)
+    apply_placement(pipe, plan)
     model = DiffusersImageModel(pipe, name=shown, placement=plan, progress=progress)
     where = source.folder or (cached_snapshot(source.repo_id) if source.repo_id else None)
     model.weights_path = str(where) if where else None
@@ -109,7 +109,7 @@ def _from_pretrained(source: Source, kwargs: dict[str, Any]) -> Any:
         raise ModelError(f"cannot load the diffusers pipeline from {where}: {one_line(exc)}") from exc
 
 
-def _pipeline_kwargs(index: dict[str, Any] | None) -> dict[str, Any]:
+def pipeline_kwargs(index: dict[str, Any] | None) -> dict[str, Any]:
     """`safety_checker=None` and friends, only for pipelines whose constructor takes them (SD1.x)."""
     if not index:
         return {}
@@ -126,7 +126,7 @@ def _pipeline_kwargs(index: dict[str, Any] | None) -> dict[str, Any]:
     return kwargs
 
 
-def _apply(pipe: Any, plan: Placement) -> None:
+def apply_placement(pipe: Any, plan: Placement) -> None:
     """Move the pipeline where the plan says, or install the offload hooks it chose."""
     gpu = int(plan.device.split(":", 1)[1]) if plan.device.startswith("cuda:") else 0
     if plan.offload == "model":
