@@ -70,7 +70,7 @@ def child_bare(job: dict[str, Any]) -> None:
         image = pipe(
             prompt=GOAL, num_inference_steps=job["steps"], width=job["size"], height=job["size"], generator=generator
         ).images[0]
-        print(f"image {n}", flush=True)
+        print(f"image {n} (cpu {time.process_time():.2f})", flush=True)
         image.save(out / f"{n:02d}.png")
         data = io.BytesIO()
         image.save(data, format="PNG")
@@ -118,6 +118,18 @@ def child_refineloop(job: dict[str, Any]) -> None:
 
 
 def _run(argv: list[str]) -> int:
+    # Note the process's CPU time when the first image is drawn (its trace record), a figure that other
+    # processes on a shared machine do not move; patched before any node imports the function.
+    import refineloop.run_folder.trace as trace
+
+    original = trace.append_trace
+
+    def noted(run_dir: str, record: dict[str, Any]) -> None:
+        if record.get("kind") == "image":
+            print(f"image {record.get('iteration')} (cpu {time.process_time():.2f})", flush=True)
+        original(run_dir, record)
+
+    trace.append_trace = noted
     from refineloop.cli.main import main
 
     return main(argv)
@@ -148,13 +160,20 @@ def spawn(mode: str, job: dict[str, Any]) -> dict[str, Any]:
     return {"started": started, "ended": ended, "lines": lines}
 
 
+def first_cpu(run: dict[str, Any]) -> float:
+    """CPU seconds the process had used when its first image was drawn."""
+    found = re.search(r"\(cpu ([\d.]+)\)", next(text for _, text in run["lines"] if "(cpu " in text))
+    return float(found.group(1)) if found else float("nan")
+
+
 def bare_figures(run: dict[str, Any]) -> dict[str, float]:
-    stamps = {text.split(":")[0]: at for at, text in run["lines"]}
-    images = sorted(at for key, at in stamps.items() if key.startswith("image "))
+    stamps = {text.split(" (cpu")[0].split(":")[0]: at for at, text in run["lines"]}
+    images = sorted(at for key, at in stamps.items() if key.startswith("image "))  # "image N (cpu ...)"
     verdicts = sorted(at for key, at in stamps.items() if key.startswith("verdict "))
     closing = max(at for at, _ in run["lines"])
     return {
         "first": images[0] - run["started"],
+        "cpu": first_cpu(run),
         "tail": closing - verdicts[-1],
         "pick": 0.0,
         "exit": run["ended"] - closing,
@@ -172,6 +191,7 @@ def refineloop_figures(run: dict[str, Any], out: Path) -> dict[str, float]:
     closing = max(at for at, text in run["lines"] if text.strip())
     return {
         "first": images[0] - run["started"],
+        "cpu": first_cpu(run),
         "tail": closing - last,
         "pick": sum(r["seconds"] for r in pick),
         "exit": run["ended"] - closing,
@@ -214,16 +234,23 @@ def main() -> None:
                 for side, run in (("bare", bare), ("refineloop", ours)):
                     for at, text in run["lines"]:
                         print(f"  {side:<10} {at - run['started']:7.2f}s  {text[:100]}")
-    print(f"{'':<16}{'first image':>12}{'tail':>8}{'of which final pick calls':>27}{'exit':>7}{'wall':>8}")
+    print(
+        f"{'':<16}{'first image':>12}{'(its CPU s)':>12}{'tail':>8}{'of which final pick calls':>27}{'exit':>7}"
+        f"{'wall':>8}"
+    )
     for name, runs in rows.items():
         med = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
         print(
-            f"{name:<16}{med['first']:>11.2f}s{med['tail']:>7.2f}s{med['pick']:>26.2f}s{med['exit']:>6.2f}s"
-            f"{med['wall']:>7.2f}s"
+            f"{name:<16}{med['first']:>11.2f}s{med['cpu']:>11.2f}s{med['tail']:>7.2f}s{med['pick']:>26.2f}s"
+            f"{med['exit']:>6.2f}s{med['wall']:>7.2f}s"
         )
-    ours_med = {key: statistics.median(r[key] for r in rows["refineloop"]) for key in ("first", "tail", "pick")}
-    bare_first = statistics.median(r["first"] for r in rows["bare diffusers"])
-    print(f"first image after bare's: {ours_med['first'] - bare_first:+.2f} s   (target <= 0.3 s)")
+    keys = ("first", "cpu", "tail", "pick")
+    ours_med = {key: statistics.median(r[key] for r in rows["refineloop"]) for key in keys}
+    bare_med = {key: statistics.median(r[key] for r in rows["bare diffusers"]) for key in keys}
+    print(
+        f"first image after bare's: {ours_med['first'] - bare_med['first']:+.2f} s, "
+        f"{ours_med['cpu'] - bare_med['cpu']:+.2f} CPU s   (target <= 0.3 s)"
+    )
     print(f"tail beyond the final pick's calls: {ours_med['tail'] - ours_med['pick']:.2f} s   (target <= 0.3 s)")
 
 
