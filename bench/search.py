@@ -388,6 +388,9 @@ CONFIGS: list[tuple[str, dict[str, Any]]] = [
     ("defaults, 3 images", {"rounds": 3}),
     ("climbing, 3 samples, 3 images", {"judge_samples": 3, "rounds": 3}),
     ("defaults, 2 images", {"rounds": 2}),
+    ("defaults, 4 images", {"rounds": 4}),
+    ("defaults, 5 images", {"rounds": 5}),
+    ("defaults, 6 images", {"rounds": 6}),
 ]
 
 
@@ -400,8 +403,10 @@ def _one(job: tuple[str, dict[str, Any], int, dict[str, float], int, str]) -> Re
     return run_once(base, seed, Noise(**noise), folder)
 
 
-def run_world(name: str, noise: Noise, runs: int, iterations: int, jobs: int) -> dict[str, list[Result]]:
-    """Every row in one world, printed as it finishes."""
+def run_world(
+    name: str, noise: Noise, runs: int, iterations: int, jobs: int, rows: Sequence[str] = ()
+) -> dict[str, list[Result]]:
+    """Every row in one world (or those named in `rows`, with the seed's two), printed as it finishes."""
     print(f"\nworld '{name}': {runs} runs per row, {iterations} rounds, {noise}")
     header = (
         f"{'configuration':<34}{'quality':>8}{'images':>8}{'calls':>7}{'truly best':>12}{'gap':>7}{'DONE':>6}{'<8':>6}"
@@ -411,6 +416,8 @@ def run_world(name: str, noise: Noise, runs: int, iterations: int, jobs: int) ->
     table: dict[str, list[Result]] = {}
     with tempfile.TemporaryDirectory() as tmp, multiprocessing.get_context("fork").Pool(jobs) as pool:
         for label, knobs in CONFIGS:
+            if rows and label not in rows and label not in (CONFIGS[0][0], CONFIGS[1][0]):
+                continue  # the seed's two climbing rows always run: every verdict is against them
             work = [(label, knobs, iterations, dataclasses.asdict(noise), seed, tmp) for seed in range(runs)]
             results = table[label] = pool.map(_one, work, chunksize=max(1, runs // (4 * jobs)))
             print(row(label, results), flush=True)
@@ -440,6 +447,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--world", choices=("both", *WORLDS), default="both", help="which world (default both)")
     parser.add_argument("--jobs", type=int, default=min(2, multiprocessing.cpu_count()), help="worker processes")
     parser.add_argument("--quick", action="store_true", help="3 runs per row, to prove it works")
+    parser.add_argument(
+        "--rows", default="", help="only these rows (labels, separated by ;), with the seed's two climbing rows"
+    )
     for field in dataclasses.fields(Noise):
         parser.add_argument(
             f"--{field.name.replace('_', '-')}", type=float, default=None, help="replaces it in each world"
@@ -451,7 +461,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     for name in WORLDS if args.world == "both" else (args.world,):
         noise = dataclasses.replace(WORLDS[name], **given)
-        table = run_world(name, noise, runs, args.iterations, max(1, args.jobs))
+        rows = [label.strip() for label in args.rows.split(";") if label.strip()]
+        unknown = [label for label in rows if label not in dict(CONFIGS)]
+        if unknown:
+            parser.error(f"unknown rows: {', '.join(unknown)}")
+        table = run_world(name, noise, runs, args.iterations, max(1, args.jobs), rows)
         print_verdict(table)
     print(f"({time.perf_counter() - started:.0f} s)")
     return 0

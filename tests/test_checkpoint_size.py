@@ -17,6 +17,8 @@ from refineloop.cli.main import main
 from refineloop.cli.run_commands import resume_run, start_run
 from refineloop.judges.base import KEPT_SAMPLES
 from refineloop.run_folder.folder import read_meta
+from refineloop.run_folder.image_files import save_json, sidecar_path
+from refineloop.run_folder.score_index import sidecar_scores
 from refineloop.state import FAILED_IDEAS_KEPT, SetValue, add_all_counts, last_write, recent_failures
 from tests.conftest import judge_reply
 
@@ -138,3 +140,15 @@ def test_the_old_shape_fixture_is_what_the_old_code_wrote():
     stored: dict[str, Any] = JsonPlusSerializer().loads_typed((typ, blob))["channel_values"]
     assert {"candidate", "current", "best", "idea", "prompt", "failed_ideas"} <= set(stored)
     assert stored["failed_ideas"] == ["idea from one"]
+
+
+def test_the_score_index_sees_a_rewritten_sidecar_and_skips_a_damaged_one(tmp_path):
+    run = str(tmp_path)
+    for n in (1, 2, 3):
+        (tmp_path / f"{n:02d}.png").write_bytes(b"png")
+        save_json({"score": n + 4}, sidecar_path(run, n))
+    assert sidecar_scores(run) == {1: 5, 2: 6, 3: 7}
+    save_json({"score": 4.5, "rescores": [{"at": 3, "score": 4.5}]}, sidecar_path(run, 2))  # replaced whole
+    (tmp_path / "03.json").write_text("{not json")
+    (tmp_path / "04.json").write_text('{"score": 9}')  # no image beside it: not a judged image
+    assert sidecar_scores(run) == {1: 5, 2: 4.5}

@@ -15,7 +15,8 @@ from typing import Any, TypeGuard
 from refineloop.judges.base import Judging
 from refineloop.judges.knobs import TIE_MARGIN
 from refineloop.judges.samples import score_image
-from refineloop.run_folder.image_files import image_path, read_sidecars, save_json, sidecar_path
+from refineloop.run_folder.image_files import image_path, read_record, save_json, sidecar_path
+from refineloop.run_folder.score_index import sidecar_scores
 from refineloop.state import Candidate
 from refineloop.strategies import spec_for
 
@@ -78,16 +79,19 @@ def highest_scored(run_dir: str, incumbent: Candidate, *, before: int, held: flo
     revised = incumbent.get("score")
     if held is not None and revised is not None and revised >= held:
         return incumbent
-    leader = incumbent
-    for iteration, record in sorted(read_sidecars(run_dir).items()):
-        score = record.get("score")
+    top, top_score = incumbent["iteration"], revised
+    # The scores come from an index that re-reads a sidecar only when it changed (see score_index).
+    for iteration, score in sorted(sidecar_scores(run_dir).items()):
         if iteration >= before or iteration == incumbent["iteration"] or not _is_score(score):
             continue
-        held = leader.get("score")
-        if held is None or score > held or (score == held and iteration < leader["iteration"]):
-            known = Candidate.__annotations__
-            leader = {k: v for k, v in record.items() if k in known}  # type: ignore[assignment]
-            leader.update({"iteration": iteration, "path": str(image_path(run_dir, iteration))})
+        if top_score is None or score > top_score or (score == top_score and iteration < top):
+            top, top_score = iteration, score
+    record = read_record(sidecar_path(run_dir, top)) if top != incumbent["iteration"] else None
+    if record is None:
+        return incumbent
+    known = Candidate.__annotations__
+    leader: Candidate = {k: v for k, v in record.items() if k in known}  # type: ignore[assignment]
+    leader.update({"iteration": top, "path": str(image_path(run_dir, top))})
     return leader
 
 
