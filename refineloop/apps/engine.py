@@ -160,6 +160,8 @@ def load_models(models: ModelCache, settings: RunSettings, callbacks: EngineCall
         callbacks.note(f"LoRAs: {', '.join(settings.lora)}")
     if settings.scheduler:
         callbacks.note(f"scheduler: {settings.scheduler}")
+    if settings.negative_prompt and not image_model.traits.negative_prompt:
+        callbacks.note(f"warning: {image_model.name} takes no negative prompt: --negative-prompt does nothing with it")
     if settings.compile:
         callbacks.note("--compile: the denoiser compiles during the first image; later images run the compiled code")
     from refineloop.run_folder.provenance import from_image_notes

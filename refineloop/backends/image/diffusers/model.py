@@ -216,7 +216,7 @@ class DiffusersImageModel:
         steps = DenoiseSteps(planned if isinstance(planned, int) else None)
 
         def on_step_end(pipeline: Any, index: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-            steps.step(index + 1, steps_done(pipeline, None))
+            steps.step(index + 1, planned_steps(pipeline, None))
             return tensors
 
         kwargs["callback_on_step_end"] = on_step_end
@@ -369,8 +369,8 @@ class DiffusersImageModel:
         )
 
 
-def steps_done(pipe: Any, fallback: int | None = 0) -> int | None:
-    """How many denoising steps the pipeline's last call set out to take (its `num_timesteps`), else `fallback`."""
+def planned_steps(pipe: Any, fallback: int | None = 0) -> int | None:
+    """How many denoising steps the pipeline's current call takes (its `num_timesteps`), else `fallback`."""
     value = getattr(pipe, "num_timesteps", None)
     return value if isinstance(value, int) and not isinstance(value, bool) else fallback
 
