@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from refineloop.backends.builtin import BACKENDS
 from refineloop.backends.chat.text_safety import clean_model_text
 from refineloop.backends.checks import validated
 from refineloop.errors import RefineError
@@ -384,10 +385,10 @@ def start_from_image(settings: RunSettings) -> Task:
 
 
 def fill_scheduler(settings: RunSettings, record: dict[str, Any]) -> None:
-    """A `--from` run of a diffusers model draws with the image's sampler unless --scheduler names one (the
-    sketch painter has none to set)."""
-    image = settings.image_model
-    if settings.scheduler or image == "sketch" or image.startswith("sketch:"):
+    """A `--from` run draws with the image's sampler unless --scheduler names one, where its image backend takes
+    a sampler at all (the sketch painter has none; a ComfyUI workflow keeps its own)."""
+    entry = BACKENDS.find("image", settings.image_model)
+    if settings.scheduler or entry is None or not entry.samplers:
         return
     name = record.get("scheduler")
     if isinstance(name, str) and name:

@@ -146,4 +146,5 @@ SINGLE_FILE_BACKEND = Backend(
     load=_load,
     options=("single_file_config", "allow_pickle"),
     loras=True,
+    samplers=True,
 )
