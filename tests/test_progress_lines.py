@@ -46,11 +46,11 @@ def test_a_slow_critics_phases_update_one_line_on_a_terminal(tmp_path: Path) -> 
     # Each call of the final pick redraws the same line: wipe, then the count, pace and time left.
     calls = re.findall(r"\r\x1b\[K  final pick among 2 images: critic call (\d) of 6", shown)
     assert calls == ["0", "1", "2", "3", "4", "5", "6"], shown
-    assert re.search(r"critic call 2 of 6, 0\.\d\d s/call, \d\.\d s left", shown)
+    assert re.search(r"critic call 2 of 6, \d+\.\d\d s/call, \d+\.\d s left", shown)
     assert "\r\x1b[K  writing the checklist: critic call 1 of 1" in shown
     assert "\r\x1b[K  audit: critic call 2 of 2" in shown
     # The line is wiped before the next plain line, so `stopped:` starts clean, on a line of its own.
-    assert re.search(r"audit: critic call 2 of 2, 0\.\d\d s/call\r\x1b\[Kstopped: ", shown)
+    assert re.search(r"audit: critic call 2 of 2, \d+\.\d\d s/call\r\x1b\[Kstopped: ", shown)
 
 
 def test_into_a_pipe_the_same_run_writes_plain_lines(tmp_path: Path) -> None:
@@ -59,11 +59,11 @@ def test_into_a_pipe_the_same_run_writes_plain_lines(tmp_path: Path) -> None:
     assert "\r" not in done.stdout and "\x1b" not in done.stdout
     lines = done.stdout.splitlines()
     # A phase says nothing for its first second, then how far it got, then how long it took.
-    assert any(re.fullmatch(r"  final pick among 2 images: [4-6] of 6 critic calls, 1\.\d s", line) for line in lines)
+    assert any(re.fullmatch(r"  final pick among 2 images: [1-6] of 6 critic calls, \d+\.\d s", line) for line in lines)
     end = next(
         i
         for i, line in enumerate(lines)
-        if re.fullmatch(r"  final pick among 2 images: 6 critic calls in \d\.\d s", line)
+        if re.fullmatch(r"  final pick among 2 images: 6 critic calls in \d+\.\d s", line)
     )
     assert lines[end + 1].startswith("stopped: ")
 
