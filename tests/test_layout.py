@@ -326,3 +326,13 @@ def test_a_lazy_import_up_the_floors_is_caught(tmp_path: Path) -> None:
     assert upward_imports(graph, floors) == ["refineloop.low.store -> refineloop.high.page"]
     units = {unit: set(edges) for unit, edges in unit_graph(graph).items()}
     assert find_cycles(units) == [["high", "low", "high"]]
+
+
+def test_tests_mirror_the_package() -> None:
+    """A module's tests sit in the tests/ folder named like its own folder (tests/backends/ for backends/), so a
+    reader finds them where they look; tests of top-level modules and of the whole stay at tests/."""
+    folders = {p.name for p in (ROOT / "tests").iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
+    units = {unit for floor in FLOORS for unit in floor} | {"bench"}
+    assert folders <= units, f"test folders that mirror nothing: {sorted(folders - units)}"
+    for folder in folders:
+        assert list((ROOT / "tests" / folder).glob("test_*.py")), f"tests/{folder}/ holds no tests"

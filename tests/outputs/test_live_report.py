@@ -16,7 +16,7 @@ from refineloop.backends.demo.sketch import SketchImageModel
 from refineloop.backends.image.protocol import ImageRequest
 from refineloop.cli.run_commands import start_run
 from tests.conftest import judge_reply, wait_for
-from tests.test_report import CHROMIUM_FLAGS, Page, find_chromium
+from tests.outputs.test_report import CHROMIUM_FLAGS, Page, find_chromium
 
 REFRESH = re.compile(r'<meta http-equiv="refresh" content="(\d+)">')
 

@@ -28,7 +28,7 @@ from tests.scale_fixtures import *  # noqa: F403 - the session fixtures
 
 pytestmark = pytest.mark.scale
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # --------------------------------------------------------------------------------------------- helpers

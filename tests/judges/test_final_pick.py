@@ -13,7 +13,7 @@ from refineloop.cli.main import build_parser, main
 from refineloop.cli.run_commands import start_run
 from tests.conftest import judge_reply, refineloop
 from tests.fake_ollama import FakeOllama, detect_role, message_text
-from tests.test_best_image import check_agreement
+from tests.judges.test_best_image import check_agreement
 
 
 def roles(critic, role: str) -> list[dict]:

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from tests.backends.test_ollama_run import judge_json, role_by_prompt
 from tests.conftest import images_in, refineloop, same_image
 from tests.fake_ollama import FakeOllama
-from tests.test_ollama_run import judge_json, role_by_prompt
 
 pytestmark = pytest.mark.slow
 

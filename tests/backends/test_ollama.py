@@ -416,7 +416,7 @@ def test_fake_runs_as_a_process(tmp_path: Path) -> None:
     script = tmp_path / "script.json"
     script.write_text(json.dumps({"models": MODELS, "replies": {"judge": "garbage", "text": ["a fox"]}}))
     log = tmp_path / "requests.jsonl"
-    fake_py = Path(__file__).with_name("fake_ollama.py")
+    fake_py = Path(__file__).resolve().parents[1] / "fake_ollama.py"
     cmd = [sys.executable, str(fake_py), "--port", "0", "--script", str(script), "--log", str(log)]
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as proc:
         try:

@@ -12,8 +12,8 @@ import pytest
 from refineloop.backends.model_cache import MODELS
 from refineloop.cli.main import main
 from refineloop.settings import RunSettings
+from tests.backends.test_ollama_run import judge_json, role_by_prompt
 from tests.fake_ollama import FakeOllama
-from tests.test_ollama_run import judge_json, role_by_prompt
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,7 @@ from refineloop.judges.base import Budget, Judging
 from refineloop.judges.duel import duel
 from refineloop.tasks import resolve_task
 from tests.conftest import ScriptedCritic
-from tests.test_final_pick import DUELS, LOOKS, LOOP
+from tests.judges.test_final_pick import DUELS, LOOKS, LOOP
 
 
 class LeaningReferee(ScriptedCritic):

@@ -22,7 +22,7 @@ from refineloop.run_folder.score_index import sidecar_scores
 from refineloop.state import FAILED_IDEAS_KEPT, SetValue, add_all_counts, last_write, recent_failures
 from tests.conftest import judge_reply
 
-OLD_RUN = Path(__file__).parent / "data" / "old_shape_run"
+OLD_RUN = Path(__file__).resolve().parents[1] / "data" / "old_shape_run"
 #: The channels a checkpoint no longer carries whole at every step.
 DELTAS = ("candidate", "current", "best", "idea", "prompt", "failed_ideas", "judge_stats", "history")
 

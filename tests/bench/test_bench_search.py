@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    path = Path(__file__).resolve().parent.parent / "bench" / "search.py"
+    path = Path(__file__).resolve().parents[2] / "bench" / "search.py"
     spec = importlib.util.spec_from_file_location("bench_search", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules["bench_search"] = module  # dataclasses look their module up while the class is built
