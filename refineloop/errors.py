@@ -29,6 +29,17 @@ class RunFolderError(RefineError):
     """A run folder is missing, not a run, locked by another process, or damaged."""
 
 
+class RunKept(Exception):
+    """Something stopped the process after a run's first checkpoint (a second Ctrl-C, a signal, a closed output,
+    an unexpected failure): nothing of the run is lost and it resumes from its last checkpoint. The CLI prints
+    the message as one line and exits with `exit_code`."""
+
+    def __init__(self, run_dir: str, why: str, exit_code: int) -> None:
+        super().__init__(f"{why}: the run is kept in {run_dir}: resume it with `refineloop resume {run_dir}`")
+        self.run_dir = run_dir
+        self.exit_code = exit_code
+
+
 def causes(exc: BaseException) -> Iterator[BaseException]:
     """`exc`, then what it was raised from or while handling, and so on: the original failure is often wrapped
     (by LangGraph, LangChain, a client library) before it reaches the code that explains it. A cycle in the

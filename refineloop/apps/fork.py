@@ -29,7 +29,7 @@ import shutil
 import sqlite3
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,7 @@ from refineloop.backends.model_cache import MODELS, ModelCache
 from refineloop.errors import RunFolderError, SettingsError
 from refineloop.graph import build_graph
 from refineloop.run_folder.checkpoints import CHECKPOINTS, database_error, reading_saver, run_saver
-from refineloop.run_folder.folder import META, new_run_folder, read_meta, write_meta
+from refineloop.run_folder.folder import META, kept_on_exit, new_run_folder, read_meta, write_meta
 from refineloop.run_folder.image_files import listed_images, read_record, save_json, sidecar_path
 from refineloop.run_folder.lock import LOCK
 from refineloop.run_folder.trace import append_trace
@@ -91,7 +91,7 @@ def fork_run(
     with new_run_folder(target, named=True) as claim:
         with stop_ends_loading("nothing was kept", claim.discard):
             load_models(models, settings, told)
-        copy_images(source, target, from_iteration, recorded)
+        copy_images(source, target, from_iteration, recorded, claim.made.add)
         with checkpoints(target) as checkpointer:
             write_meta(target, thread_id, settings.strategy, loras=settings.lora)
             _note_origin(target, source, meta, from_iteration)
@@ -104,11 +104,12 @@ def fork_run(
                 seeded["review_stop"] = ""
             graph.update_state(config, seeded, as_node=spec_for(settings.strategy).accept_node)
             claim.keep()
-            append_trace(target, {"kind": "fork", "source": source, "iteration": from_iteration})
-            told.note(f"forked {source} after image {from_iteration}")
-            told.note(f"run folder: {target}")
-            told.note(f"strategy: {settings.strategy}   seed: {settings.seed}   goal: {task.get('goal', '')}")
-            return execute(settings, None, thread_id, models, checkpointer, callbacks=told)
+            with kept_on_exit(target):
+                append_trace(target, {"kind": "fork", "source": source, "iteration": from_iteration})
+                told.note(f"forked {source} after image {from_iteration}")
+                told.note(f"run folder: {target}")
+                told.note(f"strategy: {settings.strategy}   seed: {settings.seed}   goal: {task.get('goal', '')}")
+                return execute(settings, None, thread_id, models, checkpointer, callbacks=told)
 
 
 def state_after_image(run_dir: str, meta: dict[str, Any], iteration: int, url: str = "") -> dict[str, Any]:
@@ -187,12 +188,18 @@ def _shared_lock(run_dir: str) -> Iterator[None]:
         os.close(fd)
 
 
-def copy_images(source: str, target: str, last: int, recorded: str = "") -> None:
+def copy_images(
+    source: str, target: str, last: int, recorded: str = "", making: Callable[[str], None] | None = None
+) -> None:
     """Copy images 1..`last` byte for byte, and their sidecars with paths pointed at the new folder (paths
-    under `recorded`, where the run was made, as well as under `source`, where it is now)."""
+    under `recorded`, where the run was made, as well as under `source`, where it is now). `making` hears each
+    file's name before it is written (a failed start takes back what it made)."""
     for iteration, image in listed_images(source):
         if iteration > last:
             continue
+        if making is not None:
+            making(image.name)
+            making(sidecar_path(target, iteration).name)
         shutil.copyfile(image, Path(target) / image.name)
         sidecar = sidecar_path(source, iteration)
         if sidecar.is_file():

@@ -7,25 +7,29 @@ when a command needs them, so `--help` answers at once.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO, cast
 
-from refineloop.cli.batch import add_batch_command
-from refineloop.cli.flags import add_settings_flags
-from refineloop.cli.judge_check import add_judge_check_command
-from refineloop.errors import RefineError
-from refineloop.settings import RESUME_OVERRIDES, RunSettings
+from refineloop.apps.stop_signals import ignore_stop_signals, raise_interrupt
+from refineloop.cli.output import ReaderSafeOutput
+from refineloop.errors import RefineError, RunKept, causes
 
 DEMO_DEFAULTS = {"image_model": "sketch", "eval_model": "demo", "strategy": "climbing"}
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line."""
+    from refineloop.cli.batch import add_batch_command
+    from refineloop.cli.flags import add_settings_flags
+    from refineloop.cli.judge_check import add_judge_check_command
+    from refineloop.settings import RESUME_OVERRIDES
+
     parser = argparse.ArgumentParser(
         prog="refineloop",
         description="Refine an image until a vision critic is satisfied: draw, judge, condense, keep the best.",
@@ -91,32 +95,89 @@ def _add_checkpointer_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+#: Commands that make or continue runs: a closed output stops them as a closed terminal does.
+RUNNING = ("run", "demo", "resume", "fork", "batch", "judge-check")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `refineloop` console script."""
-    args = build_parser().parse_args(argv)
-    # Until a run installs its own handlers (the first stop drains), SIGTERM and SIGHUP stop like Ctrl-C:
-    # whatever was half made before the first image is cleaned up, and the user reads one line.
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _stop_now)
+    """Entry point of the `refineloop` console script (`argv` None: this process's own command line).
+
+    The process's own command ends here, with its status: stop signals from now on are ignored, the output is
+    flushed, and the process exits without the interpreter's shutdown, which would put the default handlers
+    back (a late Ctrl-C then kills a process that has already said how it ended) and wait for threads still
+    blocked in calls the run gave up on (a streaming critic that timed out).
+    """
+    handlers = {sig: signal.getsignal(sig) for sig in STOPS}
+    try:
+        code = _main(argv)
+    finally:
+        if argv is not None:  # called from Python, which goes on: its handlers back
+            for sig, handler in handlers.items():
+                with contextlib.suppress(ValueError, TypeError):
+                    signal.signal(sig, handler)
+    if argv is None:
+        ignore_stop_signals()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        os._exit(code)
+    return code
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    # Until a run installs its own handlers (the first stop drains), Ctrl-C, SIGTERM and SIGHUP stop alike:
+    # whatever was half made before the first image is cleaned up, and the user reads one line. Installed
+    # before the parser, whose settings import LangGraph: a second or so in which a stop used to be a traceback.
+    for sig in STOPS:
+        signal.signal(sig, raise_interrupt)
+    try:
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:
+        _say("refineloop: stopped before anything was made")
+        return 130
+    given = sys.stdout
+    if args.command in RUNNING and not isinstance(given, ReaderSafeOutput):
+        sys.stdout = cast(TextIO, ReaderSafeOutput(given))
     try:
         code = _dispatch(args)
+        ignore_stop_signals()  # the work is over: a late signal must not turn a clean end into a misleading line
         sys.stdout.flush()  # inside the try: a reader that went away is noticed here, not at exit
         return code
+    except RunKept as exc:
+        ignore_stop_signals()
+        _say(f"refineloop: {exc}")
+        return exc.exit_code
     except RefineError as exc:
-        print(f"refineloop: error: {exc}", file=sys.stderr)
+        _say(f"refineloop: error: {exc}")
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        kept = next((cause for cause in causes(exc) if isinstance(cause, RunKept)), None)
+        if kept is not None:  # a second stop landed while the first one's report was on its way
+            _say(f"refineloop: {kept}")
+            return kept.exit_code
         what = "the run folder is as it was" if args.command in ("resume", "fork", "batch") else "nothing was kept"
-        print(f"refineloop: stopped before the first image: {what}", file=sys.stderr)
+        _say(f"refineloop: stopped before the first image: {what}")
         return 130
     except BrokenPipeError:
         # The reader went away (`refineloop runs | head`): stop quietly, as command-line tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as exc:
+        if any(isinstance(cause, KeyboardInterrupt) for cause in causes(exc)):  # a library wrapped the stop
+            _say("refineloop: stopped before the first image: nothing was kept")
+            return 130
+        raise
+    finally:
+        sys.stdout = given
 
 
-def _stop_now(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+def _say(line: str) -> None:
+    """One line on standard error, even when standard error itself is gone."""
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -124,6 +185,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _run(args)
     if args.command == "resume":
         from refineloop.cli.run_commands import resume_run
+        from refineloop.settings import RESUME_OVERRIDES, RunSettings
 
         overrides = {name: getattr(args, name) for name in RESUME_OVERRIDES if hasattr(args, name)}
         if overrides:
@@ -164,6 +226,8 @@ def _checked_url(args: argparse.Namespace) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from refineloop.settings import RunSettings
+
     names = {f.name for f in dataclasses.fields(RunSettings)}
     settings = RunSettings(**{k: v for k, v in vars(args).items() if k in names})
     settings.validate()  # before importing langgraph: a bad flag answers instantly
@@ -175,6 +239,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _fork(args: argparse.Namespace) -> int:
+    from refineloop.settings import RunSettings
+
     names = {f.name for f in dataclasses.fields(RunSettings)}
     overrides = {k: v for k, v in vars(args).items() if k in names}
     url = _checked_url(args)

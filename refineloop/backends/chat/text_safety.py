@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import re
 
+from refineloop.redaction import redact, register_secret
+
+__all__ = ["clean_model_text", "redact", "register_secret"]
+
 # Whole terminal sequences go, not only their ESC, or "[31m" and "0;title" would be left behind as litter.
 _SEQUENCE = re.compile(
     # CSI (colours, cursor moves, erasing): ESC [ or the 8-bit CSI, parameters, intermediates, a final byte.
@@ -26,28 +30,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 def clean_model_text(text: str) -> str:
     """`text` without control characters and terminal escape sequences, and with every registered secret
-    masked; tabs and newlines stay."""
+    masked (refineloop.redaction); tabs and newlines stay."""
     if not isinstance(text, str):
         text = str(text)
     return redact(_CONTROL.sub("", _SEQUENCE.sub("", text)))
-
-
-#: Values that must never be stored or shown (an API key read from the environment). Shorter values are not
-#: registered: masking every "abc" in a reply would mangle text and protect nothing.
-_SECRETS: set[str] = set()
-MIN_SECRET = 8
-
-
-def register_secret(value: str) -> None:
-    """Mask `value` wherever text passes :func:`clean_model_text` or :func:`redact` from now on."""
-    if isinstance(value, str) and len(value) >= MIN_SECRET:
-        _SECRETS.add(value)
-
-
-def redact(text: str) -> str:
-    """`text` with every registered secret replaced by `***`: a server that echoes the key in an error
-    message must not put it into the trace, error.log or the terminal."""
-    for secret in _SECRETS:
-        if secret in text:
-            text = text.replace(secret, "***")
-    return text

@@ -1,0 +1,152 @@
+"""A folder that holds a checkpoint is never deleted: second stop signals, signal pairs, a closed output pipe and
+a failed start, sent to the real CLI in subprocesses, for run/demo, resume, fork and batch."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import cli_env, images_in, refineloop, wait_for
+
+pytestmark = pytest.mark.slow
+
+STEADY = ["--goal", "a quiet blue teapot on a table", "--strategy", "climbing", "--seed", "7", "--patience", "9"]
+SLOW = ["--image-model", "sketch:delay=0.2"]
+
+
+def start(cwd: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "refineloop", *args],
+        cwd=cwd,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def signals(proc: subprocess.Popen[str], sigs: list[int], gap: float) -> tuple[str, str]:
+    for sig in sigs:
+        if proc.poll() is None:
+            proc.send_signal(sig)
+        time.sleep(gap)
+    out, err = proc.communicate(timeout=90)
+    return out, err
+
+
+def resumable(run: Path, out: str, err: str, cwd: Path) -> None:
+    """The run kept its images and checkpoints, said how to resume in a line, and resumes to its end."""
+    assert "Traceback" not in out + err, out + err
+    assert f"refineloop resume {run}" in out + err, out + err
+    assert (run / "checkpoints.sqlite").is_file() and (run / "run.json").is_file()
+    assert images_in(run), sorted(p.name for p in run.iterdir())
+    resumed = refineloop("resume", str(run), cwd=cwd)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert images_in(run)[-1] == "04.png"
+
+
+@pytest.mark.parametrize(
+    ("sigs", "gap"),
+    [
+        ([signal.SIGINT, signal.SIGINT], 0.0),
+        ([signal.SIGHUP, signal.SIGTERM], 0.01),
+        ([signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGINT, signal.SIGINT], 0.02),
+    ],
+)
+def test_stop_signals_in_quick_succession_keep_the_run(tmp_path: Path, sigs: list[int], gap: float) -> None:
+    proc = start(tmp_path, "demo", *STEADY, *SLOW, "--max-iterations", "4", "--output-dir", "r")
+    run = tmp_path / "r"
+    wait_for(lambda: (run / "02.png").exists())
+    out, err = signals(proc, sigs, gap)
+    assert proc.returncode == 130, out + err
+    resumable(run, out, err, tmp_path)
+
+
+def test_a_closed_output_pipe_stops_the_run_and_keeps_it(tmp_path: Path) -> None:
+    piped = subprocess.run(
+        f"{sys.executable} -m refineloop demo {' '.join(repr(a) for a in STEADY)} --image-model sketch:delay=0.1 "
+        "--max-iterations 4 --output-dir r | head -n 5",
+        shell=True,
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    err = piped.stderr.strip().splitlines()
+    assert len(err) == 1 and "the output was closed" in err[0] and "resume" in err[0], piped.stderr
+    resumable(tmp_path / "r", piped.stdout, piped.stderr, tmp_path)
+
+
+def test_a_failed_start_takes_back_only_what_it_made(tmp_path: Path, tiny_sd_dir: Path) -> None:
+    """A file someone put in the folder while the model loaded stays, and so does the folder; the run's own
+    lock, run.json and database go."""
+    proc = start(tmp_path, "run", "--image-model", str(tiny_sd_dir), "--eval-model", "demo", "--output-dir", "f")
+    folder = tmp_path / "f"
+    wait_for(lambda: (folder / ".lock").exists(), timeout=60)
+    (folder / "notes.txt").write_text("mine")
+    time.sleep(0.2)
+    out, err = signals(proc, [signal.SIGINT], 0)
+    assert proc.returncode == 130 and "Traceback" not in out + err, out + err
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+
+
+def test_a_double_stop_in_a_fork_says_what_was_kept(tmp_path: Path) -> None:
+    done = refineloop("demo", *STEADY, "--max-iterations", "2", "--output-dir", "src", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    proc = start(tmp_path, "fork", "src", "--from-iteration", "1", "--max-iterations", "4", *SLOW)
+    fork = tmp_path / "src-fork-1"
+    wait_for(lambda: (fork / "02.png").exists())
+    out, err = signals(proc, [signal.SIGINT, signal.SIGINT, signal.SIGINT], 0.01)
+    assert proc.returncode == 130
+    resumable(fork, out, err, tmp_path)
+
+
+def test_a_double_stop_while_resuming_keeps_the_run(tmp_path: Path) -> None:
+    proc = start(tmp_path, "demo", *STEADY, *SLOW, "--max-iterations", "4", "--output-dir", "r")
+    run = tmp_path / "r"
+    wait_for(lambda: (run / "01.png").exists())
+    signals(proc, [signal.SIGINT], 0)
+    again = start(tmp_path, "resume", str(run))
+    wait_for(lambda: (run / "03.png").exists())
+    out, err = signals(again, [signal.SIGHUP, signal.SIGTERM, signal.SIGINT], 0.01)
+    assert again.returncode == 130
+    resumable(run, out, err, tmp_path)
+
+
+def test_a_batch_whose_output_is_closed_keeps_its_items(tmp_path: Path) -> None:
+    (tmp_path / "goals.txt").write_text("a quiet blue teapot\na calm green lamp\n")
+    piped = subprocess.run(
+        f"{sys.executable} -m refineloop batch goals.txt --max-iterations 3 --image-model sketch:delay=0.1 | head -n 3",
+        shell=True,
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert "Traceback" not in piped.stderr
+    lines = piped.stderr.strip().splitlines()
+    assert len(lines) == 1 and "run the same command again" in lines[0], piped.stderr
+    item = tmp_path / "runs" / "goals-batch" / "001-a-quiet-blue-teapot"
+    assert images_in(item)
+    again = refineloop("batch", "goals.txt", "--max-iterations", "3", "--image-model", "sketch", cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stdout.count(" done ") == 2, again.stdout
+
+
+def test_a_stop_before_anything_is_made_is_one_line(tmp_path: Path) -> None:
+    """Stops during start-up (the imports behind the parser) as well: one line, never a traceback, nothing made."""
+    for delay in (0.3, 0.6):
+        proc = start(tmp_path, "demo", *STEADY, "--output-dir", "early")
+        time.sleep(delay)
+        out, err = signals(proc, [signal.SIGINT, signal.SIGTERM], 0.01)
+        assert proc.returncode == 130, out + err
+        assert len(err.strip().splitlines()) == 1 and "stopped before" in err, err
+        assert not (tmp_path / "early").exists()
+    assert not (tmp_path / "runs").exists()
