@@ -56,7 +56,8 @@ def _environment_secrets() -> None:
 def _userinfo(match: re.Match[str]) -> str:
     if match.group("pw") is not None:
         return f"{match.group('scheme')}{match.group('user')}:{MASK}@"
-    if not match.group("user"):
+    # A lone name before @ is a token on the web (https://TOKEN@host); elsewhere (postgres://user@) a user.
+    if not match.group("user") or not match.group("scheme").lower().startswith(("http", "ws")):
         return match.group(0)
     return f"{match.group('scheme')}{MASK}@"
 
@@ -76,7 +77,66 @@ def redact(text: str) -> str:
     return _KEY_SHAPES.sub(MASK, text)
 
 
-def redact_url(url: str) -> str:
-    """A URL fit to print or record: its password and token-like credentials masked, its query's secret
-    parameters too."""
-    return redact(url)
+#: URLs whose credentials were taken out, by the form that is stored and shown: the process that was given a
+#: URL reaches its server with it; what a run records (its settings, in every checkpoint) never holds them.
+_VAULT: dict[str, str] = {}
+
+
+def hide_credentials(url: str) -> str:
+    """`url` as a run may record it: credentials masked (see `redact`), the whole URL kept in this process so
+    `reveal` gives it back to the client that connects. A resumed run in a new process reaches the server
+    again when the URL is given anew (or its secret comes from the environment)."""
+    if not isinstance(url, str) or not url:
+        return url
+    shown = redact(url)
+    if shown != url:
+        _VAULT[shown] = url
+        match = _URL_USERINFO.search(url)
+        if match and match.group("pw"):
+            register_secret(match.group("pw"))
+    return shown
+
+
+def reveal(url: str) -> str:
+    """The URL `hide_credentials` was given for its recorded form; any other URL as it is."""
+    return _VAULT.get(url, url)
+
+
+def scrub_exception(exc: BaseException) -> BaseException:
+    """`exc` and what it was raised from, with the text of their arguments, messages and notes redacted in
+    place (type and traceback kept), so that whoever records it (LangGraph writes a failing node's exception,
+    as its repr, into the checkpoint's pending writes) records no secret. Returns `exc`."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        try:
+            current.args = tuple(redact(a) if isinstance(a, str) else a for a in current.args)
+            for name in ("message", "msg", "body", "text", "reason"):
+                value = getattr(current, name, None)
+                if isinstance(value, str) and redact(value) != value:
+                    setattr(current, name, redact(value))
+            notes = getattr(current, "__notes__", None)
+            if isinstance(notes, list):
+                notes[:] = [redact(n) if isinstance(n, str) else n for n in notes]
+        except (AttributeError, TypeError):  # a read-only attribute: leave it, the rest is done
+            pass
+        current = current.__cause__ or current.__context__
+    return exc
+
+
+def redact_deep(value: object) -> object:
+    """`value` with every string inside it (dicts, lists, tuples) redacted; other values as they are. Only
+    rebuilds what changed, so an update without secrets comes back as the same objects."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        out = {k: redact_deep(v) for k, v in value.items()}
+        return value if all(out[k] is value[k] for k in value) else out
+    if isinstance(value, list):
+        items = [redact_deep(v) for v in value]
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+    if isinstance(value, tuple):
+        parts = tuple(redact_deep(v) for v in value)
+        return value if all(a is b for a, b in zip(parts, value, strict=True)) else parts
+    return value

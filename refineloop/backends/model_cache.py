@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 from refineloop.errors import ModelError
+from refineloop.redaction import reveal
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
@@ -220,7 +221,7 @@ def load_chat_model(spec: str, settings: RunSettings, *, vision: bool = True) ->
 
         return load_ollama(
             spec[7:],
-            base_url=settings.ollama_url or None,
+            base_url=reveal(settings.ollama_url) or None,
             require_vision=vision,
             keep_alive=settings.critic_keep_alive or None,
         )
@@ -229,7 +230,7 @@ def load_chat_model(spec: str, settings: RunSettings, *, vision: bool = True) ->
 
         model: BaseChatModel = load_openai(
             spec[7:],
-            base_url=settings.openai_url,
+            base_url=reveal(settings.openai_url),
             key_env=settings.openai_key_env,
             stream=settings.openai_stream,
             timeout=settings.critic_timeout,

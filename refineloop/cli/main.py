@@ -19,6 +19,7 @@ from typing import Any, TextIO, cast
 from refineloop.apps.stop_signals import ignore_stop_signals, raise_interrupt
 from refineloop.cli.output import ReaderSafeOutput
 from refineloop.errors import RefineError, RunKept, causes
+from refineloop.visible_text import visible
 
 DEMO_DEFAULTS = {"image_model": "sketch", "eval_model": "demo", "strategy": "climbing"}
 
@@ -138,8 +139,8 @@ def _main(argv: Sequence[str] | None) -> int:
         _say("refineloop: stopped before anything was made")
         return 130
     given = sys.stdout
-    if args.command in RUNNING and not isinstance(given, ReaderSafeOutput):
-        sys.stdout = cast(TextIO, ReaderSafeOutput(given))
+    if not isinstance(given, ReaderSafeOutput):
+        sys.stdout = cast(TextIO, ReaderSafeOutput(given, stops=args.command in RUNNING))
     try:
         code = _dispatch(args)
         ignore_stop_signals()  # the work is over: a late signal must not turn a clean end into a misleading line
@@ -176,7 +177,7 @@ def _main(argv: Sequence[str] | None) -> int:
 def _say(line: str) -> None:
     """One line on standard error, even when standard error itself is gone."""
     with contextlib.suppress(OSError, ValueError):
-        sys.stderr.write(line + "\n")
+        sys.stderr.write(visible(line) + "\n")
         sys.stderr.flush()
 
 
@@ -288,12 +289,17 @@ def _run_row(folder: Path, label: str) -> str:
         score = f"{best['score']:g}/10" if isinstance(best.get("score"), (int, float)) else "-"
         status = _status(str(folder), values, found)
         return (
-            f"{label:<40} {meta['strategy']:<10} {status:<12} "
-            f"{values.get('iteration', 0):>6} {score:>5}  {values.get('stop_reason', '')}"
+            f"{cell(label):<40} {cell(meta['strategy']):<10} {cell(status):<12} "
+            f"{cell(values.get('iteration', 0)):>6} {score:>5}  {cell(values.get('stop_reason', ''), 300)}"
         )
     except (RefineError, ValueError, KeyError, TypeError, AttributeError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return f"{label:<40} {'?':<10} {'damaged':<12} {'-':>6} {'-':>5}  {reason}"
+        return f"{cell(label):<40} {'?':<10} {'damaged':<12} {'-':>6} {'-':>5}  {cell(reason, 300)}"
+
+
+def cell(value: object, limit: int = 60) -> str:
+    """A table cell from a file: one line, visible characters, cut with a note when long."""
+    return visible(value, limit=limit, one_line=True)
 
 
 def _status(run_dir: str, values: dict[str, Any], found: Any) -> str:

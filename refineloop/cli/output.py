@@ -1,8 +1,10 @@
-"""Standard output whose reader may go away: `refineloop demo | head` closes the pipe mid-run.
+"""Standard output as the CLI's one output boundary: every line shown (progress, `show`, `runs`, batch tables,
+`--json`) passes `refineloop.visible_text.visible`, and its reader may go away (`refineloop demo | head`).
 
-A closed output is treated as a closed terminal is: the process gets SIGHUP, so whatever handler the phase has
-installed decides (a run drains and stays resumable, a loading model stops in one line), and every later write
-goes nowhere instead of raising BrokenPipeError from wherever the next line happened to be printed.
+A closed output is treated as a closed terminal is: for a command that makes runs the process gets SIGHUP, so
+whatever handler the phase has installed decides (a run drains and stays resumable, a loading model stops in
+one line); every later write goes nowhere instead of raising BrokenPipeError from wherever the next line
+happened to be printed.
 """
 
 from __future__ import annotations
@@ -14,19 +16,23 @@ import os
 import signal
 from typing import Any, TextIO
 
+from refineloop.visible_text import visible
+
 
 class ReaderSafeOutput(io.TextIOBase):
-    """A text stream that forwards to `stream` until its reader goes away, then to nothing (see the module)."""
+    """A text stream that forwards what it is given, made visible, to `stream` until its reader goes away,
+    then to nothing (see the module). `stops`: a closed output stops the process's work (SIGHUP)."""
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, *, stops: bool = True) -> None:
         super().__init__()
         self.stream = stream
+        self.stops = stops
         self.reader_gone = False
         """Whether the reader closed the output (the rest of the run's lines went nowhere)."""
 
     def write(self, text: str) -> int:
         if not self.reader_gone:
-            self._guarded(self.stream.write, text)
+            self._guarded(self.stream.write, visible(text))
         return len(text)
 
     def flush(self) -> None:
@@ -60,7 +66,7 @@ class ReaderSafeOutput(io.TextIOBase):
             os.dup2(null, self.stream.fileno())
             os.close(null)
         handler = signal.getsignal(signal.SIGHUP)
-        if callable(handler):  # a handler of ours decides what a closed output means in this phase
+        if self.stops and callable(handler):  # a handler of ours decides what a closed output means in this phase
             os.kill(os.getpid(), signal.SIGHUP)
 
 

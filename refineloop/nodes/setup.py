@@ -19,6 +19,7 @@ from langgraph.runtime import Runtime
 from refineloop.backends.model_cache import models_for
 from refineloop.errors import ModelError, SettingsError
 from refineloop.prompts import with_kept
+from refineloop.redaction import hide_credentials, redact
 from refineloop.run_folder.names import safe_component
 from refineloop.settings import RunSettings
 from refineloop.state import RunInput
@@ -49,6 +50,8 @@ def resolve_settings(
     if strategy:
         settings.strategy = strategy
     settings.validate()
+    hide_url_credentials(settings)
+    settings.goal = redact(settings.goal)  # before the task's name, the folder's name and the state come from it
     if settings.seed is None:
         settings.seed = random.SystemRandom().randrange(2**31)
     if task is not None and Path(settings.output_dir).is_absolute():
@@ -61,6 +64,15 @@ def resolve_settings(
         task = resolve_task(settings.task, settings.goal)
     settings.output_dir = _chosen_dir(settings.output_dir) if settings.output_dir else default_run_dir(task.name)
     return settings, task
+
+
+def hide_url_credentials(settings: RunSettings) -> RunSettings:
+    """The server URLs a run records (in every checkpoint, run.json, the report) with their credentials masked;
+    this process still connects with the whole URL (refineloop.redaction.reveal). A resume in another process
+    is given the URL again (--ollama-url / --openai-url) or finds the secret in the environment."""
+    settings.ollama_url = hide_credentials(settings.ollama_url)
+    settings.openai_url = hide_credentials(settings.openai_url)
+    return settings
 
 
 def _chosen_dir(output_dir: str) -> str:

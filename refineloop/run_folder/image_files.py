@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import re
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image, UnidentifiedImageError
 
+from refineloop.redaction import redact
 from refineloop.run_folder.safe_io import write_text_atomic, write_with
 
 if TYPE_CHECKING:
@@ -35,7 +37,43 @@ def sidecar_path(run_dir: str, iteration: int) -> Path:
 def save_image(image: Image.Image, path: Path, info: PngInfo | None = None) -> None:
     """Save a PNG atomically, never through a symbolic link; `info` holds its text chunks (provenance:
     refineloop.run_folder.provenance.png_info)."""
-    write_with(path, lambda fh: image.save(fh, format="PNG", pnginfo=info))
+    safe = redacted_png_info(info) if info is not None else None
+    write_with(path, lambda fh: image.save(fh, format="PNG", pnginfo=safe))
+
+
+def redacted_png_info(info: PngInfo) -> PngInfo:
+    """`info` with the text of every tEXt, zTXt and iTXt chunk redacted (refineloop.redaction): whatever
+    built the provenance, no secret reaches an image."""
+    from PIL.PngImagePlugin import PngInfo
+
+    safe = PngInfo()
+    for cid, data, after_idat in info.chunks:
+        safe.chunks.append((cid, _redacted_chunk(cid, data), after_idat))
+    return safe
+
+
+def _redacted_chunk(cid: bytes, data: bytes) -> bytes:
+    """One text chunk's bytes with its text redacted (other chunks, and text that does not parse, as they are)."""
+    try:
+        if cid == b"tEXt":
+            key, _, raw = data.partition(b"\0")
+            return key + b"\0" + redact(raw.decode("latin-1")).encode("latin-1", "replace")
+        if cid == b"zTXt":
+            key, _, rest = data.partition(b"\0")
+            plain = zlib.decompress(rest[1:]).decode("latin-1")
+            return key + b"\0" + rest[:1] + zlib.compress(redact(plain).encode("latin-1", "replace"))
+        if cid == b"iTXt":
+            key, _, rest = data.partition(b"\0")
+            flag, method, rest = rest[:1], rest[1:2], rest[2:]
+            lang, _, rest = rest.partition(b"\0")
+            tkey, _, body = rest.partition(b"\0")
+            words = (zlib.decompress(body) if flag == b"\1" else body).decode("utf-8")
+            out = redact(words).encode("utf-8")
+            head = key + b"\0" + flag + method + lang + b"\0" + tkey + b"\0"
+            return head + (zlib.compress(out) if flag == b"\1" else out)
+    except (ValueError, zlib.error):
+        return data
+    return data
 
 
 def save_json(data: dict[str, Any], path: Path) -> None:

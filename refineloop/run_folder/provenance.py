@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from refineloop import __version__
 from refineloop.backends.chat.text_safety import clean_model_text
 from refineloop.errors import RefineError
+from refineloop.visible_text import visible
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -254,13 +255,18 @@ def _number(text: Any, kind: type) -> Any:
     return value if kind is int or math.isfinite(value) else None
 
 
+def shown_value(value: Any) -> str:
+    """A value read from an untrusted image, as one visible line, cut with a note past 2000 characters."""
+    return visible(value, limit=2000, one_line=True)
+
+
 def describe(record: dict[str, Any], path: str) -> str:
     """The record as aligned lines for a person (control characters removed: the file is not trusted)."""
 
     def fmt(value: Any) -> str:
         if value is None or value == "" or value == []:
             return "-"
-        return f"{value:g}" if isinstance(value, float) else str(value)
+        return f"{value:g}" if isinstance(value, float) else shown_value(value)
 
     loras = record.get("loras") or []
     strength = record.get("strength")

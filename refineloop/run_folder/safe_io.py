@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from refineloop.errors import RefineError, RunFolderError
+from refineloop.visible_text import visible
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
@@ -110,15 +111,19 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write UTF-8 `text` to `path` atomically, refusing a symbolic link there."""
-    write_bytes_atomic(path, text.encode("utf-8"))
+    """Write UTF-8 `text` to `path` atomically, refusing a symbolic link there. Every text file of a run
+    passes here or through `append_line`: no secret is written, and no control, escape or bidirectional
+    character either (spelled out as `\\uXXXX`, which JSON reads back as the character; refineloop.visible_text),
+    so `cat summary.txt` is as safe as the terminal."""
+    write_bytes_atomic(path, visible(text).encode("utf-8"))
 
 
 def append_line(path: str | Path, text: str) -> None:
-    """Append `text` and a newline in one write (O_APPEND), refusing a symbolic link at `path`."""
+    """Append `text` (its secrets masked) and a newline in one write (O_APPEND), refusing a symbolic link at
+    `path`."""
     fd = open_no_follow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     try:
-        _write_all(fd, (text.rstrip("\n") + "\n").encode("utf-8"))
+        _write_all(fd, (visible(text).rstrip("\n") + "\n").encode("utf-8"))
     finally:
         os.close(fd)
 

@@ -59,10 +59,10 @@ def run_local(
             for n, item in enumerate(plan.items, start=1):
                 values = store.values(item)
                 if values.get("status") == "done":
-                    out.write(f"[item {n}/{total}] {item.label}: finished earlier, left as it is\n")
+                    out.write(f"[item {n}/{total}] {item.shown}: finished earlier, left as it is\n")
                     continue
                 verb = f"resuming after image {values.get('iteration', 0)}" if values else "starting"
-                out.write(f"[item {n}/{total}] {item.label}: {verb} -> {item.run_dir}\n")
+                out.write(f"[item {n}/{total}] {item.shown}: {verb} -> {item.run_dir}\n")
                 for warning in settings_warnings(plan.settings_for(item)):
                     out.write(f"[item {n}/{total}] {warning}\n")
                 out.flush()
