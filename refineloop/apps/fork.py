@@ -43,7 +43,7 @@ from refineloop.errors import RunFolderError, SettingsError
 from refineloop.graph import build_graph
 from refineloop.run_folder.checkpoints import CHECKPOINTS, database_error, reading_saver, run_saver
 from refineloop.run_folder.folder import META, kept_on_exit, new_run_folder, read_meta, write_meta
-from refineloop.run_folder.image_files import listed_images, read_record, save_json, sidecar_path
+from refineloop.run_folder.image_files import image_problem, listed_images, read_record, save_json, sidecar_path
 from refineloop.run_folder.lock import LOCK
 from refineloop.run_folder.trace import append_trace
 from refineloop.run_view import rewrite_paths
@@ -193,7 +193,16 @@ def copy_images(
 ) -> None:
     """Copy images 1..`last` byte for byte, and their sidecars with paths pointed at the new folder (paths
     under `recorded`, where the run was made, as well as under `source`, where it is now). `making` hears each
-    file's name before it is written (a failed start takes back what it made)."""
+    file's name before it is written (a failed start takes back what it made). Every image is checked first,
+    as `resume` checks the images it continues from: a symbolic link or an image that does not open is
+    refused in one line, before anything is copied. A sidecar that cannot be read is left behind (the
+    fork's state holds its record): copied unread, it would name the original folder."""
+    for iteration, image in listed_images(source):
+        if iteration <= last:
+            if image.is_symlink():
+                raise RunFolderError(f"{image} is a symbolic link: refineloop does not fork through links; restore it")
+            if problem := image_problem(str(image)):
+                raise RunFolderError(f"{image} {problem}: restore it, or fork from an earlier image")
     for iteration, image in listed_images(source):
         if iteration > last:
             continue
@@ -205,7 +214,6 @@ def copy_images(
         if sidecar.is_file():
             record = read_record(sidecar)
             if record is None:
-                shutil.copyfile(sidecar, sidecar_path(target, iteration))  # keep what is there, unread
                 continue
             moved = rewrite_paths(record, recorded, target) if recorded else record
             save_json(rewrite_paths(moved, source, target), sidecar_path(target, iteration))

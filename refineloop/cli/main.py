@@ -13,8 +13,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any, TextIO, cast
+from typing import TextIO, cast
 
 from refineloop.apps.stop_signals import ignore_stop_signals, raise_interrupt
 from refineloop.cli.output import ReaderSafeOutput
@@ -72,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
         "runs", help="list run folders (and the runs inside batch folders) with status, images and best score"
     )
     runs.add_argument("root", nargs="?", default="runs", help="folder holding runs (default: runs)")
+    runs.add_argument(
+        "--checkpointer",
+        default="",
+        metavar="URL",
+        help="also read the runs whose run.json names this Postgres (never opened unless given here)",
+    )
     show = commands.add_parser(
         "show",
         help="print the provenance an image carries (prompt, seed, model, run...)",
@@ -201,7 +206,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         return int(args.handler(args))
     if args.command == "show":
         return _show(args.image, as_json=args.json)
-    return _list_runs(args.root)
+    from refineloop.cli.runs_listing import list_runs
+
+    return list_runs(args.root, checkpointer=args.checkpointer)
 
 
 def _show(image: str, *, as_json: bool) -> int:
@@ -250,70 +257,6 @@ def _fork(args: argparse.Namespace) -> int:
 
     terminal = Terminal(sys.stdout)
     return fork_run(args.run_dir, args.from_iteration, overrides, checkpointer_url=url, callbacks=terminal).exit_code
-
-
-def _list_runs(root: str) -> int:
-    """Every run folder under `root`, and the runs inside each batch folder there, grouped under it."""
-    from refineloop.apps.batch.plan import MANIFEST
-    from refineloop.run_folder.folder import is_run_folder
-
-    base = Path(root)
-    entries = sorted(p for p in base.iterdir() if p.is_dir() and not p.is_symlink()) if base.is_dir() else []
-    runs = [p for p in entries if is_run_folder(p)]
-    batches = [p for p in entries if (p / MANIFEST).is_file() and not is_run_folder(p)]
-    if not runs and not batches:
-        print(f"no runs in {root}/ yet: start one with `refineloop demo`")
-        return 0
-    print(f"{'run':<40} {'strategy':<10} {'status':<12} {'images':>6} {'best':>5}  reason")
-    for folder in runs:
-        print(_run_row(folder, folder.name))
-    for batch in batches:
-        items = sorted(p for p in batch.iterdir() if p.is_dir() and not p.is_symlink() and is_run_folder(p))
-        print(f"batch {batch.name}/ ({len(items)} runs)")
-        for folder in items:
-            print(_run_row(folder, "  " + folder.name))
-    return 0
-
-
-def _run_row(folder: Path, label: str) -> str:
-    """One line of `refineloop runs`, read without writing; a folder that cannot be read is `damaged`."""
-    from refineloop.errors import RefineError
-    from refineloop.run_folder.checkpoints import read_checkpoint
-    from refineloop.run_folder.folder import read_meta
-
-    try:
-        meta = read_meta(str(folder))
-        found = read_checkpoint(str(folder), meta["thread_id"], meta.get("checkpointer", ""))
-        values = dict(found.checkpoint["channel_values"]) if found else {}
-        best = values.get("best") or {}
-        score = f"{best['score']:g}/10" if isinstance(best.get("score"), (int, float)) else "-"
-        status = _status(str(folder), values, found)
-        return (
-            f"{cell(label):<40} {cell(meta['strategy']):<10} {cell(status):<12} "
-            f"{cell(values.get('iteration', 0)):>6} {score:>5}  {cell(values.get('stop_reason', ''), 300)}"
-        )
-    except (RefineError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return f"{cell(label):<40} {'?':<10} {'damaged':<12} {'-':>6} {'-':>5}  {cell(reason, 300)}"
-
-
-def cell(value: object, limit: int = 60) -> str:
-    """A table cell from a file: one line, visible characters, cut with a note when long."""
-    return visible(value, limit=limit, one_line=True)
-
-
-def _status(run_dir: str, values: dict[str, Any], found: Any) -> str:
-    """running (a process holds it), done, review (paused at a question), interrupted, or new."""
-    from refineloop.run_folder.lock import is_locked
-
-    if is_locked(run_dir):
-        return "running"
-    status = str(values.get("status", "new"))
-    if status != "running":
-        return status
-    # A run paused at a review question has the interrupt pending in its last checkpoint.
-    waiting = found is not None and any(channel == "__interrupt__" for _, channel, _ in found.pending_writes or [])
-    return "review" if waiting else "interrupted"
 
 
 if __name__ == "__main__":

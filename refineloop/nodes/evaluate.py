@@ -15,7 +15,6 @@ Every call counts against `--max-critic-calls`; the judge never makes a call pas
 from __future__ import annotations
 
 import functools
-import json
 import statistics
 import threading
 import time
@@ -35,7 +34,7 @@ from refineloop.judges.hooks import evaluate_extras
 from refineloop.judges.score import ask_judge
 from refineloop.judges.verdicts import Verdict, parse_winner
 from refineloop.prompts import compare_messages_text
-from refineloop.run_folder.image_files import image_path, read_sidecars, save_json, sidecar_path
+from refineloop.run_folder.image_files import image_path, read_record, read_sidecars, save_json, sidecar_path
 from refineloop.run_folder.round_files import remake_missing, wait_for_round
 from refineloop.settings import RunSettings
 from refineloop.state import Candidate, RefineState
@@ -234,12 +233,7 @@ def record_rescore(run_dir: str, before: Candidate, after: Candidate, *, at: int
     keeping the score it was first given (`first_score`) and each re-score (`rescores`: the image that
     caused it, the revised score). Re-running the node for the same challenger replaces its entry."""
     path = sidecar_path(run_dir, after["iteration"])
-    try:
-        record = json.loads(path.read_text("utf-8"))
-    except (OSError, json.JSONDecodeError):
-        record = dict(before)
-    if not isinstance(record, dict):
-        record = dict(before)
+    record = read_record(path) or dict(before)
     first = record.get("first_score", record.get("score", before.get("score")))
     rescores = [r for r in record.get("rescores") or [] if isinstance(r, dict) and r.get("at") != at]
     rescores.append({"at": at, "score": after.get("score")})

@@ -19,22 +19,31 @@ from refineloop.errors import RefineError, RunFolderError, RunKept
 from refineloop.redaction import redact
 from refineloop.run_folder.checkpoints import CHECKPOINTS, reading_saver
 from refineloop.run_folder.lock import LOCK, locked
-from refineloop.run_folder.safe_io import write_text_atomic
+from refineloop.run_folder.safe_io import read_json_object, read_limited, write_text_atomic
 from refineloop.strategies import STRATEGY_SPECS
 
 META = "run.json"
 
+#: The most run.json may weigh (it holds a thread id, a strategy, the command line).
+META_LIMIT = 1 << 20
+
 
 def is_run_folder(path: Path) -> bool:
     """Whether `path` holds a refineloop run: run.json, and its checkpoints here or in the Postgres it names."""
-    if not (path / META).is_file():
+    # Anything by those names counts (a FIFO, a folder): read_meta and the readers report it as damage.
+    if not _present(path / META):
         return False
-    if (path / CHECKPOINTS).is_file():
+    if _present(path / CHECKPOINTS):
         return True
+    meta = read_json_object(path / META, META_LIMIT)
+    return True if meta is None else bool(meta.get("checkpointer"))  # a damaged run.json: read_meta says so
+
+
+def _present(path: Path) -> bool:
     try:
-        return bool(json.loads((path / META).read_text("utf-8")).get("checkpointer"))
-    except (OSError, ValueError, AttributeError):
-        return True  # a damaged run.json still marks a run: read_meta reports the damage
+        return path.exists() or path.is_symlink()
+    except OSError:
+        return True
 
 
 def write_meta(
@@ -80,8 +89,8 @@ def read_meta(run_dir: str) -> dict[str, Any]:
         raise RunFolderError(f"{run_dir} is not a refineloop run (no {META} and {CHECKPOINTS}): check the path")
     damaged = f"{path / META} is damaged"
     try:
-        meta = json.loads((path / META).read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        meta = json.loads(read_limited(path / META, META_LIMIT).decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
         raise RunFolderError(f"{damaged}: restore it, or start a new run") from None
     if not isinstance(meta, dict):
         raise RunFolderError(f"{damaged} (not a JSON object): restore it, or start a new run")

@@ -8,7 +8,9 @@ a crash overwrites its own output instead of adding a duplicate.
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,12 +18,15 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image, UnidentifiedImageError
 
 from refineloop.redaction import redact
-from refineloop.run_folder.safe_io import write_text_atomic, write_with
+from refineloop.run_folder.safe_io import read_json_object, write_text_atomic, write_with
 
 if TYPE_CHECKING:
     from PIL.PngImagePlugin import PngInfo
 
 IMAGE_NAME = re.compile(r"^(\d+)\.png$")
+
+#: The most a sidecar may weigh (a record with a long critique is a few KB).
+SIDECAR_LIMIT = 4 << 20
 
 
 def image_path(run_dir: str, iteration: int) -> Path:
@@ -91,11 +96,7 @@ def listed_images(run_dir: str) -> list[tuple[int, Path]]:
 def read_record(path: Path) -> dict[str, Any] | None:
     """A JSON object from a file in the run folder; None when it is missing, unreadable, not UTF-8, not JSON,
     or JSON that is not an object (a damaged or hand-edited sidecar is skipped, never a crash)."""
-    try:
-        record = json.loads(path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
+    return read_json_object(path, SIDECAR_LIMIT)
 
 
 def read_sidecars(run_dir: str) -> dict[int, dict[str, Any]]:
@@ -108,12 +109,23 @@ def read_sidecars(run_dir: str) -> dict[int, dict[str, Any]]:
 
 
 def image_problem(path: str) -> str | None:
-    """None when the image opens, else a short reason (missing, unreadable)."""
+    """None when the image opens and its data is whole, else a short reason (missing, a link, not a regular
+    file, unreadable, cut short, a header claiming a size past Pillow's limit). Never blocks on a FIFO."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return "is missing"
+    except OSError:
+        return "cannot be read"
+    if stat.S_ISLNK(mode):
+        return "is a symbolic link"
+    if not stat.S_ISREG(mode):
+        return "is not a regular file"
     try:
         with Image.open(path) as img:
             img.verify()
     except FileNotFoundError:
         return "is missing"
-    except (OSError, UnidentifiedImageError, SyntaxError):
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError):
         return "is not a readable PNG"
     return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,14 +51,23 @@ def locked(run_dir: str) -> Iterator[None]:
 
 
 def is_locked(run_dir: str) -> bool:
-    """Whether a live process holds the folder (used by `refineloop runs`)."""
+    """Whether a live process holds the folder (used by `refineloop runs`). Looked at without writing and
+    without blocking: a lock that is a FIFO, a device, a folder or a link is nobody's lock."""
     path = Path(run_dir) / LOCK
-    if not path.exists():
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
         return False
-    with open(path) as fh:
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             return True
-        fcntl.flock(fh, fcntl.LOCK_UN)
-    return False
+        except OSError:
+            return False
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from refineloop import __version__
 from refineloop.backends.chat.text_safety import clean_model_text
 from refineloop.errors import RefineError
+from refineloop.run_folder.png_text import NotARegularFile, PngTextError, read_png_texts, typed_record
 from refineloop.visible_text import visible
 
 if TYPE_CHECKING:
@@ -151,27 +152,15 @@ def read_provenance(path: str | Path) -> dict[str, Any]:
 
     ProvenanceError (one line, saying what to do) for a missing or unreadable file, or one without either.
     """
-    from PIL import Image, UnidentifiedImageError
-
-    where = Path(path).expanduser()
-    try:
-        with Image.open(where) as img:
-            img.load()  # text chunks after the image data are read only once the pixels are
-            texts = dict(getattr(img, "text", {}) or {})
-    except FileNotFoundError:
-        raise ProvenanceError(f"{path} not found: check the path (e.g. runs/<run>/best.png)") from None
-    except IsADirectoryError:
-        raise ProvenanceError(f"{path} is a folder: name an image in it, such as {path}/best.png") from None
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
-        raise ProvenanceError(f"{path} is not a readable image ({type(exc).__name__}): pass a PNG file") from None
+    texts = untrusted_texts(path)
     raw = texts.get(RECORD_KEY)
     if raw is not None:
         try:
             record = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             record = None
         if isinstance(record, dict) and isinstance(record.get("prompt"), str):
-            return record
+            return typed_record(record)
         raise ProvenanceError(f"{path} has a damaged refineloop record: use another image of the run (or its NN.json)")
     if PARAMETERS_KEY in texts:
         return parse_parameters(str(texts[PARAMETERS_KEY]))
@@ -179,6 +168,24 @@ def read_provenance(path: str | Path) -> dict[str, Any]:
         f"{path} carries no provenance (no refineloop or parameters text): show an NN.png or best.png that "
         "refineloop wrote, or an image from a tool that writes a parameters text"
     )
+
+
+def untrusted_texts(path: str | Path) -> dict[str, str]:
+    """The text chunks of an image from anywhere, read without decoding its pixels and with size limits
+    (refineloop.run_folder.png_text); ProvenanceError (one line) when it cannot be read."""
+    where = Path(path).expanduser()
+    try:
+        return read_png_texts(where)
+    except FileNotFoundError:
+        raise ProvenanceError(f"{path} not found: check the path (e.g. runs/<run>/best.png)") from None
+    except IsADirectoryError:
+        raise ProvenanceError(f"{path} is a folder: name an image in it, such as {path}/best.png") from None
+    except NotARegularFile:
+        raise ProvenanceError(f"{path} is not a regular file (a FIFO or a device?): pass a PNG file") from None
+    except PngTextError as exc:
+        raise ProvenanceError(f"{path} is not a readable PNG ({exc}): pass a PNG file") from None
+    except OSError as exc:
+        raise ProvenanceError(f"{path} cannot be read ({exc.strerror or exc}): pass a readable PNG file") from None
 
 
 def parse_parameters(text: str) -> dict[str, Any]:
