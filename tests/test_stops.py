@@ -150,3 +150,30 @@ def test_a_stop_before_anything_is_made_is_one_line(tmp_path: Path) -> None:
         assert len(err.strip().splitlines()) == 1 and "stopped before" in err, err
         assert not (tmp_path / "early").exists()
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("limit", [0, 100, 1200])
+def test_a_full_disk_at_every_phase_is_one_line_and_leaves_no_empty_folder(tmp_path: Path, limit: int) -> None:
+    """A file-size limit makes the lock's first write fail (0), then the database's (100), then a later one
+    (1200): one line each time; either nothing is left, not even the folders made to hold the run, or the run
+    is kept and says how to resume."""
+    import resource
+
+    def small_files() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    args = [sys.executable, "-m", "refineloop", "demo", *STEADY, "--max-iterations", "2", "--output-dir", "deep/er/r"]
+    full = subprocess.run(
+        args, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=120, preexec_fn=small_files
+    )
+    assert full.returncode in (1, 2) and "Traceback" not in full.stdout + full.stderr, full.stdout + full.stderr
+    run = tmp_path / "deep" / "er" / "r"
+    said = full.stderr if full.returncode == 2 else full.stdout
+    assert "free some space" in said or "file limit" in said, said
+    if not (run / "run.json").exists():
+        assert full.returncode == 1 or len(full.stderr.strip().splitlines()) == 1, full.stderr
+        assert not (tmp_path / "deep").exists(), sorted(str(p) for p in (tmp_path / "deep").rglob("*"))
+    else:
+        assert "free some space" in full.stdout and f"refineloop resume {run}" in full.stdout, full.stdout
+        assert refineloop("resume", str(run), cwd=tmp_path).returncode == 0

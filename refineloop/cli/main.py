@@ -17,7 +17,7 @@ from typing import TextIO, cast
 
 from refineloop.apps.stop_signals import ignore_stop_signals, raise_interrupt
 from refineloop.cli.output import ReaderSafeOutput
-from refineloop.errors import RefineError, RunKept, causes
+from refineloop.errors import RefineError, RunKept, causes, disk_problem
 from refineloop.visible_text import visible
 
 DEMO_DEFAULTS = {"image_model": "sketch", "eval_model": "demo", "strategy": "climbing"}
@@ -170,6 +170,11 @@ def _main(argv: Sequence[str] | None) -> int:
         # The reader went away (`refineloop runs | head`): stop quietly, as command-line tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:
+        if (problem := disk_problem(exc)) is None:
+            raise
+        _say(f"refineloop: error: {problem}")
+        return 2
     except Exception as exc:
         if any(isinstance(cause, KeyboardInterrupt) for cause in causes(exc)):  # a library wrapped the stop
             _say("refineloop: stopped before the first image: nothing was kept")

@@ -75,7 +75,7 @@ def database_error(run_dir: str, exc: BaseException) -> RunFolderError:
         return RunFolderError(f"{run_dir} is read-only ({text}): make it writable (chmod -R u+w) to go on with it")
     if "disk is full" in text or "disk I/O error" in text:
         # SQLite says I/O error when a write is refused for want of room (ENOSPC, EDQUOT, EFBIG) as well.
-        return RunFolderError(f"cannot write {path} ({text}): free some space on its disk, then resume the run")
+        return RunFolderError(f"cannot write {path} ({text}): free some space on its disk, then run the command again")
     return RunFolderError(
         f"{path} is damaged ({text}): restore it from a copy, or start a new run (images and sidecars are kept)"
     )

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from refineloop.errors import RefineError, RunFolderError, RunKept
+from refineloop.errors import FolderInUse, RefineError, RunFolderError, RunKept
 from refineloop.redaction import redact
 from refineloop.run_folder.checkpoints import CHECKPOINTS, reading_saver
 from refineloop.run_folder.lock import LOCK, locked
@@ -138,6 +138,8 @@ class NewRunFolder:
         """Names that were in the folder before this process claimed it (a lock file left by another)."""
         self.made: set[str] = set()
         """Other files this process put there before the first checkpoint (a fork's copied images)."""
+        self.parents: list[Path] = []
+        """The folders made to hold it, deepest first (removed with it when nothing else went into them)."""
 
     def keep(self) -> None:
         """The run has (or is about to write) its first checkpoint: the folder is the run's, whatever happens."""
@@ -171,6 +173,8 @@ class NewRunFolder:
         if self.created:
             with suppress(OSError):  # something else is in it: leave the folder
                 folder.rmdir()
+                for parent in self.parents:
+                    parent.rmdir()
         return True
 
 
@@ -215,8 +219,10 @@ def new_run_folder(run_dir: str, *, named: bool) -> Iterator[NewRunFolder]:
     """
     if named:
         _refuse_filled(Path(run_dir))  # the plain case answered before anything is made, the lock file included
+    parents = _missing_parents(Path(run_dir))
     folder, created = _make_folder(Path(run_dir), named)
     claim = NewRunFolder(str(folder), created, frozenset({LOCK}) if (folder / LOCK).exists() else frozenset())
+    claim.parents = parents
     try:
         with locked(claim.path):
             _refuse_filled(folder)
@@ -229,8 +235,8 @@ def new_run_folder(run_dir: str, *, named: bool) -> Iterator[NewRunFolder]:
     except BaseException as exc:
         if claim.holds_run():
             raise RunKept(claim.path, stop_words(exc), exit_code_for(exc)) from exc
-        if created and folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
+        if not isinstance(exc, FolderInUse):  # the lock is another process's: nothing here is ours to take
+            claim.discard()
         raise
 
 
@@ -261,6 +267,16 @@ def stop_words(exc: BaseException) -> str:
 def exit_code_for(exc: BaseException) -> int:
     """130 for a stop (the shell's 128 + SIGINT), 1 for a failure."""
     return 130 if isinstance(exc, KeyboardInterrupt) else 1
+
+
+def _missing_parents(path: Path) -> list[Path]:
+    """The folders above `path` that do not exist yet, deepest first."""
+    missing = []
+    for parent in path.absolute().parents:
+        if parent.exists():
+            break
+        missing.append(parent)
+    return missing
 
 
 def _refuse_filled(folder: Path) -> None:

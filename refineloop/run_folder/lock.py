@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from refineloop.errors import RunFolderError
+from refineloop.errors import FolderInUse, RunFolderError, disk_problem
 from refineloop.run_folder.safe_io import open_no_follow, refuse_links_in
 
 LOCK = ".lock"
@@ -29,7 +29,7 @@ def locked(run_dir: str) -> Iterator[None]:
         fd = open_no_follow(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
         if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
-            raise
+            raise RunFolderError(disk_problem(exc) or f"cannot make {path} ({exc.strerror or exc})") from None
         raise RunFolderError(
             f"{run_dir} is read-only ({exc.strerror}): make it writable (chmod -R u+w) to go on with it"
         ) from None
@@ -39,12 +39,16 @@ def locked(run_dir: str) -> Iterator[None]:
         except BlockingIOError:
             # Read the holder's pid through our own descriptor: reopening the name could meet a swapped file.
             holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "another process"
-            raise RunFolderError(
+            raise FolderInUse(
                 f"{run_dir} is in use by refineloop (pid {holder}): wait for it to finish, or use another folder"
             ) from None
         refuse_links_in(run_dir)
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+        except OSError as exc:  # the very first write of a run: a full disk or a file limit says so here
+            named = OSError(exc.errno, exc.strerror, str(path))
+            raise RunFolderError(disk_problem(named) or f"cannot write {path} ({exc.strerror or exc})") from None
         yield
     finally:
         os.close(fd)
