@@ -177,3 +177,68 @@ def test_a_full_disk_at_every_phase_is_one_line_and_leaves_no_empty_folder(tmp_p
     else:
         assert "free some space" in full.stdout and f"refineloop resume {run}" in full.stdout, full.stdout
         assert refineloop("resume", str(run), cwd=tmp_path).returncode == 0
+
+
+def test_a_process_that_gave_up_on_streaming_calls_exits_with_its_own_status(tmp_path: Path) -> None:
+    """A critic that streams one chunk of its reply and then goes quiet: the call times out and is abandoned; the
+    process says so in one line and exits with its status at once, never an abort at interpreter shutdown."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from tests.fake_openai import default_reply, role_of
+
+    class Stalling(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self._json({"object": "list", "data": [{"id": "vis", "object": "model", "owned_by": "x"}]})
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+            if role_of(body) == "probe" or not body.get("stream"):
+                text = default_reply(role_of(body), body, 1)
+                message = {"role": "assistant", "content": text}
+                self._json({"id": "c", "object": "chat.completion", "created": 0, "model": "vis",
+                            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}]})  # fmt: skip
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            delta = {"choices": [{"index": 0, "delta": {"role": "assistant", "content": '{"sco'}}]}
+            self.wfile.write(f"data: {json.dumps(delta)}\n\n".encode())
+            self.wfile.flush()
+            stop.wait(30)  # the rest never comes while the client waits
+
+        def _json(self, data: object) -> None:
+            raw = json.dumps(data).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+    stop = threading.Event()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Stalling)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        started = time.time()
+        done = subprocess.run(
+            [sys.executable, "-m", "refineloop", "run", "--eval-model", "openai:vis", "--openai-stream"]
+            + ["--openai-url", f"http://127.0.0.1:{server.server_port}/v1", "--image-model", "sketch:size=64"]
+            + ["--critic-timeout", "1", "--critic-retries", "0", "--max-iterations", "2", "--output-dir", "r"],
+            cwd=tmp_path,
+            env={**cli_env(), "OPENAI_API_KEY": "sk-stall-0123456789"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        elapsed = time.time() - started
+    finally:
+        stop.set()
+        server.shutdown()
+    shown = done.stdout + done.stderr
+    assert done.returncode in (1, 2), shown
+    assert "Fatal Python error" not in shown and "Traceback" not in shown, shown
+    assert elapsed < 25, f"the process waited {elapsed:.0f}s for a call it had given up on"

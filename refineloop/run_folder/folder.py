@@ -314,6 +314,9 @@ def _make_folder(path: Path, named: bool) -> tuple[Path, bool]:
                 path = Path(f"{base}-{suffix}")
     except FileExistsError:
         raise RunFolderError(f"{path} exists and is not a folder: pick another --output-dir") from None
+    except NotADirectoryError:
+        blocker = next((p for p in path.absolute().parents if p.exists() and not p.is_dir()), path)
+        raise RunFolderError(f"{blocker} is a file, not a folder: pick an --output-dir outside it") from None
     except OSError as exc:
         raise RunFolderError(
             f"cannot make the run folder {path} ({exc.strerror or exc}): pick a writable --output-dir"

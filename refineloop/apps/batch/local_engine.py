@@ -42,6 +42,8 @@ def run_local(
 
     cache = models or MODELS
     progress = ProgressLines(out)
+    # One driver per batch: a second one started beside it is refused (RunBusyError, one line) before any item.
+    store.claim_batch(plan.batch_id)
     store.register(plan.batch_id, plan.items)
     started = time.time()
     control = RunControl()
