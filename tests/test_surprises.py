@@ -59,3 +59,13 @@ def test_a_second_driver_of_the_same_batch_is_refused(tmp_path: Path) -> None:
         out, _ = first.communicate(timeout=120)
     assert first.returncode == 0, out
     assert out.count(" done ") == 2, out
+
+
+def test_the_patience_message_with_candidates_counts_rounds(scripted, run_settings, quiet) -> None:
+    cache, _ = scripted([judge_reply(5), judge_reply(4), judge_reply(3), judge_reply(2)])
+    settings = run_settings(strategy="climbing", max_iterations=8, candidates=2, patience=1, final_pick=0)
+    outcome = start_run(settings, models=cache, out=quiet)
+    assert outcome.values["iteration"] == 4, outcome.values["stop_reason"]
+    assert outcome.values["stop_reason"].startswith("1 round (2 images each) did not beat"), outcome.values[
+        "stop_reason"
+    ]
