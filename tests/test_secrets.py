@@ -174,6 +174,7 @@ def test_runs_shows_a_hostile_run_json_as_one_visible_line(tmp_path: Path, capsy
     assert len(rows) == 1 and "damaged" in rows[0] and len(rows[0]) < 600
 
 
+@pytest.mark.slow
 def test_the_environment_secret_never_reaches_a_run_folder(tmp_path: Path) -> None:
     env = {**cli_env(), "MY_SERVICE_TOKEN": "tok-abcdef-123456-secret"}
     done = subprocess.run(

@@ -31,6 +31,7 @@ def test_an_output_dir_under_a_file_names_the_file(tmp_path: Path, capsys: pytes
     assert code == 2 and f"{tmp_path / 'notes'} is a file" in err and err.count("\n") == 1, err
 
 
+@pytest.mark.slow
 def test_a_damaged_database_is_not_called_a_permissions_problem(tmp_path: Path) -> None:
     made = refineloop("demo", "--max-iterations", "1", "--output-dir", "r", cwd=tmp_path)
     assert made.returncode == 0, made.stderr
