@@ -6,6 +6,7 @@ and exits with a non-zero code, never with a traceback.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterator
 
 
@@ -40,6 +41,39 @@ class RunBusyError(RefineError):
 def missing_extra(package: str, extra: str) -> ScaleError:
     """The one-line error for an optional dependency that is not installed."""
     return ScaleError(f"{package} is not installed: pip install 'refineloop[{extra}]'")
+
+
+class FolderInUse(RunFolderError):
+    """Another process holds the run folder's lock."""
+
+
+#: Write failures a person fixes by making room or granting access, not by reading a traceback.
+_NO_ROOM = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up", errno.EFBIG: "a file limit"}
+_NO_WRITE = {errno.EROFS: "a read-only disk", errno.EACCES: "no permission", errno.EPERM: "no permission"}
+
+
+def disk_problem(exc: BaseException) -> str | None:
+    """One line for a write the disk refused (full, over quota or a file-size limit, read-only, forbidden), saying
+    what to do; None for any other failure."""
+    if not isinstance(exc, OSError) or exc.errno is None:
+        return None
+    where = f"cannot write {exc.filename}" if exc.filename else "cannot write"
+    if exc.errno in _NO_ROOM:
+        return f"{where}: {_NO_ROOM[exc.errno]} ({exc.strerror}): free some space, then run the command again"
+    if exc.errno in _NO_WRITE:
+        return f"{where}: {_NO_WRITE[exc.errno]} ({exc.strerror}): make it writable, then run the command again"
+    return None
+
+
+class RunKept(Exception):
+    """Something stopped the process after a run's first checkpoint (a second Ctrl-C, a signal, a closed output,
+    an unexpected failure): nothing of the run is lost and it resumes from its last checkpoint. The CLI prints
+    the message as one line and exits with `exit_code`."""
+
+    def __init__(self, run_dir: str, why: str, exit_code: int) -> None:
+        super().__init__(f"{why}: the run is kept in {run_dir}: resume it with `refineloop resume {run_dir}`")
+        self.run_dir = run_dir
+        self.exit_code = exit_code
 
 
 def causes(exc: BaseException) -> Iterator[BaseException]:

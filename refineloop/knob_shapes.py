@@ -38,6 +38,8 @@ MAX_ROUNDS = 10_000
 MAX_FINAL_PICK = 10
 JUDGES = ("score", "pairwise", "checklist")
 DTYPES = ("", "bf16", "fp16", "fp32")
+#: The settings that hold a server's URL: a run records them with any credentials masked.
+URL_SETTINGS = ("ollama_url", "openai_url", "comfyui_url", "a1111_url")
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from typing import Any
 from langgraph.config import get_config
 
 from refineloop.backends.chat import critic_images
+from refineloop.redaction import redact_deep, scrub_exception
 
 
 def rewrite_paths(value: Any, source: str, target: str) -> Any:
@@ -60,7 +61,8 @@ def apply_view(state: dict[str, Any], view: dict[str, Any] | None) -> dict[str, 
 
 def in_run_view(node: Callable[..., Any]) -> Callable[..., Any]:
     """`node`, reading its state through the run config's view (see the module docstring), with the run's
-    critic working size in effect for the images it sends (refineloop.backends.chat.critic_images)."""
+    critic working size in effect for the images it sends (refineloop.backends.chat.critic_images), and no
+    secret in what it returns or raises (refineloop.redaction)."""
 
     @functools.wraps(node)
     def seen_through_view(state: Any, *args: Any, **kwargs: Any) -> Any:
@@ -72,7 +74,12 @@ def in_run_view(node: Callable[..., Any]) -> Callable[..., Any]:
         size = (seen.get("settings") or {}).get("judge_image_size") if isinstance(seen, dict) else None
         token = critic_images.WORKING_SIZE.set(size or critic_images.DEFAULT_SIZE)
         try:
-            return node(seen, *args, **kwargs)
+            # Secrets stop here on both ways out: the update goes into the checkpoint, and so does the text of
+            # an exception (LangGraph records a failing node's error as a pending write).
+            return redact_deep(node(seen, *args, **kwargs))
+        except Exception as exc:
+            scrub_exception(exc)  # in place: the same exception goes on, its text without secrets
+            raise
         finally:
             critic_images.WORKING_SIZE.reset(token)
 

@@ -38,6 +38,11 @@ def stop_reason(state: RefineState) -> str | None:
         return f"reached the safety cap of {settings.safety_cap} images (raise --safety-cap to go on)"
     patience = settings.effective_patience()
     if spec_for(settings.strategy).stops_on_misses and state.get("misses", 0) >= patience:
+        if settings.candidates > 1:  # misses count rounds: one acceptance per round of candidates
+            rounds = "round" if patience == 1 else "rounds in a row"
+            return (
+                f"{patience} {rounds} ({settings.candidates} images each) did not beat the best (--patience {patience})"
+            )
         return f"{patience} images in a row did not beat the best (--patience {patience})"
     return None
 

@@ -185,7 +185,7 @@ def private_uses(modules: dict[str, Path]) -> list[str]:
 #: The floors, ground first. A unit (a folder right under refineloop/, or a module there) imports only from its own
 #: floor or the floors below it; docs/architecture.md draws the same order. A new unit needs a place here.
 FLOORS: tuple[tuple[str, ...], ...] = (
-    ("errors", "state", "schedules", "version", "files", "progress_events", "samplers"),
+    ("errors", "state", "schedules", "version", "files", "progress_events", "samplers", "redaction", "visible_text"),
     ("strategies", "acceptance", "knob_shapes", "settings", "tasks", "prompts", "prompts_agents", "budgets"),
     ("stopping", "tools"),
     ("backends",),

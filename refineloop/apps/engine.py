@@ -32,7 +32,6 @@ from langgraph.runtime import RunControl
 from langgraph.types import Command
 
 from refineloop.apps.stop_signals import ctrl_c_drains
-from refineloop.backends.chat.text_safety import redact
 from refineloop.backends.model_cache import ModelCache
 from refineloop.errors import RefineError, RunFolderError, SettingsError
 from refineloop.files.safe_io import write_text_atomic
@@ -40,6 +39,7 @@ from refineloop.graph import build_graph
 from refineloop.judges.audit import auditor_settings
 from refineloop.outputs.artifacts import write_artifacts
 from refineloop.progress_events import Progress, reporting
+from refineloop.redaction import redact, redact_deep, reveal
 from refineloop.run_folder.checkpoints import connect, database_error, run_saver
 from refineloop.run_folder.image_files import image_problem
 from refineloop.run_view import apply_view
@@ -201,12 +201,12 @@ def _load_critic(settings: RunSettings) -> str:
         return ""
     from refineloop.backends.chat.ollama import load_resident, resolve_base_url
 
-    url = resolve_base_url(settings.ollama_url or None)
+    url = resolve_base_url(reveal(settings.ollama_url) or None)
     keep = settings.critic_keep_alive
     resident = load_resident(settings.eval_model[7:], base_url=url, keep_alive=keep, timeout=settings.critic_timeout)
     parts = urlsplit(url)
     # A remote Ollama's memory is its own host's: say whose GPU it is, since it is not the one being placed on.
-    where = "" if parts.hostname in ("127.0.0.1", "localhost", "::1") else f" at {parts.netloc}"
+    where = "" if parts.hostname in ("127.0.0.1", "localhost", "::1") else f" at {redact(parts.netloc)}"
     kept = ""
     if keep == "-1":
         kept = ", kept loaded for ever"
@@ -237,6 +237,8 @@ def execute(
     """
     told = callbacks or EngineCallbacks()
     run_dir = settings.output_dir
+    # The input is the first checkpoint: a secret in a goal or a setting stops here (refineloop.redaction).
+    state = cast("RunInput | None", redact_deep(state))
     graph = build_graph(settings.strategy, checkpointer)
     config: RunnableConfig = {
         "configurable": {"thread_id": thread_id, "models": models, "run_view": view or {}},
@@ -309,7 +311,7 @@ def _stream(
                     callbacks.step(node, update)
         if question is None:
             return
-        given = Command(resume=callbacks.review(question))
+        given = Command(resume=redact_deep(callbacks.review(question)))
 
 
 def _logged(run_dir: str) -> str:

@@ -29,7 +29,7 @@ import shutil
 import sqlite3
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -46,8 +46,8 @@ from refineloop.errors import RunFolderError, SettingsError
 from refineloop.files.trace import append_trace
 from refineloop.graph import build_graph
 from refineloop.run_folder.checkpoints import CHECKPOINTS, database_error, run_saver
-from refineloop.run_folder.folder import META, new_run_folder, read_meta, write_meta
-from refineloop.run_folder.image_files import listed_images, read_record, save_json, sidecar_path
+from refineloop.run_folder.folder import META, kept_on_exit, new_run_folder, read_meta, write_meta
+from refineloop.run_folder.image_files import image_problem, listed_images, read_record, save_json, sidecar_path
 from refineloop.run_folder.lock import LOCK
 from refineloop.run_view import rewrite_paths
 from refineloop.settings import RunSettings
@@ -96,7 +96,7 @@ def fork_run(
     with new_run_folder(target, named=True) as claim, library_logs_in_trace(target):
         with stop_ends_loading("nothing was kept", claim.discard):
             load_models(models, settings, told)
-        copy_images(source, target, from_iteration, recorded)
+        copy_images(source, target, from_iteration, recorded, claim.made.add)
         with checkpoints(target) as checkpointer:
             write_meta(target, thread_id, settings.strategy, loras=settings.lora)
             _note_origin(target, source, meta, from_iteration)
@@ -109,11 +109,12 @@ def fork_run(
                 seeded["review_stop"] = ""
             graph.update_state(config, seeded, as_node=spec_for(settings.strategy).accept_node)
             claim.keep()
-            append_trace(target, {"kind": "fork", "source": source, "iteration": from_iteration})
-            told.note(f"forked {source} after image {from_iteration}")
-            told.note(f"run folder: {target}")
-            told.note(f"strategy: {settings.strategy}   seed: {settings.seed}   goal: {task.get('goal', '')}")
-            return execute(settings, None, thread_id, models, checkpointer, callbacks=told)
+            with kept_on_exit(target):
+                append_trace(target, {"kind": "fork", "source": source, "iteration": from_iteration})
+                told.note(f"forked {source} after image {from_iteration}")
+                told.note(f"run folder: {target}")
+                told.note(f"strategy: {settings.strategy}   seed: {settings.seed}   goal: {task.get('goal', '')}")
+                return execute(settings, None, thread_id, models, checkpointer, callbacks=told)
 
 
 def state_after_image(run_dir: str, meta: dict[str, Any], iteration: int, url: str = "") -> dict[str, Any]:
@@ -192,18 +193,32 @@ def _shared_lock(run_dir: str) -> Iterator[None]:
         os.close(fd)
 
 
-def copy_images(source: str, target: str, last: int, recorded: str = "") -> None:
+def copy_images(
+    source: str, target: str, last: int, recorded: str = "", making: Callable[[str], None] | None = None
+) -> None:
     """Copy images 1..`last` byte for byte, and their sidecars with paths pointed at the new folder (paths
-    under `recorded`, where the run was made, as well as under `source`, where it is now)."""
+    under `recorded`, where the run was made, as well as under `source`, where it is now). `making` hears each
+    file's name before it is written (a failed start takes back what it made). Every image is checked first,
+    as `resume` checks the images it continues from: a symbolic link or an image that does not open is
+    refused in one line, before anything is copied. A sidecar that cannot be read is left behind (the
+    fork's state holds its record): copied unread, it would name the original folder."""
+    for iteration, image in listed_images(source):
+        if iteration <= last:
+            if image.is_symlink():
+                raise RunFolderError(f"{image} is a symbolic link: refineloop does not fork through links; restore it")
+            if problem := image_problem(str(image)):
+                raise RunFolderError(f"{image} {problem}: restore it, or fork from an earlier image")
     for iteration, image in listed_images(source):
         if iteration > last:
             continue
+        if making is not None:
+            making(image.name)
+            making(sidecar_path(target, iteration).name)
         shutil.copyfile(image, Path(target) / image.name)
         sidecar = sidecar_path(source, iteration)
         if sidecar.is_file():
             record = read_record(sidecar)
             if record is None:
-                shutil.copyfile(sidecar, sidecar_path(target, iteration))  # keep what is there, unread
                 continue
             moved = rewrite_paths(record, recorded, target) if recorded else record
             save_json(rewrite_paths(moved, source, target), sidecar_path(target, iteration))

@@ -7,13 +7,15 @@ runs with none, and the caller drains through its own `RunControl`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from langgraph.runtime import RunControl
+if TYPE_CHECKING:
+    from langgraph.runtime import RunControl
 
 #: Exit status of a process stopped before anything was made (the shell's 128 + SIGINT).
 EXIT_STOPPED = 130
@@ -23,12 +25,28 @@ STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SI
 
 
 def raise_interrupt(signum: int, frame: Any) -> None:
-    """A stop signal as KeyboardInterrupt, so whatever runs unwinds (and cleans up) as for Ctrl-C."""
+    """A stop signal as KeyboardInterrupt, so whatever runs unwinds (and cleans up) as for Ctrl-C. The stop
+    signals after it are ignored until whoever installed this handler puts the previous ones back: the
+    clean-up, and the one line that says what was kept, must not be cut short by a third Ctrl-C."""
+    ignore_stop_signals()
     raise KeyboardInterrupt
 
 
+def ignore_stop_signals() -> None:
+    """Every stop signal does nothing from now on (in the main thread; elsewhere this does nothing). A Python
+    handler that returns, not SIG_IGN: a signal already on its way when SIG_IGN is set makes Python raise
+    "signal ignored due to race condition" instead."""
+    for sig in STOP_SIGNALS:
+        with contextlib.suppress(ValueError):
+            signal.signal(sig, _ignored)
+
+
+def _ignored(signum: int, frame: Any) -> None:
+    """A stop signal after the one being handled: the process is already on its way out."""
+
+
 @contextmanager
-def stop_ends_loading(note: str, cleanup: Callable[[], None] | None = None) -> Iterator[None]:
+def stop_ends_loading(note: str, cleanup: Callable[[], object] | None = None) -> Iterator[None]:
     """While models load, a stop signal ends the process at once, in one line, after `cleanup`.
 
     A KeyboardInterrupt raised in the middle of importing torch or diffusers can leave half-initialised

@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 from refineloop.backends.checks import validated
 from refineloop.cli.flags import add_settings_flags
+from refineloop.cli.output import reader_gone
 from refineloop.errors import RefineError, SettingsError
 from refineloop.settings import RunSettings
 
@@ -149,6 +150,12 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     code = exit_code(rows)
     if code != 0:
         out.write(f"to resume, run the same command again (batch folder {plan.batch_dir})\n")
+        if reader_gone(out):  # nobody reads the output any more: the line that matters goes to stderr
+            print(
+                f"refineloop: the output was closed, so the batch stopped; everything made is kept: run the same "
+                f"command again to resume (batch folder {plan.batch_dir})",
+                file=sys.stderr,
+            )
     return code
 
 

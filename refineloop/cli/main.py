@@ -7,20 +7,18 @@ when a command needs them, so `--help` answers at once.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import signal
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+from typing import TextIO, cast
 
-from refineloop.backends.checks import validated
-from refineloop.cli.batch import add_batch_command
-from refineloop.cli.flags import add_settings_flags
-from refineloop.cli.judge_check import add_judge_check_command
-from refineloop.errors import RefineError
-from refineloop.settings import RESUME_OVERRIDES, RunSettings
+from refineloop.apps.stop_signals import ignore_stop_signals, raise_interrupt
+from refineloop.cli.output import ReaderSafeOutput
+from refineloop.errors import RefineError, RunKept, causes, disk_problem
+from refineloop.visible_text import visible
 
 DEMO_DEFAULTS = {"image_model": "sketch", "eval_model": "demo", "strategy": "climbing"}
 
@@ -32,6 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """The whole command line, and each command's own parser by name (for the generated reference)."""
+    from refineloop.cli.batch import add_batch_command
+    from refineloop.cli.flags import add_settings_flags
+    from refineloop.cli.judge_check import add_judge_check_command
+    from refineloop.settings import RESUME_OVERRIDES
+
     parser = argparse.ArgumentParser(
         prog="refineloop",
         description="Refine an image until a vision critic is satisfied: draw, judge, condense, keep the best.",
@@ -73,6 +76,12 @@ def build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argumen
         "runs", help="list run folders (and the runs inside batch folders) with status, images and best score"
     )
     runs.add_argument("root", nargs="?", default="runs", help="folder holding runs (default: runs)")
+    runs.add_argument(
+        "--checkpointer",
+        default="",
+        metavar="URL",
+        help="also read the runs whose run.json names this Postgres (never opened unless given here)",
+    )
     show = commands.add_parser(
         "show",
         help="print the provenance an image carries (prompt, seed, model, run...)",
@@ -97,39 +106,103 @@ def _add_checkpointer_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+#: Commands that make or continue runs: a closed output stops them as a closed terminal does.
+RUNNING = ("run", "demo", "resume", "fork", "batch", "judge-check")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `refineloop` console script."""
-    args = build_parser().parse_args(argv)
-    # Until a run installs its own handlers (the first stop drains), SIGTERM and SIGHUP stop like Ctrl-C:
-    # whatever was half made before the first image is cleaned up, and the user reads one line.
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _stop_now)
+    """Entry point of the `refineloop` console script (`argv` None: this process's own command line).
+
+    The process's own command ends here, with its status: stop signals from now on are ignored, the output is
+    flushed, and the process exits without the interpreter's shutdown, which would put the default handlers
+    back (a late Ctrl-C then kills a process that has already said how it ended) and wait for threads still
+    blocked in calls the run gave up on (a streaming critic that timed out).
+    """
+    handlers = {sig: signal.getsignal(sig) for sig in STOPS}
+    try:
+        code = _main(argv)
+    finally:
+        if argv is not None:  # called from Python, which goes on: its handlers back
+            for sig, handler in handlers.items():
+                with contextlib.suppress(ValueError, TypeError):
+                    signal.signal(sig, handler)
+    if argv is None:
+        ignore_stop_signals()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        os._exit(code)
+    return code
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    # Until a run installs its own handlers (the first stop drains), Ctrl-C, SIGTERM and SIGHUP stop alike:
+    # whatever was half made before the first image is cleaned up, and the user reads one line. Installed
+    # before the parser, whose settings import LangGraph: a second or so in which a stop used to be a traceback.
+    for sig in STOPS:
+        signal.signal(sig, raise_interrupt)
+    try:
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:
+        _say("refineloop: stopped before anything was made")
+        return 130
+    given = sys.stdout
+    if not isinstance(given, ReaderSafeOutput):
+        sys.stdout = cast(TextIO, ReaderSafeOutput(given, stops=args.command in RUNNING))
     try:
         code = _dispatch(args)
+        ignore_stop_signals()  # the work is over: a late signal must not turn a clean end into a misleading line
         sys.stdout.flush()  # inside the try: a reader that went away is noticed here, not at exit
         return code
+    except RunKept as exc:
+        ignore_stop_signals()
+        _say(f"refineloop: {exc}")
+        return exc.exit_code
     except RefineError as exc:
-        print(f"refineloop: error: {exc}", file=sys.stderr)
+        _say(f"refineloop: error: {exc}")
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        kept = next((cause for cause in causes(exc) if isinstance(cause, RunKept)), None)
+        if kept is not None:  # a second stop landed while the first one's report was on its way
+            _say(f"refineloop: {kept}")
+            return kept.exit_code
         what = "the run folder is as it was" if args.command in ("resume", "fork", "batch") else "nothing was kept"
-        print(f"refineloop: stopped before the first image: {what}", file=sys.stderr)
+        _say(f"refineloop: stopped before the first image: {what}")
         return 130
     except BrokenPipeError:
         # The reader went away (`refineloop runs | head`): stop quietly, as command-line tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:
+        if (problem := disk_problem(exc)) is None:
+            raise
+        _say(f"refineloop: error: {problem}")
+        return 2
+    except Exception as exc:
+        if any(isinstance(cause, KeyboardInterrupt) for cause in causes(exc)):  # a library wrapped the stop
+            _say("refineloop: stopped before the first image: nothing was kept")
+            return 130
+        raise
+    finally:
+        sys.stdout = given
 
 
-def _stop_now(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+def _say(line: str) -> None:
+    """One line on standard error, even when standard error itself is gone."""
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write(visible(line) + "\n")
+        sys.stderr.flush()
 
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command in ("run", "demo"):
         return _run(args)
     if args.command == "resume":
+        from refineloop.backends.checks import validated
         from refineloop.cli.run_commands import resume_run
+        from refineloop.settings import RESUME_OVERRIDES, RunSettings
 
         overrides = {name: getattr(args, name) for name in RESUME_OVERRIDES if hasattr(args, name)}
         if overrides:
@@ -146,7 +219,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         from refineloop.cli.show import show
 
         return show(args.image, as_json=args.json)
-    return _list_runs(args.root)
+    from refineloop.cli.runs_listing import list_runs
+
+    return list_runs(args.root, checkpointer=args.checkpointer)
 
 
 def _checked_url(args: argparse.Namespace) -> str:
@@ -161,6 +236,9 @@ def _checked_url(args: argparse.Namespace) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from refineloop.backends.checks import validated
+    from refineloop.settings import RunSettings
+
     names = {f.name for f in dataclasses.fields(RunSettings)}
     settings = RunSettings(**{k: v for k, v in vars(args).items() if k in names})
     validated(settings)  # before importing langgraph: a bad flag answers instantly
@@ -172,6 +250,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _fork(args: argparse.Namespace) -> int:
+    from refineloop.settings import RunSettings
+
     names = {f.name for f in dataclasses.fields(RunSettings)}
     overrides = {k: v for k, v in vars(args).items() if k in names}
     url = _checked_url(args)
@@ -180,66 +260,6 @@ def _fork(args: argparse.Namespace) -> int:
 
     terminal = Terminal(sys.stdout)
     return fork_run(args.run_dir, args.from_iteration, overrides, checkpointer_url=url, callbacks=terminal).exit_code
-
-
-def _list_runs(root: str) -> int:
-    """Every run folder under `root`, and the runs inside each batch folder there, grouped under it."""
-    from refineloop.apps.batch.plan import MANIFEST
-    from refineloop.run_folder.folder import is_run_folder
-
-    base = Path(root)
-    entries = sorted(p for p in base.iterdir() if p.is_dir() and not p.is_symlink()) if base.is_dir() else []
-    runs = [p for p in entries if is_run_folder(p)]
-    batches = [p for p in entries if (p / MANIFEST).is_file() and not is_run_folder(p)]
-    if not runs and not batches:
-        print(f"no runs in {root}/ yet: start one with `refineloop demo`")
-        return 0
-    print(f"{'run':<40} {'strategy':<10} {'status':<12} {'images':>6} {'best':>5}  reason")
-    for folder in runs:
-        print(_run_row(folder, folder.name))
-    for batch in batches:
-        items = sorted(p for p in batch.iterdir() if p.is_dir() and not p.is_symlink() and is_run_folder(p))
-        print(f"batch {batch.name}/ ({len(items)} runs)")
-        for folder in items:
-            print(_run_row(folder, "  " + folder.name))
-    return 0
-
-
-def _run_row(folder: Path, label: str) -> str:
-    """One line of `refineloop runs`, read without writing; a folder that cannot be read is `damaged`."""
-    from refineloop.apps.reading import read_checkpoint, read_values
-    from refineloop.errors import RefineError
-    from refineloop.run_folder.folder import read_meta
-
-    try:
-        meta = read_meta(str(folder))
-        found = read_checkpoint(str(folder), meta["thread_id"], meta.get("checkpointer", ""))
-        # The image records are delta channels, which the checkpoint alone does not hold: the graph rebuilds them.
-        values = read_values(str(folder), meta["thread_id"], meta.get("checkpointer", "")) if found else {}
-        best = values.get("best") or {}
-        score = f"{best['score']:g}/10" if isinstance(best.get("score"), (int, float)) else "-"
-        status = _status(str(folder), values, found)
-        return (
-            f"{label:<40} {meta['strategy']:<10} {status:<12} "
-            f"{values.get('iteration', 0):>6} {score:>5}  {values.get('stop_reason', '')}"
-        )
-    except (RefineError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return f"{label:<40} {'?':<10} {'damaged':<12} {'-':>6} {'-':>5}  {reason}"
-
-
-def _status(run_dir: str, values: dict[str, Any], found: Any) -> str:
-    """running (a process holds it), done, review (paused at a question), interrupted, or new."""
-    from refineloop.run_folder.lock import is_locked
-
-    if is_locked(run_dir):
-        return "running"
-    status = str(values.get("status", "new"))
-    if status != "running":
-        return status
-    # A run paused at a review question has the interrupt pending in its last checkpoint.
-    waiting = found is not None and any(channel == "__interrupt__" for _, channel, _ in found.pending_writes or [])
-    return "review" if waiting else "interrupted"
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from refineloop.graph import build_graph
 from refineloop.nodes.setup import initial_state, resolve_settings
 from refineloop.outputs.report import REPORT_NAME
 from refineloop.run_folder.checkpoints import database_error
-from refineloop.run_folder.folder import new_run_folder, read_meta, write_meta
+from refineloop.run_folder.folder import kept_on_exit, new_run_folder, read_meta, write_meta
 from refineloop.run_folder.lock import locked
 from refineloop.run_view import apply_view, make_view
 from refineloop.settings import RunSettings
@@ -44,7 +44,8 @@ def start_run(
     inp: TextIO | None = None,
 ) -> Outcome:
     """Start a new run. Settings and task are checked first; then the run folder is made and locked at once,
-    before the slow model loads, so no other run can take it; a failure before the first image removes it.
+    before the slow model loads, so no other run can take it; a failure before the first checkpoint removes what
+    this process made there, and anything that stops it after that keeps the run (`RunKept` says so).
 
     `saver` replaces the run folder's SQLite checkpoints (in memory, say), `checkpointer_url` keeps them in
     Postgres (recorded, without its password, so `resume_run` finds them again), and `thread_id` replaces the
@@ -64,10 +65,12 @@ def start_run(
             terminal.note(f"run folder: {run_dir}")
             terminal.note(f"strategy: {settings.strategy}   seed: {settings.seed}   goal: {task.goal}")
             terminal.note(f"live report: {Path(run_dir) / REPORT_NAME} (updated as the run goes)")
+            if saver is not None or checkpointer_url:
+                claim.keep()  # checkpoints outside the folder cannot be asked: it is the run's from here on
             outcome = execute(settings, state, thread_id, models, checkpointer, callbacks=terminal)
             if outcome.values.get("settings"):  # a checkpoint a resume can continue from
                 claim.keep()
-            else:
+            elif claim.discard():
                 terminal.note("nothing was checkpointed, so the run folder is removed: run the same command again")
             return outcome
 
@@ -117,9 +120,10 @@ def resume_run(
         settings = RunSettings.from_state({**values["settings"], **(overrides or {}), "output_dir": run_dir})
         with stop_ends_loading("the run folder is as it was"):
             load_models(models, settings, terminal)
-        terminal.note(f"resuming {run_dir} after image {values.get('iteration', 0)}")
-        terminal.note(f"live report: {Path(run_dir) / REPORT_NAME} (updated as the run goes)")
-        return execute(settings, None, meta["thread_id"], models, checkpointer, callbacks=terminal, view=view)
+        with kept_on_exit(run_dir):
+            terminal.note(f"resuming {run_dir} after image {values.get('iteration', 0)}")
+            terminal.note(f"live report: {Path(run_dir) / REPORT_NAME} (updated as the run goes)")
+            return execute(settings, None, meta["thread_id"], models, checkpointer, callbacks=terminal, view=view)
 
 
 def _already_finished(run_dir: str, values: dict[str, Any], terminal: Terminal) -> Outcome:

@@ -9,6 +9,7 @@ asks it again, so a script that closes stdin neither hangs nor ends the run on t
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any, TextIO
@@ -16,6 +17,7 @@ from typing import Any, TextIO
 from refineloop.apps.engine import NoAnswer, Outcome
 from refineloop.apps.progress import ProgressLines
 from refineloop.apps.stop_signals import ctrl_c_raises
+from refineloop.cli.output import reader_gone
 from refineloop.nodes.review import ALIASES
 from refineloop.state import score_words
 
@@ -37,6 +39,9 @@ class Terminal(ProgressLines):
 
     def end(self, outcome: Outcome) -> None:
         """The best image, the folder, and the resume command of a run that did not finish."""
+        if reader_gone(self.out):
+            self._end_unread(outcome)
+            return
         self.live.wipe()
         best = outcome.values.get("best")
         if best:
@@ -48,6 +53,22 @@ class Terminal(ProgressLines):
         if outcome.status != "done":
             self.out.write(f"resume with: refineloop resume {outcome.run_dir}\n")
         self.out.flush()
+
+    def _end_unread(self, outcome: Outcome) -> None:
+        """Nobody reads the output any more: the one line that matters goes to standard error."""
+        if not outcome.values.get("settings"):
+            return
+        if outcome.status == "done":
+            line = f"the output was closed; the run finished: its files are in {outcome.run_dir}"
+        else:
+            after = outcome.values.get("iteration", 0)
+            line = (
+                f"the output was closed, so the run stopped after image {after}: it is kept; resume it with "
+                f"`refineloop resume {outcome.run_dir}`"
+            )
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.write(f"refineloop: {line}\n")
+            sys.stderr.flush()
 
 
 class TerminalReviewer:

@@ -13,11 +13,13 @@ import errno
 import json
 import os
 import secrets
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from refineloop.errors import RefineError, RunFolderError
+from refineloop.visible_text import visible
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
@@ -110,17 +112,65 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write UTF-8 `text` to `path` atomically, refusing a symbolic link there."""
-    write_bytes_atomic(path, text.encode("utf-8"))
+    """Write UTF-8 `text` to `path` atomically, refusing a symbolic link there. Every text file of a run
+    passes here or through `append_line`: no secret is written, and no control, escape or bidirectional
+    character either (spelled out as `\\uXXXX`, which JSON reads back as the character; refineloop.visible_text),
+    so `cat summary.txt` is as safe as the terminal."""
+    write_bytes_atomic(path, visible(text).encode("utf-8"))
 
 
 def append_line(path: str | Path, text: str) -> None:
-    """Append `text` and a newline in one write (O_APPEND), refusing a symbolic link at `path`."""
+    """Append `text` (its secrets masked) and a newline in one write (O_APPEND), refusing a symbolic link at
+    `path`."""
     fd = open_no_follow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     try:
-        _write_all(fd, (text.rstrip("\n") + "\n").encode("utf-8"))
+        _write_all(fd, (visible(text).rstrip("\n") + "\n").encode("utf-8"))
     finally:
         os.close(fd)
+
+
+class NotAFile(OSError):
+    """A path that names something other than a regular file (a FIFO, a device, a folder, a socket)."""
+
+
+class TooLarge(OSError):
+    """A file larger than its reader accepts."""
+
+
+def read_limited(path: str | Path, limit: int, *, follow: bool = True) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes. Never blocks: the file is opened non-blocking and
+    checked on its descriptor (not its name, which could be swapped) before a byte is read, so a FIFO or a
+    device is NotAFile and a huge file TooLarge; `follow=False` refuses a symbolic link too (ELOOP)."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | _CLOEXEC | (0 if follow else _NOFOLLOW)
+    fd = os.open(path, flags)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise NotAFile(errno.EINVAL, "not a regular file", str(path))
+        if info.st_size > limit:
+            raise TooLarge(errno.EFBIG, f"larger than {limit:,} bytes", str(path))
+        chunks, total = [], 0
+        while total <= limit:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    finally:
+        os.close(fd)
+    if total > limit:  # grew while it was read
+        raise TooLarge(errno.EFBIG, f"larger than {limit:,} bytes", str(path))
+    return b"".join(chunks)
+
+
+def read_json_object(path: str | Path, limit: int) -> dict[str, Any] | None:
+    """A JSON object from a small regular file; None when it is missing, not a regular file, too large, not
+    UTF-8, not JSON or not an object (never blocks, never raises for what the file holds)."""
+    try:
+        data = json.loads(read_limited(path, limit).decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def read_user_text(path: str | Path, what: str, limit: int, error: type[RefineError] = RefineError) -> str:
@@ -128,16 +178,16 @@ def read_user_text(path: str | Path, what: str, limit: int, error: type[RefineEr
 
     `what` names the file in the one-line `error` ("task file x.toml"); a BOM is dropped.
     """
-    file = Path(path)
     try:
-        if not file.is_file():
-            raise error(f"{what} is not a regular file: pass a text file")
-        with file.open("rb") as fh:
-            data = fh.read(limit + 1)
+        data = read_limited(path, limit)
+    except NotAFile:
+        raise error(f"{what} is not a regular file: pass a text file") from None
+    except TooLarge:
+        raise error(f"{what} is larger than {limit:,} bytes: is it the right file?") from None
+    except IsADirectoryError:
+        raise error(f"{what} is not a regular file: pass a text file") from None
     except OSError as exc:
         raise error(f"cannot read {what} ({exc.strerror or exc}): check the path and its permissions") from None
-    if len(data) > limit:
-        raise error(f"{what} is larger than {limit:,} bytes: is it the right file?")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

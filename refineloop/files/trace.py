@@ -7,7 +7,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from refineloop.files.safe_io import append_line
+from refineloop.files.safe_io import append_line, read_limited
+
+#: The most of a trace a reader takes in (a run of thousands of images writes a few MB).
+TRACE_LIMIT = 256 << 20
 
 
 def append_trace(run_dir: str, record: dict[str, Any]) -> None:
@@ -20,10 +23,12 @@ def append_trace(run_dir: str, record: dict[str, Any]) -> None:
 def read_trace(run_dir: str) -> list[dict[str, Any]]:
     """Every record of a run, skipping a torn last line."""
     path = Path(run_dir) / "trace.jsonl"
-    if not path.exists():
+    try:
+        text = read_limited(path, TRACE_LIMIT).decode("utf-8", "replace")
+    except OSError:  # missing, not a regular file, or past any real run's size
         return []
     records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in text.splitlines():
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError:

@@ -49,16 +49,20 @@ def record_of(run_dir: str, iteration: int, record: dict[str, Any]) -> Candidate
     return candidate
 
 
-def pool_of(run_dir: str, best: Mapping[str, Any] | None, k: int) -> list[Candidate]:
+def pool_of(run_dir: str, best: Mapping[str, Any] | None, k: int, said_done: int | None = None) -> list[Candidate]:
     """The images that meet again: the best first, then the highest-scored others (the earliest on a tie), K of
-    them and every image tied with the K-th, up to WIDEN times K."""
+    them and every image tied with the K-th, up to WIDEN times K; and the image whose DONE stopped the run
+    (`said_done`) always, even when its score ranks it outside: the run ended on its word."""
     sidecars = read_sidecars(run_dir)
     ranked = sorted(
         (it for it, rec in sidecars.items() if _scored(rec.get("score"))), key=lambda it: (-sidecars[it]["score"], it)
     )
     first = best["iteration"] if best and best.get("iteration") in sidecars else None
     chosen = ([first] if first is not None else []) + [it for it in ranked if it != first]
-    return [record_of(run_dir, it, sidecars[it]) for it in chosen[: pool_size(chosen, sidecars, k)]]
+    pool = chosen[: pool_size(chosen, sidecars, k)]
+    if said_done is not None and said_done in sidecars and said_done not in pool:
+        pool.append(said_done)
+    return [record_of(run_dir, it, sidecars[it]) for it in pool]
 
 
 def pool_size(chosen: list[int], sidecars: Mapping[int, Mapping[str, Any]], k: int) -> int:
@@ -73,10 +77,11 @@ def pool_size(chosen: list[int], sidecars: Mapping[int, Mapping[str, Any]], k: i
     return size
 
 
-def final_pick(j: Judging, best: Mapping[str, Any] | None) -> dict[str, Any] | None:
+def final_pick(j: Judging, best: Mapping[str, Any] | None, said_done: int | None = None) -> dict[str, Any] | None:
     """Judge the pool again and name the winner; None when fewer than two judged images exist. A pick the
-    budget cut short decides on what it measured; one that could make no call at all keeps the best."""
-    pool = pool_of(j.run_dir, best, j.settings.final_pick)
+    budget cut short decides on what it measured; one that could make no call at all keeps the best.
+    `said_done`: the image whose DONE stopped the run, which always takes part."""
+    pool = pool_of(j.run_dir, best, j.settings.final_pick, said_done)
     if len(pool) < 2:
         return None
     calls = len(pool) * FINAL_SAMPLES + len(pool) * (len(pool) - 1)  # fresh looks, then duels in both orders

@@ -35,7 +35,9 @@ def finish(state: dict[str, Any], config: RunnableConfig | None) -> dict[str, An
     j = Judging(models_for(config), settings, task, state["run_dir"], Budget(critic_calls_left(state, settings)))
     update: dict[str, Any] = {}
     if settings.final_pick >= 2:
-        pick = final_pick(j, best)
+        candidate = state.get("candidate") or {}
+        said_done = candidate.get("iteration") if candidate.get("verdict") == "DONE" else None
+        pick = final_pick(j, best, said_done)
         if pick is not None:
             update["final_pick"] = pick
             crowned = winner_record(j.run_dir, pick)

@@ -8,7 +8,6 @@ that drops the incumbent below an earlier image hands the title to that image.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any, TypeGuard
 
@@ -53,12 +52,7 @@ def record_rescore(run_dir: str, before: Candidate, after: Candidate, *, at: int
     keeping the score it was first given (`first_score`) and each re-score (`rescores`: the image that
     caused it, the revised score). Re-running the node for the same challenger replaces its entry."""
     path = sidecar_path(run_dir, after["iteration"])
-    try:
-        record = json.loads(path.read_text("utf-8"))
-    except (OSError, json.JSONDecodeError):
-        record = dict(before)
-    if not isinstance(record, dict):
-        record = dict(before)
+    record = read_record(path) or dict(before)  # bounded and type-checked: the sidecar is a file on disk
     first = record.get("first_score", record.get("score", before.get("score")))
     rescores = [r for r in record.get("rescores") or [] if isinstance(r, dict) and r.get("at") != at]
     rescores.append({"at": at, "score": after.get("score")})

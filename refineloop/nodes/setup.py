@@ -20,7 +20,9 @@ from refineloop.backends.checks import validated
 from refineloop.backends.model_cache import models_for
 from refineloop.errors import ModelError, SettingsError
 from refineloop.files.names import safe_component
+from refineloop.knob_shapes import URL_SETTINGS
 from refineloop.prompts import with_kept
+from refineloop.redaction import hide_credentials, redact
 from refineloop.settings import RunSettings
 from refineloop.state import RunInput
 from refineloop.tasks import Task, resolve_task
@@ -50,6 +52,8 @@ def resolve_settings(
     if strategy:
         settings.strategy = strategy
     validated(settings)
+    hide_url_credentials(settings)
+    settings.goal = redact(settings.goal)  # before the task's name, the folder's name and the state come from it
     if settings.seed is None:
         settings.seed = random.SystemRandom().randrange(2**31)
     if settings.init_image:
@@ -67,6 +71,15 @@ def resolve_settings(
         task = resolve_task(settings.task, settings.goal)
     settings.output_dir = _chosen_dir(settings.output_dir) if settings.output_dir else default_run_dir(task.name)
     return settings, task.with_negative_prompt(settings.negative_prompt)
+
+
+def hide_url_credentials(settings: RunSettings) -> RunSettings:
+    """The server URLs a run records (in every checkpoint, run.json, the report) with their credentials masked;
+    this process still connects with the whole URL (refineloop.redaction.reveal). A resume in another process
+    is given the URL again (--ollama-url / --openai-url) or finds the secret in the environment."""
+    for name in URL_SETTINGS:
+        setattr(settings, name, hide_credentials(getattr(settings, name)))
+    return settings
 
 
 def _chosen_dir(output_dir: str) -> str:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import sqlite3
+import stat
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -66,11 +69,14 @@ def database_error(run_dir: str, exc: BaseException) -> RunFolderError:
     """One line for a checkpoint database that cannot be used: read-only, or damaged."""
     path = Path(run_dir) / CHECKPOINTS
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if "readonly" in text or "read-only" in text or not os.access(run_dir, os.W_OK):
+    # SQLite also says "readonly database" of a damaged file it cannot recover in a writable folder: the
+    # folder and the file decide whether it is a permissions problem, not the wording.
+    writable = os.access(run_dir, os.W_OK) and (not path.exists() or os.access(path, os.W_OK))
+    if not writable:
         return RunFolderError(f"{run_dir} is read-only ({text}): make it writable (chmod -R u+w) to go on with it")
     if "disk is full" in text or "disk I/O error" in text:
         # SQLite says I/O error when a write is refused for want of room (ENOSPC, EDQUOT, EFBIG) as well.
-        return RunFolderError(f"cannot write {path} ({text}): free some space on its disk, then resume the run")
+        return RunFolderError(f"cannot write {path} ({text}): free some space on its disk, then run the command again")
     return RunFolderError(
         f"{path} is damaged ({text}): restore it from a copy, or start a new run (images and sidecars are kept)"
     )
@@ -79,15 +85,52 @@ def database_error(run_dir: str, exc: BaseException) -> RunFolderError:
 def connect_readonly(run_dir: str) -> sqlite3.Connection:
     """The checkpoint database opened for reading only, so looking at a run changes nothing in its folder.
 
-    A database closed cleanly has no write-ahead log: opened immutable, SQLite creates no -wal or -shm file.
-    One with a log (a run going on, or killed) needs the log read too, which read-only mode does.
+    Where no process holds the folder, the database is opened immutable, and SQLite creates no -wal or -shm
+    file; a write-ahead log left by a killed run is read from a private copy of both files (opening it in
+    place would make a -shm file, and could fold the log into the database). A run going on has made its
+    -shm already: it is read in read-only mode. Anything but a regular file there is damage, found before
+    SQLite could block on it (a FIFO).
     """
+    from refineloop.run_folder.lock import is_locked
+
     path = Path(run_dir) / CHECKPOINTS
-    live = path.with_name(path.name + "-wal").exists()
+    log = path.with_name(path.name + "-wal")
+    for name in (path, log):
+        if (name.exists() or name.is_symlink()) and not _regular(name):
+            raise RunFolderError(f"{name} is not a regular file: restore the run's checkpoints, or start a new run")
+    live = log.exists()
+    if live and not is_locked(run_dir):
+        return _private_copy(run_dir, path, log)
     uri = f"{path.resolve().as_uri()}?{'mode=ro' if live else 'immutable=1'}"
     try:
         conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
         conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
     except sqlite3.Error as exc:
         raise database_error(run_dir, exc) from None
+    return conn
+
+
+def _regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except OSError:
+        return False
+
+
+def _private_copy(run_dir: str, path: Path, log: Path) -> sqlite3.Connection:
+    """An in-memory database holding the run's database with its write-ahead log applied, made from copies in a
+    temporary folder that is gone when this returns."""
+    with tempfile.TemporaryDirectory(prefix="refineloop-look-") as tmp:
+        for name in (path, log):
+            shutil.copyfile(name, Path(tmp) / name.name)
+        try:
+            disk = sqlite3.connect(Path(tmp) / path.name)
+            conn = sqlite3.connect(":memory:", check_same_thread=False)
+            try:
+                disk.backup(conn)
+            finally:
+                disk.close()
+            conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        except sqlite3.Error as exc:
+            raise database_error(run_dir, exc) from None
     return conn

@@ -8,18 +8,25 @@ a crash overwrites its own output instead of adding a duplicate.
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image, UnidentifiedImageError
 
-from refineloop.files.safe_io import write_text_atomic, write_with
+from refineloop.files.safe_io import read_json_object, write_text_atomic, write_with
+from refineloop.redaction import redact
 
 if TYPE_CHECKING:
     from PIL.PngImagePlugin import PngInfo
 
 IMAGE_NAME = re.compile(r"^(\d+)\.png$")
+
+#: The most a sidecar may weigh (a record with a long critique is a few KB).
+SIDECAR_LIMIT = 4 << 20
 
 
 def image_path(run_dir: str, iteration: int) -> Path:
@@ -35,7 +42,43 @@ def sidecar_path(run_dir: str, iteration: int) -> Path:
 def save_image(image: Image.Image, path: Path, info: PngInfo | None = None) -> None:
     """Save a PNG atomically, never through a symbolic link; `info` holds its text chunks (provenance:
     refineloop.run_folder.provenance.png_info)."""
-    write_with(path, lambda fh: image.save(fh, format="PNG", pnginfo=info))
+    safe = redacted_png_info(info) if info is not None else None
+    write_with(path, lambda fh: image.save(fh, format="PNG", pnginfo=safe))
+
+
+def redacted_png_info(info: PngInfo) -> PngInfo:
+    """`info` with the text of every tEXt, zTXt and iTXt chunk redacted (refineloop.redaction): whatever
+    built the provenance, no secret reaches an image."""
+    from PIL.PngImagePlugin import PngInfo
+
+    safe = PngInfo()
+    for cid, data, after_idat in info.chunks:
+        safe.chunks.append((cid, _redacted_chunk(cid, data), after_idat))
+    return safe
+
+
+def _redacted_chunk(cid: bytes, data: bytes) -> bytes:
+    """One text chunk's bytes with its text redacted (other chunks, and text that does not parse, as they are)."""
+    try:
+        if cid == b"tEXt":
+            key, _, raw = data.partition(b"\0")
+            return key + b"\0" + redact(raw.decode("latin-1")).encode("latin-1", "replace")
+        if cid == b"zTXt":
+            key, _, rest = data.partition(b"\0")
+            plain = zlib.decompress(rest[1:]).decode("latin-1")
+            return key + b"\0" + rest[:1] + zlib.compress(redact(plain).encode("latin-1", "replace"))
+        if cid == b"iTXt":
+            key, _, rest = data.partition(b"\0")
+            flag, method, rest = rest[:1], rest[1:2], rest[2:]
+            lang, _, rest = rest.partition(b"\0")
+            tkey, _, body = rest.partition(b"\0")
+            words = (zlib.decompress(body) if flag == b"\1" else body).decode("utf-8")
+            out = redact(words).encode("utf-8")
+            head = key + b"\0" + flag + method + lang + b"\0" + tkey + b"\0"
+            return head + (zlib.compress(out) if flag == b"\1" else out)
+    except (ValueError, zlib.error):
+        return data
+    return data
 
 
 def save_json(data: dict[str, Any], path: Path) -> None:
@@ -53,11 +96,7 @@ def listed_images(run_dir: str) -> list[tuple[int, Path]]:
 def read_record(path: Path) -> dict[str, Any] | None:
     """A JSON object from a file in the run folder; None when it is missing, unreadable, not UTF-8, not JSON,
     or JSON that is not an object (a damaged or hand-edited sidecar is skipped, never a crash)."""
-    try:
-        record = json.loads(path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
+    return read_json_object(path, SIDECAR_LIMIT)
 
 
 def read_sidecars(run_dir: str) -> dict[int, dict[str, Any]]:
@@ -70,12 +109,23 @@ def read_sidecars(run_dir: str) -> dict[int, dict[str, Any]]:
 
 
 def image_problem(path: str) -> str | None:
-    """None when the image opens, else a short reason (missing, unreadable)."""
+    """None when the image opens and its data is whole, else a short reason (missing, a link, not a regular
+    file, unreadable, cut short, a header claiming a size past Pillow's limit). Never blocks on a FIFO."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return "is missing"
+    except OSError:
+        return "cannot be read"
+    if stat.S_ISLNK(mode):
+        return "is a symbolic link"
+    if not stat.S_ISREG(mode):
+        return "is not a regular file"
     try:
         with Image.open(path) as img:
             img.verify()
     except FileNotFoundError:
         return "is missing"
-    except (OSError, UnidentifiedImageError, SyntaxError):
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError):
         return "is not a readable PNG"
     return None

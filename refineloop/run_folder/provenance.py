@@ -35,7 +35,9 @@ from refineloop.run_folder.parameters_text import (
     scheduler_of,
     unused_fields,
 )
+from refineloop.run_folder.png_text import NotARegularFile, PngTextError, read_png_texts, typed_record
 from refineloop.version import __version__
+from refineloop.visible_text import visible
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -147,27 +149,15 @@ def read_provenance(path: str | Path) -> dict[str, Any]:
 
     ProvenanceError (one line, saying what to do) for a missing or unreadable file, or one without either.
     """
-    from PIL import Image, UnidentifiedImageError
-
-    where = Path(path).expanduser()
-    try:
-        with Image.open(where) as img:
-            img.load()  # text chunks after the image data are read only once the pixels are
-            texts = dict(getattr(img, "text", {}) or {})
-    except FileNotFoundError:
-        raise ProvenanceError(f"{path} not found: check the path (e.g. runs/<run>/best.png)") from None
-    except IsADirectoryError:
-        raise ProvenanceError(f"{path} is a folder: name an image in it, such as {path}/best.png") from None
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
-        raise ProvenanceError(f"{path} is not a readable image ({type(exc).__name__}): pass a PNG file") from None
+    texts = untrusted_texts(path)
     raw = texts.get(RECORD_KEY)
     if raw is not None:
         try:
             record = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             record = None
         if isinstance(record, dict) and isinstance(record.get("prompt"), str):
-            return record
+            return typed_record(record)
         raise ProvenanceError(f"{path} has a damaged refineloop record: use another image of the run (or its NN.json)")
     if PARAMETERS_KEY in texts:
         return parse_parameters(str(texts[PARAMETERS_KEY]))
@@ -175,6 +165,24 @@ def read_provenance(path: str | Path) -> dict[str, Any]:
         f"{path} carries no provenance (no refineloop or parameters text): show an NN.png or best.png that "
         "refineloop wrote, or an image from a tool that writes a parameters text"
     )
+
+
+def untrusted_texts(path: str | Path) -> dict[str, str]:
+    """The text chunks of an image from anywhere, read without decoding its pixels and with size limits
+    (refineloop.run_folder.png_text); ProvenanceError (one line) when it cannot be read."""
+    where = Path(path).expanduser()
+    try:
+        return read_png_texts(where)
+    except FileNotFoundError:
+        raise ProvenanceError(f"{path} not found: check the path (e.g. runs/<run>/best.png)") from None
+    except IsADirectoryError:
+        raise ProvenanceError(f"{path} is a folder: name an image in it, such as {path}/best.png") from None
+    except NotARegularFile:
+        raise ProvenanceError(f"{path} is not a regular file (a FIFO or a device?): pass a PNG file") from None
+    except PngTextError as exc:
+        raise ProvenanceError(f"{path} is not a readable PNG ({exc}): pass a PNG file") from None
+    except OSError as exc:
+        raise ProvenanceError(f"{path} cannot be read ({exc.strerror or exc}): pass a readable PNG file") from None
 
 
 def parse_parameters(text: str) -> dict[str, Any]:
@@ -256,6 +264,11 @@ def _number(text: Any, kind: type) -> Any:
     return value if kind is int or math.isfinite(value) else None
 
 
+def shown_value(value: Any) -> str:
+    """A value read from an untrusted image, as one visible line, cut with a note past 2000 characters."""
+    return visible(value, limit=2000, one_line=True)
+
+
 def describe(record: dict[str, Any], path: str, local: dict[str, Any] | None = None) -> str:
     """The record as aligned lines for a person (control characters removed: the file is not trusted).
     `local` is the settings of the run the image sits in, for the paths its remake command names."""
@@ -263,7 +276,7 @@ def describe(record: dict[str, Any], path: str, local: dict[str, Any] | None = N
     def fmt(value: Any) -> str:
         if value is None or value == "" or value == []:
             return "-"
-        return f"{value:g}" if isinstance(value, float) else str(value)
+        return f"{value:g}" if isinstance(value, float) else shown_value(value)
 
     loras = record.get("loras") or []
     strength = record.get("strength")

@@ -13,6 +13,7 @@ from typing import Any
 
 from refineloop.settings import RunSettings
 from refineloop.state import score_words
+from refineloop.visible_text import visible
 
 
 @dataclass
@@ -43,6 +44,11 @@ class BatchItem:
     def label(self) -> str:
         """What the summary shows: the goal, or the task it names."""
         return self.goal or (f"task {self.task}" if self.task else "task (default)")
+
+    @property
+    def shown(self) -> str:
+        """The label as a line may show it: one line, visible characters, cut with a note when long."""
+        return visible(self.label, limit=80, one_line=True)
 
     def spec(self) -> dict[str, Any]:
         """What defines the item: compared with batch.json so an edited goals file is noticed."""
@@ -121,4 +127,4 @@ def score_text(score: float) -> str:
 
 def not_run_line(item: BatchItem) -> str:
     """What an engine prints for an item that cannot run (its `problem`), before any item starts."""
-    return f"[{item.source}] {item.label}: not run: {item.problem}"
+    return f"[{visible(item.source, one_line=True)}] {item.shown}: not run: {item.problem}"

@@ -42,6 +42,8 @@ def run_local(
 
     cache = models or MODELS
     progress = ProgressLines(out)
+    # One driver per batch: a second one started beside it is refused (RunBusyError, one line) before any item.
+    store.claim_batch(plan.batch_id)
     store.register(plan.batch_id, plan.items)
     started = time.time()
     control = RunControl()
@@ -59,10 +61,10 @@ def run_local(
             for n, item in enumerate(plan.items, start=1):
                 values = store.values(item)
                 if values.get("status") == "done":
-                    out.write(f"[item {n}/{total}] {item.label}: finished earlier, left as it is\n")
+                    out.write(f"[item {n}/{total}] {item.shown}: finished earlier, left as it is\n")
                     continue
                 verb = f"resuming after image {values.get('iteration', 0)}" if values else "starting"
-                out.write(f"[item {n}/{total}] {item.label}: {verb} -> {item.run_dir}\n")
+                out.write(f"[item {n}/{total}] {item.shown}: {verb} -> {item.run_dir}\n")
                 for warning in all_warnings(plan.settings_for(item)):
                     out.write(f"[item {n}/{total}] {warning}\n")
                 out.flush()

@@ -18,7 +18,7 @@ from refineloop.apps.batch.items import BatchItem
 from refineloop.backends.checks import validated
 from refineloop.errors import RefineError, RunFolderError, SettingsError
 from refineloop.files.names import safe_component
-from refineloop.files.safe_io import write_json_atomic
+from refineloop.files.safe_io import read_json_object, write_json_atomic
 from refineloop.settings import RunSettings
 
 MANIFEST = "batch.json"
@@ -144,12 +144,9 @@ def _item_problem(item: BatchItem, base: RunSettings) -> str:
 
 
 def _read_manifest(path: Path) -> dict[str, Any] | None:
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return None
-    try:
-        data = json.loads(path.read_text("utf-8"))
-        if not isinstance(data, dict) or "batch_id" not in data:
-            raise ValueError("no batch_id")
-    except (OSError, ValueError):
+    data = read_json_object(path, 16 << 20)  # a FIFO, a folder or a huge file there is damage too
+    if data is None or "batch_id" not in data:
         raise RunFolderError(f"{path} is damaged: restore it, or pass a new --output-dir") from None
     return data

@@ -6,7 +6,6 @@ advisory locks) across hosts.
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
@@ -17,7 +16,7 @@ from refineloop.apps.batch.items import BatchItem, ItemResult
 from refineloop.apps.postgres import check_url
 from refineloop.apps.reading import read_values
 from refineloop.errors import RunBusyError, RunFolderError
-from refineloop.files.safe_io import write_json_atomic
+from refineloop.files.safe_io import read_json_object, write_json_atomic
 from refineloop.run_folder.checkpoints import CHECKPOINTS, connect, run_saver
 from refineloop.run_folder.lock import locked
 
@@ -123,11 +122,12 @@ class FolderStore:
             self._batch_lock = None
 
     def _record(self, item: BatchItem) -> dict[str, Any]:
-        path = Path(item.run_dir) / ITEM_RECORD
-        try:
-            return dict(json.loads(path.read_text("utf-8")))
-        except (OSError, ValueError):
-            return {"status": "pending", "attempts": 0, "error": ""}
+        record = read_json_object(Path(item.run_dir) / ITEM_RECORD, RECORD_LIMIT)
+        return record if record is not None else {"status": "pending", "attempts": 0, "error": ""}
+
+
+#: The most a batch item's record may weigh: it holds a status, counts and one error line.
+RECORD_LIMIT = 1 << 20
 
 
 def open_store(checkpointer: str, batch_dir: str, *, pool_size: int = 8, create_tables: bool = True) -> Store:

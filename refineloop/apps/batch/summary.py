@@ -12,6 +12,7 @@ from refineloop.apps.batch.items import result_from_values, score_text
 from refineloop.apps.batch.plan import BatchPlan
 from refineloop.apps.batch.stores import Store
 from refineloop.files.safe_io import write_json_atomic, write_text_atomic
+from refineloop.visible_text import visible
 
 SUMMARY_TEXT = "summary.txt"
 SUMMARY_JSON = "summary.json"
@@ -92,20 +93,21 @@ def summarize(plan: BatchPlan, store: Store) -> list[SummaryRow]:
 
 def format_summary(rows: list[SummaryRow], wall_seconds: float | None = None) -> str:
     """The summary table, with a totals line."""
-    width = max([len("goal")] + [min(len(r.goal), 48) for r in rows])
+    goals = [visible(r.goal, one_line=True) for r in rows]  # a goal with a newline or bidi marks keeps its row
+    goals = [goal if len(goal) <= 48 else goal[:45] + "..." for goal in goals]
+    width = max([len("goal")] + [min(len(goal), 48) for goal in goals])
     audited = any(r.audit for r in rows)  # the column shows only when some run had an auditor
     audit_head = f" {'audit':<12}" if audited else ""
     lines = [f"{'#':>3}  {'goal':<{width}}  {'status':<11} {'best':>7} {'images':>6} {'time':>8}{audit_head}  folder"]
-    for r in rows:
-        goal = r.goal if len(r.goal) <= 48 else r.goal[:45] + "..."
+    for r, goal in zip(rows, goals, strict=True):
         best = score_text(r.best_score) if r.best_score is not None else "-"
         audit = f" {r.audit or '-':<12}" if audited else ""
         lines.append(
             f"{r.index:>3}  {goal:<{width}}  {r.status:<11} {best:>7} {r.images:>6} {r.seconds:>7.1f}s{audit}  "
-            f"{Path(r.run_dir).name if r.run_dir else '-'}"
+            f"{visible(Path(r.run_dir).name, one_line=True) if r.run_dir else '-'}"
         )
         if r.error:
-            lines.append(f"{'':>3}  error: {r.error}")
+            lines.append(f"{'':>3}  error: {visible(r.error, limit=300, one_line=True)}")
     counts: dict[str, int] = {}
     for r in rows:
         counts[r.status] = counts.get(r.status, 0) + 1

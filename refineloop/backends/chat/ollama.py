@@ -18,6 +18,7 @@ from refineloop.backends.chat.invoke import CALL_TIMEOUT, DEFAULT_TIMEOUT, parse
 from refineloop.backends.chat.text_safety import clean_model_text
 from refineloop.backends.table import Backend, prefixed
 from refineloop.errors import ModelError, SettingsError, causes
+from refineloop.redaction import reveal
 
 if TYPE_CHECKING:
     import httpx
@@ -382,7 +383,7 @@ def _check_spec(spec: str) -> None:
 def _load_spec(spec: str, settings: RunSettings, vision: bool) -> ChatOllama:
     return load_ollama(
         spec.removeprefix("ollama:"),
-        base_url=settings.ollama_url or None,
+        base_url=reveal(settings.ollama_url) or None,
         require_vision=vision,
         keep_alive=settings.critic_keep_alive or None,
     )

@@ -32,6 +32,7 @@ from refineloop.backends.chat.invoke import CALL_TIMEOUT, DEFAULT_TIMEOUT, parse
 from refineloop.backends.chat.text_safety import clean_model_text, redact, register_secret
 from refineloop.backends.table import Backend, prefixed
 from refineloop.errors import ModelError, SettingsError, causes
+from refineloop.redaction import reveal
 
 if TYPE_CHECKING:
     from langchain_core.runnables import Runnable
@@ -431,7 +432,7 @@ def _check_spec(spec: str) -> None:
 def _load_spec(spec: str, settings: RunSettings, vision: bool) -> Any:
     return load_openai(
         spec.removeprefix("openai:"),
-        base_url=settings.openai_url,
+        base_url=reveal(settings.openai_url),
         key_env=settings.openai_key_env,
         stream=settings.openai_stream,
         timeout=settings.critic_timeout,

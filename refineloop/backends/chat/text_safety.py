@@ -9,45 +9,15 @@ so everything downstream can trust them.
 
 from __future__ import annotations
 
-import re
+from refineloop.redaction import redact, register_secret
+from refineloop.visible_text import without_sequences
 
-# Whole terminal sequences go, not only their ESC, or "[31m" and "0;title" would be left behind as litter.
-_SEQUENCE = re.compile(
-    # CSI (colours, cursor moves, erasing): ESC [ or the 8-bit CSI, parameters, intermediates, a final byte.
-    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]"
-    # OSC, DCS, SOS, PM, APC strings (window titles, hyperlinks...): up to BEL or the string terminator.
-    r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)"
-    # Any other escape (charset switches, keypad modes, a full reset), and an unterminated string's introducer.
-    r"|\x1b[ -/]*[0-~]"
-)
-# C0 except tab and newline, DEL, and C1: whatever a sequence above did not already take.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+__all__ = ["clean_model_text", "redact", "register_secret"]
 
 
 def clean_model_text(text: str) -> str:
     """`text` without control characters and terminal escape sequences, and with every registered secret
-    masked; tabs and newlines stay."""
+    masked (refineloop.redaction); tabs and newlines stay."""
     if not isinstance(text, str):
         text = str(text)
-    return redact(_CONTROL.sub("", _SEQUENCE.sub("", text)))
-
-
-#: Values that must never be stored or shown (an API key read from the environment). Shorter values are not
-#: registered: masking every "abc" in a reply would mangle text and protect nothing.
-_SECRETS: set[str] = set()
-MIN_SECRET = 8
-
-
-def register_secret(value: str) -> None:
-    """Mask `value` wherever text passes :func:`clean_model_text` or :func:`redact` from now on."""
-    if isinstance(value, str) and len(value) >= MIN_SECRET:
-        _SECRETS.add(value)
-
-
-def redact(text: str) -> str:
-    """`text` with every registered secret replaced by `***`: a server that echoes the key in an error
-    message must not put it into the trace, error.log or the terminal."""
-    for secret in _SECRETS:
-        if secret in text:
-            text = text.replace(secret, "***")
-    return text
+    return redact(without_sequences(text))

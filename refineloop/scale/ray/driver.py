@@ -111,7 +111,7 @@ def announce(plan: BatchPlan, todo: Iterable[BatchItem], out: TextIO) -> None:
         out.write(not_run_line(rejected) + "\n")
     for item in todo:
         for warning in all_warnings(plan.settings_for(item)):
-            out.write(f"[{item.index:03d}] {item.label}: {warning}\n")
+            out.write(f"[{item.index:03d}] {item.shown}: {warning}\n")
     out.flush()
 
 
@@ -172,13 +172,13 @@ def _drive(plan: BatchPlan, store: Any, runners: list[Any], options: EngineOptio
                     not_before[item.thread_id] = time.monotonic() + 1.0
                     todo.append(item)
                     continue
-                out.write(f"[{item.index:03d}] {item.label}: still locked by another process, skipped\n")
+                out.write(f"[{item.index:03d}] {item.shown}: still locked by another process, skipped\n")
                 continue
             finished += 1
             best = f"best {score_text(result.best_score)}" if result.best_score is not None else "no score"
             note = f"; {result.error}" if result.error else ""
             out.write(
-                f"[{finished}/{total}] {item.label}: {result.status}, {best}, {result.images} images, "
+                f"[{finished}/{total}] {item.shown}: {result.status}, {best}, {result.images} images, "
                 f"{result.seconds:.1f}s ({result.worker}){note}\n"
             )
             out.flush()

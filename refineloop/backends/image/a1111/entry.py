@@ -16,6 +16,7 @@ from refineloop.backends.chat.text_safety import register_secret
 from refineloop.backends.image.http_calls import Server
 from refineloop.backends.table import Backend, fixed
 from refineloop.errors import ModelError
+from refineloop.redaction import reveal
 from refineloop.samplers import SAMPLERS
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ def _load(spec: str, settings: RunSettings) -> A1111ImageModel:
 
     server = Server(
         NAME,
-        settings.a1111_url.rstrip("/"),
+        reveal(settings.a1111_url).rstrip("/"),
         "--a1111-url",
         headers=auth_headers(settings.a1111_auth_env),
         auth_fix="set --a1111-auth-env to the variable holding the server's user:password",

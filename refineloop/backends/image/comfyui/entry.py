@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from refineloop.backends.image.comfyui.workflow import Placement, Workflow, WorkflowError, parse, place
 from refineloop.backends.table import Backend, prefixed
 from refineloop.errors import ModelError, SettingsError
+from refineloop.redaction import reveal
 
 if TYPE_CHECKING:
     from refineloop.backends.image.comfyui.model import ComfyImageModel
@@ -58,7 +59,7 @@ def _load(spec: str, settings: RunSettings) -> ComfyImageModel:
             f"{path.name} starts from a picture (node {placement.image.node if placement.image else '?'}): pass "
             "--width and --height for the images refineloop draws from text"
         )
-    client = ComfyClient(settings.comfyui_url or DEFAULT_URL)
+    client = ComfyClient(reveal(settings.comfyui_url) or DEFAULT_URL)
     client.check()
     return ComfyImageModel(path, text, workflow, placement, client)
 

@@ -1,0 +1,142 @@
+"""Secrets kept out of everything refineloop stores or shows: one function, `redact`, at every boundary.
+
+A key, a password or a credential in a URL must reach no checkpoint, trace, sidecar, PNG, report, summary,
+error.log or terminal line, even when a server quotes it back in an error. Three kinds are masked: values
+registered by the code that holds them (the API key a critic was given), values of the environment's secret
+variables (`*_API_KEY`, `*_TOKEN`, `*PASSWORD*`, ...), and secrets recognisable by their shape (credentials in a
+URL, `password=` / `api_key=` parameters, `Bearer` tokens, `sk-...` keys).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from urllib.parse import quote
+
+MASK = "***"
+
+#: Shorter values are not registered: masking every "abc" in a reply would mangle text and protect nothing.
+MIN_SECRET = 8
+
+_SECRETS: set[str] = set()
+_ENV_READ: list[bool] = []
+
+#: Environment variables whose values are secrets by their name.
+_SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.IGNORECASE)
+
+#: user:password@ (or a lone token@) after a scheme: the credentials go, the user of a user:password stays.
+_URL_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^\s/@:]*)(?::(?P<pw>[^\s/@]*))?@")
+#: key=value and "key": "value" pairs whose key names a secret.
+_PAIR = re.compile(
+    r"(?P<key>\b[\w.-]*(?:api[_-]?key|apikey|password|passwd|pwd|secret|token|authorization|credentials?)(?![\w]))"
+    r"(?P<sep>[\"']?\s*[:=]\s*[\"']?)(?P<value>[^\s\"'&,;}]+)",
+    re.IGNORECASE,
+)
+_BEARER = re.compile(r"\b(Bearer|Basic|Token)\s+[A-Za-z0-9._~+/=-]{6,}", re.IGNORECASE)
+_KEY_SHAPES = re.compile(r"\b(?:sk|pk|rk|ghp|gho|ghs|hf|xox[abp])[-_][A-Za-z0-9_-]{12,}")
+
+
+def register_secret(value: str) -> None:
+    """Mask `value` (and its URL-quoted form) wherever text passes :func:`redact` from now on."""
+    if isinstance(value, str) and len(value) >= MIN_SECRET:
+        _SECRETS.add(value)
+        _SECRETS.add(quote(value, safe=""))
+
+
+def _environment_secrets() -> None:
+    """Register, once, the values of the environment's secret-named variables."""
+    if _ENV_READ:
+        return
+    _ENV_READ.append(True)
+    for name, value in os.environ.items():
+        if _SECRET_NAME.search(name):
+            register_secret(value)
+
+
+def _userinfo(match: re.Match[str]) -> str:
+    if match.group("pw") is not None:
+        return f"{match.group('scheme')}{match.group('user')}:{MASK}@"
+    # A lone name before @ is a token on the web (https://TOKEN@host); elsewhere (postgres://user@) a user.
+    if not match.group("user") or not match.group("scheme").lower().startswith(("http", "ws")):
+        return match.group(0)
+    return f"{match.group('scheme')}{MASK}@"
+
+
+def redact(text: str) -> str:
+    """`text` with every secret masked as `***` (see the module's docstring); any other text as it is."""
+    if not isinstance(text, str):
+        text = str(text)
+    _environment_secrets()
+    for secret in sorted(_SECRETS, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, MASK)
+    if "://" in text and "@" in text:
+        text = _URL_USERINFO.sub(_userinfo, text)
+    text = _BEARER.sub(lambda m: f"{m.group(1)} {MASK}", text)
+    text = _PAIR.sub(lambda m: m[0] if m.group("value") == MASK else f"{m.group('key')}{m.group('sep')}{MASK}", text)
+    return _KEY_SHAPES.sub(MASK, text)
+
+
+#: URLs whose credentials were taken out, by the form that is stored and shown: the process that was given a
+#: URL reaches its server with it; what a run records (its settings, in every checkpoint) never holds them.
+_VAULT: dict[str, str] = {}
+
+
+def hide_credentials(url: str) -> str:
+    """`url` as a run may record it: credentials masked (see `redact`), the whole URL kept in this process so
+    `reveal` gives it back to the client that connects. A resumed run in a new process reaches the server
+    again when the URL is given anew (or its secret comes from the environment)."""
+    if not isinstance(url, str) or not url:
+        return url
+    shown = redact(url)
+    if shown != url:
+        _VAULT[shown] = url
+        match = _URL_USERINFO.search(url)
+        if match and match.group("pw"):
+            register_secret(match.group("pw"))
+    return shown
+
+
+def reveal(url: str) -> str:
+    """The URL `hide_credentials` was given for its recorded form; any other URL as it is."""
+    return _VAULT.get(url, url)
+
+
+def scrub_exception(exc: BaseException) -> BaseException:
+    """`exc` and what it was raised from, with the text of their arguments, messages and notes redacted in
+    place (type and traceback kept), so that whoever records it (LangGraph writes a failing node's exception,
+    as its repr, into the checkpoint's pending writes) records no secret. Returns `exc`."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        try:
+            current.args = tuple(redact(a) if isinstance(a, str) else a for a in current.args)
+            for name in ("message", "msg", "body", "text", "reason"):
+                value = getattr(current, name, None)
+                if isinstance(value, str) and redact(value) != value:
+                    setattr(current, name, redact(value))
+            notes = getattr(current, "__notes__", None)
+            if isinstance(notes, list):
+                notes[:] = [redact(n) if isinstance(n, str) else n for n in notes]
+        except (AttributeError, TypeError):  # a read-only attribute: leave it, the rest is done
+            pass
+        current = current.__cause__ or current.__context__
+    return exc
+
+
+def redact_deep(value: object) -> object:
+    """`value` with every string inside it (dicts, lists, tuples) redacted; other values as they are. Only
+    rebuilds what changed, so an update without secrets comes back as the same objects."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        out = {k: redact_deep(v) for k, v in value.items()}
+        return value if all(out[k] is value[k] for k in value) else out
+    if isinstance(value, list):
+        items = [redact_deep(v) for v in value]
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+    if isinstance(value, tuple):
+        parts = tuple(redact_deep(v) for v in value)
+        return value if all(a is b for a, b in zip(parts, value, strict=True)) else parts
+    return value
