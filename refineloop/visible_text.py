@@ -33,6 +33,12 @@ def _spelled(match: re.Match[str]) -> str:
     return f"\\u{ord(match.group(0)):04x}"
 
 
+#: refineloop's own terminal codes, the only ones that reach a terminal: back to the line's start, then clear it
+#: (the updating progress line). Written through `ReaderSafeOutput.write_control`, never inside text.
+WIPE_LINE = "\r\x1b[K"
+CONTROL_CODES = (WIPE_LINE,)
+
+
 def visible(text: object, *, limit: int = 0, one_line: bool = False) -> str:
     """`text` fit for a terminal or a text file: secrets masked, escape sequences dropped, other control and
     bidirectional characters spelled out (`\\u202e`), and cut after `limit` characters (0: never) with a note

@@ -23,12 +23,12 @@ from refineloop.judges.final_pick import pick_headline
 from refineloop.progress_events import Progress
 from refineloop.settings import RunSettings
 from refineloop.state import score_words
+from refineloop.visible_text import WIPE_LINE
 
 #: When the output is not a terminal: a judging phase or a drawing that takes less than PLAIN_AFTER seconds gets
 #: no line, and a longer phase gets one at most every PLAIN_EVERY seconds, and one when it ends.
 PLAIN_AFTER = 1.0
 PLAIN_EVERY = 10.0
-_WIPE = "\r\x1b[K"
 
 
 def is_terminal(stream: TextIO) -> bool:
@@ -76,6 +76,16 @@ def plain_text(event: Progress) -> str | None:
     return f"  {event.label}: {event.done}{of} critic calls, {seconds:.1f} s"
 
 
+def write_control(out: TextIO, code: str) -> None:
+    """Write one of refineloop's own terminal codes: through the output boundary's own door where it has one
+    (everything else written there is made visible, escapes dropped), as it is on a plain stream."""
+    door = getattr(out, "write_control", None)
+    if callable(door):
+        door(code)
+    else:
+        out.write(code)
+
+
 class LiveLine:
     """Draws progress events on `out` (see the module notes); thread-safe, since critic calls fan out."""
 
@@ -98,7 +108,8 @@ class LiveLine:
         if event.finished:
             self.wipe()
             return
-        self.out.write(_WIPE + live_text(event))
+        write_control(self.out, WIPE_LINE)
+        self.out.write(live_text(event))
         self.out.flush()
         self.shown = True
 
@@ -123,7 +134,7 @@ class LiveLine:
         """Take the updating line off the screen, so the next line starts on a clean one."""
         with self.lock:
             if self.shown:
-                self.out.write(_WIPE)
+                write_control(self.out, WIPE_LINE)
                 self.out.flush()
                 self.shown = False
 

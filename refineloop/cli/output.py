@@ -16,7 +16,7 @@ import os
 import signal
 from typing import Any, TextIO
 
-from refineloop.visible_text import visible
+from refineloop.visible_text import CONTROL_CODES, visible
 
 
 class ReaderSafeOutput(io.TextIOBase):
@@ -34,6 +34,13 @@ class ReaderSafeOutput(io.TextIOBase):
         if not self.reader_gone:
             self._guarded(self.stream.write, visible(text))
         return len(text)
+
+    def write_control(self, code: str) -> None:
+        """Write one of refineloop's own terminal codes (CONTROL_CODES) as it is: the one way past `visible`."""
+        if code not in CONTROL_CODES:
+            raise ValueError(f"not one of refineloop's terminal codes: {code!r}")
+        if not self.reader_gone:
+            self._guarded(self.stream.write, code)
 
     def flush(self) -> None:
         if not self.reader_gone:
