@@ -1,7 +1,7 @@
 """The two ends of a run, side by side with bare diffusers: process start to the first image, and the last
 image's verdict to the closing line.
 
-    python bench/startup.py [--size 1024] [--steps 28] [--images 5] [--repeats 1] [--profile FILE]
+    python bench/startup.py [--size 256] [--steps 28] [--images 5] [--repeats 1] [--profile FILE]
 
 Both sides draw with one tiny SD3.5-medium-shaped pipeline (tests/tiny_models.py, random weights) and ask one
 fake Ollama server (tests/fake_ollama.py, real HTTP on 127.0.0.1) for a verdict on each image, each in a fresh
@@ -201,7 +201,7 @@ def refineloop_figures(run: dict[str, Any], out: Path) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--size", type=int, default=256, help="image side (the tiny pipeline stops at 256)")
     parser.add_argument("--steps", type=int, default=28)
     parser.add_argument("--images", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=1, help="pairs of runs (medians shown)")
