@@ -17,8 +17,10 @@ Two more loops hand the decisions to chat models (their shapes are drawn in thei
 In every graph, a run given `--init-image` passes from setup through `baseline` first, which judges the user's
 picture as image 0 (refineloop.nodes.baseline).
 
-Every graph takes the same input (refineloop.state.RunInput: what a user or the CLI gives at the start), reads
-its knobs from the context (RunSettings) and ends in the one stop node (refineloop.nodes.stop).
+Every graph takes the same input (refineloop.state.RunInput: what a user or the CLI gives at the start) and ends
+in the one stop node (refineloop.nodes.stop). RunSettings is the graphs' context schema, so Studio draws its form,
+but every node reads the run's knobs from the checkpointed state: LangGraph does not checkpoint the runtime
+context, so a resumed run would come back without them.
 
 The module-level graphs are compiled without a checkpointer, for `langgraph dev` (which brings its own
 persistence and refuses a graph that has one); the CLI compiles with SQLite via `build_graph`.
