@@ -141,10 +141,11 @@ def _served(cache: ModelCache, settings: RunSettings) -> tuple[Any, ...]:
 
 
 def _critic_key(role: str, spec: str, settings: RunSettings) -> tuple[Any, ...]:
-    """Cache key of a chat model in one role. The demo critic's noise is seeded by the run, so one process
-    running several runs (a batch) keeps one per seed; real critics take no seed and are shared."""
-    seed = settings.seed if is_demo(spec) else None
-    return (role, spec, *_reach(settings), seed)
+    """Cache key of a chat model in one role. The demo critic's noise is seeded by the run and counts the looks
+    each image had, so one process running several runs (a batch, tests, the Python API) keeps one per run: a
+    run's answers then never depend on what ran before it. Real critics take no seed and are shared."""
+    run = (settings.seed, settings.output_dir) if is_demo(spec) else (None, "")
+    return (role, spec, *_reach(settings), *run)
 
 
 def _reach(settings: RunSettings) -> tuple[Any, ...]:
