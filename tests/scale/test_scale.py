@@ -500,14 +500,17 @@ def test_a_postgres_backed_run_folder_resumes_lists_and_forks_from_the_cli(pg_ur
     assert meta["checkpointer"] == pg_url and "s3cret" not in (run / "run.json").read_text()
     assert not (run / "checkpoints.sqlite").exists()
 
+    # Looking opens no database run.json points to unless asked: the run is listed as kept elsewhere.
     listing = refineloop("runs", ".", cwd=tmp_path)
+    assert any(line.startswith("pg ") and " elsewhere " in line for line in listing.stdout.splitlines()), listing
+    listing = refineloop("runs", ".", "--checkpointer", pg_url, cwd=tmp_path)
     assert any(line.startswith("pg ") and " interrupted " in line for line in listing.stdout.splitlines()), listing
     resumed = refineloop("resume", "pg", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     for n in range(1, 6):
         assert same_image(run / f"{n:02d}.png", tmp_path / "whole" / f"{n:02d}.png")
     assert same_image(run / "best.png", tmp_path / "whole" / "best.png")
-    listing = refineloop("runs", ".", cwd=tmp_path)
+    listing = refineloop("runs", ".", "--checkpointer", pg_url, cwd=tmp_path)
     assert any(line.startswith("pg ") and " done " in line for line in listing.stdout.splitlines()), listing
     again = refineloop("resume", "pg", "--checkpointer", pg_url, cwd=tmp_path)
     assert again.returncode == 0 and "already finished" in again.stdout
