@@ -330,7 +330,7 @@ _NO_ROOM = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is u
 
 def explain(exc: BaseException, settings: RunSettings) -> str:
     """One line for an unexpected failure, naming the model when it came from one."""
-    from refineloop.backends.chat.ollama import explain_connection_error
+    from refineloop.backends.chat.ollama import broken_ollama_reply, explain_connection_error
 
     if isinstance(exc, OSError) and exc.errno in _NO_ROOM:
         return f"{_NO_ROOM[exc.errno]} ({exc.strerror}): free some space, then resume the run"
@@ -340,7 +340,11 @@ def explain(exc: BaseException, settings: RunSettings) -> str:
         return str(database_error(settings.output_dir, exc))
     from refineloop.backends.chat.openai_compatible import explain_for_settings
 
-    mapped = explain_for_settings(exc, settings) or explain_connection_error(exc, settings.ollama_url)
+    mapped = (
+        explain_for_settings(exc, settings)
+        or explain_connection_error(exc, settings.ollama_url)
+        or broken_ollama_reply(exc, settings)
+    )
     if mapped is not None:
         return redact(str(mapped))
     first = redact(str(exc)).strip().splitlines()[0] if str(exc).strip() else ""

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
+from refineloop.backends.broken_replies import broken_reply_error
 from refineloop.backends.chat.invoke import CALL_TIMEOUT, DEFAULT_TIMEOUT, parsed_structured
 from refineloop.backends.chat.text_safety import clean_model_text
 from refineloop.backends.table import Backend, prefixed
@@ -83,6 +84,12 @@ def _unreachable(url: str) -> ModelError:
     )
 
 
+def _raise_if_broken(exc: Exception, url: str, asked: str, fix: str) -> None:
+    """Raise the one-line ModelError when `exc` says Ollama's answer to `asked` could not be read."""
+    if not isinstance(exc, ModelError) and (error := broken_reply_error(exc, "Ollama", url, asked, fix)):
+        raise error from None
+
+
 def _one_line(text: object, limit: int = 200) -> str:
     """Squash server text onto one short line, without control characters (it is printed to the terminal)."""
     line = " ".join(clean_model_text(str(text)).split())
@@ -113,6 +120,7 @@ def probe_ollama(
 
     url = resolve_base_url(base_url)
     client = ollama.Client(host=url, timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT))
+    asked = "GET /api/tags"
     try:
         try:
             tags = client.list()
@@ -130,6 +138,7 @@ def probe_ollama(
             have = f" (it has: {', '.join(names[:6])}{', ...' if len(names) > 6 else ''})" if names else ""
             raise ModelError(f"Ollama at {url} has no model '{model}': run `ollama pull {model}`{have}")
 
+        asked = "POST /api/show"
         try:
             shown = client.show(model)
         except (ConnectionError, httpx.TransportError) as exc:
@@ -140,6 +149,9 @@ def probe_ollama(
             raise ModelError(
                 f"Ollama at {url} could not describe '{model}' ({_one_line(exc.error)}): check `ollama show {model}`"
             ) from exc
+    except Exception as exc:
+        _raise_if_broken(exc, url, asked, "check --ollama-url / OLLAMA_HOST points at Ollama itself, not a proxy")
+        raise
     finally:
         client.close()  # type: ignore[no-untyped-call]
 
@@ -244,6 +256,10 @@ def load_resident(
         raise _unreachable(url) from exc
     except ollama.ResponseError as exc:
         raise _explain_response_error(exc, url, model) from exc
+    except Exception as exc:
+        fix = "check its log and any proxy in between, then run again"
+        _raise_if_broken(exc, url, f"the warm-up of '{model}'", fix)
+        raise
     finally:
         client.close()  # type: ignore[no-untyped-call]
     for entry in running.models:
@@ -356,6 +372,17 @@ def explain_connection_error(exc: BaseException, base_url: str, model: str | Non
         if isinstance(current, ollama.ResponseError):
             return _explain_response_error(current, url, model)
     return None
+
+
+def broken_ollama_reply(exc: BaseException, settings: RunSettings) -> ModelError | None:
+    """The one line for an answer of the run's Ollama critic (or agent) that its client could not read; None when
+    the run uses no Ollama model or `exc` is something else."""
+    spec = next((s for s in (settings.eval_model, settings.agent_model) if s.startswith("ollama:")), "")
+    if not spec:
+        return None
+    url = resolve_base_url(reveal(settings.ollama_url) or None)
+    fix = "check its log and any proxy in between, then resume the run"
+    return broken_reply_error(exc, "Ollama", url, f"a call to '{spec[7:]}'", fix)
 
 
 def _explain_response_error(exc: Any, url: str, model: str | None) -> ModelError:
