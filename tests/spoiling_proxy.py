@@ -7,6 +7,8 @@ answer is replaced by a broken one of a chosen `kind`:
 - `encoding`: the real answer with a byte that is not UTF-8 put inside its first string (a Latin-1 server);
 - `cut`: the first half of the real answer, then the connection closed (a body cut mid-JSON, a stream cut
   mid-line), with no length announced, so the client sees a clean end;
+- `lines`: the real answer's first half up to its last whole line or event (a stream cut between two lines,
+  so every line the client reads is whole and only the closing one is missing);
 - `html`: 200 with a web page (a proxy's or a login page) where JSON was expected.
 
 Websocket upgrades are refused, so clients that listen on one fall back to asking over plain HTTP.
@@ -36,6 +38,10 @@ def spoiled(kind: str, body: bytes) -> bytes:
         return HTML
     if kind == "cut":
         return body[: max(1, len(body) // 2)]
+    if kind == "lines":
+        half = body[: len(body) // 2]
+        end = half.rfind(b"\n\n") if b"\n\n" in half else half.rfind(b"\n")
+        return half[: end + 1]
     for marker in (b'": "', b'":"'):
         at = body.find(marker)
         if at >= 0:
@@ -108,14 +114,14 @@ class _Handler(BaseHTTPRequestHandler):
         kept = dict((k.lower(), v) for k, v in answer_headers).get("content-type", "application/json")
         self.send_response(200)
         self.send_header("Content-Type", "text/html; charset=utf-8" if kind == "html" else kept)
-        if kind == "cut":
+        if kind in ("cut", "lines"):
             self.send_header("Connection", "close")
         else:
             self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
         self.wfile.flush()
-        self.close_connection = kind == "cut"
+        self.close_connection = kind in ("cut", "lines")
 
     do_GET = do_POST = do_DELETE = do_PUT = _any
 

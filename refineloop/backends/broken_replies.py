@@ -17,6 +17,11 @@ import sys
 from refineloop.errors import ModelError, causes
 
 
+class CutStream(ConnectionError):
+    """A streamed answer ended without its closing line or chunk (Ollama's `done`, OpenAI's `finish_reason`): the
+    connection broke off, or a proxy cut it, between two lines. A transport failure, so the call is tried again."""
+
+
 def broken_reply(exc: BaseException) -> str | None:
     """What the server's answer was, when `exc` (or anything it was raised from) says the client could not read
     it; None when the failure is something else."""
@@ -28,6 +33,8 @@ def broken_reply(exc: BaseException) -> str | None:
 
 
 def _what(exc: BaseException) -> str | None:
+    if isinstance(exc, CutStream):
+        return "a stream cut off before its last line"
     if isinstance(exc, UnicodeDecodeError):
         return "text that is not UTF-8 (binary data or another encoding)"
     if isinstance(exc, json.JSONDecodeError):

@@ -103,8 +103,33 @@ def test_a_broken_reply_is_one_line_naming_the_server(
         assert "Traceback" not in shown and len(errors) == 1, shown
         assert code in (1, 2), errors
         assert url in errors[0], errors[0]
-        if phase.startswith("mid-run"):
+        if not phase.startswith("mid-run"):
+            assert not out.exists(), "a run that never started left a folder"
+        else:
             kept = images_in(out)
             assert kept and "refineloop resume" in shown, shown
             assert main(["resume", str(out), URL_FLAG[name], upstream]) == 0
             assert images_in(out)[: len(kept)] == kept
+
+
+@pytest.mark.parametrize(("name", "extra"), [("ollama", ()), ("openai", ("--openai-stream",))])
+def test_a_stream_cut_between_two_lines_is_not_taken_for_a_short_answer(tmp_path, monkeypatch, capsys, name, extra):
+    """Every line the client reads is whole; only the stream's closing line (Ollama's `done`, OpenAI's last chunk
+    with its `finish_reason`) never comes. Tried again like a dropped connection, then one line; the run resumes."""
+    out = tmp_path / "run"
+    path = {"ollama": "/api/chat", "openai": "/v1/chat/completions"}[name]
+    with ExitStack() as stack:
+        upstream, flags = stack.enter_context(server(name, tmp_path, monkeypatch))
+        proxy, url = stack.enter_context(spoiling_proxy(upstream, path, "lines", {"ollama": 3, "openai": 4}[name]))
+        code = main(["run", *flags, *extra, "--critic-retries", "1", URL_FLAG[name], url, "--output-dir", str(out)])
+        text = capsys.readouterr()
+        shown = text.out + text.err
+        errors = [line for line in shown.splitlines() if line.startswith("error:")]
+        assert code == 1 and "Traceback" not in shown and len(errors) == 1, shown
+        assert url in errors[0] and "cut off" in errors[0] and "resume" in errors[0], errors[0]
+        assert proxy.spoilt == 2  # the call and its one retry
+        trace = [json.loads(line) for line in (out / "trace.jsonl").read_text().splitlines()]
+        assert [entry["kind"] for entry in trace if entry["kind"] in ("retry", "chat-error")] == ["retry", "chat-error"]
+        kept = images_in(out)
+        assert kept and main(["resume", str(out), URL_FLAG[name], upstream]) == 0
+        assert images_in(out)[: len(kept)] == kept

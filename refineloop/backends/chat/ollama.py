@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
-from refineloop.backends.broken_replies import broken_reply_error
+from refineloop.backends.broken_replies import CutStream, broken_reply_error
 from refineloop.backends.chat.invoke import CALL_TIMEOUT, DEFAULT_TIMEOUT, parsed_structured
 from refineloop.backends.chat.text_safety import clean_model_text
 from refineloop.backends.table import Backend, prefixed
@@ -188,10 +188,9 @@ def load_ollama(
     The probe's findings ride along in `model.metadata["ollama"]` (read them with :func:`ollama_capabilities`).
     """
     import httpx
-    from langchain_ollama import ChatOllama
 
     info = probe_ollama(model, base_url=base_url, require_vision=require_vision, timeout=min(timeout, PROBE_TIMEOUT))
-    return ChatOllama(
+    return ollama_critic_class()(
         model=model,
         base_url=info.base_url,
         temperature=0.0,
@@ -201,6 +200,38 @@ def load_ollama(
         metadata={"ollama": {"base_url": info.base_url, "capabilities": info.capabilities}},
         keep_alive=keep_alive_value(keep_alive),
     )
+
+
+def _critic_class() -> type[ChatOllama]:
+    """ChatOllama that refuses a stream ending without its `done` line (built on first use: the import is slow)."""
+    from langchain_ollama import ChatOllama
+
+    class OllamaCritic(ChatOllama):
+        """ChatOllama whose streamed answer must end with Ollama's `done` line.
+
+        LangChain's client joins whatever lines arrived, so a connection cut between two lines would otherwise
+        pass for a short answer and be judged as one."""
+
+        def _iterate_over_stream(self, *args: Any, **kwargs: Any) -> Any:
+            done = False
+            for chunk in super()._iterate_over_stream(*args, **kwargs):
+                done = done or bool((chunk.generation_info or {}).get("done"))
+                yield chunk
+            if not done:
+                raise CutStream("Ollama's stream ended before its `done` line")
+
+    return OllamaCritic
+
+
+_CRITIC_CLASS: type[ChatOllama] | None = None
+
+
+def ollama_critic_class() -> type[ChatOllama]:
+    """The one OllamaCritic class of this process."""
+    global _CRITIC_CLASS
+    if _CRITIC_CLASS is None:
+        _CRITIC_CLASS = _critic_class()
+    return _CRITIC_CLASS
 
 
 def keep_alive_value(keep_alive: str | None) -> int | str | None:
@@ -366,6 +397,11 @@ def explain_connection_error(exc: BaseException, base_url: str, model: str | Non
             return ModelError(
                 f"Ollama at {url} did not answer {name} in time: give it more time with --critic-timeout, "
                 "or use a smaller model"
+            )
+        if isinstance(current, CutStream):
+            return ModelError(
+                f"Ollama at {url} cut off its answer to {name} before the last line: check its log and any proxy "
+                "in between, then resume the run"
             )
         if isinstance(current, ConnectionError):
             return ModelError(f"Ollama at {url} stopped answering: restart it with `ollama serve`, then run again")

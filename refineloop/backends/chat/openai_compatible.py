@@ -28,7 +28,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from refineloop.backends.broken_replies import broken_reply, broken_reply_error
+from refineloop.backends.broken_replies import CutStream, broken_reply, broken_reply_error
 from refineloop.backends.chat.invoke import CALL_TIMEOUT, DEFAULT_TIMEOUT, parsed_structured
 from refineloop.backends.chat.text_safety import clean_model_text, redact, register_secret
 from refineloop.backends.table import Backend, prefixed
@@ -64,9 +64,8 @@ class NotACompletion(ValueError):
     """The server answered 200 with a body that is not a chat completion (a web page, a proxy's error)."""
 
 
-class StreamCut(NotACompletion, ConnectionError):
-    """A streamed answer ended without its last chunk (no `finish_reason`): the connection broke off or a proxy
-    cut it. A transport failure, so the call is tried again like a dropped connection."""
+class StreamCut(NotACompletion, CutStream):
+    """A streamed chat completion ended without its last chunk (no `finish_reason`)."""
 
 
 def _not_a_completion(exc: Exception) -> Exception:
@@ -215,7 +214,7 @@ def probe_openai(
         return {"vision": True, "json_schema": schema}
     except ModelError:
         raise
-    except openai.OpenAIError as exc:
+    except (openai.OpenAIError, NotACompletion) as exc:
         mapped = explain_openai_error(exc, url=url, model=model, key_env=key_env, has_key=has_key)
         if mapped is None:
             raise
@@ -261,12 +260,16 @@ def _ask(client: Any, model: str, content: Any, where: dict[str, Any], *, what: 
     messages = [{"role": "user", "content": content}]
     if schema:
         try:
-            client.chat.completions.create(model=model, messages=messages, temperature=0, response_format=_PROBE_SCHEMA)
+            _completion(
+                client.chat.completions.create(
+                    model=model, messages=messages, temperature=0, response_format=_PROBE_SCHEMA
+                )
+            )
             return True
         except openai.BadRequestError as exc:
             _raise_named_refusal(exc, **where)  # else the schema or the content: ask once more without the schema
     try:
-        client.chat.completions.create(model=model, messages=messages, temperature=0)
+        _completion(client.chat.completions.create(model=model, messages=messages, temperature=0))
     except openai.BadRequestError as exc:
         _raise_named_refusal(exc, **where)
         fix = (
@@ -277,6 +280,13 @@ def _ask(client: Any, model: str, content: Any, where: dict[str, Any], *, what: 
         )
         raise ModelError(f"'{model}' at {where['url']} refused {what} (HTTP 400: {_server_text(exc)}): {fix}") from None
     return False
+
+
+def _completion(answer: Any) -> None:
+    """Raise NotACompletion unless `answer` is a chat completion: the client hands back any 200 that is not JSON
+    (a proxy's web page) as it came, so the probe would otherwise pass a server the run's first call fails on."""
+    if not isinstance(getattr(answer, "choices", None), list):
+        raise NotACompletion(f"the answer is not an OpenAI chat completion ({type(answer).__name__})")
 
 
 def _raise_named_refusal(exc: Any, *, url: str, model: str, key_env: str, has_key: bool) -> None:
