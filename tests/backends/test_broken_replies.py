@@ -133,3 +133,20 @@ def test_a_stream_cut_between_two_lines_is_not_taken_for_a_short_answer(tmp_path
         kept = images_in(out)
         assert kept and main(["resume", str(out), URL_FLAG[name], upstream]) == 0
         assert images_in(out)[: len(kept)] == kept
+
+
+@pytest.mark.parametrize("name", ["ollama", "openai"])
+def test_judge_check_meets_a_broken_reply_in_one_line(tmp_path, monkeypatch, capsys, name):
+    """`judge-check` calls the critic outside a run: the same check names the server there too."""
+    path = {"ollama": "/api/chat", "openai": "/v1/chat/completions"}[name]
+    with ExitStack() as stack:
+        upstream, flags = stack.enter_context(server(name, tmp_path, monkeypatch))
+        model = flags[flags.index("--eval-model") + 1]
+        proxy, url = stack.enter_context(spoiling_proxy(upstream, path, "html", {"ollama": 3, "openai": 4}[name]))
+        sizes = ["--images", "2", "--samples", "2", "--pairs", "1", "--image-model", "sketch:size=64"]
+        where = [URL_FLAG[name], url, "--output-dir", str(tmp_path / "c")]
+        code = main(["judge-check", "--eval-model", model, *sizes, *where])
+    text = capsys.readouterr()
+    errors = [line for line in text.err.splitlines() if line.startswith("refineloop: error:")]
+    assert code == 2 and proxy.spoilt and "Traceback" not in text.out + text.err and len(errors) == 1, text.err
+    assert url in errors[0] and "not" in errors[0], errors[0]
