@@ -33,7 +33,7 @@ from langgraph.types import Command
 
 from refineloop.apps.stop_signals import ctrl_c_drains
 from refineloop.backends.model_cache import ModelCache
-from refineloop.errors import RefineError, RunFolderError, SettingsError
+from refineloop.errors import ModelError, RefineError, RunFolderError, SettingsError
 from refineloop.files.safe_io import write_text_atomic
 from refineloop.graph import build_graph
 from refineloop.judges.audit import auditor_settings
@@ -328,19 +328,28 @@ def _logged(run_dir: str) -> str:
 _NO_ROOM = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up", errno.EFBIG: "a file limit"}
 
 
+def explain_model_failure(exc: BaseException, settings: RunSettings) -> ModelError | None:
+    """The one line for a failure talking to the run's critic server (unreachable, refused, an answer its client
+    could not read), whatever the call that met it; None for anything else."""
+    from refineloop.backends.chat.ollama import broken_ollama_reply, explain_connection_error
+    from refineloop.backends.chat.openai_compatible import explain_for_settings
+
+    return (
+        explain_for_settings(exc, settings)
+        or explain_connection_error(exc, settings.ollama_url)
+        or broken_ollama_reply(exc, settings)
+    )
+
+
 def explain(exc: BaseException, settings: RunSettings) -> str:
     """One line for an unexpected failure, naming the model when it came from one."""
-    from refineloop.backends.chat.ollama import explain_connection_error
-
     if isinstance(exc, OSError) and exc.errno in _NO_ROOM:
         return f"{_NO_ROOM[exc.errno]} ({exc.strerror}): free some space, then resume the run"
     if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM) and exc.filename:
         return f"cannot write {exc.filename} ({exc.strerror}): make the run folder writable, then resume the run"
     if isinstance(exc, sqlite3.DatabaseError):
         return str(database_error(settings.output_dir, exc))
-    from refineloop.backends.chat.openai_compatible import explain_for_settings
-
-    mapped = explain_for_settings(exc, settings) or explain_connection_error(exc, settings.ollama_url)
+    mapped = explain_model_failure(exc, settings)
     if mapped is not None:
         return redact(str(mapped))
     first = redact(str(exc)).strip().splitlines()[0] if str(exc).strip() else ""

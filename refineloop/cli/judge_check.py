@@ -112,5 +112,12 @@ def _check(args: argparse.Namespace, out: TextIO) -> int:
     live = LiveLine(out)
     with reporting(live):
         shown = cast(TextIO, WipingWriter(out, live))
-        judge_check(settings, task, run_dir, named="output_dir" in given, models=MODELS, out=shown, **counts)
+        try:
+            judge_check(settings, task, run_dir, named="output_dir" in given, models=MODELS, out=shown, **counts)
+        except Exception as exc:
+            from refineloop.apps.engine import explain_model_failure
+
+            if (mapped := explain_model_failure(exc, settings)) is None:
+                raise
+            raise mapped from None
     return 0

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
+from refineloop.backends.broken_replies import CutStream, broken_reply_error
 from refineloop.backends.chat.invoke import CALL_TIMEOUT, DEFAULT_TIMEOUT, parsed_structured
 from refineloop.backends.chat.text_safety import clean_model_text
 from refineloop.backends.table import Backend, prefixed
@@ -83,6 +84,12 @@ def _unreachable(url: str) -> ModelError:
     )
 
 
+def _raise_if_broken(exc: Exception, url: str, asked: str, fix: str) -> None:
+    """Raise the one-line ModelError when `exc` says Ollama's answer to `asked` could not be read."""
+    if not isinstance(exc, ModelError) and (error := broken_reply_error(exc, "Ollama", url, asked, fix)):
+        raise error from None
+
+
 def _one_line(text: object, limit: int = 200) -> str:
     """Squash server text onto one short line, without control characters (it is printed to the terminal)."""
     line = " ".join(clean_model_text(str(text)).split())
@@ -113,6 +120,7 @@ def probe_ollama(
 
     url = resolve_base_url(base_url)
     client = ollama.Client(host=url, timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT))
+    asked = "GET /api/tags"
     try:
         try:
             tags = client.list()
@@ -130,6 +138,7 @@ def probe_ollama(
             have = f" (it has: {', '.join(names[:6])}{', ...' if len(names) > 6 else ''})" if names else ""
             raise ModelError(f"Ollama at {url} has no model '{model}': run `ollama pull {model}`{have}")
 
+        asked = "POST /api/show"
         try:
             shown = client.show(model)
         except (ConnectionError, httpx.TransportError) as exc:
@@ -140,6 +149,9 @@ def probe_ollama(
             raise ModelError(
                 f"Ollama at {url} could not describe '{model}' ({_one_line(exc.error)}): check `ollama show {model}`"
             ) from exc
+    except Exception as exc:
+        _raise_if_broken(exc, url, asked, "check --ollama-url / OLLAMA_HOST points at Ollama itself, not a proxy")
+        raise
     finally:
         client.close()  # type: ignore[no-untyped-call]
 
@@ -176,10 +188,9 @@ def load_ollama(
     The probe's findings ride along in `model.metadata["ollama"]` (read them with :func:`ollama_capabilities`).
     """
     import httpx
-    from langchain_ollama import ChatOllama
 
     info = probe_ollama(model, base_url=base_url, require_vision=require_vision, timeout=min(timeout, PROBE_TIMEOUT))
-    return ChatOllama(
+    return ollama_critic_class()(
         model=model,
         base_url=info.base_url,
         temperature=0.0,
@@ -189,6 +200,38 @@ def load_ollama(
         metadata={"ollama": {"base_url": info.base_url, "capabilities": info.capabilities}},
         keep_alive=keep_alive_value(keep_alive),
     )
+
+
+def _critic_class() -> type[ChatOllama]:
+    """ChatOllama that refuses a stream ending without its `done` line (built on first use: the import is slow)."""
+    from langchain_ollama import ChatOllama
+
+    class OllamaCritic(ChatOllama):
+        """ChatOllama whose streamed answer must end with Ollama's `done` line.
+
+        LangChain's client joins whatever lines arrived, so a connection cut between two lines would otherwise
+        pass for a short answer and be judged as one."""
+
+        def _iterate_over_stream(self, *args: Any, **kwargs: Any) -> Any:
+            done = False
+            for chunk in super()._iterate_over_stream(*args, **kwargs):
+                done = done or bool((chunk.generation_info or {}).get("done"))
+                yield chunk
+            if not done:
+                raise CutStream("Ollama's stream ended before its `done` line")
+
+    return OllamaCritic
+
+
+_CRITIC_CLASS: type[ChatOllama] | None = None
+
+
+def ollama_critic_class() -> type[ChatOllama]:
+    """The one OllamaCritic class of this process."""
+    global _CRITIC_CLASS
+    if _CRITIC_CLASS is None:
+        _CRITIC_CLASS = _critic_class()
+    return _CRITIC_CLASS
 
 
 def keep_alive_value(keep_alive: str | None) -> int | str | None:
@@ -244,6 +287,10 @@ def load_resident(
         raise _unreachable(url) from exc
     except ollama.ResponseError as exc:
         raise _explain_response_error(exc, url, model) from exc
+    except Exception as exc:
+        fix = "check its log and any proxy in between, then run again"
+        _raise_if_broken(exc, url, f"the warm-up of '{model}'", fix)
+        raise
     finally:
         client.close()  # type: ignore[no-untyped-call]
     for entry in running.models:
@@ -351,11 +398,27 @@ def explain_connection_error(exc: BaseException, base_url: str, model: str | Non
                 f"Ollama at {url} did not answer {name} in time: give it more time with --critic-timeout, "
                 "or use a smaller model"
             )
+        if isinstance(current, CutStream):
+            return ModelError(
+                f"Ollama at {url} cut off its answer to {name} before the last line: check its log and any proxy "
+                "in between, then resume the run"
+            )
         if isinstance(current, ConnectionError):
             return ModelError(f"Ollama at {url} stopped answering: restart it with `ollama serve`, then run again")
         if isinstance(current, ollama.ResponseError):
             return _explain_response_error(current, url, model)
     return None
+
+
+def broken_ollama_reply(exc: BaseException, settings: RunSettings) -> ModelError | None:
+    """The one line for an answer of the run's Ollama critic (or agent) that its client could not read; None when
+    the run uses no Ollama model or `exc` is something else."""
+    spec = next((s for s in (settings.eval_model, settings.agent_model) if s.startswith("ollama:")), "")
+    if not spec:
+        return None
+    url = resolve_base_url(reveal(settings.ollama_url) or None)
+    fix = "check its log and any proxy in between, then resume the run"
+    return broken_reply_error(exc, "Ollama", url, f"a call to '{spec[7:]}'", fix)
 
 
 def _explain_response_error(exc: Any, url: str, model: str | None) -> ModelError:

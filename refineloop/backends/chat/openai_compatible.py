@@ -28,6 +28,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
+from refineloop.backends.broken_replies import CutStream, broken_reply, broken_reply_error
 from refineloop.backends.chat.invoke import CALL_TIMEOUT, DEFAULT_TIMEOUT, parsed_structured
 from refineloop.backends.chat.text_safety import clean_model_text, redact, register_secret
 from refineloop.backends.table import Backend, prefixed
@@ -63,6 +64,10 @@ class NotACompletion(ValueError):
     """The server answered 200 with a body that is not a chat completion (a web page, a proxy's error)."""
 
 
+class StreamCut(NotACompletion, CutStream):
+    """A streamed chat completion ended without its last chunk (no `finish_reason`)."""
+
+
 def _not_a_completion(exc: Exception) -> Exception:
     """`exc` as NotACompletion when the client choked on the server's answer rather than failing itself."""
     import openai
@@ -92,17 +97,23 @@ def _critic_class() -> type:
 
         # A 200 whose body is a web page makes the client fail while reading it (an AttributeError, a TypeError
         # ...): named for what it is, so the user reads one line about the URL instead of a library's insides.
+        # The openai client's stream helper asserts on a stream with no chunk at all (an AssertionError).
         def _generate(self, *args: Any, **kwargs: Any) -> Any:
             try:
                 return super()._generate(*args, **kwargs)
-            except (AttributeError, TypeError, KeyError, ValueError) as exc:
+            except (AttributeError, TypeError, KeyError, ValueError, AssertionError) as exc:
                 raise _not_a_completion(exc) from exc
 
         def _stream(self, *args: Any, **kwargs: Any) -> Any:
+            finished = False
             try:
-                yield from super()._stream(*args, **kwargs)
-            except (AttributeError, TypeError, KeyError, ValueError) as exc:
+                for chunk in super()._stream(*args, **kwargs):
+                    finished = finished or bool((chunk.generation_info or {}).get("finish_reason"))
+                    yield chunk
+            except (AttributeError, TypeError, KeyError, ValueError, AssertionError) as exc:
                 raise _not_a_completion(exc) from exc
+            if not finished:
+                raise StreamCut("the stream ended before its last chunk (no finish_reason)")
 
     return OpenAICritic
 
@@ -203,11 +214,19 @@ def probe_openai(
         return {"vision": True, "json_schema": schema}
     except ModelError:
         raise
-    except openai.OpenAIError as exc:
+    except (openai.OpenAIError, NotACompletion) as exc:
         mapped = explain_openai_error(exc, url=url, model=model, key_env=key_env, has_key=has_key)
         if mapped is None:
             raise
         raise mapped from None
+    except Exception as exc:
+        broken = broken_reply_error(exc, "the server", url, f"the start-up check of '{model}'", _NOT_AN_API)
+        if broken is None:
+            raise
+        raise broken from None
+
+
+_NOT_AN_API = "check that --openai-url is the server's /v1 address (a proxy or web page may be in the way)"
 
 
 def _check_listed(client: Any, *, url: str, model: str, key_env: str, has_key: bool) -> None:
@@ -241,12 +260,16 @@ def _ask(client: Any, model: str, content: Any, where: dict[str, Any], *, what: 
     messages = [{"role": "user", "content": content}]
     if schema:
         try:
-            client.chat.completions.create(model=model, messages=messages, temperature=0, response_format=_PROBE_SCHEMA)
+            _completion(
+                client.chat.completions.create(
+                    model=model, messages=messages, temperature=0, response_format=_PROBE_SCHEMA
+                )
+            )
             return True
         except openai.BadRequestError as exc:
             _raise_named_refusal(exc, **where)  # else the schema or the content: ask once more without the schema
     try:
-        client.chat.completions.create(model=model, messages=messages, temperature=0)
+        _completion(client.chat.completions.create(model=model, messages=messages, temperature=0))
     except openai.BadRequestError as exc:
         _raise_named_refusal(exc, **where)
         fix = (
@@ -257,6 +280,13 @@ def _ask(client: Any, model: str, content: Any, where: dict[str, Any], *, what: 
         )
         raise ModelError(f"'{model}' at {where['url']} refused {what} (HTTP 400: {_server_text(exc)}): {fix}") from None
     return False
+
+
+def _completion(answer: Any) -> None:
+    """Raise NotACompletion unless `answer` is a chat completion: the client hands back any 200 that is not JSON
+    (a proxy's web page) as it came, so the probe would otherwise pass a server the run's first call fails on."""
+    if not isinstance(getattr(answer, "choices", None), list):
+        raise NotACompletion(f"the answer is not an OpenAI chat completion ({type(answer).__name__})")
 
 
 def _raise_named_refusal(exc: Any, *, url: str, model: str, key_env: str, has_key: bool) -> None:
@@ -378,15 +408,18 @@ def explain_openai_error(
                 f"the server at {url} refused the request to {name} (HTTP {status}: {_server_text(current)}): "
                 "check the model's settings on the server"
             )
+        if isinstance(current, StreamCut):
+            return ModelError(
+                f"the server at {url} cut off its streamed answer to {name} before the end: check its log and any "
+                "proxy in between (or drop --openai-stream), then resume the run"
+            )
         # NotACompletion, or LangChain's own words for a stream that carried no completion.
         if isinstance(current, NotACompletion) or (
             isinstance(current, ValueError) and "No generations found in stream" in str(current)
         ):
-            return ModelError(
-                f"{url} answered {name} with something that is not an OpenAI chat completion: check that "
-                "--openai-url is the server's /v1 address (a proxy or web page may be in the way)"
-            )
-    return None
+            what = broken_reply(current) or "something that is not an OpenAI chat completion"
+            return ModelError(f"the server at {url} answered {name} with {what}: {_NOT_AN_API}")
+    return broken_reply_error(exc, "the server", url, name, f"{_NOT_AN_API}, then resume the run")
 
 
 def explain_for_settings(exc: BaseException, settings: RunSettings) -> ModelError | None:

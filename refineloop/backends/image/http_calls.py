@@ -15,6 +15,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
+from refineloop.backends.broken_replies import broken_reply
 from refineloop.backends.chat.text_safety import clean_model_text
 from refineloop.errors import ModelError
 
@@ -61,10 +62,11 @@ class Server:
         raw = self.send(method, path, data, {"Content-Type": "application/json"} if data else {}, timeout=timeout)
         try:
             return json.loads(raw) if raw.strip() else None
-        except ValueError:
+        except ValueError as exc:
+            what = broken_reply(exc) or "something that is not JSON"
             raise ServerError(
-                f"{self.name} at {self.url} answered {method} {path} with something that is not JSON "
-                f"({_quote(raw)}): check {self.flag} points at the server itself, not a proxy's page"
+                f"{self.name} at {self.url} answered {method} {path} with {what} ({_quote(raw)}): check {self.flag} "
+                "points at the server itself, not a proxy's page"
             ) from None
 
     def send(

@@ -225,7 +225,10 @@ class ComfyClient:
             with Image.open(io.BytesIO(raw)) as picture:
                 return picture.convert("RGB")
         except OSError:
-            raise ServerError(f"ComfyUI sent {reference.get('filename')} as something that is not an image") from None
+            raise ServerError(
+                f"ComfyUI at {self.server.url} sent {clean_model_text(str(reference.get('filename')))} as something "
+                f"that is not an image: check {self.server.flag} points at the server itself, then resume the run"
+            ) from None
 
     def cancel(self, ids: list[str]) -> None:
         """Take `ids` off the queue and interrupt the one of them drawing (never another client's prompt);
