@@ -10,12 +10,15 @@ fields whose type is the one refineloop writes.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import struct
 import zlib
 from pathlib import Path
 from typing import Any
+
+from refineloop.files.safe_io import NotAFile
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -30,16 +33,12 @@ class PngTextError(ValueError):
     """The file is not a PNG, is cut short, or its text is past the limits (the message says which)."""
 
 
-class NotARegularFile(OSError):
-    """A FIFO, a device, a socket or a folder where an image belongs."""
-
-
 def read_png_texts(path: str | Path) -> dict[str, str]:
     """The tEXt, zTXt and iTXt chunks of the PNG at `path` by keyword (the first of each keyword wins)."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     with os.fdopen(fd, "rb") as fh:
         if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-            raise NotARegularFile(f"{path} is not a regular file")
+            raise NotAFile(errno.EINVAL, "not a regular file", str(path))
         if fh.read(8) != SIGNATURE:
             raise PngTextError("not a PNG")
         texts: dict[str, str] = {}

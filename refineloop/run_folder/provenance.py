@@ -25,6 +25,7 @@ from refineloop.backends.builtin import BACKENDS
 from refineloop.backends.chat.text_safety import clean_model_text
 from refineloop.backends.checks import validated
 from refineloop.errors import RefineError
+from refineloop.files.safe_io import NotAFile
 from refineloop.run_folder.parameters_text import (
     a1111_text,
     image_identity,
@@ -35,7 +36,7 @@ from refineloop.run_folder.parameters_text import (
     scheduler_of,
     unused_fields,
 )
-from refineloop.run_folder.png_text import NotARegularFile, PngTextError, read_png_texts, typed_record
+from refineloop.run_folder.png_text import PngTextError, read_png_texts, typed_record
 from refineloop.version import __version__
 from refineloop.visible_text import visible
 
@@ -177,7 +178,7 @@ def untrusted_texts(path: str | Path) -> dict[str, str]:
         raise ProvenanceError(f"{path} not found: check the path (e.g. runs/<run>/best.png)") from None
     except IsADirectoryError:
         raise ProvenanceError(f"{path} is a folder: name an image in it, such as {path}/best.png") from None
-    except NotARegularFile:
+    except NotAFile:
         raise ProvenanceError(f"{path} is not a regular file (a FIFO or a device?): pass a PNG file") from None
     except PngTextError as exc:
         raise ProvenanceError(f"{path} is not a readable PNG ({exc}): pass a PNG file") from None
