@@ -23,7 +23,7 @@ from refineloop.errors import RunFolderError
 from refineloop.files.safe_io import write_text_atomic
 from refineloop.judges.audit import auditor_settings
 from refineloop.judges.base import Budget, Judging
-from refineloop.judges.check import CheckImage, measure_critic
+from refineloop.judges.check import CheckImage, measure_critic, planned_calls
 from refineloop.judges.measure import measure_rows, rates
 from refineloop.progress_events import critic_phase
 from refineloop.run_folder.image_files import image_path, listed_images, read_sidecars, save_image
@@ -223,7 +223,8 @@ def _check(
     # Outside the graph no node sets the critic's working size: the check shows its critic what a run would.
     token = critic_images.WORKING_SIZE.set(settings.judge_image_size)
     try:
-        with critic_phase("judge check"):
+        total = planned_calls(len(checked), samples=samples, pairs=pairs, audit=bool(settings.audit_model))
+        with critic_phase("judge check", total):
             stats, extra = measure_critic(j, checked, samples=samples, pairs=pairs, out=out)
     finally:
         critic_images.WORKING_SIZE.reset(token)

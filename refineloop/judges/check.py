@@ -50,6 +50,13 @@ def close_pairs(images: list[CheckImage], count: int) -> list[tuple[CheckImage, 
     return pairs[:count]
 
 
+def planned_calls(images: int, *, samples: int, pairs: int, audit: bool) -> int:
+    """How many critic calls `measure_critic` makes when every call is answered: two cold looks and `samples`
+    warm ones an image, both orders of each duel, one auditor look an image, and the checklist probe."""
+    duels = min(pairs, images * (images - 1) // 2)
+    return images * (2 + samples) + 2 * duels + (images if audit else 0) + 1
+
+
 def measure_critic(
     j: Judging, images: list[CheckImage], *, samples: int, pairs: int, out: TextIO
 ) -> tuple[dict[str, float], dict[str, Any]]:

@@ -3,6 +3,7 @@ with carriage returns) and into a pipe (plain lines only), with a slow demo crit
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import re
@@ -78,3 +79,14 @@ def test_denoising_steps_are_counted_for_each_image_drawn(tiny_sd_dir: Path, tin
     assert re.search(r"step 2 of 4, \d+\.\d\d s/step, \d+\.\d s left", shown)
     assert "Loading pipeline components" not in shown and "%|" not in shown, "no library progress bars"
     assert "No LoRA keys" not in shown and "github.com" not in shown, "library warnings go to the trace"
+
+
+def test_judge_check_counts_its_calls_against_the_total_it_will_make(tmp_path: Path) -> None:
+    args = ["judge-check", "--eval-model", "demo:delay=0.05", "--images", "3", "--samples", "2", "--pairs", "2"]
+    shown = on_terminal(*args, "--output-dir", "chk", cwd=tmp_path)
+    # 3 images x (2 cold + 2 warm), 2 duels x 2 orders, 1 checklist probe: 17, known before the first call.
+    counts = re.findall(r"\r\x1b\[K  judge check: critic call (\d+) of (\d+)", shown)
+    assert counts and {total for _, total in counts} == {"17"}, shown
+    assert counts[-1][0] == "17"
+    report = json.loads(next((tmp_path / "chk").rglob("judge-check.json")).read_text())
+    assert report["critic_calls"] == 17
