@@ -22,6 +22,16 @@ class CutStream(ConnectionError):
     connection broke off, or a proxy cut it, between two lines. A transport failure, so the call is tried again."""
 
 
+CUT_OFF = ("a stream cut off before its last line", "JSON cut off before its end", "an answer cut off before its end")
+"""The broken answers that are a transfer broken off part-way (a connection or a proxy cut it), not a server that
+answers wrongly: trying the same call again may well get the whole answer."""
+
+
+def cut_off(exc: BaseException) -> bool:
+    """Whether `exc` says the server's answer stopped part-way: mid-line, mid-JSON, or between two lines."""
+    return broken_reply(exc) in CUT_OFF
+
+
 def broken_reply(exc: BaseException) -> str | None:
     """What the server's answer was, when `exc` (or anything it was raised from) says the client could not read
     it; None when the failure is something else."""
@@ -34,17 +44,18 @@ def broken_reply(exc: BaseException) -> str | None:
 
 def _what(exc: BaseException) -> str | None:
     if isinstance(exc, CutStream):
-        return "a stream cut off before its last line"
+        return CUT_OFF[0]
     if isinstance(exc, UnicodeDecodeError):
         return "text that is not UTF-8 (binary data or another encoding)"
     if isinstance(exc, json.JSONDecodeError):
         if exc.pos == 0:
             return "something that is not JSON (a web page or binary data?)"
-        if exc.pos >= len(exc.doc.rstrip()):
-            return "JSON cut off before its end"
+        # A string left open runs to the end of the text: the document stopped inside it.
+        if exc.pos >= len(exc.doc.rstrip()) or exc.msg.startswith("Unterminated string"):
+            return CUT_OFF[1]
         return "malformed JSON"
     if isinstance(exc, http.client.IncompleteRead):
-        return "an answer cut off before its end"
+        return CUT_OFF[2]
     if "httpx" in sys.modules:
         import httpx
 

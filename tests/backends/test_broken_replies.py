@@ -112,15 +112,26 @@ def test_a_broken_reply_is_one_line_naming_the_server(
             assert images_in(out)[: len(kept)] == kept
 
 
-@pytest.mark.parametrize(("name", "extra"), [("ollama", ()), ("openai", ("--openai-stream",))])
-def test_a_stream_cut_between_two_lines_is_not_taken_for_a_short_answer(tmp_path, monkeypatch, capsys, name, extra):
-    """Every line the client reads is whole; only the stream's closing line (Ollama's `done`, OpenAI's last chunk
-    with its `finish_reason`) never comes. Tried again like a dropped connection, then one line; the run resumes."""
+CUTS = [
+    ("ollama", "lines", ()),
+    ("openai", "lines", ("--openai-stream",)),
+    ("ollama", "cut", ()),
+    ("openai", "cut", ("--openai-stream",)),
+    ("openai", "cut", ()),
+]
+
+
+@pytest.mark.parametrize(("name", "cut", "extra"), CUTS, ids=[f"{n}-{c}{'-stream' if e else ''}" for n, c, e in CUTS])
+def test_an_answer_cut_off_part_way_is_tried_again_then_one_line(tmp_path, monkeypatch, capsys, name, cut, extra):
+    """`lines`: every line the client reads is whole; only the stream's closing line (Ollama's `done`, OpenAI's
+    last chunk with its `finish_reason`) never comes, so it must not pass for a short answer. `cut`: the answer
+    stops mid-line or mid-JSON. Either is a transfer broken off: tried again like a dropped connection, then one
+    line; the run resumes."""
     out = tmp_path / "run"
     path = {"ollama": "/api/chat", "openai": "/v1/chat/completions"}[name]
     with ExitStack() as stack:
         upstream, flags = stack.enter_context(server(name, tmp_path, monkeypatch))
-        proxy, url = stack.enter_context(spoiling_proxy(upstream, path, "lines", {"ollama": 3, "openai": 4}[name]))
+        proxy, url = stack.enter_context(spoiling_proxy(upstream, path, cut, {"ollama": 3, "openai": 4}[name]))
         code = main(["run", *flags, *extra, "--critic-retries", "1", URL_FLAG[name], url, "--output-dir", str(out)])
         text = capsys.readouterr()
         shown = text.out + text.err

@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from refineloop.backends.broken_replies import cut_off
 from refineloop.backends.chat import critic_images
 from refineloop.backends.chat.call_threads import CRITIC_CALLS
 from refineloop.backends.chat.text_safety import clean_model_text
@@ -291,8 +292,9 @@ def is_transport_error(exc: BaseException) -> bool:
     the connection refused, reset or dropped mid-reply, a timeout, an HTTP 5xx from the server, or an HTTP 429
     (rate limited or busy), from httpx (Ollama) or the openai client (OpenAI-compatible servers) alike.
 
-    Any other HTTP 4xx (a missing model, a refused option), an error the model itself reported, and every reply
-    that arrived but does not parse are not: trying again would only repeat them.
+    A reply cut off part-way (mid-line, mid-JSON, or before a stream's closing line) is one too. Any other HTTP
+    4xx (a missing model, a refused option), an error the model itself reported, and every reply that arrived
+    whole but does not parse are not: trying again would only repeat them.
     """
     try:
         import httpx
@@ -309,6 +311,8 @@ def is_transport_error(exc: BaseException) -> bool:
 
         # APITimeoutError is an APIConnectionError: refused, reset, dropped or timed out.
         transport = (*transport, openai.APIConnectionError)
+    if cut_off(exc):  # mid-line or mid-JSON, the same as a stream cut between two lines: the transfer broke
+        return True
     for current in causes(exc):
         if isinstance(current, (ConnectionError, TimeoutError, *transport)):
             return True

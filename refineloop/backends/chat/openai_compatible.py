@@ -28,7 +28,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from refineloop.backends.broken_replies import CutStream, broken_reply, broken_reply_error
+from refineloop.backends.broken_replies import CutStream, broken_reply, broken_reply_error, cut_off
 from refineloop.backends.chat.invoke import CALL_TIMEOUT, DEFAULT_TIMEOUT, parsed_structured
 from refineloop.backends.chat.text_safety import clean_model_text, redact, register_secret
 from refineloop.backends.table import Backend, prefixed
@@ -412,6 +412,11 @@ def explain_openai_error(
             return ModelError(
                 f"the server at {url} cut off its streamed answer to {name} before the end: check its log and any "
                 "proxy in between (or drop --openai-stream), then resume the run"
+            )
+        if cut_off(current):  # the transfer broke off, wherever the URL points
+            return ModelError(
+                f"the server at {url} answered {name} with {broken_reply(current)}: check its log and any proxy in "
+                "between, then resume the run"
             )
         # NotACompletion, or LangChain's own words for a stream that carried no completion.
         if isinstance(current, NotACompletion) or (
