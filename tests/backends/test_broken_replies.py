@@ -44,6 +44,7 @@ CASES = [
     ("comfyui", "mid-run", "/prompt", 2, ()),
     ("comfyui", "mid-run", "/history", 2, ()),
     ("comfyui", "mid-run", "/view", 2, ()),
+    ("comfyui", "mid-run", "/upload/image", 1, ("--strategy", "img2img")),  # image 2 starts from image 1
     ("a1111", "probe", "/sdapi/v1/sd-models", 1, ()),
     ("a1111", "mid-run", "/sdapi/v1/txt2img", 2, ()),
 ]
