@@ -57,6 +57,10 @@ class FakeComfyUI:
         """Close every websocket right after its handshake (the client must poll /history)."""
         self.garbage = False
         """Answer POST /prompt with an HTML page instead of JSON."""
+        self.socket_garbage: list[tuple[int, bytes]] = []
+        """Frames (opcode, payload) sent on every websocket right after its handshake, before anything true: a
+        proxy or a server build that garbles the socket (text that is not JSON, JSON of another shape, bytes that
+        are not UTF-8 in a text frame)."""
         self.history_lag = 0.0
         """Seconds between announcing a prompt done on the websocket and filing its history."""
         self.restart_at = 0
@@ -342,6 +346,8 @@ class Handler(BaseHTTPRequestHandler):
         if self.fake.drop_sockets:
             _close(conn)
             return
+        for opcode, payload in self.fake.socket_garbage:
+            conn.sendall(_frame(payload, 0x80 | opcode))
         self.fake.attach(client, conn)
         self.close_connection = True
         with suppress(OSError, ConnectionError):

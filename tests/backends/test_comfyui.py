@@ -94,6 +94,22 @@ def test_a_dropped_websocket_falls_back_to_polling_the_history(workflow_file, tm
     assert fake.history_calls >= 4 and len(list(out.glob("0?.png"))) == 4
 
 
+GARBLED = {
+    "not JSON": [(0x1, b"<html>502</html>")],
+    "JSON of another shape": [(0x1, b'[1, "executing"]'), (0x1, b'{"type": "executing", "data": 7}')],
+    "text that is not UTF-8": [(0x1, b"caf\xe9")],
+}
+
+
+@pytest.mark.parametrize("garbage", GARBLED.values(), ids=GARBLED.keys())
+def test_a_garbled_websocket_falls_back_to_polling_the_history(workflow_file, tmp_path, garbage):
+    out = tmp_path / "run"
+    with fake_comfyui() as (fake, url):
+        fake.socket_garbage, fake.delay = garbage, 0.1
+        assert run(workflow_file, url, out, "--max-iterations", "2") == 0
+    assert fake.history_calls >= 2 and [p.name for p in sorted(out.glob("0?.png"))] == ["01.png", "02.png"]
+
+
 @pytest.mark.parametrize(
     ("problem", "expected"),
     [
