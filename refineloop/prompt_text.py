@@ -17,8 +17,13 @@ TOKENS_PER_WORD = 1.4
 
 
 def compose_prompt(subject: str, prompt: str) -> str:
-    """The anchor first (it is what keeps the subject single and centred), then the idea."""
-    return f"{subject}, {prompt}" if prompt else subject
+    """The anchor first (it is what keeps the subject single and centred), then the idea; once, when the idea
+    already opens with it (a task made from a goal starts from the goal itself, and critics often restate it)."""
+    if not prompt:
+        return subject
+    if re.match(re.escape(subject) + r"(?!\w)", prompt, flags=re.IGNORECASE):
+        return prompt
+    return f"{subject}, {prompt}"
 
 
 def usable_idea(text: str) -> bool:

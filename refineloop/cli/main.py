@@ -17,7 +17,7 @@ from typing import TextIO, cast
 
 from refineloop.apps.stop_signals import ignore_stop_signals, raise_interrupt
 from refineloop.cli.output import ReaderSafeOutput
-from refineloop.errors import RefineError, RunKept, causes, disk_problem
+from refineloop.errors import RefineError, RunKept, SettingsError, causes, disk_problem
 from refineloop.visible_text import visible
 
 DEMO_DEFAULTS = {"image_model": "sketch", "eval_model": "demo", "strategy": "climbing"}
@@ -43,6 +43,7 @@ def build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argumen
     run = commands.add_parser("run", help="start a refinement run", description="Start a refinement run.")
     add_settings_flags(run)
     _add_checkpointer_flag(run)
+    _add_goal_argument(run)
     demo = commands.add_parser(
         "demo",
         help="offline demo: sketch painter + heuristic critic, done in seconds",
@@ -50,6 +51,7 @@ def build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argumen
     )
     add_settings_flags(demo, DEMO_DEFAULTS)
     _add_checkpointer_flag(demo)
+    _add_goal_argument(demo)
     resume = commands.add_parser(
         "resume",
         help="continue an interrupted or crashed run from its last image",
@@ -94,6 +96,23 @@ def build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argumen
     add_batch_command(commands)
     add_judge_check_command(commands)
     return parser, dict(commands.choices)
+
+
+def _add_goal_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "goal_words",
+        nargs="*",
+        metavar="GOAL",
+        help='the image you want, in words, as --goal takes it: refineloop run "a cosy cabin in snow"',
+    )
+
+
+def goal_of(args: argparse.Namespace) -> str:
+    """The run's goal: --goal, or the words given without a flag (the same thing, written twice is refused)."""
+    words = " ".join(getattr(args, "goal_words", None) or [])
+    if words and args.goal:
+        raise SettingsError(f'the goal is given twice (--goal and "{words}"): keep one of them')
+    return str(args.goal or words)
 
 
 def _add_checkpointer_flag(parser: argparse.ArgumentParser) -> None:
@@ -240,7 +259,7 @@ def _run(args: argparse.Namespace) -> int:
     from refineloop.settings import RunSettings
 
     names = {f.name for f in dataclasses.fields(RunSettings)}
-    settings = RunSettings(**{k: v for k, v in vars(args).items() if k in names})
+    settings = RunSettings(**{**{k: v for k, v in vars(args).items() if k in names}, "goal": goal_of(args)})
     validated(settings)  # before importing langgraph: a bad flag answers instantly
     url = _checked_url(args)
     from refineloop.cli.run_commands import start_run
