@@ -172,6 +172,7 @@ KNOB_SHAPES: dict[str, Shape] = {
     "candidates": Shape("judging", low=1, high=16),
     "distinct_ideas": Shape("judging"),
     "draft_steps": Shape("judging", low=1, high=1000, off=0, off_means="no drafts"),
+    "draft_margin": Shape("judging", low=0, high=10),
     "draft_size": Shape("judging", low=8, high=MAX_SIDE, multiple=8, off=0, off_means="the run's size"),
     "final_pick": Shape("judging", low=2, high=MAX_FINAL_PICK, off=0, off_means="off"),
     "confirm_done": Shape("judging"),

@@ -187,9 +187,14 @@ class RunSettings:
     draft_steps: int = _knob(
         0,
         "Judge each round's candidates from a cheap draft drawn with this many denoising steps (fewer than --steps), "
-        "then draw only the best draft in full, with its seed and prompt, when its score reaches the best's; a round "
-        "whose best draft falls short makes no full image and counts as a miss. Drafts are kept in drafts/, never "
-        "as the run's images. 0: no drafts.",
+        "then draw only the best draft in full, with its seed and prompt, when its score beats the best's by "
+        "--draft-margin; a round whose best draft falls short makes no full image and counts as a miss. Drafts are "
+        "kept in drafts/, never as the run's images. 0: no drafts.",
+    )
+    draft_margin: float = _knob(
+        0.5,
+        "With drafts: how far a round's best draft must score above the best image for its full image to be drawn "
+        "(0.5: strictly higher on the critic's whole-number scale; 0: a tie is enough).",
     )
     draft_size: int = _knob(
         0,

@@ -1,9 +1,10 @@
 """A round's drafts judged (--draft-steps, --draft-size): which one, if any, earns a full image.
 
 Every draft gets the run's judge (samples, checklist) at once; the best-judged is the round's winner. It is drawn
-in full only when its score reaches the best image's (ties too: climbing walks sideways onto them); otherwise the
-round ends here as a miss, and its ideas join the failed ones so the proposer looks elsewhere. A draft's DONE
-stops nothing: only a full image can end the run. Each draft's record is written beside it in drafts/.
+in full only when its score beats the best image's by --draft-margin (0.5 by default: strictly higher on a
+whole-number scale; 0 lets a tie through, onto which climbing would walk sideways); otherwise the round ends as a
+miss, and its ideas join the failed ones so the proposer looks elsewhere. A draft's DONE stops nothing: only a
+full image can end the run. Each draft's record is written beside it in drafts/.
 """
 
 from __future__ import annotations
@@ -34,10 +35,11 @@ def judge_drafts(j: Judging, state: Mapping[str, Any]) -> dict[str, Any]:
     chosen = max(judged, key=lambda c: -1.0 if c["score"] is None else c["score"])
     best = state.get("best") or {}
     held = best.get("score")
-    reaches = chosen["score"] is not None and (held is None or chosen["score"] >= held)
+    margin = j.settings.draft_margin
+    reaches = chosen["score"] is not None and (held is None or chosen["score"] >= held + margin)
     for draft in judged:
         save_json(
-            {**draft, "decision": draft_decision(draft, chosen, reaches, held)},
+            {**draft, "decision": draft_decision(draft, chosen, reaches, held, margin)},
             Path(draft["path"]).with_suffix(".json"),
         )
     update: dict[str, Any] = {"drafts": [], **round_extras(judged, j, checklist)}
@@ -52,10 +54,10 @@ def judge_drafts(j: Judging, state: Mapping[str, Any]) -> dict[str, Any]:
     return update
 
 
-def draft_decision(draft: Candidate, chosen: Candidate, reaches: bool, held: float | None) -> str:
+def draft_decision(draft: Candidate, chosen: Candidate, reaches: bool, held: float | None, margin: float) -> str:
     """What became of one draft, in words, for its record."""
     if draft is not chosen:
         return "not drawn: another draft of its round was judged better"
     if reaches:
         return f"drawn in full as image {draft['iteration']}"
-    return f"not drawn: its score {draft['score']} falls short of the best's {held}"
+    return f"not drawn: its score {draft['score']} is not {margin:g} above the best's {held} (--draft-margin)"

@@ -2,9 +2,9 @@
 
 A draft is the same request as the image it stands for (prompt, seed, init image) with fewer denoising steps
 and/or a smaller size, so it costs a fraction of an image. The round's drafts are judged (refineloop.judges.drafts);
-the best is drawn in full, as the run's next image, only when its score reaches the best's, and that full image
-is judged and accepted as any other. Drafts live in the run folder's drafts/ with a JSON record each, never among
-the numbered images.
+the best is drawn in full, as the run's next image, only when its score beats the best's by --draft-margin, and
+that full image is judged and accepted as any other. Drafts live in the run folder's drafts/ with a JSON record
+each, never among the numbered images.
 """
 
 from __future__ import annotations

@@ -102,3 +102,23 @@ def test_an_uncached_hub_id_fails_fast_offline(tmp_path, monkeypatch):
     result = refineloop("run", "--image-model", "hf:nobody/no-such-model", "--output-dir", "r", cwd=tmp_path)
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert "nobody/no-such-model" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_draft_is_the_same_pipeline_with_fewer_steps_and_its_winner_the_image_a_plain_run_draws(
+    tmp_path, tiny_sd_dir, fake
+):
+    fake.script([judge_json(5), judge_json(5)], role="judge")  # the draft, then its full image
+    args = ["run", "--image-model", str(tiny_sd_dir), "--eval-model", "ollama:llava:7b", "--ollama-url", fake.url]
+    args += ["--steps", "3", "--max-iterations", "1", "--seed", "9", "--final-pick", "0"]
+    drafted = refineloop(*args, "--draft-steps", "1", "--draft-size", "32", "--output-dir", "d", cwd=tmp_path)
+    assert drafted.returncode == 0, drafted.stdout + drafted.stderr
+    fake.script([judge_json(5)], role="judge")
+    assert refineloop(*args, "--output-dir", "plain", cwd=tmp_path).returncode == 0
+    run = tmp_path / "d"
+    assert images_in(run) == ["01.png"]
+    trace = [json.loads(line) for line in (run / "trace.jsonl").read_text().splitlines()]
+    (drafts,) = [t for t in trace if t["kind"] == "drafts"]
+    assert (drafts["steps"], drafts["width"], drafts["height"]) == (1, 32, 32)
+    assert (run / "drafts" / "001-1.png").exists()
+    assert json.loads((run / "01.json").read_text())["draft"]["steps"] == 1
+    assert same_image(run / "01.png", tmp_path / "plain" / "01.png"), "the full image is the draft's seed and prompt"
