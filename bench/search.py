@@ -379,6 +379,8 @@ OLD = {"patience": 3, "sideways": False}
 
 #: Drafts at a quarter of a full image's steps (the sim draws a request with fewer than FULL_STEPS as a draft).
 DRAFTS = {"steps": FULL_STEPS, "draft_steps": FULL_STEPS // 4}
+#: Three candidates a round, each on its own idea.
+IDEAS = {"candidates": 3, "distinct_ideas": True}
 #: What a draft costs, in images, in the "images" column (--draft-cost; set before the workers fork).
 DRAFT_COST = [0.25]
 
@@ -415,15 +417,10 @@ CONFIGS: list[tuple[str, dict[str, Any]]] = [
     ("defaults, 4 images", {"rounds": 4}),
     ("defaults, 5 images", {"rounds": 5}),
     ("defaults, 6 images", {"rounds": 6}),
-    *[
-        (f"distinct ideas x3, {n} images", {"candidates": 3, "distinct_ideas": True, "max_images": n})
-        for n in (3, 4, 5, 6)
-    ],
-    *[(f"drafts, {n} rounds", {**DRAFTS, "rounds": n}) for n in (2, 3, 4, 5, 6, 8, 10)],
-    *[
-        (f"drafts, ideas x3, {n} rounds", {**DRAFTS, "candidates": 3, "distinct_ideas": True, "rounds": n})
-        for n in (2, 3, 4, 6)
-    ],
+    *[(f"distinct ideas x3, {n} images", {**IDEAS, "max_images": n}) for n in (3, 4, 6)],
+    *[(f"drafts, {n} rounds", {**DRAFTS, "rounds": n}) for n in (3, 4, 6, 8, 10)],
+    *[(f"drafts, margin 0, {n} rounds", {**DRAFTS, "draft_margin": 0.0, "rounds": n}) for n in (4, 6)],
+    *[(f"drafts, ideas x3, {n} rounds", {**DRAFTS, **IDEAS, "rounds": n}) for n in (2, 3, 4, 6)],
     ("plateau 0.1 (defaults)", {"plateau_cost": 0.1}),
     ("plateau 0.1, 6 images", {"plateau_cost": 0.1, "rounds": 6}),
     ("drafts + plateau 0.1", {**DRAFTS, "plateau_cost": 0.1}),
