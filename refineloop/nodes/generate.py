@@ -37,7 +37,9 @@ def generate(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
     if winner:
         return draw_in_full(state, config, winner)
     first = state["iteration"] + 1
-    if settings.drafting:  # drafts are not images: the round is as many as --candidates, whatever the image cap
+    # A lone candidate with no best to beat would be drawn in full whatever its draft scored: no draft for it.
+    drafting = settings.drafting and (settings.candidates > 1 or state.get("best") is not None)
+    if drafting:  # drafts are not images: the round is as many as --candidates, whatever the image cap
         count = settings.candidates
         slots = range(state.get("draft_rounds", 0) * count + 1, (state.get("draft_rounds", 0) + 1) * count + 1)
     else:
@@ -50,7 +52,7 @@ def generate(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
     if (from_picture or (spec_for(settings.strategy).from_image and best)) and model.traits.img2img:
         init_image = str(image_path(state["run_dir"], 0)) if from_picture else (best or {})["path"]
         if model.traits.strength:
-            round_number = (first - 1) // settings.candidates + 1 if not settings.drafting else slots[0] // count + 1
+            round_number = state.get("draft_rounds", 0) + 1 if drafting else (first - 1) // settings.candidates + 1
             # The schedule reaches --initial-strength at round 2 (round 1 is text-to-image); a picture's round 1 too.
             used_strength = strength(
                 max(2, round_number), settings.max_iterations, settings.initial_strength, settings.final_strength
@@ -68,6 +70,7 @@ def generate(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
         scheduler=settings.scheduler,
     )
     ideas, calls = round_ideas(state, config, settings, count)
-    if settings.drafting:
+    if drafting:
         return {**draw_drafts(state, model, request, ideas, settings), "critic_calls": calls}
-    return {**draw_round(state, config, model, request, ideas, range(first, first + count)), "critic_calls": calls}
+    update = draw_round(state, config, model, request, ideas, range(first, first + count))
+    return {**update, "critic_calls": calls, **({"draft_rounds": 1} if settings.drafting else {})}

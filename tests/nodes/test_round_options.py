@@ -47,18 +47,18 @@ def test_distinct_ideas_give_each_candidate_its_own_proposed_idea(scripted, run_
 
 @pytest.mark.parametrize(("third", "margin"), [(6, 0.5), (5, 0.0)])
 def test_drafts_are_judged_first_and_only_a_winner_is_drawn_in_full(third, margin, scripted, run_settings, quiet):
-    # Round 1: its draft (5) meets no best, so it is drawn in full (judged 5). Round 2: the draft scores 4, below
-    # the best: no image, a miss. Round 3: the draft beats the best (or ties it, with margin 0) and its full
-    # image scores 6.
-    replies = [judge_reply(s) for s in (5, 5, 4, third, 6)]
+    # Round 1: a lone candidate with no best to beat is drawn in full at once (judged 5). Round 2: the draft
+    # scores 4, below the best: no image, a miss. Round 3: the draft beats the best (or ties it, with margin 0)
+    # and its full image scores 6.
+    replies = [judge_reply(s) for s in (5, 4, third, 6)]
     cache, critic = scripted(replies)
     settings = run_settings(strategy="climbing", draft_size=32, draft_margin=margin, max_iterations=3, final_pick=0)
     outcome = start_run(settings, models=cache, out=quiet)
     run = Path(outcome.run_dir)
     assert images_in(run) == ["01.png", "02.png"], "drafts are never numbered images"
     drafts = sorted(p.name for p in (run / "drafts").glob("*.png"))
-    assert drafts == ["001-1.png", "002-1.png", "003-1.png"]
-    assert Image.open(run / "drafts" / "001-1.png").size == (32, 32)
+    assert drafts == ["002-1.png", "003-1.png"]
+    assert Image.open(run / "drafts" / "002-1.png").size == (32, 32)
     assert Image.open(run / "01.png").size == (64, 64)
     missed = json.loads((run / "drafts" / "002-1.json").read_text())
     assert missed["score"] == 4 and f"not {margin:g} above the best's 5 (--draft-margin)" in missed["decision"]
@@ -71,11 +71,11 @@ def test_drafts_are_judged_first_and_only_a_winner_is_drawn_in_full(third, margi
     assert [h["iteration"] for h in outcome.values["history"]] == [1, 2]
     assert outcome.values["stop_reason"] == "reached --max-iterations 3 (rounds of drafts)"
     assert "rounds of drafts" in (run / "summary.txt").read_text()
-    assert len(roles(critic, "judge")) == 5
+    assert len(roles(critic, "judge")) == 4
 
 
 def test_a_run_of_missed_drafts_stops_on_patience(scripted, run_settings, quiet):
-    cache, _ = scripted([judge_reply(s) for s in (6, 6, 3, 6, 4)])  # a tie is no better: not drawn
+    cache, _ = scripted([judge_reply(s) for s in (6, 3, 6, 4)])  # a tie is no better: not drawn
     outcome = start_run(
         run_settings(strategy="climbing", draft_size=32, patience=3, max_iterations=10, final_pick=0),
         models=cache,
