@@ -418,7 +418,7 @@ CONFIGS: list[tuple[str, dict[str, Any]]] = [
     ("defaults, 5 images", {"rounds": 5}),
     ("defaults, 6 images", {"rounds": 6}),
     *[(f"distinct ideas x3, {n} images", {**IDEAS, "max_images": n}) for n in (3, 4, 6)],
-    *[(f"drafts, {n} rounds", {**DRAFTS, "rounds": n}) for n in (3, 4, 6, 8, 10)],
+    *[(f"drafts, {n} rounds", {**DRAFTS, "rounds": n}) for n in (2, 3, 4, 6, 8, 10)],
     *[(f"drafts, margin 0, {n} rounds", {**DRAFTS, "draft_margin": 0.0, "rounds": n}) for n in (4, 6)],
     *[(f"drafts, ideas x3, {n} rounds", {**DRAFTS, **IDEAS, "rounds": n}) for n in (2, 3, 4, 6)],
     ("plateau 0.1 (defaults)", {"plateau_cost": 0.1}),

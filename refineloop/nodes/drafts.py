@@ -3,8 +3,8 @@
 A draft is the same request as the image it stands for (prompt, seed, init image) with fewer denoising steps
 and/or a smaller size, so it costs a fraction of an image. The round's drafts are judged (refineloop.judges.drafts);
 the best is drawn in full, as the run's next image, only when its score beats the best's by --draft-margin, and
-that full image is judged and accepted as any other. Drafts live in the run folder's drafts/ with a JSON record
-each, never among the numbered images.
+that full image is judged and accepted as any other, with its draft's score pooled with its own as one more
+sample. Drafts live in the run folder's drafts/ with a JSON record each, never among the numbered images.
 """
 
 from __future__ import annotations
@@ -128,7 +128,9 @@ def draw_in_full(state: RefineState, config: RunnableConfig, winner: Candidate) 
     number = state["iteration"] + 1
     update = draw_round(view, config, model, request, [], range(number, number + 1))
     record = {"path": winner["path"], "score": winner.get("score"), **{k: draft.get(k) for k in draft_keys()}}
-    update["candidate"] = {**update["candidate"], "draft": record}
+    # The draft was a look at this very idea and seed: its judge samples count among the full image's, which the
+    # judge then adds its own look to (as --judge-samples would), so one noisy look does not decide alone.
+    update["candidate"] = {**update["candidate"], "draft": record, "samples": list(winner.get("samples") or [])}
     return {**update, "draft_winner": None}
 
 

@@ -67,7 +67,9 @@ def test_drafts_are_judged_first_and_only_a_winner_is_drawn_in_full(third, margi
     second = json.loads((run / "02.json").read_text())
     assert second["draft"]["path"] == str(run / "drafts" / "003-1.png") and second["draft"]["score"] == third
     assert second["seed"] == kept["seed"] and second["prompt"] == kept["prompt"]
-    assert second["score"] == 6 and outcome.values["best"]["iteration"] == 2
+    # The draft's look counts as one of the full image's samples.
+    assert second["samples"] == [third, 6] and second["score"] == (third + 6) / 2
+    assert outcome.values["best"]["iteration"] == 2
     assert [h["iteration"] for h in outcome.values["history"]] == [1, 2]
     assert outcome.values["stop_reason"] == "reached --max-iterations 3 (rounds of drafts)"
     assert "rounds of drafts" in (run / "summary.txt").read_text()
