@@ -569,6 +569,11 @@ def settings_warnings(settings: RunSettings) -> list[str]:
             f"--audit-model {settings.audit_model} is the run's own critic: its audit is not independent "
             "(name another model to guard against a judge being gamed)"
         )
+    if not settings.drafting and changed_flags(settings, "draft_margin"):
+        found.append(
+            "--draft-margin decides which drafts are drawn in full: without --draft-steps or --draft-size "
+            "there are none, and it is ignored"
+        )
     if spec.shape != "agent-router" and changed_flags(settings, "agent_router_calls"):
         found.append(f"--agent-router-calls bounds the agent's router: {strategy} has none and ignores it")
     return [f"warning: {line}" for line in found]

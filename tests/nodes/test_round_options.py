@@ -124,3 +124,10 @@ def test_bad_round_options_are_refused_in_one_line(flags, message, capsys, tmp_p
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err, err
     assert not any(tmp_path.iterdir()), "nothing is made before the settings are checked"
+
+
+def test_a_draft_margin_without_drafts_is_pointed_out():
+    from refineloop.settings import RunSettings, settings_warnings
+
+    assert any("--draft-margin" in line for line in settings_warnings(RunSettings(draft_margin=1.0)))
+    assert not settings_warnings(RunSettings(draft_margin=1.0, draft_size=64))
