@@ -504,6 +504,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown rows: {', '.join(unknown)}")
         table = run_world(name, noise, runs, args.iterations, max(1, args.jobs), rows)
         print_verdict(table)
+        print_needed(table)
     print(f"({time.perf_counter() - started:.0f} s)")
     return 0
 
@@ -528,6 +529,51 @@ def print_verdict(table: dict[str, list[Result]]) -> None:
             f"{mean(label, 'quality') - mean(equal_label, 'quality'):+7.2f} vs patience 10"
             f"{mean(label, 'images') / mean(seed_label, 'images') - 1:+6.0%} images"
         )
+
+
+#: A row of a budget sweep: its family, then the budget (", 4 images", ", 6 rounds").
+SWEEP = re.compile(r"(.*), (\d+) (?:images|rounds)")
+
+
+#: Rows that run a sweep's configuration to its end (10 rounds), as the sweep's last point.
+WHOLE_RUNS = {"defaults: climbing, patience 10": "defaults"}
+
+
+def images_needed(points: list[tuple[float, float]], target: float) -> float | None:
+    """The images a sweep needs to reach `target` quality, read off its (images, quality) points by linear
+    interpolation between the two that straddle it; None when no point of the sweep reaches it."""
+    points = sorted(points)
+    if points and points[0][1] >= target:
+        return points[0][0]
+    for (images, quality), (more, better) in zip(points, points[1:], strict=False):
+        if quality < target <= better:
+            return images + (more - images) * (target - quality) / (better - quality)
+    return None
+
+
+def print_needed(table: dict[str, list[Result]]) -> None:
+    """For each budget sweep among the rows, the images it needs for the quality of the seed's climbing with
+    patience 3 and with patience 10 (and how many the seed's climbing used for it)."""
+    sweeps: dict[str, list[tuple[float, float]]] = {}
+    for label, results in table.items():
+        match = SWEEP.fullmatch(label)
+        if match:
+            point = (statistics.fmean(r.images for r in results), statistics.fmean(r.quality for r in results))
+            sweeps.setdefault(match.group(1), []).append(point)
+        elif label in WHOLE_RUNS:
+            point = (statistics.fmean(r.images for r in results), statistics.fmean(r.quality for r in results))
+            sweeps.setdefault(WHOLE_RUNS[label], []).append(point)
+    for seed_label, patience in ((CONFIGS[0][0], 3), (CONFIGS[1][0], 10)):
+        target = statistics.fmean(r.quality for r in table[seed_label])
+        used = statistics.fmean(r.images for r in table[seed_label])
+        print(f"\nimages needed for the seed's climbing's {target:.2f} at patience {patience} (it used {used:.1f}):")
+        for family, points in sweeps.items():
+            needed = images_needed(points, target)
+            best = max(points, key=lambda p: p[1])
+            said = f"{needed:.1f}" if needed is not None else f"not reached (best {best[1]:.2f} with {best[0]:.1f})"
+            if needed is not None and needed == min(points)[0]:
+                said = f"at most {needed:.1f} (its smallest budget reaches it)"
+            print(f"  {family:<34}{said}")
 
 
 if __name__ == "__main__":
