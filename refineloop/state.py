@@ -171,6 +171,8 @@ class HistoryEntry(TypedDict, total=False):
     """Annealing temperature at this step, if any."""
     draw: float | None
     """Annealing's seeded uniform draw, when it decided a downhill move."""
+    round: int
+    """With drafts: the round this image was drawn in (rounds that ended at their drafts have no entry)."""
 
 
 def add_counts(left: dict[str, float] | None, right: dict[str, float] | None) -> dict[str, float]:

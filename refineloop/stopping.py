@@ -56,24 +56,37 @@ PLATEAU_HALF_LIFE = 4.0
 PLATEAU_MIN_ROUNDS = 3
 
 
-def expected_gain(history: list[HistoryEntry]) -> float:
+def expected_gain(history: list[HistoryEntry], rounds: int = 0) -> float:
     """The gain of the best's score one more round is expected to bring: the mean of the rounds' gains so far,
     recent rounds weighing more (the weight halves every PLATEAU_HALF_LIFE rounds back). A run that keeps
-    finding better images keeps a high estimate; one whose gains dried up sees it fall round by round."""
-    bests = [float(score) for e in history if (score := e.get("best_score")) is not None]
-    gains = [max(0.0, later - earlier) for earlier, later in zip(bests, bests[1:], strict=False)]
+    finding better images keeps a high estimate; one whose gains dried up sees it fall round by round. With
+    drafts, `rounds` counts every round, and those that ended at their drafts (no entry) gained nothing."""
+    gains = round_gains(history, rounds)
     if not gains:
         return math.inf
     weights = [float(0.5 ** ((len(gains) - 1 - k) / PLATEAU_HALF_LIFE)) for k in range(len(gains))]
     return sum(w * g for w, g in zip(weights, gains, strict=True)) / sum(weights)
 
 
+def round_gains(history: list[HistoryEntry], rounds: int = 0) -> list[float]:
+    """How much each round after the first raised the best's score (0 for a round that made no image)."""
+    scored = [(e.get("round"), float(s)) for e in history if (s := e.get("best_score")) is not None]
+    steps = [max(0.0, later - earlier) for (_, earlier), (_, later) in zip(scored, scored[1:], strict=False)]
+    if not rounds or any(at is None for at, _ in scored) or not scored:
+        return steps
+    gains = [0.0] * (rounds - int(scored[0][0] or 0))
+    for (at, _), gain in zip(scored[1:], steps, strict=True):
+        gains[int(at or 0) - int(scored[0][0] or 0) - 1] += gain
+    return gains
+
+
 def plateau_reason(state: RefineState, settings: RunSettings) -> str | None:
     """With --plateau-cost: stop once the last round missed and the expected gain per image is below its cost."""
     history = state.get("history") or []
-    if not settings.plateau_cost or state.get("misses", 0) < 1 or len(history) < PLATEAU_MIN_ROUNDS:
+    rounds = int(state.get("draft_rounds", 0))
+    if not settings.plateau_cost or state.get("misses", 0) < 1 or max(len(history), rounds) < PLATEAU_MIN_ROUNDS:
         return None
-    per_image = expected_gain(history) / max(1, settings.candidates)
+    per_image = expected_gain(history, rounds) / max(1, settings.candidates)
     if per_image >= settings.plateau_cost:
         return None
     return (

@@ -131,3 +131,15 @@ def test_a_draft_margin_without_drafts_is_pointed_out():
 
     assert any("--draft-margin" in line for line in settings_warnings(RunSettings(draft_margin=1.0)))
     assert not settings_warnings(RunSettings(draft_margin=1.0, draft_size=64))
+
+
+def test_rounds_that_end_at_their_drafts_count_as_rounds_without_gain_for_the_plateau(scripted, run_settings, quiet):
+    # Image 1 (5), a draft (7) drawn in full (7), then drafts that never beat it: no images, yet rounds.
+    cache, _ = scripted([judge_reply(s) for s in (5, 7, 7, *[6] * 10)])
+    settings = run_settings(strategy="climbing", draft_size=32, plateau_cost=0.3, max_iterations=12, final_pick=0)
+    outcome = start_run(settings, models=cache, out=quiet)
+    run = Path(outcome.run_dir)
+    assert images_in(run) == ["01.png", "02.png"]
+    assert outcome.values["stop_reason"].startswith("the best stopped improving")
+    assert outcome.values["draft_rounds"] == 6, "four rounds without gain bring a gain of 2 below 0.3 an image"
+    assert json.loads((run / "02.json").read_text())["round"] == 2
