@@ -536,7 +536,7 @@ SWEEP = re.compile(r"(.*), (\d+) (?:images|rounds)")
 
 
 #: Rows that run a sweep's configuration to its end (10 rounds), as the sweep's last point.
-WHOLE_RUNS = {"defaults: climbing, patience 10": "defaults"}
+WHOLE_RUNS = {"defaults: climbing, patience 10": "defaults", "plateau 0.1 (defaults)": "plateau 0.1"}
 
 
 def images_needed(points: list[tuple[float, float]], target: float) -> float | None:
