@@ -100,6 +100,9 @@ class Noise:
     """...by this much per point (diminishing returns)."""
     done_at: float = 9.5
     """The scorer says DONE when its perceived quality reaches this (9.5: a 10 after rounding)."""
+    draft: float = 0.5
+    """Extra spread of a draft's true quality around the full image of the same idea and seed (a draft drawn with
+    fewer steps shows the composition, not every detail)."""
 
 
 HARSH = Noise(
@@ -193,6 +196,10 @@ class World:
         return name
 
 
+#: The steps of a full image in the rows with drafts; a request with fewer is a draft.
+FULL_STEPS = 20
+
+
 class SimImageModel:
     """Draws an image whose true quality is its idea's plus seeded luck."""
 
@@ -206,10 +213,20 @@ class SimImageModel:
         return len(text.split())
 
     def generate(self, request: ImageRequest) -> list[Image.Image]:
+        """An image per seed; a draft (fewer than FULL_STEPS steps) sees the same idea and seed with extra noise."""
         ideas = re.findall(r"idea-[a-z0-9]+", request.prompt)
         idea = ideas[-1] if ideas else "idea-start"
         base, appeal = self.world.quality.get(idea, 3.0), self.world.appeal.get(idea, 0.0)
-        return [encode(base + _gauss(self.world.noise.image, "img", s), appeal) for s in request.seeds]
+        draft = request.steps is not None and request.steps < FULL_STEPS
+        return [
+            encode(
+                base
+                + _gauss(self.world.noise.image, "img", s)
+                + (_gauss(self.world.noise.draft, self.world.seed, "draft", idea, s) if draft else 0.0),
+                appeal,
+            )
+            for s in request.seeds
+        ]
 
     def generate_many(self, requests: Sequence[ImageRequest]) -> list[list[Image.Image]]:
         return [self.generate(request) for request in requests]
@@ -320,7 +337,8 @@ class SimCritic(BaseChatModel):
 @dataclass
 class Result:
     quality: float
-    images: int
+    images: float
+    """Full images made, plus each draft counted as --draft-cost of one."""
     critic_calls: int
     truly_best: bool
     gap: float
@@ -332,7 +350,7 @@ class Result:
     best: the ceiling of any pick whose judges share that view (appeal and persistent error included)."""
 
 
-def run_once(settings: RunSettings, seed: int, noise: Noise, folder: Path) -> Result:
+def run_once(settings: RunSettings, seed: int, noise: Noise, folder: Path, draft_cost: float = 0.25) -> Result:
     """One run through the real graph (no checkpointer: the loop's logic is what is measured here)."""
     world = World(seed, noise)
     cache = ModelCache()
@@ -348,7 +366,8 @@ def run_once(settings: RunSettings, seed: int, noise: Noise, folder: Path) -> Re
     done = str(values.get("stop_reason", "")).startswith("the critic said DONE")
     top = max(qualities)
     ideal = max(qualities, key=lambda q: world.seen.get(round(q, 3), q)) >= top - 1e-9
-    return Result(best, len(qualities), values.get("critic_calls", 0), best >= top - 1e-9, top - best, done, ideal)
+    images = len(qualities) + draft_cost * len(list(folder.glob("drafts/*.png")))
+    return Result(best, images, values.get("critic_calls", 0), best >= top - 1e-9, top - best, done, ideal)
 
 
 #: The seed's own judging: no final pick, the first DONE stops the run, one cold score an image, patience 3, and
@@ -357,6 +376,13 @@ SEEDS = {"final_pick": 0, "confirm_done": False, "patience": 3, "sideways": Fals
 #: refineloop's judging before this bench chose the defaults: a final pick of 4, DONE confirmed, patience 3, no
 #: sideways moves.
 OLD = {"patience": 3, "sideways": False}
+
+#: Drafts at a quarter of a full image's steps (the sim draws a request with fewer than FULL_STEPS as a draft).
+DRAFTS = {"steps": FULL_STEPS, "draft_steps": FULL_STEPS // 4}
+#: Three candidates a round, each on its own idea.
+IDEAS = {"candidates": 3, "distinct_ideas": True}
+#: What a draft costs, in images, in the "images" column (--draft-cost; set before the workers fork).
+DRAFT_COST = [0.25]
 
 #: (label, settings) of every row. "seed's" rows judge and climb as the seed does; "defaults" rows take
 #: refineloop's defaults for what they do not name (climbing with sideways moves and patience 10, a final pick of
@@ -391,6 +417,13 @@ CONFIGS: list[tuple[str, dict[str, Any]]] = [
     ("defaults, 4 images", {"rounds": 4}),
     ("defaults, 5 images", {"rounds": 5}),
     ("defaults, 6 images", {"rounds": 6}),
+    *[(f"distinct ideas x3, {n} images", {**IDEAS, "max_images": n}) for n in (3, 4, 6)],
+    *[(f"drafts, {n} rounds", {**DRAFTS, "rounds": n}) for n in (2, 3, 4, 6, 8, 10)],
+    *[(f"drafts, margin 0, {n} rounds", {**DRAFTS, "draft_margin": 0.0, "rounds": n}) for n in (4, 6)],
+    *[(f"drafts, ideas x3, {n} rounds", {**DRAFTS, **IDEAS, "rounds": n}) for n in (2, 3, 4, 6)],
+    ("plateau 0.1 (defaults)", {"plateau_cost": 0.1}),
+    ("plateau 0.1, 6 images", {"plateau_cost": 0.1, "rounds": 6}),
+    ("drafts + plateau 0.1", {**DRAFTS, "plateau_cost": 0.1}),
 ]
 
 
@@ -400,7 +433,7 @@ def _one(job: tuple[str, dict[str, Any], int, dict[str, float], int, str]) -> Re
     rounds = knobs.pop("rounds", iterations)
     base = RunSettings(image_model="sim", eval_model="sim", goal="a simulated goal", max_iterations=rounds, **knobs)
     folder = Path(tmp) / f"{hashlib.sha256(label.encode()).hexdigest()[:10]}-{seed}"
-    return run_once(base, seed, Noise(**noise), folder)
+    return run_once(base, seed, Noise(**noise), folder, DRAFT_COST[0])
 
 
 def run_world(
@@ -432,7 +465,7 @@ def row(label: str, results: list[Result]) -> str:
     done = f"{len(dones) / len(results):.0%}"
     return (
         f"{label:<34}{statistics.fmean(r.quality for r in results):>8.2f}"
-        f"{statistics.fmean(r.images for r in results):>8.1f}"
+        f"{statistics.fmean(r.images for r in results):>8.2f}"
         f"{statistics.fmean(r.critic_calls for r in results):>7.1f}"
         f"{statistics.fmean(r.truly_best for r in results):>12.0%}"
         f"{statistics.fmean(r.gap for r in results):>7.2f}"
@@ -446,6 +479,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=10, help="rounds per run (default 10)")
     parser.add_argument("--world", choices=("both", *WORLDS), default="both", help="which world (default both)")
     parser.add_argument("--jobs", type=int, default=min(2, multiprocessing.cpu_count()), help="worker processes")
+    parser.add_argument(
+        "--draft-cost", type=float, default=0.25, help="a draft's cost in images (default 0.25: its share of steps)"
+    )
     parser.add_argument("--quick", action="store_true", help="3 runs per row, to prove it works")
     parser.add_argument(
         "--rows", default="", help="only these rows (labels, separated by ;), with the seed's two climbing rows"
@@ -456,6 +492,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     args = parser.parse_args(argv)
     runs = 3 if args.quick else args.runs
+    DRAFT_COST[0] = args.draft_cost
     # An assumption given as a flag replaces the world's own, so a critic's measured habits can be tried.
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Noise) if getattr(args, f.name) is not None}
     started = time.perf_counter()
@@ -467,6 +504,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown rows: {', '.join(unknown)}")
         table = run_world(name, noise, runs, args.iterations, max(1, args.jobs), rows)
         print_verdict(table)
+        print_needed(table)
     print(f"({time.perf_counter() - started:.0f} s)")
     return 0
 
@@ -491,6 +529,51 @@ def print_verdict(table: dict[str, list[Result]]) -> None:
             f"{mean(label, 'quality') - mean(equal_label, 'quality'):+7.2f} vs patience 10"
             f"{mean(label, 'images') / mean(seed_label, 'images') - 1:+6.0%} images"
         )
+
+
+#: A row of a budget sweep: its family, then the budget (", 4 images", ", 6 rounds").
+SWEEP = re.compile(r"(.*), (\d+) (?:images|rounds)")
+
+
+#: Rows that run a sweep's configuration to its end (10 rounds), as the sweep's last point.
+WHOLE_RUNS = {"defaults: climbing, patience 10": "defaults", "plateau 0.1 (defaults)": "plateau 0.1"}
+
+
+def images_needed(points: list[tuple[float, float]], target: float) -> float | None:
+    """The images a sweep needs to reach `target` quality, read off its (images, quality) points by linear
+    interpolation between the two that straddle it; None when no point of the sweep reaches it."""
+    points = sorted(points)
+    if points and points[0][1] >= target:
+        return points[0][0]
+    for (images, quality), (more, better) in zip(points, points[1:], strict=False):
+        if quality < target <= better:
+            return images + (more - images) * (target - quality) / (better - quality)
+    return None
+
+
+def print_needed(table: dict[str, list[Result]]) -> None:
+    """For each budget sweep among the rows, the images it needs for the quality of the seed's climbing with
+    patience 3 and with patience 10 (and how many the seed's climbing used for it)."""
+    sweeps: dict[str, list[tuple[float, float]]] = {}
+    for label, results in table.items():
+        match = SWEEP.fullmatch(label)
+        if match:
+            point = (statistics.fmean(r.images for r in results), statistics.fmean(r.quality for r in results))
+            sweeps.setdefault(match.group(1), []).append(point)
+        elif label in WHOLE_RUNS:
+            point = (statistics.fmean(r.images for r in results), statistics.fmean(r.quality for r in results))
+            sweeps.setdefault(WHOLE_RUNS[label], []).append(point)
+    for seed_label, patience in ((CONFIGS[0][0], 3), (CONFIGS[1][0], 10)):
+        target = statistics.fmean(r.quality for r in table[seed_label])
+        used = statistics.fmean(r.images for r in table[seed_label])
+        print(f"\nimages needed for the seed's climbing's {target:.2f} at patience {patience} (it used {used:.1f}):")
+        for family, points in sweeps.items():
+            needed = images_needed(points, target)
+            best = max(points, key=lambda p: p[1])
+            said = f"{needed:.1f}" if needed is not None else f"not reached (best {best[1]:.2f} with {best[0]:.1f})"
+            if needed is not None and needed == min(points)[0]:
+                said = f"at most {needed:.1f} (its smallest budget reaches it)"
+            print(f"  {family:<34}{said}")
 
 
 if __name__ == "__main__":

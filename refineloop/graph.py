@@ -28,7 +28,7 @@ persistence and refuses a graph that has one); the CLI compiles with SQLite via 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from langgraph.graph import END, START, StateGraph
@@ -49,7 +49,7 @@ from refineloop.nodes.summarize import summarize
 from refineloop.run_view import in_run_view
 from refineloop.settings import RunSettings
 from refineloop.state import RefineState, RunInput
-from refineloop.stopping import route_after_accept
+from refineloop.stopping import route_after_accept, route_after_evaluate
 from refineloop.strategies import STRATEGY_SPECS, Shape, StrategySpec, strategy_names
 
 #: A graph under construction: any of the three states, the run's settings as context, the run's input.
@@ -83,7 +83,11 @@ def build_loop(spec: StrategySpec) -> Builder:
     builder.add_conditional_edges("setup", after_setup_loop)  # --init-image: the user's picture is judged first
     builder.add_edge("baseline", "generate")
     builder.add_edge("generate", "evaluate")
-    builder.add_edge("evaluate", accept)
+    # With drafts, a round's winning draft goes back to be drawn in full, and a round none of whose drafts
+    # reached the best routes on as a miss (refineloop.stopping.route_after_evaluate).
+    after_evaluate: dict[Hashable, str] = {"accept": accept, "generate": "generate", "stop": "stop"}
+    after_evaluate.update(summarize="summarize", propose="propose")
+    builder.add_conditional_edges("evaluate", route_after_evaluate, after_evaluate)
     builder.add_conditional_edges(accept, route_after_accept)
     builder.add_edge("propose", "summarize")
     # A conditional edge rather than a review node that passes: with review off no super-step is added.

@@ -178,6 +178,29 @@ class RunSettings:
         "JPEG; the PNG on disk stays full size and lossless).",
     )
     candidates: int = _knob(1, "Images drawn per round (best-of-N, one batched call); the best-judged competes.")
+    distinct_ideas: bool = _knob(
+        False,
+        "With --candidates N: every image of a round after the first follows an idea of its own, asked of the "
+        "proposer (told the round's other ideas, so it looks elsewhere), instead of N seeds of one prompt; the first "
+        "round, with no image to propose from, still draws N seeds of the start prompt.",
+    )
+    draft_steps: int = _knob(
+        0,
+        "Judge each round's candidates from a cheap draft drawn with this many denoising steps (fewer than --steps), "
+        "then draw only the best draft in full, with its seed and prompt, when its score beats the best's by "
+        "--draft-margin; a round whose best draft falls short makes no full image and counts as a miss. Drafts are "
+        "kept in drafts/, never as the run's images. 0: no drafts.",
+    )
+    draft_margin: float = _knob(
+        0.5,
+        "With drafts: how far a round's best draft must score above the best image for its full image to be drawn "
+        "(0.5: strictly higher on the critic's whole-number scale; 0: a tie is enough).",
+    )
+    draft_size: int = _knob(
+        0,
+        "With drafts: the longest side, in pixels, of each draft (a multiple of 8; the run's aspect); a draft "
+        "smaller than the image costs less. Given alone it turns drafts on at the run's steps. 0: the run's size.",
+    )
     final_pick: int = _knob(
         4,
         "At the stop, the K highest-scored images (the best among them, and up to K more tied with the K-th) meet "
@@ -195,6 +218,12 @@ class RunSettings:
         "the end, in both orders; empty: no audit.",
     )
     audit_every: bool = _knob(False, "With --audit-model: the auditor also scores every image as it is judged.")
+    plateau_cost: float = _knob(
+        0.0,
+        "Stop when the best has stopped improving and the gain one more image is expected to bring, estimated from "
+        "the run's own gains so far (recent rounds weigh more), falls below this many score points (e.g. 0.1), the "
+        "cost of an image in points; 0 turns it off.",
+    )
     max_images: int = _knob(0, "Budget: stop after this many images in all; 0 means no budget.")
     max_critic_calls: int = _knob(0, "Budget: stop after this many critic calls in all; 0 means no budget.")
     max_seconds: float = _knob(0.0, "Budget: stop after this much working time, in seconds; 0 means no budget.")
@@ -226,6 +255,15 @@ class RunSettings:
         rounds = self.max_iterations if self.max_iterations > 0 else self.safety_cap
         cap = rounds * self.candidates
         return min(cap, self.max_images) if self.max_images > 0 else cap
+
+    @property
+    def drafting(self) -> bool:
+        """Whether rounds are judged from drafts first (--draft-steps or --draft-size)."""
+        return self.draft_steps > 0 or self.draft_size > 0
+
+    def round_cap(self) -> int:
+        """The most rounds this run may make (--max-iterations, or the safety cap when it is 0)."""
+        return self.max_iterations if self.max_iterations > 0 else self.safety_cap
 
     def validate(self) -> RunSettings:
         """Check every knob; raise SettingsError with a one-line fix for the first bad one.
@@ -438,6 +476,36 @@ def _check_combinations(settings: RunSettings) -> None:
         f"--judge pairwise compares the new image with the one it must beat, but {settings.strategy} keeps every "
         f"image: use --strategy {_either(strategy_names('comparing'))}, or --judge score",
     )
+    _check_rounds(settings)
+
+
+def _check_rounds(settings: RunSettings) -> None:
+    """The options that change what a round draws: distinct ideas need several candidates, drafts a strategy
+    that keeps only an image beating the best (a draft that falls short is a miss) and fewer steps than the
+    image's own."""
+    _check(
+        not settings.distinct_ideas or settings.candidates > 1,
+        "--distinct-ideas gives each of a round's candidates its own idea: add --candidates 2 or more",
+    )
+    if not settings.drafting:
+        return
+    spec = spec_for(settings.strategy)
+    screened = tuple(n for n in strategy_names("comparing") if _screens_drafts(n))
+    _check(
+        _screens_drafts(settings.strategy),
+        f"--draft-steps and --draft-size screen candidates for a strategy that keeps only an image beating the best, "
+        f"which {spec.name} does not: use --strategy {_either(screened)}, or drop the draft options",
+    )
+    _check(
+        settings.steps is None or settings.draft_steps < settings.steps,
+        f"--draft-steps {settings.draft_steps} is not fewer than --steps {settings.steps}: a draft must be cheaper "
+        "than the image (try a quarter of --steps)",
+    )
+
+
+def _screens_drafts(strategy: str) -> bool:
+    spec = spec_for(strategy)
+    return spec.shape == "loop" and spec.comparing and spec.compares_with == "best"
 
 
 def _either(names: tuple[str, ...]) -> str:
@@ -500,6 +568,11 @@ def settings_warnings(settings: RunSettings) -> list[str]:
         found.append(
             f"--audit-model {settings.audit_model} is the run's own critic: its audit is not independent "
             "(name another model to guard against a judge being gamed)"
+        )
+    if not settings.drafting and changed_flags(settings, "draft_margin"):
+        found.append(
+            "--draft-margin decides which drafts are drawn in full: without --draft-steps or --draft-size "
+            "there are none, and it is ignored"
         )
     if spec.shape != "agent-router" and changed_flags(settings, "agent_router_calls"):
         found.append(f"--agent-router-calls bounds the agent's router: {strategy} has none and ignores it")

@@ -56,6 +56,8 @@ class Candidate(TypedDict, total=False):
     (orders that named no winner), "flipped": bool}."""
     verdict: Verdict
     """DONE (cannot get better), CONTINUE, or unknown (unparseable reply)."""
+    draft: dict[str, Any]
+    """With drafts: the draft this image was drawn in full from ({"path", "score", "steps", "width", "height"})."""
     critique: str
     """What the critic saw."""
     next_idea: str
@@ -169,6 +171,8 @@ class HistoryEntry(TypedDict, total=False):
     """Annealing temperature at this step, if any."""
     draw: float | None
     """Annealing's seeded uniform draw, when it decided a downhill move."""
+    round: int
+    """With drafts: the round this image was drawn in (rounds that ended at their drafts have no entry)."""
 
 
 def add_counts(left: dict[str, float] | None, right: dict[str, float] | None) -> dict[str, float]:
@@ -230,6 +234,14 @@ class RefineState(TypedDict, total=False):
     """The newest image (the best-judged of its round), waiting for evaluation and acceptance."""
     batch: Annotated[list[Candidate], SetValue()]
     """Every image of the current round (more than one with --candidates)."""
+    drafts: Annotated[list[Candidate], SetValue()]
+    """With --draft-steps/--draft-size: the round's drafts waiting to be judged (empty once they are)."""
+    draft_winner: Annotated[Candidate | None, SetValue()]
+    """With drafts: the round's best draft, which reached the best's score, waiting to be drawn in full."""
+    draft_missed: bool
+    """With drafts: whether the round just judged ended at its drafts (none reached the best's score: a miss)."""
+    draft_rounds: Annotated[int, operator.add]
+    """With drafts: rounds drawn so far (a round whose drafts all fall short makes no image, yet is a round)."""
     current: Annotated[Candidate | None, SetValue()]
     """Where the walk stands (annealing and greedy may hold a worse image than best)."""
     best: Annotated[Candidate | None, SetValue()]

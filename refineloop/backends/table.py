@@ -63,6 +63,8 @@ class Backend:
     """Whether it can start an image from another (img2img strategy, --init-image)."""
     samplers: bool = False
     """Whether `--scheduler` can choose its sampler."""
+    steps: bool = True
+    """Whether it draws with the run's denoising steps (`--steps`), so `--draft-steps` makes a cheaper draft."""
 
 
 @dataclass
@@ -127,6 +129,11 @@ class BackendTable:
             raise SettingsError(
                 f"--scheduler {settings.scheduler} needs an image model that samples ({takers}); {image.name} "
                 "draws without a sampler: drop --scheduler"
+            )
+        if settings.draft_steps and image is not None and not image.steps:
+            raise SettingsError(
+                f"--draft-steps needs an image model that draws in steps; {image.name} has none: use --draft-size "
+                "for cheaper drafts, or drop --draft-steps"
             )
         starts_from_picture = bool(settings.init_image) or spec_for(settings.strategy).from_image
         if image is not None and not image.img2img and starts_from_picture:

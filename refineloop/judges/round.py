@@ -63,6 +63,10 @@ def judge_round(j: Judging, state: Mapping[str, Any]) -> dict[str, Any]:
         record_rescore(j.run_dir, *rescored, at=batch[0]["iteration"])
     if len(judged) > 1:
         update["batch"] = judged
+    if j.settings.distinct_ideas:  # the ideas that lost the round: the proposer is told to look elsewhere
+        lost = list(dict.fromkeys(c["idea"] for c in judged if c["idea"] and c["idea"] != chosen["idea"]))
+        if lost:
+            update["failed_ideas"] = lost
     update["candidate"] = chosen
     update.update(round_extras(judged, j, checklist))
     return update

@@ -56,6 +56,8 @@ def apply_decision(state: RefineState, decided: Decision) -> dict[str, Any]:
         "temperature": decided.temperature,
         "draw": decided.draw,
     }
+    if state.get("draft_rounds"):
+        entry["round"] = state["draft_rounds"]
     save_json({**candidate, **entry}, sidecar_path(state["run_dir"], candidate["iteration"]))
     update = {
         "current": current,

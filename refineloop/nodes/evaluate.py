@@ -15,6 +15,7 @@ from langchain_core.runnables import RunnableConfig
 from refineloop.backends.model_cache import models_for
 from refineloop.budgets import critic_calls_left
 from refineloop.judges.base import Budget, Judging
+from refineloop.judges.drafts import judge_drafts
 from refineloop.judges.round import judge_round
 from refineloop.run_folder.round_files import remake_missing, wait_for_round
 from refineloop.settings import RunSettings
@@ -29,7 +30,8 @@ def evaluate(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
     settings = RunSettings.from_state(state["settings"])
     budget = Budget(critic_calls_left(state, settings))
     judging = Judging(models_for(config), settings, Task.from_dict(state["task"]), state["run_dir"], budget)
-    update = judge_round(judging, state)
+    # With drafts, a round is judged twice: its drafts (which one earns a full image), then that image.
+    update = judge_drafts(judging, state) if state.get("drafts") else judge_round(judging, state)
     update.update(critic_calls=budget.used, seconds=time.perf_counter() - started)
     wait_for_round(state)  # the checkpoint after this node must never name an image that is not on disk
     return update

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 
-from refineloop.backends.chat import critic_images
 from refineloop.backends.image.protocol import ImageRequest
 from refineloop.backends.model_cache import models_for
-from refineloop.files.trace import append_trace
-from refineloop.progress_events import drawing
+from refineloop.nodes.drafts import draw_drafts, draw_in_full
+from refineloop.nodes.round_draw import draw_round
+from refineloop.nodes.round_ideas import round_ideas
 from refineloop.prompt_text import compose_prompt
-from refineloop.run_folder import image_writer
 from refineloop.run_folder.image_files import image_path
-from refineloop.run_folder.round_files import provenance_info
 from refineloop.schedules import image_seed, strength
 from refineloop.settings import RunSettings
-from refineloop.state import Candidate, RefineState
+from refineloop.state import RefineState
 from refineloop.strategies import spec_for
 from refineloop.tasks import Task
 
@@ -28,14 +25,26 @@ def generate(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
 
     Images are numbered on from state.iteration; each has its own seed derived from the run seed and its
     number, so any image can be remade alone. Their PNGs are written by the writer thread while the critic
-    judges them from memory (refineloop.run_folder.image_writer); `evaluate` waits for the files.
+    judges them from memory (refineloop.run_folder.image_writer); `evaluate` waits for the files. With
+    --distinct-ideas each candidate after the first follows an idea of its own (refineloop.nodes.round_ideas);
+    with drafts the round is drawn as drafts first, and the one that earns it is drawn in full on the next call
+    (refineloop.nodes.drafts).
     """
     settings = RunSettings.from_state(state["settings"])
     task = Task.from_dict(state["task"])
     model = models_for(config).image_model(settings)
+    winner = state.get("draft_winner")
+    if winner:
+        return draw_in_full(state, config, winner)
     first = state["iteration"] + 1
-    count = max(1, min(settings.candidates, settings.image_cap() - state["iteration"]))
-    numbers = range(first, first + count)
+    # A lone candidate with no best to beat would be drawn in full whatever its draft scored: no draft for it.
+    drafting = settings.drafting and (settings.candidates > 1 or state.get("best") is not None)
+    if drafting:  # drafts are not images: the round is as many as --candidates, whatever the image cap
+        count = settings.candidates
+        slots = range(state.get("draft_rounds", 0) * count + 1, (state.get("draft_rounds", 0) + 1) * count + 1)
+    else:
+        count = max(1, min(settings.candidates, settings.image_cap() - state["iteration"]))
+        slots = range(first, first + count)
     best = state.get("best")
     init_image, used_strength = None, None
     # The user's own picture (--init-image, image 0) starts the first round, whatever the strategy.
@@ -43,7 +52,7 @@ def generate(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
     if (from_picture or (spec_for(settings.strategy).from_image and best)) and model.traits.img2img:
         init_image = str(image_path(state["run_dir"], 0)) if from_picture else (best or {})["path"]
         if model.traits.strength:
-            round_number = (first - 1) // settings.candidates + 1
+            round_number = state.get("draft_rounds", 0) + 1 if drafting else (first - 1) // settings.candidates + 1
             # The schedule reaches --initial-strength at round 2 (round 1 is text-to-image); a picture's round 1 too.
             used_strength = strength(
                 max(2, round_number), settings.max_iterations, settings.initial_strength, settings.final_strength
@@ -51,7 +60,7 @@ def generate(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
     request = ImageRequest(
         prompt=compose_prompt(task.subject, state["prompt"]),
         negative_prompt=task.negative_prompt if model.traits.negative_prompt else "",
-        seeds=tuple(image_seed(settings.seed or 0, n, settings.first_seed) for n in numbers),
+        seeds=tuple(image_seed(settings.seed or 0, n, settings.first_seed) for n in slots),
         init_image=init_image,
         strength=used_strength,
         width=settings.width,
@@ -60,50 +69,8 @@ def generate(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
         guidance=settings.guidance,
         scheduler=settings.scheduler,
     )
-    started = time.perf_counter()
-    label = f"image {first}" if count == 1 else f"images {first}-{first + count - 1}"
-    with drawing(label):
-        images = model.generate(request)
-    batch: list[Candidate] = []
-    for number, seed, image in zip(numbers, request.seeds, images, strict=True):
-        path = image_path(state["run_dir"], number)
-        critic_images.remember(path, image)  # the critic reads it from memory, not back from disk
-        info = provenance_info(state, config, settings, task, model, request, number, seed, image)
-        image_writer.save_later(path, image, info)
-        batch.append(
-            {
-                "iteration": number,
-                "path": str(path),
-                "prompt": request.prompt,
-                "idea": state["idea"],
-                "seed": seed,
-                "strength": used_strength,
-                "init_image": init_image,
-                "score": None,
-                "verdict": "unknown",
-                "critique": "",
-                "next_idea": "",
-            }
-        )
-    seconds = time.perf_counter() - started
-    append_trace(
-        state["run_dir"],
-        {
-            "kind": "image",
-            "iteration": first,
-            "images": [c["iteration"] for c in batch],
-            "model": model.name,
-            "prompt": request.prompt,
-            "negative_prompt": request.negative_prompt,
-            "seed": request.seeds[0],
-            "seeds": list(request.seeds),
-            "init_image": init_image,
-            "strength": used_strength,
-            "path": batch[0]["path"],
-            "seconds": round(seconds, 4),
-        },
-    )
-    update: dict[str, Any] = {"iteration": first + count - 1, "candidate": batch[0], "seconds": seconds}
-    if count > 1:
-        update["batch"] = batch  # one image needs no batch: every checkpoint would carry the copy
-    return update
+    ideas, calls = round_ideas(state, config, settings, count)
+    if drafting:
+        return {**draw_drafts(state, model, request, ideas, settings), "critic_calls": calls}
+    update = draw_round(state, config, model, request, ideas, range(first, first + count))
+    return {**update, "critic_calls": calls, **({"draft_rounds": 1} if settings.drafting else {})}

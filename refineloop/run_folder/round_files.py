@@ -7,6 +7,7 @@ after it names only files that exist.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from langchain_core.runnables import RunnableConfig
@@ -87,11 +88,16 @@ def remake_missing(state: RefineState, config: RunnableConfig) -> None:
         guidance=settings.guidance,
         scheduler=settings.scheduler,
     )
-    remade = dict(zip((c["iteration"] for c in round_), model.generate(request), strict=True))
+    # A round of distinct ideas (--distinct-ideas) was drawn one request per prompt: it is remade the same way.
+    requests = [dataclasses.replace(request, prompt=c["prompt"], seeds=(c["seed"],)) for c in round_]
+    distinct = len({c["prompt"] for c in round_}) > 1
+    pictures = [p for drawn in model.generate_many(requests) for p in drawn] if distinct else model.generate(request)
+    remade = dict(zip((c["iteration"] for c in round_), pictures, strict=True))
     for candidate in missing:
         number, picture = candidate["iteration"], remade[candidate["iteration"]]
         critic_images.remember(candidate["path"], picture)
-        info = provenance_info(state, config, settings, task, model, request, number, candidate["seed"], picture)
+        view: RefineState = {**state, "idea": candidate.get("idea", state["idea"])} if distinct else state
+        info = provenance_info(view, config, settings, task, model, request, number, candidate["seed"], picture)
         image_writer.save_later(candidate["path"], picture, info)
     append_trace(state["run_dir"], {"kind": "remade", "images": [c["iteration"] for c in missing]})
     image_writer.wait_for([c["path"] for c in missing])

@@ -175,3 +175,28 @@ def test_ctrl_c_interrupts_the_server_and_the_run_resumes(workflow_file, tmp_pat
         p["3"]["inputs"]["seed"] for p in fake.prompts[:2]
     ]
     assert sys.platform != "win32"
+
+
+def test_drafts_are_queued_with_fewer_steps_and_the_winner_again_in_full(workflow_file, tmp_path):
+    out = tmp_path / "run"
+    with fake_comfyui() as (fake, url):
+        flags = (
+            "--max-iterations",
+            "1",
+            "--candidates",
+            "2",
+            "--steps",
+            "8",
+            "--draft-steps",
+            "2",
+            "--final-pick",
+            "0",
+        )
+        assert run(workflow_file, url, out, *flags) == 0
+    steps = [w["3"]["inputs"]["steps"] for w in fake.prompts]
+    assert steps == [2, 2, 8], "two drafts, then the winner in full"
+    draft_seeds = [seed for _, seed, _ in sent(fake)[:2]]
+    record = read_provenance(out / "01.png")
+    assert record["steps"] == 8 and record["seed"] in draft_seeds and record["seed"] == sent(fake)[2][1]
+    assert sorted(p.name for p in (out / "drafts").glob("*.png")) == ["001-1.png", "001-2.png"]
+    assert not (out / "02.png").exists()

@@ -102,3 +102,42 @@ def test_an_uncached_hub_id_fails_fast_offline(tmp_path, monkeypatch):
     result = refineloop("run", "--image-model", "hf:nobody/no-such-model", "--output-dir", "r", cwd=tmp_path)
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert "nobody/no-such-model" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_draft_is_the_same_pipeline_with_fewer_steps_and_its_winner_the_image_a_plain_run_draws(
+    tmp_path, tiny_sd_dir, fake
+):
+    # Two candidates, so the first round has drafts to choose between: both drafts, then the winner in full.
+    fake.script([judge_json(4), judge_json(5), judge_json(5)], role="judge")
+    args = ["run", "--image-model", str(tiny_sd_dir), "--eval-model", "ollama:llava:7b", "--ollama-url", fake.url]
+    args += ["--steps", "3", "--max-iterations", "1", "--seed", "9", "--final-pick", "0", "--critic-concurrency", "1"]
+    drafts = ("--candidates", "2", "--draft-steps", "1", "--draft-size", "32")
+    drafted = refineloop(*args, *drafts, "--output-dir", "d", cwd=tmp_path)
+    assert drafted.returncode == 0, drafted.stdout + drafted.stderr
+    fake.script([judge_json(5)], role="judge")
+    plain = [
+        "--candidates",
+        "1",
+        "--max-images",
+        "1",
+        "--first-seed",
+        str(json.loads((tmp_path / "d" / "01.json").read_text())["seed"]),
+    ]
+    assert refineloop(*args, *plain, "--output-dir", "plain", cwd=tmp_path).returncode == 0
+    run = tmp_path / "d"
+    assert images_in(run) == ["01.png"]
+    trace = [json.loads(line) for line in (run / "trace.jsonl").read_text().splitlines()]
+    (drafts,) = [t for t in trace if t["kind"] == "drafts"]
+    assert (drafts["steps"], drafts["width"], drafts["height"]) == (1, 32, 32)
+    assert {p.name for p in (run / "drafts").glob("*.png")} == {"001-1.png", "001-2.png"}
+    record = json.loads((run / "01.json").read_text())
+    assert record["draft"] == {
+        "path": str(run / "drafts" / "001-2.png"),
+        "score": 5,
+        "round": 1,
+        "steps": 1,
+        "width": 32,
+        "height": 32,
+    }
+    assert record["seed"] == json.loads((run / "drafts" / "001-2.json").read_text())["seed"]
+    assert same_image(run / "01.png", tmp_path / "plain" / "01.png"), "the full image is the draft's seed and prompt"

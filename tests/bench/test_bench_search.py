@@ -73,3 +73,34 @@ def test_the_defaults_row_is_the_settings_defaults(bench):
         4,
         True,
     )
+
+
+def test_a_simulated_draft_is_its_full_image_plus_noise_and_costs_a_fraction(bench, tmp_path):
+    from refineloop.backends.image.protocol import ImageRequest
+
+    world = bench.World(5, bench.Noise(draft=0.5))
+    model = bench.SimImageModel(world)
+    full = ImageRequest(prompt="idea-start", negative_prompt="", seeds=(1, 2, 3), steps=bench.FULL_STEPS)
+    draft = ImageRequest(prompt="idea-start", negative_prompt="", seeds=(1, 2, 3), steps=bench.FULL_STEPS // 4)
+    images, drafts = [[bench.decode_both(_png(i))[0] for i in model.generate(r)] for r in (full, draft)]
+    assert images == [bench.decode_both(_png(i))[0] for i in model.generate(full)], "a full image is its seed's"
+    gaps = [d - i for d, i in zip(drafts, images, strict=True)]
+    assert all(gap != 0 for gap in gaps) and all(abs(gap) < 3 for gap in gaps)
+    knobs = dict(bench.CONFIGS)["drafts, 4 rounds"]
+    settings = bench.RunSettings(
+        image_model="sim",
+        eval_model="sim",
+        goal="a simulated goal",
+        max_iterations=4,
+        **{k: v for k, v in knobs.items() if k != "rounds"},
+    )
+    result = bench.run_once(settings, 3, bench.Noise(), tmp_path / "run", draft_cost=0.25)
+    made = len(list((tmp_path / "run").glob("[0-9]*.png")))
+    sketched = len(list((tmp_path / "run" / "drafts").glob("*.png")))
+    assert sketched >= 3 and result.images == made + 0.25 * sketched
+
+
+def _png(image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

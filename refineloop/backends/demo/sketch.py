@@ -324,4 +324,5 @@ SKETCH_BACKEND = Backend(
     claims=fixed("sketch"),
     check=_check_sketch,
     load=_load_sketch,
+    steps=False,
 )

@@ -51,9 +51,12 @@ def _load(spec: str, settings: RunSettings) -> ComfyImageModel:
     for flag, value, slot in (
         ("--steps", settings.steps, placement.steps),
         ("--guidance", settings.guidance, placement.guidance),
+        ("--draft-steps", settings.draft_steps or None, placement.steps),
     ):
         if value is not None and slot is None:
             raise ModelError(f"{flag} has no place in {path.name} (sampler {placement.sampler}): drop {flag}")
+    if settings.draft_size and placement.size is None:
+        raise ModelError(f"--draft-size has no place in {path.name} (it starts from a picture): drop --draft-size")
     if placement.size is None and (settings.width is None or settings.height is None):
         raise ModelError(
             f"{path.name} starts from a picture (node {placement.image.node if placement.image else '?'}): pass "
