@@ -8,6 +8,7 @@ import re
 import subprocess
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ import pytest
 from refineloop.backends.demo.sketch import SketchImageModel
 from refineloop.backends.image.protocol import ImageRequest
 from refineloop.cli.run_commands import start_run
+from refineloop.outputs import report
 from tests.conftest import judge_reply, wait_for
 from tests.outputs.test_report import CHROMIUM_FLAGS, Page, find_chromium
 
@@ -45,7 +47,10 @@ class PeekingSketch(SketchImageModel):
         return super().generate(request)
 
 
-def test_the_report_follows_the_run_and_stops_reloading_when_done(scripted, run_settings, quiet, tmp_path):
+def test_the_report_follows_the_run_and_stops_reloading_when_done(scripted, run_settings, quiet, tmp_path, monkeypatch):
+    # The throttle's share is raised so that a slow write on a loaded machine cannot skip a rewrite here: this test
+    # is about what the page shows; the throttle has its own test below.
+    monkeypatch.setattr(report, "LIVE_SHARE", 0.9)
     cache, _ = scripted([judge_reply(3), judge_reply(5), judge_reply(4), judge_reply(6)])
     settings = run_settings(strategy="climbing", max_iterations=4)
     painter = PeekingSketch(Path(settings.output_dir))
@@ -110,3 +115,18 @@ def test_chromium_sees_a_live_page_mid_run_and_a_still_one_at_the_end(start_cli,
     assert "done" in "".join(end.text) and "reloads" not in "".join(end.text)
     assert end.body["data-images-loaded"] == end.body["data-images-total"] == "5", end.body  # four, the best twice
     assert end.body["data-plot-points"] == "4"
+
+
+def test_the_live_report_takes_at_most_its_share_of_the_run(tmp_path, monkeypatch):
+    """A rewrite that cost c seconds is not repeated until c / LIVE_SHARE seconds have passed: a run of instant
+    images gets a fresh page every few images instead of spending its time rewriting a growing page."""
+    readings = iter([0.0, 0.1, 1.0, 2.0, 2.2, 2.25])  # a clock: start and end of each write, and each look
+    monkeypatch.setattr(report, "time", SimpleNamespace(monotonic=lambda: next(readings)))  # this module's clock
+    state = {"status": "running"}
+    assert report.refresh_live_report(tmp_path, state)  # 0.0 -> 0.1: the first page, which cost 0.1 s
+    (tmp_path / "report.html").unlink()
+    assert not report.refresh_live_report(tmp_path, state)  # at 1.0: 0.9 s later, under 0.1 / 0.05 = 2 s
+    assert not report.refresh_live_report(tmp_path, state)  # at 2.0: 1.9 s
+    assert not (tmp_path / "report.html").exists()
+    assert report.refresh_live_report(tmp_path, state)  # at 2.2: 2.1 s, past its share
+    assert (tmp_path / "report.html").exists()
