@@ -7,10 +7,11 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 from langchain_core.callbacks import CallbackManagerForLLMRun
@@ -26,6 +27,10 @@ from tests.tiny_models import build_tiny_sd, build_tiny_sd3
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The PostgreSQL and Ray session fixtures, registered once for the whole suite: imported into each test module
+# that used them, they were one fixture per module, and the session started a PostgreSQL cluster for each.
+pytest_plugins = ["tests.scale_fixtures"]
+
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
@@ -37,6 +42,22 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
         report.longrepr = f"skipped under tests/run-all, which installs every tier: {reason}"
+
+
+#: Session fixtures that start a server, and the pytest-xdist group of the tests that use one: tests/run-all runs
+#: the suite on two workers (`-n 2 --dist loadgroup`), and a group stays on one worker, so each server starts once
+#: (two Ray clusters on one machine would also fight over its CPUs).
+SHARED_SERVER_GROUPS = {"studio_server": "studio", "postgres_url": "scale", "ray_address": "scale"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups from the marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Put every test that uses a shared server (directly or through another fixture) in that server's group."""
+    for item in items:
+        used = getattr(item, "fixturenames", ())
+        group = next((g for name, g in SHARED_SERVER_GROUPS.items() if name in used), None)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 class ScriptedCritic(BaseChatModel):
@@ -262,6 +283,46 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
             return
         time.sleep(0.05)
     raise AssertionError("condition not reached in time")
+
+
+class OutputWatch:
+    """The merged output of a background CLI process, read line by line as it comes, so a test can wait for a
+    line (a condition) instead of sleeping and hoping the process got there."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None, "start the process with stdout=PIPE"
+        self.proc = proc
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, args=(proc.stdout,), daemon=True)
+        self._reader.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            self.lines.append(line)
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for_line(self, part: str, timeout: float = 60.0) -> None:
+        """Wait until a line holding `part` has been printed; fail at once if the process ends without it."""
+
+        def printed() -> bool:
+            if any(part in line for line in self.lines):
+                return True
+            if self.proc.poll() is not None:
+                self._reader.join(5)
+                if not any(part in line for line in self.lines):
+                    raise AssertionError(f"the process ended without printing {part!r}:\n{self.text()}")
+                return True
+            return False
+
+        wait_for(printed, timeout)
+
+    def finish(self, timeout: float = 60.0) -> str:
+        """Wait for the process to end; everything it printed."""
+        self.proc.wait(timeout=timeout)
+        self._reader.join(timeout)
+        return self.text()
 
 
 def images_in(run_dir: Path) -> list[str]:
