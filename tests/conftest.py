@@ -44,22 +44,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.longrepr = f"skipped under tests/run-all, which installs every tier: {reason}"
 
 
-#: Session fixtures that start a server, and the pytest-xdist group of the tests that use one: tests/run-all runs
-#: the suite on two workers (`-n 2 --dist loadgroup`), and a group stays on one worker, so each server starts once
-#: (two Ray clusters on one machine would also fight over its CPUs).
-SHARED_SERVER_GROUPS = {"studio_server": "studio", "postgres_url": "scale", "ray_address": "scale"}
-
-
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups from the marks
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Put every test that uses a shared server (directly or through another fixture) in that server's group."""
-    for item in items:
-        used = getattr(item, "fixturenames", ())
-        group = next((g for name, g in SHARED_SERVER_GROUPS.items() if name in used), None)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
-
-
 class ScriptedCritic(BaseChatModel):
     """A chat model that answers the judge from a script and records every call.
 
