@@ -7,10 +7,11 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 from langchain_core.callbacks import CallbackManagerForLLMRun
@@ -25,6 +26,10 @@ from refineloop.settings import RunSettings
 from tests.tiny_models import build_tiny_sd, build_tiny_sd3
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# The PostgreSQL and Ray session fixtures, registered once for the whole suite: imported into each test module
+# that used them, they were one fixture per module, and the session started a PostgreSQL cluster for each.
+pytest_plugins = ["tests.scale_fixtures"]
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -262,6 +267,46 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
             return
         time.sleep(0.05)
     raise AssertionError("condition not reached in time")
+
+
+class OutputWatch:
+    """The merged output of a background CLI process, read line by line as it comes, so a test can wait for a
+    line (a condition) instead of sleeping and hoping the process got there."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None, "start the process with stdout=PIPE"
+        self.proc = proc
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, args=(proc.stdout,), daemon=True)
+        self._reader.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            self.lines.append(line)
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for_line(self, part: str, timeout: float = 60.0) -> None:
+        """Wait until a line holding `part` has been printed; fail at once if the process ends without it."""
+
+        def printed() -> bool:
+            if any(part in line for line in self.lines):
+                return True
+            if self.proc.poll() is not None:
+                self._reader.join(5)
+                if not any(part in line for line in self.lines):
+                    raise AssertionError(f"the process ended without printing {part!r}:\n{self.text()}")
+                return True
+            return False
+
+        wait_for(printed, timeout)
+
+    def finish(self, timeout: float = 60.0) -> str:
+        """Wait for the process to end; everything it printed."""
+        self.proc.wait(timeout=timeout)
+        self._reader.join(timeout)
+        return self.text()
 
 
 def images_in(run_dir: Path) -> list[str]:

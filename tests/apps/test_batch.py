@@ -30,7 +30,6 @@ from refineloop.backends.image.protocol import ImageRequest
 from refineloop.errors import SettingsError
 from refineloop.settings import RunSettings
 from tests.conftest import batch_cli, cli_env, images_in, judge_reply, same_image, start_batch_cli, wait_for
-from tests.scale_fixtures import *  # noqa: F403 - pg_url, a real PostgreSQL for the store tests
 
 # --------------------------------------------------------------------------------------------- helpers
 

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from refineloop.apps.reading import read_values
-from tests.conftest import images_in, refineloop, wait_for
+from tests.conftest import OutputWatch, images_in, refineloop, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -77,22 +77,24 @@ def test_first_ctrl_c_finishes_the_step_then_resume_reaches_the_planned_total(tm
 
 
 def test_second_ctrl_c_stops_at_once(tmp_path, start_cli):
-    proc = start_cli("demo", *STEADY, "--max-iterations", "3", "--image-model", "sketch:delay=2", "--output-dir", "r")
+    proc = start_cli("demo", *STEADY, "--max-iterations", "2", "--image-model", "sketch:delay=4", "--output-dir", "r")
     run = tmp_path / "r"
-    wait_for(lambda: (run / "01.png").exists())
-    time.sleep(0.3)  # image 2 is being drawn now: a drain would wait the full 2 s for it
+    output = OutputWatch(proc)
+    output.wait_for_line("[ 1/2] score")  # image 1 is judged: image 2, 4 s long, starts within milliseconds
+    time.sleep(0.3)  # not a wait for anything: it only places the stops well inside image 2's 4 s
     proc.send_signal(signal.SIGINT)
-    time.sleep(0.2)
-    stopped_at = time.monotonic()
+    # Two signals sent before the first is handled arrive as one: wait for the first one's line.
+    output.wait_for_line("finishing the current step")
     proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=20)
-    assert proc.returncode == 130 and "Traceback" not in out
-    assert time.monotonic() - stopped_at < 1.2, "the second Ctrl-C must not wait for the image in progress"
-    assert not (run / "02.png").exists()
+    out = output.finish(timeout=20)
+    assert proc.returncode == 130 and "Traceback" not in out, out
+    # A drain would have finished image 2 and kept it; the second Ctrl-C left it unmade.
+    assert not (run / "02.png").exists(), out
+    assert images_in(run) == ["01.png"]
     assert "resume with:" in out
     resumed = refineloop("resume", str(run), cwd=tmp_path, timeout=120)
     assert resumed.returncode == 0
-    assert history(run) == [1, 2, 3]
+    assert history(run) == [1, 2]
 
 
 def test_sigkill_mid_generation_then_resume_loses_and_duplicates_nothing(tmp_path, start_cli):
@@ -111,14 +113,18 @@ def test_sigkill_mid_generation_then_resume_loses_and_duplicates_nothing(tmp_pat
 
 
 def test_a_second_process_on_the_same_folder_is_refused(tmp_path, start_cli):
-    proc = start_cli("demo", *STEADY, "--max-iterations", "4", "--image-model", "sketch:delay=1", "--output-dir", "r")
+    # Far more images than the second process needs to start, however loaded the machine: the first one is still
+    # running (and holds the folder) when the second one looks; it is stopped right after.
+    proc = start_cli("demo", *STEADY, "--max-iterations", "60", "--image-model", "sketch:delay=1", "--output-dir", "r")
     run = tmp_path / "r"
     wait_for(lambda: (run / "01.png").exists())
     second = refineloop("resume", str(run), cwd=tmp_path)
-    assert second.returncode == 2
+    assert proc.poll() is None, "the first process ended before the second one looked"
+    assert second.returncode == 2, second.stdout + second.stderr
     assert "is in use by refineloop" in second.stderr and second.stderr.count("\n") == 1
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=30)
+    assert proc.returncode == 130
 
 
 def test_resuming_a_finished_run_changes_nothing(tmp_path):

@@ -209,15 +209,26 @@ def test_ctrl_c_while_the_model_loads_is_one_line_and_leaves_nothing(tmp_path: P
 # --------------------------------------------------------------------------------------------- damage
 
 
-def finished(tmp_path: Path, name: str) -> Path:
-    done = refineloop("demo", *STEADY, "--max-iterations", "2", "--output-dir", f"runs/{name}", cwd=tmp_path)
+@pytest.fixture(scope="module")
+def two_images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished 2-image run, made once for the module; tests take copies of it (`finished`)."""
+    home = tmp_path_factory.mktemp("two-images")
+    done = refineloop("demo", *STEADY, "--max-iterations", "2", "--output-dir", "run", cwd=home)
     assert done.returncode == 0, done.stdout + done.stderr
-    return tmp_path / "runs" / name
+    return home / "run"
+
+
+def finished(tmp_path: Path, name: str, template: Path) -> Path:
+    """A finished run at runs/NAME: a copy of `template`, which a copied folder is a run of its own (tested above:
+    it resumes, lists and forks as itself), without a CLI process per run."""
+    target = tmp_path / "runs" / name
+    shutil.copytree(template, target)
+    return target
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])
-def test_a_damaged_database_is_one_line_and_listed_as_damaged(tmp_path: Path, damage: str) -> None:
-    good, bad = finished(tmp_path, "a-good"), finished(tmp_path, "b-bad")
+def test_a_damaged_database_is_one_line_and_listed_as_damaged(tmp_path: Path, two_images: Path, damage: str) -> None:
+    good, bad = finished(tmp_path, "a-good", two_images), finished(tmp_path, "b-bad", two_images)
     database = bad / "checkpoints.sqlite"
     data = database.read_bytes()
     database.write_bytes(data[: len(data) // 3] if damage == "truncated" else b"not a database " * 300)
@@ -230,15 +241,15 @@ def test_a_damaged_database_is_one_line_and_listed_as_damaged(tmp_path: Path, da
 
 
 @pytest.mark.parametrize("meta", ['{"strategy": "climbing"}', "[1, 2]", '{"thread_id": "x", "strategy": "zigzag"}'])
-def test_a_damaged_run_json_is_one_line(tmp_path: Path, meta: str) -> None:
-    run = finished(tmp_path, "r")
+def test_a_damaged_run_json_is_one_line(tmp_path: Path, two_images: Path, meta: str) -> None:
+    run = finished(tmp_path, "r", two_images)
     (run / "run.json").write_text(meta)
     for command in (["resume", str(run)], ["fork", str(run), "--from-iteration", "1"]):
         one_line_error(refineloop(*command, cwd=tmp_path), "run.json is damaged")
 
 
-def test_listing_runs_reads_without_writing_and_survives_a_closed_pipe(tmp_path: Path) -> None:
-    runs = [finished(tmp_path, f"r{n}") for n in range(3)]
+def test_listing_runs_reads_without_writing_and_survives_a_closed_pipe(tmp_path: Path, two_images: Path) -> None:
+    runs = [finished(tmp_path, f"r{n}", two_images) for n in range(3)]
     before = {run: snapshot(run) for run in runs}
     names = {run: sorted(p.name for p in run.iterdir()) for run in runs}
     listing = refineloop("runs", cwd=tmp_path)
@@ -258,8 +269,8 @@ def test_listing_runs_reads_without_writing_and_survives_a_closed_pipe(tmp_path:
     assert piped.stderr == "", piped.stderr
 
 
-def test_runs_lists_the_runs_inside_batch_folders(tmp_path: Path) -> None:
-    finished(tmp_path, "single")
+def test_runs_lists_the_runs_inside_batch_folders(tmp_path: Path, two_images: Path) -> None:
+    finished(tmp_path, "single", two_images)
     goals = tmp_path / "goals.txt"
     goals.write_text("a quiet blue teapot\na calm green lamp\n")
     batch = refineloop("batch", str(goals), "--max-iterations", "1", "--image-model", "sketch", cwd=tmp_path)

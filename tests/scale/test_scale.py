@@ -24,7 +24,6 @@ import pytest
 from refineloop.apps.batch import BatchPlan, plan_batch
 from refineloop.settings import RunSettings
 from tests.conftest import batch_cli, cli_env, refineloop, same_image, start_batch_cli, start_cli_in, wait_for
-from tests.scale_fixtures import *  # noqa: F403 - the session fixtures
 
 pytestmark = pytest.mark.scale
 
