@@ -33,9 +33,8 @@ class PeekingSketch(SketchImageModel):
 
     def generate(self, request: ImageRequest) -> list[Any]:
         # An image takes a moment, as with a real model: the report's rewrite is then a small share of the run's
-        # time, so it is rewritten after every image (a run of instant images is refreshed less often). A whole
-        # second leaves the rewrite 50 ms (LIVE_SHARE) even on a loaded machine; at 0.2 s a slow rewrite was skipped.
-        time.sleep(1.0)
+        # time, so it is rewritten after every image (a run of instant images is refreshed less often).
+        time.sleep(0.2)
         report = self.run_dir / "report.html"
         html = report.read_text("utf-8") if report.exists() else ""
         self.seen.append(
