@@ -8,18 +8,16 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 
 from refineloop.backends.chat import critic_images
-from refineloop.backends.image.protocol import ImageRequest
+from refineloop.backends.image.head_start import take
 from refineloop.backends.model_cache import models_for
 from refineloop.files.trace import append_trace
 from refineloop.progress_events import drawing
-from refineloop.prompt_text import compose_prompt
+from refineloop.round_request import round_request
 from refineloop.run_folder import image_writer
 from refineloop.run_folder.image_files import image_path
 from refineloop.run_folder.round_files import provenance_info
-from refineloop.schedules import image_seed, strength
 from refineloop.settings import RunSettings
 from refineloop.state import Candidate, RefineState
-from refineloop.strategies import spec_for
 from refineloop.tasks import Task
 
 
@@ -33,37 +31,24 @@ def generate(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
     settings = RunSettings.from_state(state["settings"])
     task = Task.from_dict(state["task"])
     model = models_for(config).image_model(settings)
-    first = state["iteration"] + 1
-    count = max(1, min(settings.candidates, settings.image_cap() - state["iteration"]))
-    numbers = range(first, first + count)
-    best = state.get("best")
-    init_image, used_strength = None, None
-    # The user's own picture (--init-image, image 0) starts the first round, whatever the strategy.
-    from_picture = bool(settings.init_image) and state["iteration"] == 0
-    if (from_picture or (spec_for(settings.strategy).from_image and best)) and model.traits.img2img:
-        init_image = str(image_path(state["run_dir"], 0)) if from_picture else (best or {})["path"]
-        if model.traits.strength:
-            round_number = (first - 1) // settings.candidates + 1
-            # The schedule reaches --initial-strength at round 2 (round 1 is text-to-image); a picture's round 1 too.
-            used_strength = strength(
-                max(2, round_number), settings.max_iterations, settings.initial_strength, settings.final_strength
-            )
-    request = ImageRequest(
-        prompt=compose_prompt(task.subject, state["prompt"]),
-        negative_prompt=task.negative_prompt if model.traits.negative_prompt else "",
-        seeds=tuple(image_seed(settings.seed or 0, n, settings.first_seed) for n in numbers),
-        init_image=init_image,
-        strength=used_strength,
-        width=settings.width,
-        height=settings.height,
-        steps=settings.steps,
-        guidance=settings.guidance,
-        scheduler=settings.scheduler,
+    planned = round_request(
+        settings,
+        task,
+        model.traits,
+        run_dir=state["run_dir"],
+        iteration=state["iteration"],
+        prompt=state["prompt"],
+        best_path=(state.get("best") or {}).get("path"),
     )
+    request, numbers, init_image, used_strength = planned.request, planned.numbers, planned.init_image, planned.strength
+    first, count = numbers[0], len(numbers)
     started = time.perf_counter()
     label = f"image {first}" if count == 1 else f"images {first}-{first + count - 1}"
     with drawing(label):
-        images = model.generate(request)
+        # The CLI may have begun this very draw while the run started up (refineloop.apps.head_start).
+        images, head_start = take(model, request, state["run_dir"])
+        if images is None:
+            images = model.generate(request)
     batch: list[Candidate] = []
     for number, seed, image in zip(numbers, request.seeds, images, strict=True):
         path = image_path(state["run_dir"], number)
@@ -101,6 +86,7 @@ def generate(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
             "strength": used_strength,
             "path": batch[0]["path"],
             "seconds": round(seconds, 4),
+            **({"head_start": head_start} if head_start else {}),
         },
     )
     update: dict[str, Any] = {"iteration": first + count - 1, "candidate": batch[0], "seconds": seconds}
