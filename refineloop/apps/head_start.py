@@ -9,16 +9,21 @@ LangGraph is imported. The generate node takes the images when its request is th
 
 Only a run whose first request is known before the graph starts gets one: a new run of the shared loop, without
 `--init-image` (its first round starts from the user's picture, copied into the folder later). Agent modes let a
-model decide the first step, and resume, fork and batch start elsewhere. This module imports no LangGraph.
+model decide the first step, and resume, fork and batch start elsewhere. Nor does a run whose image model would be
+placed on a GPU beside a local Ollama critic: the critic is loaded first there (refineloop.apps.engine.load_models),
+so that the image model's placement sees the memory it really leaves free. This module imports no LangGraph.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from refineloop.apps.stop_signals import stop_ends_loading
+from refineloop.backends.chat.ollama import resolve_base_url
 from refineloop.backends.image import head_start
 from refineloop.backends.model_cache import MODELS, ModelCache
+from refineloop.redaction import reveal
 from refineloop.round_request import first_prompt, round_request
 from refineloop.run_folder.folder import refuse_filled
 from refineloop.run_start import ResolvedRun, resolve_run
@@ -29,6 +34,21 @@ from refineloop.strategies import spec_for
 def first_request_known(settings: RunSettings) -> bool:
     """Whether a new run's first image can be asked for before its graph starts."""
     return not settings.init_image and spec_for(settings.strategy).shape == "loop"
+
+
+def shares_a_gpu_with_the_critic(settings: RunSettings, models: ModelCache = MODELS) -> bool:
+    """Whether a diffusers image model may be placed on a GPU that a local Ollama critic loads into too."""
+    if not settings.eval_model.startswith("ollama:") or settings.device == "cpu":
+        return False
+    entry = models.backends.find("image", settings.image_model)
+    if entry is None or entry.name != "diffusers":  # placed by its own server, or drawn on the CPU
+        return False
+    host = urlsplit(resolve_base_url(reveal(settings.ollama_url) or None)).hostname
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        return False
+    import torch  # the image model imports it next anyway
+
+    return bool(torch.cuda.is_available())
 
 
 def begin_first_image(settings: RunSettings, models: ModelCache = MODELS) -> ResolvedRun:
@@ -44,6 +64,8 @@ def begin_first_image(settings: RunSettings, models: ModelCache = MODELS) -> Res
     if run.named:
         refuse_filled(Path(run_dir))
     with stop_ends_loading("nothing was kept"):
+        if shares_a_gpu_with_the_critic(run.settings, models):
+            return run
         model = models.image_model(run.settings)
     settings, task = run.settings, run.task
     planned = round_request(
