@@ -2,8 +2,10 @@
 engine (refineloop.apps.engine) told by a `Terminal` what to print and whom to ask.
 
 A new run's folder is made and locked before the slow model loads, so no other run can take it, and removed
-again when nothing was checkpointed; a stop signal while the models load ends the process in one line. A
-resumed run continues from its last checkpoint in the folder given; a finished one is only read.
+again when nothing was checkpointed (the CLI's `run` may have loaded the image model already, to begin the first
+image early: refineloop.apps.head_start, which refuses a filled --output-dir first); a stop signal while the
+models load ends the process in one line. A resumed run continues from its last checkpoint in the folder given;
+a finished one is only read.
 """
 
 from __future__ import annotations
