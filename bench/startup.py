@@ -10,7 +10,9 @@ process timed from just before it is spawned, so imports count:
   PNG and ask the critic; at the end best.png, summary.txt and a collage, then a closing line;
 - refineloop: `refineloop run` (climbing) with the same pipeline, size, steps, images and critic.
 The tail is from the last verdict (refineloop: its last judge call before the stop) to the closing line; the
-final pick's own critic calls are shown apart, since the target is 0.3 s plus those. `--profile FILE` writes
+final pick's own critic calls are shown apart, since the target is 0.3 s plus those. The last line says whether
+refineloop's first image was drawn ahead while the run started up (refineloop.apps.head_start) and how long its
+generate step still waited for it: 0 means the whole draw was hidden behind the start-up. `--profile FILE` writes
 a cProfile of the refineloop side.
 """
 
@@ -189,7 +191,10 @@ def refineloop_figures(run: dict[str, Any], out: Path) -> dict[str, float]:
     # A judge call's record is written when its answer is in: the last one before the stop is the last verdict.
     last = max(r["time"] for r in judged if not pick or r["time"] <= min(p["time"] for p in pick))
     closing = max(at for at, text in run["lines"] if text.strip())
+    first = next(r for r in trace if r.get("kind") == "image")
     return {
+        "ahead": 1.0 if first.get("head_start") == "used" else 0.0,
+        "waited": float(first["seconds"]),
         "first": images[0] - run["started"],
         "cpu": first_cpu(run),
         "tail": closing - last,
@@ -252,6 +257,11 @@ def main() -> None:
         f"{ours_med['cpu'] - bare_med['cpu']:+.2f} CPU s   (target <= 0.3 s)"
     )
     print(f"tail beyond the final pick's calls: {ours_med['tail'] - ours_med['pick']:.2f} s   (target <= 0.3 s)")
+    ours = rows["refineloop"]
+    print(
+        f"refineloop's first image drawn ahead in {sum(r['ahead'] for r in ours):.0f} of {len(ours)} runs; "
+        f"its generate step waited {statistics.median(r['waited'] for r in ours):.2f} s for it (median)"
+    )
 
 
 if __name__ == "__main__":

@@ -11,10 +11,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from refineloop.schedules import draw, temperature
-from refineloop.state import Candidate, RefineState
+
+if TYPE_CHECKING:  # the state's module imports LangGraph: not needed to read the rules' table at start-up
+    from refineloop.state import Candidate, RefineState
 
 
 class RuleKnobs(Protocol):
@@ -43,7 +45,7 @@ class Decision:
 
 
 #: An acceptance rule: (state with a judged candidate, the run's settings) -> decision.
-Rule = Callable[[RefineState, RuleKnobs], Decision]
+Rule = Callable[["RefineState", RuleKnobs], Decision]
 
 
 def _standing(candidate: Candidate, best: Candidate | None) -> int:

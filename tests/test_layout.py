@@ -189,7 +189,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("strategies", "acceptance", "knob_shapes", "settings", "tasks", "prompts", "prompts_agents", "budgets"),
     ("stopping", "tools"),
     ("backends",),
-    ("run_folder", "prompt_text"),
+    ("run_folder", "prompt_text", "round_request", "run_start"),
     ("judges",),
     ("outputs",),
     ("nodes",),

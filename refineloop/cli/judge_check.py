@@ -96,7 +96,7 @@ def _check(args: argparse.Namespace, out: TextIO) -> int:
         settings = RunSettings.from_dict({**(values.get("settings") or {}), **given, "output_dir": run_dir})
         task = Task.from_dict(values["task"]) if values.get("task") else resolve_task(settings.task, settings.goal)
     else:
-        from refineloop.nodes.setup import default_run_dir
+        from refineloop.run_start import default_run_dir
 
         settings = RunSettings(**given)
         task = resolve_task(settings.task, settings.goal)

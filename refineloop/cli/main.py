@@ -262,10 +262,14 @@ def _run(args: argparse.Namespace) -> int:
     settings = RunSettings(**{**{k: v for k, v in vars(args).items() if k in names}, "goal": goal_of(args)})
     validated(settings)  # before importing langgraph: a bad flag answers instantly
     url = _checked_url(args)
+    from refineloop.apps.head_start import begin_first_image
+
+    # The image model loads and the first image is begun before LangGraph is imported: the two overlap.
+    resolved = begin_first_image(settings)
     from refineloop.cli.run_commands import start_run
 
     # sys.stdout as it is now, not as the runner's default bound it at import (a caller may have swapped it).
-    return start_run(settings, checkpointer_url=url, out=sys.stdout).exit_code
+    return start_run(settings, checkpointer_url=url, out=sys.stdout, resolved=resolved).exit_code
 
 
 def _fork(args: argparse.Namespace) -> int:

@@ -2,8 +2,10 @@
 engine (refineloop.apps.engine) told by a `Terminal` what to print and whom to ask.
 
 A new run's folder is made and locked before the slow model loads, so no other run can take it, and removed
-again when nothing was checkpointed; a stop signal while the models load ends the process in one line. A
-resumed run continues from its last checkpoint in the folder given; a finished one is only read.
+again when nothing was checkpointed (the CLI's `run` may have loaded the image model already, to begin the first
+image early: refineloop.apps.head_start, which refuses a filled --output-dir first); a stop signal while the
+models load ends the process in one line. A resumed run continues from its last checkpoint in the folder given;
+a finished one is only read.
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ from refineloop.backends.model_cache import MODELS, ModelCache
 from refineloop.cli.terminal import Terminal
 from refineloop.errors import RunFolderError
 from refineloop.graph import build_graph
-from refineloop.nodes.setup import initial_state, resolve_settings
+from refineloop.nodes.setup import initial_state
 from refineloop.outputs.report import REPORT_NAME
 from refineloop.run_folder.checkpoints import database_error
 from refineloop.run_folder.folder import kept_on_exit, new_run_folder, read_meta, write_meta
 from refineloop.run_folder.lock import locked
+from refineloop.run_start import ResolvedRun, resolve_run
 from refineloop.run_view import apply_view, make_view
 from refineloop.settings import RunSettings
 
@@ -42,6 +45,7 @@ def start_run(
     checkpointer_url: str = "",
     thread_id: str | None = None,
     inp: TextIO | None = None,
+    resolved: ResolvedRun | None = None,
 ) -> Outcome:
     """Start a new run. Settings and task are checked first; then the run folder is made and locked at once,
     before the slow model loads, so no other run can take it; a failure before the first checkpoint removes what
@@ -50,11 +54,12 @@ def start_run(
     `saver` replaces the run folder's SQLite checkpoints (in memory, say), `checkpointer_url` keeps them in
     Postgres (recorded, without its password, so `resume_run` finds them again), and `thread_id` replaces the
     default thread (the folder's name). `inp` is where review answers are read (standard input by default).
+    `resolved` is the run as refineloop.apps.head_start resolved it (its first image perhaps begun already).
     """
     terminal = Terminal(out, inp)
-    named = bool(settings.output_dir)
-    settings, task = resolve_settings(settings)
-    with new_run_folder(settings.output_dir, named=named) as claim, library_logs_in_trace(claim.path):
+    run = resolved or resolve_run(settings)
+    settings, task = run.settings, run.task
+    with new_run_folder(settings.output_dir, named=run.named) as claim, library_logs_in_trace(claim.path):
         settings.output_dir = run_dir = claim.path
         with stop_ends_loading("nothing was kept", claim.discard):
             load_models(models, settings, terminal)

@@ -9,6 +9,7 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 
 from refineloop.backends.chat import critic_images
+from refineloop.backends.image.head_start import take
 from refineloop.backends.image.protocol import ImageModel, ImageRequest
 from refineloop.files.trace import append_trace
 from refineloop.nodes.round_ideas import split_by_idea
@@ -39,10 +40,14 @@ def draw_round(
     first = numbers[0]
     label = f"image {first}" if count == 1 else f"images {first}-{first + count - 1}"
     with drawing(label):
+        # The CLI may have begun this very draw while the run started up (refineloop.apps.head_start); `take`
+        # also waits for a draw still running on the model, which must not be called from two threads at once.
+        drawn_ahead, head_start = take(model, request, state["run_dir"])
         if len(requests) > 1:
+            head_start = "discarded" if head_start else None  # a round of several ideas was not drawn ahead
             images = [picture for drawn in model.generate_many(requests) for picture in drawn]
         else:
-            images = model.generate(request)
+            images = model.generate(request) if drawn_ahead is None else drawn_ahead
     batch: list[Candidate] = []
     for k, (number, seed, image) in enumerate(zip(numbers, request.seeds, images, strict=True)):
         one = requests[k] if len(requests) > 1 else request
@@ -70,6 +75,7 @@ def draw_round(
             "strength": request.strength,
             "path": batch[0]["path"],
             "seconds": round(seconds, 4),
+            **({"head_start": head_start} if head_start else {}),
         },
     )
     update: dict[str, Any] = {"iteration": first + count - 1, "candidate": batch[0], "seconds": seconds}

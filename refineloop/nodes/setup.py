@@ -6,88 +6,21 @@ the graph starts) and hands both in; Studio hands in a goal, settings, or nothin
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 
-from refineloop.backends.checks import validated
 from refineloop.backends.model_cache import models_for
-from refineloop.errors import ModelError, SettingsError
-from refineloop.files.names import safe_component
-from refineloop.knob_shapes import URL_SETTINGS
-from refineloop.prompts import with_kept
-from refineloop.redaction import hide_credentials, redact
+from refineloop.errors import ModelError
+from refineloop.round_request import first_prompt
+from refineloop.run_start import resolve_settings
 from refineloop.settings import RunSettings
 from refineloop.state import RunInput
-from refineloop.tasks import Task, resolve_task
-
-
-def default_run_dir(task_name: str, root: str = "runs") -> str:
-    """runs/<timestamp>-<task>, made unique if two runs start in the same second.
-
-    The task name comes from a user's file, so it is reduced to one safe component: a name such as
-    `x/../../elsewhere` must still land inside `root`.
-    """
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    name = safe_component(task_name, fallback="task")
-    path = Path(root) / f"{stamp}-{name}"
-    suffix = 1
-    while path.exists() or path.is_symlink():
-        suffix += 1
-        path = Path(root) / f"{stamp}-{name}-{suffix}"
-    return str(path.resolve())
-
-
-def resolve_settings(
-    settings: RunSettings, strategy: str | None = None, task: Task | None = None
-) -> tuple[RunSettings, Task]:
-    """Validate, choose and record a seed, resolve the task (unless one is given) and the run folder's path
-    (not made yet)."""
-    if strategy:
-        settings.strategy = strategy
-    validated(settings)
-    hide_url_credentials(settings)
-    settings.goal = redact(settings.goal)  # before the task's name, the folder's name and the state come from it
-    if settings.seed is None:
-        settings.seed = random.SystemRandom().randrange(2**31)
-    if settings.init_image:
-        from refineloop.run_folder.init_picture import checked_picture
-
-        settings.init_image = checked_picture(settings.init_image)  # before any folder exists
-    if task is not None and Path(settings.output_dir).is_absolute():
-        # Resolved before (by the CLI): its folder already stands where it says.
-        return settings, task.with_negative_prompt(settings.negative_prompt)
-    if task is None and settings.from_image:
-        from refineloop.run_folder.provenance import start_from_image
-
-        task = start_from_image(settings)
-    elif task is None:
-        task = resolve_task(settings.task, settings.goal)
-    settings.output_dir = _chosen_dir(settings.output_dir) if settings.output_dir else default_run_dir(task.name)
-    return settings, task.with_negative_prompt(settings.negative_prompt)
-
-
-def hide_url_credentials(settings: RunSettings) -> RunSettings:
-    """The server URLs a run records (in every checkpoint, run.json, the report) with their credentials masked;
-    this process still connects with the whole URL (refineloop.redaction.reveal). A resume in another process
-    is given the URL again (--ollama-url / --openai-url) or finds the secret in the environment."""
-    for name in URL_SETTINGS:
-        setattr(settings, name, hide_credentials(getattr(settings, name)))
-    return settings
-
-
-def _chosen_dir(output_dir: str) -> str:
-    """The --output-dir given, absolute; `~nobody/...` for an unknown user is one line, not a traceback."""
-    try:
-        return str(Path(output_dir).expanduser().resolve())
-    except RuntimeError:
-        raise SettingsError(f"--output-dir {output_dir}: no such user's home folder; write the path out") from None
+from refineloop.tasks import Task
 
 
 def initial_state(settings: RunSettings, task: Task) -> RunInput:
@@ -107,8 +40,7 @@ def first_state(settings: RunSettings, task: Task) -> dict[str, Any]:
         "run_dir": run_dir,
         "iteration": 0,
         "idea": task.start_prompt,
-        # The first image carries the task's words to keep too (every later prompt gets them from summarize).
-        "prompt": with_kept(task.start_prompt, task.keep, task.subject),
+        "prompt": first_prompt(task),
         "candidate": None,
         "current": None,
         "best": None,

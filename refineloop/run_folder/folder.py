@@ -205,14 +205,14 @@ def new_run_folder(run_dir: str, *, named: bool) -> Iterator[NewRunFolder]:
     it keeps everything, and whatever stopped it comes out as `RunKept`, which says how to resume.
     """
     if named:
-        _refuse_filled(Path(run_dir))  # the plain case answered before anything is made, the lock file included
+        refuse_filled(Path(run_dir))  # the plain case answered before anything is made, the lock file included
     parents = _missing_parents(Path(run_dir))
     folder, created = _make_folder(Path(run_dir), named)
     claim = NewRunFolder(str(folder), created, frozenset({LOCK}) if (folder / LOCK).exists() else frozenset())
     claim.parents = parents
     try:
         with locked(claim.path):
-            _refuse_filled(folder)
+            refuse_filled(folder)
             try:
                 yield claim
             finally:
@@ -266,7 +266,7 @@ def _missing_parents(path: Path) -> list[Path]:
     return missing
 
 
-def _refuse_filled(folder: Path) -> None:
+def refuse_filled(folder: Path) -> None:
     """RunFolderError when `folder` holds anything but a lock file (a missing folder is fine)."""
     try:
         others = sorted(p.name for p in folder.iterdir() if p.name != LOCK)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from refineloop.cli.run_commands import start_run
 from refineloop.files.trace import read_trace
-from refineloop.nodes.generate import compose_prompt
+from refineloop.prompt_text import compose_prompt
 from tests.conftest import images_in, judge_reply
 
 

@@ -63,8 +63,9 @@ def _run_held(
     from langgraph.runtime import RunControl
 
     from refineloop.graph import build_graph
-    from refineloop.nodes.setup import initial_state, resolve_settings
+    from refineloop.nodes.setup import initial_state
     from refineloop.run_folder.folder import write_meta
+    from refineloop.run_start import resolve_settings
 
     config: RunnableConfig = {"configurable": {"thread_id": item.thread_id}}
     values = build_graph(settings.strategy, saver).get_state(config).values

@@ -1,0 +1,151 @@
+"""The CLI's head start: the first image begun before LangGraph loads, taken by the generate node only when it is
+the image the run asks for, and the same image, to the byte, as a run without it."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from refineloop.apps.head_start import first_request_known
+from refineloop.apps.reading import read_values
+from refineloop.backends.image import head_start
+from refineloop.backends.model_cache import MODELS
+from refineloop.cli.main import main
+from refineloop.cli.run_commands import resume_run, start_run
+from refineloop.round_request import first_prompt, round_request
+from refineloop.run_start import resolve_run
+from refineloop.settings import RunSettings
+from tests.conftest import images_in, refineloop, wait_for
+from tests.fake_ollama import FakeOllama
+
+GOAL = "a quiet blue teapot on a table"
+
+
+def flags(model: Path, run_dir: Path, *more: str) -> list[str]:
+    return [
+        "--image-model", str(model), "--eval-model", "demo", "--goal", GOAL, "--seed", "5", "--steps", "2",
+        "--max-iterations", "2", "--output-dir", str(run_dir), *more,
+    ]  # fmt: skip
+
+
+def images_traced(run_dir: Path) -> list[dict[str, Any]]:
+    lines = (run_dir / "trace.jsonl").read_text().splitlines()
+    return [record for record in map(json.loads, lines) if record.get("kind") == "image"]
+
+
+def set_up(run_dir: Path) -> bool:
+    """Whether the run's setup step is checkpointed."""
+    try:
+        return bool(read_values(str(run_dir), run_dir.name).get("run_dir"))
+    except Exception:  # not there yet, or being written
+        return False
+
+
+def plain_run(model: Path, run_dir: Path, **more: Any) -> None:
+    more.setdefault("max_iterations", 2)
+    """The same run through the CLI's runner, which begins no head start (as the Python API and batch do)."""
+    settings = RunSettings(image_model=str(model), eval_model="demo", goal=GOAL, seed=5, steps=2, **more)
+    settings.output_dir = str(run_dir)
+    start_run(settings, out=io.StringIO())
+
+
+def test_the_first_image_drawn_ahead_is_used_and_is_the_same_to_the_byte(tmp_path, tiny_sd3_dir, capsys):
+    assert main(["run", *flags(tiny_sd3_dir, tmp_path / "ahead" / "run")]) == 0
+    plain_run(tiny_sd3_dir, tmp_path / "plain" / "run")
+
+    ahead, plain = images_traced(tmp_path / "ahead" / "run"), images_traced(tmp_path / "plain" / "run")
+    assert [r.get("head_start") for r in ahead] == ["used", None]  # the second round is the node's own
+    assert [r.get("head_start") for r in plain] == [None, None]
+    for name in ("01.png", "02.png"):  # the run folder's name is the run id the PNGs carry: the same in both
+        assert (tmp_path / "ahead" / "run" / name).read_bytes() == (tmp_path / "plain" / "run" / name).read_bytes()
+    assert not head_start.pending()
+
+
+def test_candidates_are_drawn_ahead_together_and_match_a_plain_run(tmp_path, tiny_sd3_dir, capsys):
+    more = ("--candidates", "2", "--max-iterations", "1")
+    assert main(["run", *flags(tiny_sd3_dir, tmp_path / "ahead" / "run", *more)]) == 0
+    plain_run(tiny_sd3_dir, tmp_path / "plain" / "run", candidates=2, max_iterations=1)
+
+    (record,) = images_traced(tmp_path / "ahead" / "run")
+    assert record["head_start"] == "used" and record["images"] == [1, 2]
+    for name in ("01.png", "02.png"):
+        assert (tmp_path / "ahead" / "run" / name).read_bytes() == (tmp_path / "plain" / "run" / name).read_bytes()
+
+
+@pytest.mark.parametrize("wrong", ["seed", "failing"])
+def test_a_head_start_for_another_request_is_discarded_and_the_node_draws_its_own(
+    tmp_path, tiny_sd3_dir, wrong, capsys
+):
+    run_dir = tmp_path / "ahead" / "run"
+    settings = RunSettings(image_model=str(tiny_sd3_dir), eval_model="demo", goal=GOAL, seed=5, steps=2)
+    settings.output_dir = str(run_dir)
+    run = resolve_run(dataclasses.replace(settings))
+    model = MODELS.image_model(run.settings)
+    planned = round_request(
+        run.settings, run.task, model.traits, run_dir=str(run_dir), iteration=0, prompt=first_prompt(run.task),
+        best_path=None,
+    )  # fmt: skip
+    # Another seed, or a request the pipeline refuses (a size its patches cannot tile): neither may reach the run.
+    change = {"seeds": (99,)} if wrong == "seed" else {"width": 37}
+    head_start.begin(model, dataclasses.replace(planned.request, **change), str(run_dir))
+
+    plain_run(tiny_sd3_dir, run_dir, max_iterations=1)
+    plain_run(tiny_sd3_dir, tmp_path / "plain" / "run", max_iterations=1)
+    assert [r.get("head_start") for r in images_traced(run_dir)] == ["discarded"]
+    assert (run_dir / "01.png").read_bytes() == (tmp_path / "plain" / "run" / "01.png").read_bytes()
+    assert not head_start.pending()
+
+
+@pytest.mark.parametrize(
+    ("strategy", "init_image", "known"),
+    [("climbing", "", True), ("img2img", "", True), ("agent", "", False), ("evaluator-optimizer", "", False),
+     ("climbing", "picture.png", False)],
+)  # fmt: skip
+def test_only_runs_of_the_shared_loop_without_a_picture_know_their_first_request_early(
+    strategy: str, init_image: str, known: bool
+) -> None:
+    assert first_request_known(RunSettings(strategy=strategy, init_image=init_image)) is known
+
+
+def test_no_head_start_on_resume_fork_or_init_image(tmp_path, tiny_sd3_dir, capsys):
+    run_dir = tmp_path / "run"
+    steady = {"judge": [{"score": 3, "done": False}] * 12}
+    with FakeOllama(models={"fake-vlm:1b": ["vision"]}, replies=steady, fail_first=100) as fake:
+        base = ["--eval-model", "ollama:fake-vlm:1b", "--ollama-url", fake.url, "--critic-retries", "0"]
+        argv = [*flags(tiny_sd3_dir, run_dir), *base]
+        assert main(["run", *argv]) != 0  # the critic fails after image 1 is drawn: the run is kept
+        assert [r.get("head_start") for r in images_traced(run_dir)] == ["used"]
+        fake.fail_first = 0
+        assert resume_run(str(run_dir), out=io.StringIO()).status == "done"
+        assert [r.get("head_start") for r in images_traced(run_dir)] == ["used", None]
+
+        assert main(["fork", str(run_dir), "--from-iteration", "1", "--output-dir", str(tmp_path / "fork")]) == 0
+    assert [r.get("head_start") for r in images_traced(tmp_path / "fork") if r["iteration"] > 1] == [None]
+
+    picture = tmp_path / "picture.png"
+    picture.write_bytes((run_dir / "01.png").read_bytes())
+    assert main(["run", *flags(tiny_sd3_dir, tmp_path / "init"), "--init-image", str(picture)]) == 0
+    assert all("head_start" not in r for r in images_traced(tmp_path / "init"))
+    assert not head_start.pending()
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_the_first_image_is_drawn_ahead_finishes_it_and_the_run_resumes(tmp_path, start_cli):
+    proc = start_cli("demo", "--goal", GOAL, "--seed", "3", "--max-iterations", "2", "--image-model",
+                     "sketch:delay=5", "--output-dir", "r")  # fmt: skip
+    run = tmp_path / "r"
+    wait_for(lambda: set_up(run), timeout=30)  # the graph is at its first step while image 1 is still drawn ahead
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in out, out
+    assert "resume with:" in out
+    assert images_in(run)[0] == "01.png" and images_traced(run)[0]["head_start"] == "used"
+    again = refineloop("resume", str(run), cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert images_in(run) == ["01.png", "02.png"]
