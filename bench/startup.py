@@ -1,7 +1,7 @@
 """The two ends of a run, side by side with bare diffusers: process start to the first image, and the last
 image's verdict to the closing line.
 
-    python bench/startup.py [--size 256] [--steps 28] [--images 5] [--repeats 1] [--profile FILE]
+    python bench/startup.py [--size 1024] [--steps 28] [--images 5] [--repeats 1] [--threads N] [--profile FILE]
 
 Both sides draw with one tiny SD3.5-medium-shaped pipeline (tests/tiny_models.py, random weights) and ask one
 fake Ollama server (tests/fake_ollama.py, real HTTP on 127.0.0.1) for a verdict on each image, each in a fresh
@@ -142,6 +142,8 @@ def spawn(mode: str, job: dict[str, Any]) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         json.dump(job, fh)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
+    if job.get("threads"):  # torch's CPU threads, for both sides alike (OpenMP reads it at start-up)
+        env["OMP_NUM_THREADS"] = str(job["threads"])
     lines: list[tuple[float, str]] = []
     started = time.time()
     child = subprocess.Popen(
@@ -206,10 +208,17 @@ def refineloop_figures(run: dict[str, Any], out: Path) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=256, help="image side (the tiny pipeline stops at 256)")
+    parser.add_argument("--size", type=int, default=1024, help="image side (default 1024, as the seed draws)")
     parser.add_argument("--steps", type=int, default=28)
     parser.add_argument("--images", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=1, help="pairs of runs (medians shown)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch's CPU threads on both sides (default: torch's choice, every core); fewer leave the start-up a "
+        "core while the first image draws, as a GPU draw does",
+    )
     parser.add_argument("--profile", help="write a cProfile of the refineloop side here")
     parser.add_argument("--timeline", action="store_true", help="print each side's lines with their times")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -223,12 +232,14 @@ def main() -> None:
     from tests.fake_ollama import FakeOllama
     from tests.tiny_models import build_tiny_sd3
 
-    print(f"tiny SD3.5-medium-shaped pipeline, {args.size} px, {args.steps} steps, {args.images} images, CPU")
+    threads = f"CPU, {args.threads} torch threads" if args.threads else "CPU, torch's threads"
+    print(f"tiny SD3.5-medium-shaped pipeline, {args.size} px, {args.steps} steps, {args.images} images, {threads}")
     rows: dict[str, list[dict[str, float]]] = {"bare diffusers": [], "refineloop": []}
     fake_server = FakeOllama(models={MODEL: ["vision"]}, default=critic_reply)
     with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp, fake_server as fake:
-        folder = build_tiny_sd3(Path(tmp) / "pipe")
+        folder = build_tiny_sd3(Path(tmp) / "pipe", largest=args.size)
         base = {"folder": str(folder), "url": fake.url, "images": args.images, "steps": args.steps, "size": args.size}
+        base["threads"] = args.threads
         for n in range(args.repeats):
             bare = spawn("bare", {**base, "out": f"{tmp}/bare-{n}"})
             rows["bare diffusers"].append(bare_figures(bare))

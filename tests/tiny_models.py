@@ -187,8 +187,9 @@ def _t5_tokenizer(max_length: int) -> T5Tokenizer:
     return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=max_length)
 
 
-def build_tiny_sd3(path: str | Path) -> Path:
-    """Save a tiny StableDiffusion3Pipeline (2 CLIP + T5 with a 256-token budget, 64 px default)."""
+def build_tiny_sd3(path: str | Path, *, largest: int = 256) -> Path:
+    """Save a tiny StableDiffusion3Pipeline (2 CLIP + T5 with a 256-token budget, 64 px default) that draws up to
+    `largest` px on a side (its position embedding covers that many pixels: 16 patches per 256 px)."""
     import torch
     from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
     from transformers import CLIPTextModelWithProjection, T5Config, T5EncoderModel
@@ -227,7 +228,7 @@ def build_tiny_sd3(path: str | Path) -> Path:
         joint_attention_dim=t5_width,
         caption_projection_dim=16,
         pooled_projection_dim=2 * projection,
-        pos_embed_max_size=16,
+        pos_embed_max_size=max(16, largest // 16),
     )
     pipe = StableDiffusion3Pipeline(
         transformer=transformer,
