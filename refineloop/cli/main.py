@@ -44,6 +44,7 @@ def build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argumen
     add_settings_flags(run)
     _add_checkpointer_flag(run)
     _add_goal_argument(run)
+    _add_head_start_flag(run)
     demo = commands.add_parser(
         "demo",
         help="offline demo: sketch painter + heuristic critic, done in seconds",
@@ -52,6 +53,7 @@ def build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argumen
     add_settings_flags(demo, DEMO_DEFAULTS)
     _add_checkpointer_flag(demo)
     _add_goal_argument(demo)
+    _add_head_start_flag(demo)
     resume = commands.add_parser(
         "resume",
         help="continue an interrupted or crashed run from its last image",
@@ -113,6 +115,16 @@ def goal_of(args: argparse.Namespace) -> str:
     if words and args.goal:
         raise SettingsError(f'the goal is given twice (--goal and "{words}"): keep one of them')
     return str(args.goal or words)
+
+
+def _add_head_start_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--head-start",
+        action="store_true",
+        help="experimental: begin the first image while the run starts up (LangGraph loading, the critic's check); "
+        "the libraries' warnings of that first load and draw reach the console, it shows no step progress, and a "
+        "server backend's first prompt is not interrupted by Ctrl-C",
+    )
 
 
 def _add_checkpointer_flag(parser: argparse.ArgumentParser) -> None:
@@ -262,10 +274,12 @@ def _run(args: argparse.Namespace) -> int:
     settings = RunSettings(**{**{k: v for k, v in vars(args).items() if k in names}, "goal": goal_of(args)})
     validated(settings)  # before importing langgraph: a bad flag answers instantly
     url = _checked_url(args)
-    from refineloop.apps.head_start import begin_first_image
+    resolved = None
+    if args.head_start:
+        from refineloop.apps.head_start import begin_first_image
 
-    # The image model loads and the first image is begun before LangGraph is imported: the two overlap.
-    resolved = begin_first_image(settings)
+        # The image model loads and the first image is begun before LangGraph is imported: the two overlap.
+        resolved = begin_first_image(settings)
     from refineloop.cli.run_commands import start_run
 
     # sys.stdout as it is now, not as the runner's default bound it at import (a caller may have swapped it).

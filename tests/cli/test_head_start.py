@@ -30,7 +30,7 @@ GOAL = "a quiet blue teapot on a table"
 def flags(model: Path, run_dir: Path, *more: str) -> list[str]:
     return [
         "--image-model", str(model), "--eval-model", "demo", "--goal", GOAL, "--seed", "5", "--steps", "2",
-        "--max-iterations", "2", "--output-dir", str(run_dir), *more,
+        "--max-iterations", "2", "--output-dir", str(run_dir), "--head-start", *more,
     ]  # fmt: skip
 
 
@@ -53,6 +53,12 @@ def plain_run(model: Path, run_dir: Path, **more: Any) -> None:
     settings = RunSettings(image_model=str(model), eval_model="demo", goal=GOAL, seed=5, steps=2, **more)
     settings.output_dir = str(run_dir)
     start_run(settings, out=io.StringIO())
+
+
+def test_without_the_flag_no_image_is_drawn_ahead(tmp_path, tiny_sd3_dir):
+    argv = [a for a in flags(tiny_sd3_dir, tmp_path / "run") if a != "--head-start"]
+    assert main(["run", *argv]) == 0
+    assert [r.get("head_start") for r in images_traced(tmp_path / "run")] == [None, None]
 
 
 def test_the_first_image_drawn_ahead_is_used_and_is_the_same_to_the_byte(tmp_path, tiny_sd3_dir, capsys):
@@ -140,7 +146,7 @@ def test_no_head_start_on_resume_fork_or_init_image(tmp_path, tiny_sd3_dir, caps
 @pytest.mark.slow
 def test_ctrl_c_while_the_first_image_is_drawn_ahead_finishes_it_and_the_run_resumes(tmp_path, start_cli):
     proc = start_cli("demo", "--goal", GOAL, "--seed", "3", "--max-iterations", "2", "--image-model",
-                     "sketch:delay=5", "--output-dir", "r")  # fmt: skip
+                     "sketch:delay=5", "--output-dir", "r", "--head-start")  # fmt: skip
     run = tmp_path / "r"
     wait_for(lambda: set_up(run), timeout=30)  # the graph is at its first step while image 1 is still drawn ahead
     proc.send_signal(signal.SIGINT)
