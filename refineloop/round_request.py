@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from refineloop.backends.image.protocol import ImageRequest, ImageTraits
+from refineloop.backends.image.requests import run_request
 from refineloop.prompt_text import compose_prompt
 from refineloop.prompts import with_kept
 from refineloop.run_folder.image_files import image_path
@@ -76,16 +77,13 @@ def round_request(
             used_strength = strength(
                 max(2, round_number), settings.max_iterations, settings.initial_strength, settings.final_strength
             )
-    request = ImageRequest(
+    request = run_request(
+        settings,
+        task,
+        traits,
         prompt=compose_prompt(task.subject, prompt),
-        negative_prompt=task.negative_prompt if traits.negative_prompt else "",
         seeds=tuple(image_seed(settings.seed or 0, n, settings.first_seed) for n in numbers),
         init_image=init_image,
         strength=used_strength,
-        width=settings.width,
-        height=settings.height,
-        steps=settings.steps,
-        guidance=settings.guidance,
-        scheduler=settings.scheduler,
     )
     return RoundRequest(request, numbers, init_image, used_strength)

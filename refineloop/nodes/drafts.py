@@ -18,6 +18,7 @@ from langchain_core.runnables import RunnableConfig
 
 from refineloop.backends.chat import critic_images
 from refineloop.backends.image.protocol import ImageModel, ImageRequest
+from refineloop.backends.image.requests import run_request
 from refineloop.backends.model_cache import models_for
 from refineloop.files.trace import append_trace
 from refineloop.nodes.round_draw import draw_round
@@ -111,17 +112,14 @@ def draw_in_full(state: RefineState, config: RunnableConfig, winner: Candidate) 
     settings = RunSettings.from_state(state["settings"])
     task = Task.from_dict(state["task"])
     model = models_for(config).image_model(settings)
-    request = ImageRequest(
+    request = run_request(
+        settings,
+        task,
+        model.traits,
         prompt=winner["prompt"],
-        negative_prompt=task.negative_prompt if model.traits.negative_prompt else "",
         seeds=(winner["seed"],),
         init_image=winner.get("init_image"),
         strength=winner.get("strength"),
-        width=settings.width,
-        height=settings.height,
-        steps=settings.steps,
-        guidance=settings.guidance,
-        scheduler=settings.scheduler,
     )
     draft = winner.get("draft") or {}
     view: RefineState = {**state, "idea": winner["idea"], "prompt": draft.get("prompt", state["prompt"])}

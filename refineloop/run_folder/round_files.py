@@ -16,6 +16,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from refineloop.backends.chat import critic_images
 from refineloop.backends.image.protocol import ImageModel, ImageRequest
+from refineloop.backends.image.requests import run_request
 from refineloop.backends.model_cache import models_for
 from refineloop.files.trace import append_trace
 from refineloop.run_folder import image_writer
@@ -76,17 +77,14 @@ def remake_missing(state: RefineState, config: RunnableConfig) -> None:
     task = Task.from_dict(state["task"])
     model = models_for(config).image_model(settings)
     first = round_[0]
-    request = ImageRequest(
+    request = run_request(
+        settings,
+        task,
+        model.traits,
         prompt=first["prompt"],
-        negative_prompt=task.negative_prompt if model.traits.negative_prompt else "",
         seeds=tuple(c["seed"] for c in round_),
         init_image=first.get("init_image"),
         strength=first.get("strength"),
-        width=settings.width,
-        height=settings.height,
-        steps=settings.steps,
-        guidance=settings.guidance,
-        scheduler=settings.scheduler,
     )
     # A round of distinct ideas (--distinct-ideas) was drawn one request per prompt: it is remade the same way.
     requests = [dataclasses.replace(request, prompt=c["prompt"], seeds=(c["seed"],)) for c in round_]
