@@ -53,10 +53,14 @@ def spoiled(kind: str, body: bytes) -> bytes:
 class SpoilingProxy:
     """Forwards to `upstream`, spoiling `path`'s answers from the `nth` on (see the module notes)."""
 
-    def __init__(self, upstream: str, path: str, kind: str, nth: int = 1) -> None:
+    def __init__(self, upstream: str, path: str, kind: str, nth: int = 1, *, distinct: bool = False) -> None:
         self.upstream, self.path, self.kind, self.nth = urlsplit(upstream), path, kind, nth
+        self.distinct = distinct
+        """Count each full path once (`/history/<id>` polled until its prompt is done is one request), so that
+        the nth is the nth thing asked for, however often a client had to ask."""
         self.seen = 0
-        """How many requests matched `path` so far."""
+        """How many requests matched `path` so far (with `distinct`, how many different full paths)."""
+        self.paths: list[str] = []
         self.spoilt = 0
         """How many answers were spoilt."""
         self.lock = threading.Lock()
@@ -65,8 +69,14 @@ class SpoilingProxy:
         if not path.startswith(self.path):
             return False
         with self.lock:
-            self.seen += 1
-            hit = self.seen >= self.nth
+            if not self.distinct:
+                self.seen += 1
+                hit = self.seen >= self.nth
+            else:
+                if path not in self.paths:
+                    self.paths.append(path)
+                self.seen = len(self.paths)
+                hit = self.paths.index(path) + 1 >= self.nth
             self.spoilt += hit
             return hit
 
@@ -127,9 +137,11 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def spoiling_proxy(upstream: str, path: str, kind: str, nth: int = 1) -> Iterator[tuple[SpoilingProxy, str]]:
+def spoiling_proxy(
+    upstream: str, path: str, kind: str, nth: int = 1, *, distinct: bool = False
+) -> Iterator[tuple[SpoilingProxy, str]]:
     """A running proxy in front of `upstream` and its base URL (with upstream's path); stopped after the block."""
-    proxy = SpoilingProxy(upstream, path, kind, nth)
+    proxy = SpoilingProxy(upstream, path, kind, nth, distinct=distinct)
     server = ThreadingHTTPServer(("127.0.0.1", 0), type("BoundHandler", (_Handler,), {"proxy": proxy}))
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -92,7 +92,9 @@ def test_a_broken_reply_is_one_line_naming_the_server(
     out = tmp_path / "run"
     with ExitStack() as stack:
         upstream, flags = stack.enter_context(server(name, tmp_path, monkeypatch))
-        proxy, url = stack.enter_context(spoiling_proxy(upstream, path, kind, nth))
+        # A ComfyUI client polls /history/<id> until its prompt is done: the nth prompt's, not the nth poll.
+        distinct = path in ("/history", "/view")
+        proxy, url = stack.enter_context(spoiling_proxy(upstream, path, kind, nth, distinct=distinct))
         code = main(["run", *flags, *extra, URL_FLAG[name], url, "--output-dir", str(out)])
         assert proxy.spoilt, f"no answer of {path} was spoilt"
         text = capsys.readouterr()
