@@ -21,7 +21,7 @@ from refineloop.backends.image.protocol import ImageModel, ImageRequest
 from refineloop.backends.image.requests import run_request
 from refineloop.backends.model_cache import models_for
 from refineloop.files.trace import append_trace
-from refineloop.nodes.round_draw import draw_round
+from refineloop.nodes.round_draw import draw_round, new_candidate
 from refineloop.nodes.round_ideas import split_by_idea
 from refineloop.progress_events import drawing
 from refineloop.prompt_text import compose_prompt
@@ -67,22 +67,9 @@ def draw_drafts(
         save_image(picture, path)  # at once: a draft is judged in this round or never
         critic_images.remember(path, picture)
         idea, prompt = ideas[k] if ideas else (state["idea"], state["prompt"])
-        drafts.append(
-            {
-                "iteration": state["iteration"] + 1,  # the number its full image would take
-                "path": str(path),
-                "prompt": compose_prompt(task.subject, prompt),
-                "idea": idea,
-                "seed": seed,
-                "strength": draft.strength,
-                "init_image": draft.init_image,
-                "score": None,
-                "verdict": "unknown",
-                "critique": "",
-                "next_idea": "",
-                "draft": {"round": round_number, "prompt": prompt, **draft_size(draft)},
-            }
-        )
+        # Numbered as its full image would be; its record says it is a draft.
+        record = new_candidate(state["iteration"] + 1, path, compose_prompt(task.subject, prompt), idea, seed, draft)
+        drafts.append({**record, "draft": {"round": round_number, "prompt": prompt, **draft_size(draft)}})
     seconds = time.perf_counter() - started
     append_trace(
         state["run_dir"],
