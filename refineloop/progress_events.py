@@ -18,7 +18,7 @@ import contextvars
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -133,3 +133,36 @@ def critic_call_done() -> None:
         phase.done += 1
         event = phase.event()
     _tell(event)
+
+
+class HeldProgress:
+    """A listener for work begun before anyone listens (the CLI's first image, drawn while the run starts up):
+    it keeps the events until `hand_over` names the listener and the label of the context that takes the work
+    over, then tells that listener everything kept, in order, and every event after it as it comes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._kept: list[Progress] = []
+        self._handed = False
+        self._listener: Listener | None = None
+        self._label = ""
+
+    def __call__(self, event: Progress) -> None:
+        with self._lock:  # held while telling: the kept events and the live ones reach the listener in order
+            if not self._handed:
+                self._kept.append(event)
+            elif self._listener is not None:
+                self._listener(self._relabelled(event))
+
+    def hand_over(self) -> None:
+        """From now on, tell the listener of the calling context (if any), under the label it draws with."""
+        listener = _LISTENER.get()
+        with self._lock:
+            self._handed, self._listener, self._label = True, listener, _DRAWING.get()
+            kept, self._kept = self._kept, []
+            if listener is not None:
+                for event in kept:
+                    listener(self._relabelled(event))
+
+    def _relabelled(self, event: Progress) -> Progress:
+        return replace(event, label=self._label) if self._label else event

@@ -309,6 +309,16 @@ class OutputWatch:
         return self.text()
 
 
+def checkpointed(run_dir: Path) -> bool:
+    """Whether a run has its first checkpoint (the setup step's): the run itself has begun."""
+    from refineloop.apps.reading import read_values
+
+    try:
+        return bool(read_values(str(run_dir), run_dir.name).get("run_dir"))
+    except Exception:  # not there yet, or being written
+        return False
+
+
 def images_in(run_dir: Path) -> list[str]:
     """Names of the NN.png images in a run folder, in order."""
     return sorted((p.name for p in run_dir.iterdir() if re.fullmatch(r"\d+\.png", p.name)), key=lambda n: int(n[:-4]))

@@ -273,6 +273,8 @@ class FakeOllama:
         """Chat requests still to fail with `fail_status` before any scripted reply is served."""
         self.fail_status = fail_status
         self.resident_bytes = resident_bytes
+        self.load_delay = 0.0
+        """Seconds an empty chat (a model load) takes to answer: a slow load for a test to stop a run during."""
         self.loaded: dict[str, Any] = {}
         """Models held in memory (a chat request loads one; keep_alive 0 unloads it again) -> their keep_alive."""
         self._lock = threading.Lock()
@@ -552,7 +554,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(400, {"error": f'"{requested}" does not support thinking'})
             return
         if body.get("messages") == []:
-            # An empty chat only loads the model (how clients warm one up), answering at once.
+            # An empty chat only loads the model (how clients warm one up), answering when it is loaded.
+            time.sleep(self.owner.load_delay)
             self._load(name, body.get("keep_alive"))
             self._json(
                 200,

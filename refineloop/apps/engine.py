@@ -23,7 +23,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
-from urllib.parse import urlsplit
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -31,6 +30,7 @@ from langgraph.errors import GraphDrained
 from langgraph.runtime import RunControl
 from langgraph.types import Command
 
+from refineloop.apps.critic_load import load_critic
 from refineloop.apps.stop_signals import ctrl_c_drains
 from refineloop.backends.model_cache import ModelCache
 from refineloop.errors import ModelError, RefineError, RunFolderError, SettingsError
@@ -39,7 +39,7 @@ from refineloop.graph import build_graph
 from refineloop.judges.audit import auditor_settings
 from refineloop.outputs.artifacts import write_artifacts
 from refineloop.progress_events import Progress, reporting
-from refineloop.redaction import redact, redact_deep, reveal
+from refineloop.redaction import redact, redact_deep
 from refineloop.run_folder.checkpoints import connect, database_error, run_saver
 from refineloop.run_folder.image_files import image_problem
 from refineloop.run_view import apply_view
@@ -132,15 +132,19 @@ def check_images(values: dict[str, Any]) -> None:
             )
 
 
-def load_models(models: ModelCache, settings: RunSettings, callbacks: EngineCallbacks) -> None:
+def load_models(
+    models: ModelCache, settings: RunSettings, callbacks: EngineCallbacks, critic_note: str | None = None
+) -> None:
     """Load both models up front, so a missing model fails before any image is made; say what was loaded.
 
     The critic comes first: an Ollama critic is loaded into the server's memory now (an empty request with
     `--critic-keep-alive`), so the image model's placement measures the GPU memory it really leaves free, and
-    the placement line says how much the critic holds (from /api/ps).
+    the placement line says how much the critic holds (from /api/ps). `critic_note` is that line's part when
+    the critic was loaded already (by the CLI's head start, before the image model).
     """
     models.chat_model(settings)
-    critic_note = _load_critic(settings)
+    if critic_note is None:
+        critic_note = load_critic(settings)
     image_model = models.image_model(settings)
     if settings.init_image and not image_model.traits.img2img:
         raise SettingsError(f"--init-image: {image_model.name} cannot start from a picture; use an img2img model")
@@ -192,29 +196,6 @@ def check_scheduler(image_model: Any, name: str) -> None:
     if not callable(check):
         raise SettingsError(f"--scheduler {name}: {image_model.name} has no sampler to choose: drop --scheduler")
     check(name)
-
-
-def _load_critic(settings: RunSettings) -> str:
-    """Load an Ollama critic into memory now and describe what it holds, for the placement line ("" for other
-    critics)."""
-    if not settings.eval_model.startswith("ollama:"):
-        return ""
-    from refineloop.backends.chat.ollama import load_resident, resolve_base_url
-
-    url = resolve_base_url(reveal(settings.ollama_url) or None)
-    keep = settings.critic_keep_alive
-    resident = load_resident(settings.eval_model[7:], base_url=url, keep_alive=keep, timeout=settings.critic_timeout)
-    parts = urlsplit(url)
-    # A remote Ollama's memory is its own host's: say whose GPU it is, since it is not the one being placed on.
-    where = "" if parts.hostname in ("127.0.0.1", "localhost", "::1") else f" at {redact(parts.netloc)}"
-    kept = ""
-    if keep == "-1":
-        kept = ", kept loaded for ever"
-    elif keep and keep != "0":
-        kept = f", kept loaded {keep}"
-    if resident is None:
-        return f" (not resident{where}: unloaded after each call)" if keep == "0" else f" (not resident{where})"
-    return f" ({resident.line()}{where}{kept})"
 
 
 def execute(

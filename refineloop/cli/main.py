@@ -120,10 +120,11 @@ def goal_of(args: argparse.Namespace) -> str:
 def _add_head_start_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--head-start",
-        action="store_true",
-        help="experimental: begin the first image while the run starts up (LangGraph loading, the critic's check); "
-        "the libraries' warnings of that first load and draw reach the console, it shows no step progress, and a "
-        "server backend's first prompt is not interrupted by Ctrl-C",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="begin the first image while the run starts up (LangGraph loading, the critic's check), so it comes "
+        "sooner; the same image either way (default: on; never on resume, fork, batch, --init-image, agent modes, "
+        "a first round of drafts, or beside a local Ollama critic, which loads first)",
     )
 
 
@@ -274,16 +275,22 @@ def _run(args: argparse.Namespace) -> int:
     settings = RunSettings(**{**{k: v for k, v in vars(args).items() if k in names}, "goal": goal_of(args)})
     validated(settings)  # before importing langgraph: a bad flag answers instantly
     url = _checked_url(args)
-    resolved = None
-    if args.head_start:
-        from refineloop.apps.head_start import begin_first_image
+    from refineloop.apps.head_start import begin_first_image
+    from refineloop.apps.new_run import opened_run
+    from refineloop.apps.stop_signals import stop_ends_loading
+    from refineloop.backends.image import head_start
+    from refineloop.run_start import resolve_run
 
-        # The image model loads and the first image is begun before LangGraph is imported: the two overlap.
-        resolved = begin_first_image(settings)
-    from refineloop.cli.run_commands import start_run
-
-    # sys.stdout as it is now, not as the runner's default bound it at import (a caller may have swapped it).
-    return start_run(settings, checkpointer_url=url, out=sys.stdout, resolved=resolved).exit_code
+    try:
+        with opened_run(resolve_run(settings)) as opened:
+            with stop_ends_loading("nothing was kept", opened.take_back):
+                if args.head_start:
+                    begin_first_image(opened)  # the image model loads, and the first image is begun, before LangGraph
+                from refineloop.cli.run_commands import start_run
+            # sys.stdout as it is now, not as the runner's default bound it at import (a caller may have swapped it).
+            return start_run(settings, checkpointer_url=url, out=sys.stdout, opened=opened).exit_code
+    finally:
+        head_start.stop()  # a first image the run never took: a server need not go on drawing it
 
 
 def _fork(args: argparse.Namespace) -> int:

@@ -2,9 +2,9 @@
 engine (refineloop.apps.engine) told by a `Terminal` what to print and whom to ask.
 
 A new run's folder is made and locked before the slow model loads, so no other run can take it, and removed
-again when nothing was checkpointed (the CLI's `run` may have loaded the image model already, to begin the first
-image early: refineloop.apps.head_start, which refuses a filled --output-dir first); a stop signal while the
-models load ends the process in one line. A resumed run continues from its last checkpoint in the folder given;
+again when nothing was checkpointed (the CLI's `run` opens it itself, to load the image model and begin the first
+image before LangGraph is imported: refineloop.apps.head_start); a stop signal while the models load ends the
+process in one line. A resumed run continues from its last checkpoint in the folder given;
 a finished one is only read.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -20,6 +21,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from refineloop.apps.engine import EXIT_OK, Outcome, check_images, checkpoints, execute, load_models
 from refineloop.apps.library_logs import library_logs_in_trace
+from refineloop.apps.new_run import OpenedRun, opened_run
 from refineloop.apps.reading import read_values
 from refineloop.apps.stop_signals import stop_ends_loading
 from refineloop.backends.model_cache import MODELS, ModelCache
@@ -29,9 +31,9 @@ from refineloop.graph import build_graph
 from refineloop.nodes.setup import initial_state
 from refineloop.outputs.report import REPORT_NAME
 from refineloop.run_folder.checkpoints import database_error
-from refineloop.run_folder.folder import kept_on_exit, new_run_folder, read_meta, write_meta
+from refineloop.run_folder.folder import kept_on_exit, read_meta, write_meta
 from refineloop.run_folder.lock import locked
-from refineloop.run_start import ResolvedRun, resolve_run
+from refineloop.run_start import resolve_run
 from refineloop.run_view import apply_view, make_view
 from refineloop.settings import RunSettings
 
@@ -45,7 +47,7 @@ def start_run(
     checkpointer_url: str = "",
     thread_id: str | None = None,
     inp: TextIO | None = None,
-    resolved: ResolvedRun | None = None,
+    opened: OpenedRun | None = None,
 ) -> Outcome:
     """Start a new run. Settings and task are checked first; then the run folder is made and locked at once,
     before the slow model loads, so no other run can take it; a failure before the first checkpoint removes what
@@ -54,15 +56,15 @@ def start_run(
     `saver` replaces the run folder's SQLite checkpoints (in memory, say), `checkpointer_url` keeps them in
     Postgres (recorded, without its password, so `resume_run` finds them again), and `thread_id` replaces the
     default thread (the folder's name). `inp` is where review answers are read (standard input by default).
-    `resolved` is the run as refineloop.apps.head_start resolved it (its first image perhaps begun already).
+    `opened` is the run as the CLI resolved it and the folder it opened (refineloop.apps.new_run), its first image
+    perhaps begun already (refineloop.apps.head_start).
     """
     terminal = Terminal(out, inp)
-    run = resolved or resolve_run(settings)
-    settings, task = run.settings, run.task
-    with new_run_folder(settings.output_dir, named=run.named) as claim, library_logs_in_trace(claim.path):
-        settings.output_dir = run_dir = claim.path
-        with stop_ends_loading("nothing was kept", claim.discard):
-            load_models(models, settings, terminal)
+    with nullcontext(opened) if opened else opened_run(resolve_run(settings)) as opening:
+        settings, task, claim = opening.run.settings, opening.run.task, opening.claim
+        run_dir = claim.path
+        with stop_ends_loading("nothing was kept", opening.take_back):
+            load_models(models, settings, terminal, opening.critic_note)
         state = initial_state(settings, task)
         thread_id = thread_id or Path(run_dir).name
         with checkpoints(run_dir, saver, checkpointer_url, thread_id) as checkpointer:

@@ -79,6 +79,9 @@ def test_denoising_steps_are_counted_for_each_image_drawn(tiny_sd_dir: Path, tin
     assert re.search(r"step 2 of 4, \d+\.\d\d s/step, \d+\.\d s left", shown)
     assert "Loading pipeline components" not in shown and "%|" not in shown, "no library progress bars"
     assert "No LoRA keys" not in shown and "github.com" not in shown, "library warnings go to the trace"
+    records = [json.loads(line) for line in (tmp_path / "r" / "trace.jsonl").read_text().splitlines()]
+    # Those steps were the head start's, kept until the generate node took the images over.
+    assert [r.get("head_start") for r in records if r.get("kind") == "image"] == ["used"]
 
 
 def test_judge_check_counts_its_calls_against_the_total_it_will_make(tmp_path: Path) -> None:

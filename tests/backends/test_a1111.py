@@ -14,8 +14,9 @@ import pytest
 from refineloop.backends.image.a1111.model import consecutive_runs
 from refineloop.cli.main import main
 from refineloop.run_folder.provenance import read_provenance
-from tests.conftest import wait_for
+from tests.conftest import checkpointed, wait_for
 from tests.fake_a1111 import fake_a1111
+from tests.fake_ollama import FakeOllama
 
 
 def run(url: str, out: Path, *flags: str, model: str = "a1111:dreamshaper_8") -> int:
@@ -154,7 +155,7 @@ def test_ctrl_c_interrupts_the_server_and_the_run_resumes(tmp_path, start_cli):
         fake.delay = 60.0
         proc = start_cli("run", "--image-model", "a1111", "--a1111-url", url, "--seed", "3", "--width", "64",
                          "--height", "64", "--max-iterations", "2", "--output-dir", str(out))  # fmt: skip
-        wait_for(lambda: len(fake.calls) == 1, timeout=60)
+        wait_for(lambda: len(fake.calls) == 1 and checkpointed(out), timeout=60)  # the run has begun
         proc.send_signal(signal.SIGINT)  # the first drains: it would wait for the image being drawn
         time.sleep(0.5)
         proc.send_signal(signal.SIGINT)  # the second stops now, and tells the server
@@ -165,3 +166,20 @@ def test_ctrl_c_interrupts_the_server_and_the_run_resumes(tmp_path, start_cli):
     # The interrupted image is asked again, exactly, then the run goes on.
     assert len(fake.calls) == 3 and fake.calls[0][1] == fake.calls[1][1]
     assert fake.calls[2][1]["seed"] != fake.calls[1][1]["seed"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_before_the_run_begins_interrupts_the_first_image_drawn_ahead(tmp_path, start_cli):
+    out = tmp_path / "run"
+    # The first image is begun before the run starts; the critic's load (on another host) holds the start here.
+    with fake_a1111() as (fake, url), FakeOllama(models={"vlm:1b": ["vision"]}, host="127.0.0.2") as critic:
+        fake.delay, critic.load_delay = 60.0, 60.0
+        critic_flags = ("--eval-model", "ollama:vlm:1b", "--ollama-url", critic.url)
+        proc = start_cli("run", "--image-model", "a1111", "--a1111-url", url, *critic_flags, "--width", "64",
+                         "--height", "64", "--output-dir", str(out))  # fmt: skip
+        wait_for(lambda: len(fake.calls) == 1 and len(critic.chat_requests("load")) == 1, timeout=60)
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and fake.interrupts == 1, output
+    assert "stopped before the first image: nothing was kept" in output and "Traceback" not in output
+    assert not out.exists()

@@ -14,8 +14,9 @@ import pytest
 
 from refineloop.cli.main import main
 from refineloop.run_folder.provenance import read_provenance
-from tests.conftest import wait_for
+from tests.conftest import checkpointed, wait_for
 from tests.fake_comfyui import FakeComfyUI, api_workflow, fake_comfyui
+from tests.fake_ollama import FakeOllama
 
 
 @pytest.fixture
@@ -45,7 +46,7 @@ def sent(fake: FakeComfyUI) -> list[tuple[str, int, Any]]:
 def test_a_run_fills_the_users_workflow_and_records_it(workflow_file, tmp_path, capsys):
     out = tmp_path / "run"
     with fake_comfyui() as (fake, url):
-        fake.delay, fake.history_lag = 0.02, 0.05
+        fake.delay, fake.history_lag = 0.2, 0.05  # long enough for a round's second prompt to be queued under load
         assert run(workflow_file, url, out, "--max-iterations", "2", "--candidates", "2", "--steps", "6") == 0
     assert fake.most_queued == 2  # a round's candidates wait in the server's queue together
     assert len(fake.prompts) == 4 and "comfyui:workflow_api.json on the ComfyUI server" in capsys.readouterr().out
@@ -162,7 +163,7 @@ def test_ctrl_c_interrupts_the_server_and_the_run_resumes(workflow_file, tmp_pat
         fake.delay = 60.0
         proc = start_cli("run", "--image-model", f"comfyui:{workflow_file}", "--comfyui-url", url, "--seed", "5",
                          "--max-iterations", "2", "--candidates", "2", "--output-dir", str(out))  # fmt: skip
-        wait_for(lambda: len(fake.prompts) == 2, timeout=60)
+        wait_for(lambda: len(fake.prompts) == 2 and checkpointed(out), timeout=60)  # the run has begun
         proc.send_signal(signal.SIGINT)  # the first drains: the image being drawn would be finished
         time.sleep(0.5)
         proc.send_signal(signal.SIGINT)  # the second stops now
@@ -175,6 +176,23 @@ def test_ctrl_c_interrupts_the_server_and_the_run_resumes(workflow_file, tmp_pat
         p["3"]["inputs"]["seed"] for p in fake.prompts[:2]
     ]
     assert sys.platform != "win32"
+
+
+@pytest.mark.slow
+def test_ctrl_c_before_the_run_begins_takes_the_prompts_drawn_ahead_off_the_server(workflow_file, tmp_path, start_cli):
+    out = tmp_path / "run"
+    # The first round is begun before the run starts; the critic's load (on another host) holds the start here.
+    with fake_comfyui() as (fake, url), FakeOllama(models={"vlm:1b": ["vision"]}, host="127.0.0.2") as critic:
+        fake.delay, critic.load_delay = 60.0, 60.0
+        critic_flags = ("--eval-model", "ollama:vlm:1b", "--ollama-url", critic.url)
+        proc = start_cli("run", "--image-model", f"comfyui:{workflow_file}", "--comfyui-url", url, "--candidates",
+                         "2", *critic_flags, "--output-dir", str(out))  # fmt: skip
+        wait_for(lambda: len(fake.prompts) == 2 and len(critic.chat_requests("load")) == 1, timeout=60)
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and fake.interrupts == [{"prompt_id": fake.ids[0]}], output
+    assert fake.deletes == [fake.ids[:2]] and "stopped before the first image: nothing was kept" in output
+    assert not out.exists()
 
 
 def test_drafts_are_queued_with_fewer_steps_and_the_winner_again_in_full(workflow_file, tmp_path):

@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 
-from refineloop.apps.head_start import first_request_known
-from refineloop.apps.reading import read_values
+from refineloop.apps.head_start import first_request_known, shares_memory_with_the_critic
 from refineloop.backends.image import head_start
 from refineloop.backends.model_cache import MODELS
 from refineloop.cli.main import main
@@ -21,7 +20,7 @@ from refineloop.cli.run_commands import resume_run, start_run
 from refineloop.round_request import first_prompt, round_request
 from refineloop.run_start import resolve_run
 from refineloop.settings import RunSettings
-from tests.conftest import images_in, refineloop, wait_for
+from tests.conftest import checkpointed, images_in, refineloop, wait_for
 from tests.fake_ollama import FakeOllama
 
 GOAL = "a quiet blue teapot on a table"
@@ -30,21 +29,13 @@ GOAL = "a quiet blue teapot on a table"
 def flags(model: Path, run_dir: Path, *more: str) -> list[str]:
     return [
         "--image-model", str(model), "--eval-model", "demo", "--goal", GOAL, "--seed", "5", "--steps", "2",
-        "--max-iterations", "2", "--output-dir", str(run_dir), "--head-start", *more,
+        "--max-iterations", "2", "--output-dir", str(run_dir), *more,
     ]  # fmt: skip
 
 
 def images_traced(run_dir: Path) -> list[dict[str, Any]]:
     lines = (run_dir / "trace.jsonl").read_text().splitlines()
     return [record for record in map(json.loads, lines) if record.get("kind") == "image"]
-
-
-def set_up(run_dir: Path) -> bool:
-    """Whether the run's setup step is checkpointed."""
-    try:
-        return bool(read_values(str(run_dir), run_dir.name).get("run_dir"))
-    except Exception:  # not there yet, or being written
-        return False
 
 
 def plain_run(model: Path, run_dir: Path, **more: Any) -> None:
@@ -55,9 +46,8 @@ def plain_run(model: Path, run_dir: Path, **more: Any) -> None:
     start_run(settings, out=io.StringIO())
 
 
-def test_without_the_flag_no_image_is_drawn_ahead(tmp_path, tiny_sd3_dir):
-    argv = [a for a in flags(tiny_sd3_dir, tmp_path / "run") if a != "--head-start"]
-    assert main(["run", *argv]) == 0
+def test_with_no_head_start_no_image_is_drawn_ahead(tmp_path, tiny_sd3_dir):
+    assert main(["run", *flags(tiny_sd3_dir, tmp_path / "run", "--no-head-start")]) == 0
     assert [r.get("head_start") for r in images_traced(tmp_path / "run")] == [None, None]
 
 
@@ -146,9 +136,9 @@ def test_no_head_start_on_resume_fork_or_init_image(tmp_path, tiny_sd3_dir, caps
 @pytest.mark.slow
 def test_ctrl_c_while_the_first_image_is_drawn_ahead_finishes_it_and_the_run_resumes(tmp_path, start_cli):
     proc = start_cli("demo", "--goal", GOAL, "--seed", "3", "--max-iterations", "2", "--image-model",
-                     "sketch:delay=5", "--output-dir", "r", "--head-start")  # fmt: skip
+                     "sketch:delay=5", "--output-dir", "r")  # fmt: skip
     run = tmp_path / "r"
-    wait_for(lambda: set_up(run), timeout=30)  # the graph is at its first step while image 1 is still drawn ahead
+    wait_for(lambda: checkpointed(run), timeout=30)  # the graph is at its first step while image 1 is still drawn ahead
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in out, out
@@ -157,3 +147,28 @@ def test_ctrl_c_while_the_first_image_is_drawn_ahead_finishes_it_and_the_run_res
     again = refineloop("resume", str(run), cwd=tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
     assert images_in(run) == ["01.png", "02.png"]
+
+
+@pytest.mark.parametrize(
+    ("image_model", "url", "shares"),
+    [("{tiny}", "", True), ("{tiny}", "http://localhost:11434", True), ("{tiny}", "http://10.0.0.5:11434", False),
+     ("a1111", "", False), ("sketch", "", False)],
+)  # fmt: skip
+def test_a_local_ollama_critic_is_loaded_before_a_diffusers_model_is_placed(
+    image_model: str, url: str, shares: bool, tiny_sd3_dir: Path
+) -> None:
+    settings = RunSettings(image_model=image_model.format(tiny=tiny_sd3_dir), eval_model="ollama:v", ollama_url=url)
+    assert shares_memory_with_the_critic(settings) is shares
+    assert shares_memory_with_the_critic(dataclasses.replace(settings, eval_model="demo")) is False
+
+
+def test_beside_a_local_ollama_critic_the_critic_loads_once_then_the_first_image_is_drawn_ahead(
+    tmp_path, tiny_sd3_dir, capsys
+):
+    with FakeOllama(models={"fake-vlm:1b": ["vision"]}, resident_bytes=(3_000_000_000, 3_000_000_000)) as fake:
+        critic = ["--eval-model", "ollama:fake-vlm:1b", "--ollama-url", fake.url, "--max-iterations", "1"]
+        assert main(["run", *flags(tiny_sd3_dir, tmp_path / "run"), *critic]) == 0
+        loads = fake.chat_requests("load")
+    assert len(loads) == 1  # before the image model: its placement sees what the critic holds
+    assert "holds 3.0 GB on the GPU" in capsys.readouterr().out.splitlines()[0]
+    assert [r.get("head_start") for r in images_traced(tmp_path / "run")] == ["used"]

@@ -205,3 +205,5 @@ def test_library_warnings_stay_off_the_console_and_in_the_trace(lora_run: Path) 
     # The tiny LoRA has no text-encoder keys: diffusers warns about it (with an issues link) on every load.
     kept = [r for r in read_trace(str(lora_run)) if r.get("kind") == "library-log"]
     assert any("No LoRA keys associated to CLIPTextModel" in r["message"] for r in kept)
+    # Loaded for the first image drawn ahead, before LangGraph: the folder was already there to keep it.
+    assert [r.get("head_start") for r in read_trace(str(lora_run)) if r.get("kind") == "image"][0] == "used"

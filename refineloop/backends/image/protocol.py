@@ -73,7 +73,11 @@ def check_one_batch(requests: Sequence[ImageRequest]) -> None:
 
 @runtime_checkable
 class ImageModel(Protocol):
-    """A loaded image model, shared by every node and iteration in the process."""
+    """A loaded image model, shared by every node and iteration in the process.
+
+    A model drawn by a server may also have `interrupt()`: called from another thread, it asks the server to drop
+    what this model's call is drawing (refineloop.backends.image.head_start uses it on a stop).
+    """
 
     name: str
     """How the user named the model (`sketch`, `hf:org/id`, a local folder)."""

@@ -49,6 +49,7 @@ class ComfyImageModel:
             strength=True,
         )
         self._uploads: dict[str, str] = {}
+        self._queued: list[str] = []
 
     def count_tokens(self, text: str) -> int:
         """Words and punctuation marks: close to a CLIP tokenizer's count for plain English."""
@@ -67,6 +68,7 @@ class ComfyImageModel:
         check_one_batch(requests)
         workflows = [self.filled(request, seed)[0] for request in requests for seed in request.seeds]
         ids: list[str] = []
+        self._queued = ids  # what `interrupt` takes back, as it fills
         socket = self.client.progress_socket()  # open before queueing: no message is missed
         try:
             for workflow in workflows:
@@ -77,6 +79,12 @@ class ComfyImageModel:
             raise
         images = iter([self._output(prompt_id, entries[prompt_id]) for prompt_id in ids])
         return [[next(images) for _ in request.seeds] for request in requests]
+
+    def interrupt(self) -> None:
+        """Take this model's prompts of the latest call off the queue and stop the one drawing (from another
+        thread: the call itself is left to end with the server's answer)."""
+        if self._queued:
+            self.client.cancel(list(self._queued))
 
     def filled(self, request: ImageRequest, seed: int) -> tuple[Workflow, dict[str, Any]]:
         """The workflow for one image of `request`, and the values filled in (`node.input` -> value)."""
