@@ -1,7 +1,7 @@
 """The two ends of a run, side by side with bare diffusers: process start to the first image, and the last
 image's verdict to the closing line.
 
-    python bench/startup.py [--size 1024] [--steps 28] [--images 5] [--repeats 1] [--threads N] [--head-start]
+    python bench/startup.py [--size 1024] [--steps 28] [--images 5] [--repeats 1] [--threads N] [--no-head-start]
 
 Both sides draw with one tiny SD3.5-medium-shaped pipeline (tests/tiny_models.py, random weights) and ask one
 fake Ollama server (tests/fake_ollama.py, real HTTP on 127.0.0.1) for a verdict on each image, each in a fresh
@@ -104,7 +104,7 @@ def child_refineloop(job: dict[str, Any]) -> None:
         "run", "--image-model", job["folder"], "--eval-model", f"ollama:{MODEL}", "--ollama-url", job["url"],
         "--goal", GOAL, "--strategy", "climbing", "--seed", "7", "--max-iterations", str(job["images"]),
         "--steps", str(job["steps"]), "--width", str(job["size"]), "--height", str(job["size"]),
-        "--output-dir", job["out"], *(["--head-start"] if job.get("head_start") else []),
+        "--output-dir", job["out"], *([] if job.get("head_start", True) else ["--no-head-start"]),
     ]  # fmt: skip
     if job.get("profile"):
         import cProfile
@@ -219,7 +219,12 @@ def main() -> None:
         help="torch's CPU threads on both sides (default: torch's choice, every core); fewer leave the start-up a "
         "core while the first image draws, as a GPU draw does",
     )
-    parser.add_argument("--head-start", action="store_true", help="run refineloop with --head-start")
+    parser.add_argument(
+        "--no-head-start",
+        dest="head_start",
+        action="store_false",
+        help="run refineloop with --no-head-start (its first image not begun before LangGraph loads)",
+    )
     parser.add_argument("--profile", help="write a cProfile of the refineloop side here")
     parser.add_argument("--timeline", action="store_true", help="print each side's lines with their times")
     parser.add_argument("--child", help=argparse.SUPPRESS)

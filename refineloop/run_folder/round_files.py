@@ -70,7 +70,9 @@ def remake_missing(state: RefineState, config: RunnableConfig) -> None:
     the same request and seeds, byte for byte; the whole round is drawn again so a batched model makes each
     image exactly as it did. Nothing happens when every file is there or still being written."""
     round_ = round_images(state)
-    missing = [c for c in round_ if not Path(c["path"]).exists() and not image_writer.pending(c["path"])]
+    # Asked in this order: a write that lands between the two questions is renamed into place before it stops
+    # being pending, so a file neither pending nor there is truly missing (the other order drew a round twice).
+    missing = [c for c in round_ if not image_writer.pending(c["path"]) and not Path(c["path"]).exists()]
     if not missing:
         return
     settings = RunSettings.from_state(state["settings"])
