@@ -11,7 +11,7 @@ its request is the same, else draws its own. `--no-head-start` turns it off.
 Only a run whose first request is known before the graph starts gets one: a new run of the shared loop, without
 `--init-image` (its first round starts from the user's picture, copied into the folder later), and without a
 first round of drafts. Agent modes let a model decide the first step, and resume, fork and batch start elsewhere.
-When a diffusers image model shares its machine with a local Ollama critic, the critic is loaded first
+When a diffusers image model shares a CUDA GPU with a local Ollama critic, the critic is loaded first
 (refineloop.apps.critic_load), as a run without a head start loads it, so that the image model's placement sees
 the memory it really leaves free. This module imports no LangGraph.
 """
@@ -54,7 +54,7 @@ def begin_first_image(opened: OpenedRun, models: ModelCache = MODELS) -> None:
     settings, task = opened.run.settings, opened.run.task
     if not first_request_known(settings):
         return
-    if shares_memory_with_the_critic(settings, models):
+    if shares_memory_with_the_critic(settings, models) and _has_a_gpu():
         opened.critic_note = load_critic(settings)
     model = models.image_model(settings)
     planned = round_request(
@@ -62,3 +62,12 @@ def begin_first_image(opened: OpenedRun, models: ModelCache = MODELS) -> None:
         best_path=None,
     )  # fmt: skip
     head_start.begin(model, planned.request, settings.output_dir)
+
+
+def _has_a_gpu() -> bool:
+    """Whether torch sees a CUDA GPU: only there does the image model's placement depend on the memory the critic
+    holds. Without one the critic loads after LangGraph, while the first image is drawn (loading it first put
+    Ollama's client and its imports, about 1 s on the 2-core machine, before the draw: docs/bench.md)."""
+    import torch  # the image model imports it next anyway
+
+    return bool(torch.cuda.is_available())

@@ -56,7 +56,9 @@ def test_the_critic_loads_before_the_image_model_is_placed(tmp_path, monkeypatch
     broken.mkdir()
     (broken / "model_index.json").write_text("{}")
     with FakeOllama(models={MODEL: ["completion", "vision"]}) as fake:
-        code = main(["run", "--eval-model", f"ollama:{MODEL}", "--ollama-url", fake.url, "--image-model", str(broken)])
+        # Without a GPU the head start opens the image model before the critic loads: nothing to place there.
+        flags = ["--eval-model", f"ollama:{MODEL}", "--ollama-url", fake.url, "--no-head-start"]
+        code = main(["run", *flags, "--image-model", str(broken)])
         loads = fake.chat_requests("load")
     assert code == 2 and str(broken) in capsys.readouterr().err
     assert len(loads) == 1, "the critic was in memory before the image model was even opened"
