@@ -8,6 +8,9 @@ round's request with the generate node's own function (refineloop.round_request)
 (refineloop.backends.image.head_start), all before LangGraph is imported. The generate node takes the images when
 its request is the same, else draws its own. `--no-head-start` turns it off.
 
+A draw on the CPU with every core (diffusers without a GPU, torch's default threads) gets no head start unless
+`--head-start` asks for one: the start-up beside it would slow it by more than it hides.
+
 Only a run whose first request is known before the graph starts gets one: a new run of the shared loop, without
 `--init-image` (its first round starts from the user's picture, copied into the folder later), and without a
 first round of drafts. Agent modes let a model decide the first step, and resume, fork and batch start elsewhere.
@@ -17,6 +20,8 @@ the memory it really leaves free. This module imports no LangGraph.
 """
 
 from __future__ import annotations
+
+import os
 
 from refineloop.apps.critic_load import load_critic, on_this_machine
 from refineloop.apps.new_run import OpenedRun
@@ -47,21 +52,35 @@ def shares_memory_with_the_critic(settings: RunSettings, models: ModelCache = MO
     return on_this_machine(resolve_base_url(reveal(settings.ollama_url) or None))
 
 
-def begin_first_image(opened: OpenedRun, models: ModelCache = MODELS) -> None:
+def begin_first_image(opened: OpenedRun, models: ModelCache = MODELS, *, always: bool = False) -> None:
     """When the first request of a new run (its folder opened) is known, load its image model, the critic first
-    when they share a machine, and begin that draw. The caller stops it on its way out
-    (refineloop.backends.image.head_start.stop)."""
+    when they share a GPU, and begin that draw, if it leaves the start-up a CPU core (or `always`: the user
+    asked with --head-start). The caller stops it on its way out (refineloop.backends.image.head_start.stop)."""
     settings, task = opened.run.settings, opened.run.task
     if not first_request_known(settings):
         return
     if shares_memory_with_the_critic(settings, models) and _has_a_gpu():
         opened.critic_note = load_critic(settings)
     model = models.image_model(settings)
+    if not always and not leaves_a_core_free(model):
+        return  # loaded all the same: the run finds it in the cache
     planned = round_request(
         settings, task, model.traits, run_dir=settings.output_dir, iteration=0, prompt=first_prompt(task),
         best_path=None,
     )  # fmt: skip
     head_start.begin(model, planned.request, settings.output_dir)
+
+
+def leaves_a_core_free(model: object) -> bool:
+    """Whether drawing with `model` leaves a CPU core to the rest of the start-up: it draws on a GPU or in a
+    server, or on the CPU with fewer torch threads than the machine has cores. A draw on every core would only
+    be slowed by the start-up beside it, and more than it hides (docs/bench.md: +2.1 s against +1.3 s on 2
+    cores, where torch's threads wait on each other when one loses its core)."""
+    if getattr(model, "device", "") != "cpu":  # diffusers names its device; servers and the sketch have none
+        return True
+    import torch
+
+    return torch.get_num_threads() < (os.cpu_count() or 1)
 
 
 def _has_a_gpu() -> bool:

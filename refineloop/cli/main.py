@@ -121,10 +121,11 @@ def _add_head_start_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--head-start",
         action=argparse.BooleanOptionalAction,
-        default=True,
+        default=None,
         help="begin the first image while the run starts up (LangGraph loading, the critic's check), so it comes "
-        "sooner; the same image either way (default: on; never on resume, fork, batch, --init-image, agent modes, "
-        "a first round of drafts, or beside a local Ollama critic, which loads first)",
+        "sooner; the same image either way (default: on, except for a diffusers model drawing on every CPU core, "
+        "which the start-up would slow; never on resume, fork, batch, --init-image, agent modes, or a first "
+        "round of drafts)",
     )
 
 
@@ -284,8 +285,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         with opened_run(resolve_run(settings)) as opened:
             with stop_ends_loading("nothing was kept", opened.take_back):
-                if args.head_start:
-                    begin_first_image(opened)  # the image model loads, and the first image is begun, before LangGraph
+                if args.head_start is not False:  # the image model loads, and the first image begins, before LangGraph
+                    begin_first_image(opened, always=bool(args.head_start))
                 from refineloop.cli.run_commands import start_run
             # sys.stdout as it is now, not as the runner's default bound it at import (a caller may have swapped it).
             return start_run(settings, checkpointer_url=url, out=sys.stdout, opened=opened).exit_code

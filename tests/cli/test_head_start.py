@@ -6,13 +6,15 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import os
 import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
-from refineloop.apps.head_start import first_request_known, shares_memory_with_the_critic
+from refineloop.apps.head_start import first_request_known, leaves_a_core_free, shares_memory_with_the_critic
 from refineloop.backends.image import head_start
 from refineloop.backends.model_cache import MODELS
 from refineloop.cli.main import main
@@ -29,7 +31,7 @@ GOAL = "a quiet blue teapot on a table"
 def flags(model: Path, run_dir: Path, *more: str) -> list[str]:
     return [
         "--image-model", str(model), "--eval-model", "demo", "--goal", GOAL, "--seed", "5", "--steps", "2",
-        "--max-iterations", "2", "--output-dir", str(run_dir), *more,
+        "--max-iterations", "2", "--output-dir", str(run_dir), "--head-start", *more,
     ]  # fmt: skip
 
 
@@ -46,8 +48,12 @@ def plain_run(model: Path, run_dir: Path, **more: Any) -> None:
     start_run(settings, out=io.StringIO())
 
 
-def test_with_no_head_start_no_image_is_drawn_ahead(tmp_path, tiny_sd3_dir):
-    assert main(["run", *flags(tiny_sd3_dir, tmp_path / "run", "--no-head-start")]) == 0
+@pytest.mark.parametrize("flag", ["--no-head-start", None])
+def test_without_a_head_start_no_image_is_drawn_ahead(tmp_path, tiny_sd3_dir, flag):
+    # Unasked, a diffusers model drawing on every core of this GPU-less machine gets none: the start-up would
+    # slow its draw by more than it hides.
+    argv = [a for a in flags(tiny_sd3_dir, tmp_path / "run") if a != "--head-start"] + ([flag] if flag else [])
+    assert main(["run", *argv]) == 0
     assert [r.get("head_start") for r in images_traced(tmp_path / "run")] == [None, None]
 
 
@@ -136,7 +142,7 @@ def test_no_head_start_on_resume_fork_or_init_image(tmp_path, tiny_sd3_dir, caps
 @pytest.mark.slow
 def test_ctrl_c_while_the_first_image_is_drawn_ahead_finishes_it_and_the_run_resumes(tmp_path, start_cli):
     proc = start_cli("demo", "--goal", GOAL, "--seed", "3", "--max-iterations", "2", "--image-model",
-                     "sketch:delay=5", "--output-dir", "r")  # fmt: skip
+                     "sketch:delay=5", "--output-dir", "r")  # the sketch has a head start unasked  # fmt: skip
     run = tmp_path / "r"
     wait_for(lambda: checkpointed(run), timeout=30)  # the graph is at its first step while image 1 is still drawn ahead
     proc.send_signal(signal.SIGINT)
@@ -172,3 +178,16 @@ def test_beside_a_local_ollama_critic_the_critic_loads_once_then_the_first_image
     assert len(loads) == 1  # loaded once (first where a GPU is placed on, else while the first image draws)
     assert "holds 3.0 GB on the GPU" in capsys.readouterr().out.splitlines()[0]
     assert [r.get("head_start") for r in images_traced(tmp_path / "run")] == ["used"]
+
+
+def test_a_draw_on_every_cpu_core_leaves_none_to_the_start_up(tiny_sd3_dir: Path) -> None:
+    model = MODELS.image_model(RunSettings(image_model=str(tiny_sd3_dir), device="cpu"))
+    sketch = MODELS.image_model(RunSettings(image_model="sketch"))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(os.cpu_count() or 1)
+        assert not leaves_a_core_free(model) and leaves_a_core_free(sketch)
+        torch.set_num_threads(1)
+        assert leaves_a_core_free(model) is ((os.cpu_count() or 1) > 1)
+    finally:
+        torch.set_num_threads(threads)

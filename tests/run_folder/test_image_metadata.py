@@ -52,7 +52,15 @@ def lora_run(tmp_path_factory: pytest.TempPathFactory, tiny_sd_dir: Path, tiny_l
     image-to-image."""
     root = tmp_path_factory.mktemp("meta")
     args = ["run", "--image-model", str(tiny_sd_dir), "--eval-model", "demo", "--strategy", "img2img", "--steps", "3"]
-    args += ["--lora", f"{tiny_lora}:0.7", "--scheduler", "dpm++_2m_karras", "--negative-prompt", NEGATIVE]
+    args += [
+        "--lora",
+        f"{tiny_lora}:0.7",
+        "--scheduler",
+        "dpm++_2m_karras",
+        "--negative-prompt",
+        NEGATIVE,
+        "--head-start",
+    ]
     assert main([*args, "--max-iterations", "2", "--seed", "6", "--output-dir", str(root / "run")]) == 0
     return root / "run"
 
