@@ -1,7 +1,7 @@
 """The two ends of a run, side by side with bare diffusers: process start to the first image, and the last
 image's verdict to the closing line.
 
-    python bench/startup.py [--size 1024] [--steps 28] [--images 5] [--repeats 1] [--threads N] [--no-head-start]
+    python bench/startup.py [--size 1024] [--steps 28] [--images 5] [--repeats 1] [--threads N] [--[no-]head-start]
 
 Both sides draw with one tiny SD3.5-medium-shaped pipeline (tests/tiny_models.py, random weights) and ask one
 fake Ollama server (tests/fake_ollama.py, real HTTP on 127.0.0.1) for a verdict on each image, each in a fresh
@@ -97,6 +97,10 @@ def child_bare(job: dict[str, Any]) -> None:
     print(f"done: best image {best}", flush=True)
 
 
+#: refineloop's flag for the bench's --head-start choice (None: refineloop decides).
+HEAD_START_FLAG: dict[bool | None, list[str]] = {None: [], True: ["--head-start"], False: ["--no-head-start"]}
+
+
 def child_refineloop(job: dict[str, Any]) -> None:
     """`refineloop run`, as the console script runs it (optionally under cProfile)."""
     sys.path.insert(0, str(ROOT))
@@ -104,7 +108,7 @@ def child_refineloop(job: dict[str, Any]) -> None:
         "run", "--image-model", job["folder"], "--eval-model", f"ollama:{MODEL}", "--ollama-url", job["url"],
         "--goal", GOAL, "--strategy", "climbing", "--seed", "7", "--max-iterations", str(job["images"]),
         "--steps", str(job["steps"]), "--width", str(job["size"]), "--height", str(job["size"]),
-        "--output-dir", job["out"], *([] if job.get("head_start", True) else ["--no-head-start"]),
+        "--output-dir", job["out"], *HEAD_START_FLAG[job.get("head_start")],
     ]  # fmt: skip
     if job.get("profile"):
         import cProfile
@@ -220,10 +224,10 @@ def main() -> None:
         "core while the first image draws, as a GPU draw does",
     )
     parser.add_argument(
-        "--no-head-start",
-        dest="head_start",
-        action="store_false",
-        help="run refineloop with --no-head-start (its first image not begun before LangGraph loads)",
+        "--head-start",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run refineloop with --head-start or --no-head-start (default: neither, refineloop's own choice)",
     )
     parser.add_argument("--profile", help="write a cProfile of the refineloop side here")
     parser.add_argument("--timeline", action="store_true", help="print each side's lines with their times")
