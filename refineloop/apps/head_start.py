@@ -42,8 +42,7 @@ def first_request_known(settings: RunSettings) -> bool:
 
 
 def shares_memory_with_the_critic(settings: RunSettings, models: ModelCache = MODELS) -> bool:
-    """Whether a diffusers image model is placed on the machine a local Ollama critic loads into (its GPU, or
-    its memory when there is none)."""
+    """Whether a diffusers image model is placed on the machine a local Ollama critic loads into."""
     if not settings.eval_model.startswith("ollama:"):
         return False
     entry = models.backends.find("image", settings.image_model)
@@ -74,8 +73,8 @@ def begin_first_image(opened: OpenedRun, models: ModelCache = MODELS, *, always:
 def leaves_a_core_free(model: object) -> bool:
     """Whether drawing with `model` leaves a CPU core to the rest of the start-up: it draws on a GPU or in a
     server, or on the CPU with fewer torch threads than the machine has cores. A draw on every core would only
-    be slowed by the start-up beside it, and more than it hides (docs/bench.md: +2.1 s against +1.3 s on 2
-    cores, where torch's threads wait on each other when one loses its core)."""
+    be slowed by the start-up beside it, and more than it hides (docs/bench.md: +2.1 s against +0.5 to +1.3 s
+    on 2 cores, where torch's threads wait on each other when one loses its core)."""
     if getattr(model, "device", "") != "cpu":  # diffusers names its device; servers and the sketch have none
         return True
     import torch
