@@ -73,11 +73,12 @@ class Handler(BaseHTTPRequestHandler):
 
     def reply(self, status: int, body: Any, kind: str = "application/json") -> None:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        with suppress(ConnectionError):  # a client stopped with Ctrl-C no longer reads the answer
+        # A client stopped with Ctrl-C, or done with an error status, may have gone before the headers are out.
+        with suppress(ConnectionError):
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
             self.wfile.write(data)
 
     def allowed(self) -> bool:
