@@ -37,6 +37,7 @@ import base64
 import dataclasses
 import hashlib
 import io
+import json
 import math
 import multiprocessing
 import random
@@ -151,9 +152,10 @@ def _number(digits: list[int]) -> float:
     return total / 1000 - 50
 
 
-def encode(quality: float, appeal: float = 0.0) -> Image.Image:
-    """An image whose grey blocks spell its true quality, then its idea's appeal (to 0.001)."""
-    digits = _digits(quality) + _digits(appeal)
+def encode(quality: float, appeal: float = 0.0, flaw: float = 0.0) -> Image.Image:
+    """An image whose grey blocks spell its true quality, its idea's appeal and, for a draft, its flaw: how far
+    the draft's look departs from the full image of the same idea and seed (each to 0.001)."""
+    digits = _digits(quality) + _digits(appeal) + _digits(flaw)
     img = Image.new("L", (BLOCK * len(digits), BLOCK))
     for n, digit in enumerate(digits):
         img.paste(digit * 16 + 8, (n * BLOCK, 0, (n + 1) * BLOCK, BLOCK))
@@ -161,19 +163,26 @@ def encode(quality: float, appeal: float = 0.0) -> Image.Image:
 
 
 def decode(png: bytes | Path) -> float:
-    """The true quality an image was drawn with."""
-    return decode_both(png)[0]
+    """The true quality of the full image an image stands for (a draft's, its full image's): what the bench
+    scores and what a new idea is proposed from."""
+    return _decode(png)[0]
 
 
 def decode_both(data: bytes | Path) -> tuple[float, float]:
-    """The true quality and the appeal an image was drawn with, from its file or the critic's JPEG of it."""
+    """The quality an image shows (a draft's flaw included) and its appeal: what every critic sees."""
+    quality, appeal, flaw = _decode(data)
+    return quality + flaw, appeal
+
+
+def _decode(data: bytes | Path) -> tuple[float, float, float]:
     img = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data).convert("L")
     digits = []
-    for n in range(2 * DIGITS):
+    for n in range(3 * DIGITS):
         middle = img.crop((n * BLOCK + 4, 4, (n + 1) * BLOCK - 4, BLOCK - 4))
         level = statistics.fmean(middle.get_flattened_data())
         digits.append(max(0, min(15, round((level - 8) / 16))))
-    return _number(digits[:DIGITS]), _number(digits[DIGITS:])
+    quality, appeal, flaw = (_number(digits[k * DIGITS : (k + 1) * DIGITS]) for k in range(3))
+    return quality, appeal, flaw
 
 
 class World:
@@ -221,10 +230,9 @@ class SimImageModel:
         draft = request.steps is not None and request.steps < FULL_STEPS
         return [
             encode(
-                base
-                + _gauss(self.world.noise.image, "img", s)
-                + (_gauss(self.world.noise.draft, self.world.seed, "draft", idea, s) if draft else 0.0),
+                base + _gauss(self.world.noise.image, "img", s),
                 appeal,
+                _gauss(self.world.noise.draft, self.world.seed, "draft", idea, s) if draft else 0.0,
             )
             for s in request.seeds
         ]
@@ -302,7 +310,7 @@ class SimCritic(BaseChatModel):
         score = max(1, min(10, round(shown)))
         if perceived >= noise.done_at:
             return f"SCORE: {score}\nCRITIQUE: flawless\nDONE: nothing left to improve"
-        idea = self.world.idea_from(quality, "judge", png)
+        idea = self.world.idea_from(decode(png), "judge", png)  # from what a draft stands for, as the proposer
         return f"SCORE: {score}\nCRITIQUE: could be better\nCONTINUE: the next take, {idea}"
 
     def _duel(self, images: list[bytes]) -> str:
@@ -367,7 +375,8 @@ def run_once(settings: RunSettings, seed: int, noise: Noise, folder: Path, draft
     done = str(values.get("stop_reason", "")).startswith("the critic said DONE")
     top = max(qualities)
     ideal = max(qualities, key=lambda q: world.seen.get(round(q, 3), q)) >= top - 1e-9
-    images = len(qualities) + draft_cost * len(list(folder.glob("drafts/*.png")))
+    walked = sum(bool(json.loads(p.read_text()).get("walk_draft")) for p in folder.glob("[0-9]*.json"))
+    images = len(qualities) - walked + draft_cost * (walked + len(list(folder.glob("drafts/*.png"))))
     return Result(best, images, values.get("critic_calls", 0), best >= top - 1e-9, top - best, done, ideal)
 
 
@@ -380,6 +389,8 @@ OLD = {"patience": 3, "sideways": False}
 
 #: Drafts at a quarter of a full image's steps (the sim draws a request with fewer than FULL_STEPS as a draft).
 DRAFTS = {"steps": FULL_STEPS, "draft_steps": FULL_STEPS // 4}
+#: A walk on drafts (--draft-walk) at a quarter of the steps; only its best is drawn in full at the stop.
+WALK = {**DRAFTS, "draft_walk": True, "final_pick": 0}
 #: Three candidates a round, each on its own idea.
 IDEAS = {"candidates": 3, "distinct_ideas": True}
 #: What a draft costs, in images, in the "images" column (--draft-cost; set before the workers fork).
@@ -425,6 +436,9 @@ CONFIGS: list[tuple[str, dict[str, Any]]] = [
     ("plateau 0.1 (defaults)", {"plateau_cost": 0.1}),
     ("plateau 0.1, 6 images", {"plateau_cost": 0.1, "rounds": 6}),
     ("drafts + plateau 0.1", {**DRAFTS, "plateau_cost": 0.1}),
+    *[(f"walk, {n} rounds", {**WALK, "rounds": n}) for n in (4, 6, 8, 10, 13, 16)],
+    *[(f"walk, pick 2, {n} rounds", {**WALK, "final_pick": 2, "rounds": n}) for n in (4, 6, 8, 10, 13, 16)],
+    *[(f"walk, pick 4, {n} rounds", {**WALK, "final_pick": 4, "rounds": n}) for n in (8, 13, 20)],
 ]
 
 

@@ -174,6 +174,7 @@ KNOB_SHAPES: dict[str, Shape] = {
     "draft_steps": Shape("judging", low=1, high=1000, off=0, off_means="no drafts"),
     "draft_margin": Shape("judging", low=0, high=10),
     "draft_size": Shape("judging", low=8, high=MAX_SIDE, multiple=8, off=0, off_means="the run's size"),
+    "draft_walk": Shape("judging"),
     "final_pick": Shape("judging", low=2, high=MAX_FINAL_PICK, off=0, off_means="off"),
     "confirm_done": Shape("judging"),
     "plateau_cost": Shape("strategy", low=0, open_low=True, off=0, off_means="off"),

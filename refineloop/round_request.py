@@ -7,6 +7,7 @@ or the image drawn ahead would not be the one the run asks for. Kept free of Lan
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from refineloop.backends.image.protocol import ImageRequest, ImageTraits
@@ -86,4 +87,20 @@ def round_request(
         init_image=init_image,
         strength=used_strength,
     )
+    if settings.draft_walk:  # the walk's images are drafts; the best are drawn in full at the stop
+        request = draft_request(request, settings)
     return RoundRequest(request, numbers, init_image, used_strength)
+
+
+def draft_request(request: ImageRequest, settings: RunSettings) -> ImageRequest:
+    """The draft of `request`: --draft-steps steps (else the image's), and --draft-size on its longest side at the
+    run's aspect (square when the run leaves its size to the model)."""
+    width, height = request.width, request.height
+    if settings.draft_size:
+        side = settings.draft_size
+        if width and height:
+            scale = side / max(width, height)
+            width, height = (max(8, int(width * scale) // 8 * 8), max(8, int(height * scale) // 8 * 8))
+        else:
+            width = height = side
+    return dataclasses.replace(request, steps=settings.draft_steps or request.steps, width=width, height=height)

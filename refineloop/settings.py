@@ -201,6 +201,13 @@ class RunSettings:
         "With drafts: the longest side, in pixels, of each draft (a multiple of 8; the run's aspect); a draft "
         "smaller than the image costs less. Given alone it turns drafts on at the run's steps. 0: the run's size.",
     )
+    draft_walk: bool = _knob(
+        False,
+        "With drafts: walk on the drafts themselves. Every round's image is a draft (--draft-steps, --draft-size), "
+        "judged and kept by the strategy as any image; only at the stop are the best drafts (the final pick's pool, "
+        "or the best alone with --final-pick 0) drawn in full, with their seeds and prompts, and judged, and "
+        "best.png is one of those full images.",
+    )
     final_pick: int = _knob(
         4,
         "At the stop, the K highest-scored images (the best among them, and up to K more tied with the K-th) meet "
@@ -260,6 +267,12 @@ class RunSettings:
     def drafting(self) -> bool:
         """Whether rounds are judged from drafts first (--draft-steps or --draft-size)."""
         return self.draft_steps > 0 or self.draft_size > 0
+
+    @property
+    def screening(self) -> bool:
+        """Whether a round's candidates are screened as drafts in drafts/ before one is drawn in full (drafts
+        without --draft-walk)."""
+        return self.drafting and not self.draft_walk
 
     def round_cap(self) -> int:
         """The most rounds this run may make (--max-iterations, or the safety cap when it is 0)."""
@@ -480,14 +493,27 @@ def _check_combinations(settings: RunSettings) -> None:
 
 
 def _check_rounds(settings: RunSettings) -> None:
-    """The options that change what a round draws: distinct ideas need several candidates, drafts a strategy
-    that keeps only an image beating the best (a draft that falls short is a miss) and fewer steps than the
-    image's own."""
+    """The options that change what a round draws: distinct ideas need several candidates; drafts fewer steps
+    than the image's own, and a strategy that keeps only an image beating the best (a screened draft that falls
+    short is a miss) or, for a walk on drafts, one that draws every image from its prompt."""
     _check(
         not settings.distinct_ideas or settings.candidates > 1,
         "--distinct-ideas gives each of a round's candidates its own idea: add --candidates 2 or more",
     )
+    _check(
+        not settings.draft_walk or settings.drafting,
+        "--draft-walk walks on drafts: say how they are drawn with --draft-steps (e.g. a quarter of --steps) "
+        "and/or --draft-size",
+    )
     if not settings.drafting:
+        return
+    _check(
+        settings.steps is None or settings.draft_steps < settings.steps,
+        f"--draft-steps {settings.draft_steps} is not fewer than --steps {settings.steps}: a draft must be cheaper "
+        "than the image (try a quarter of --steps)",
+    )
+    if settings.draft_walk:
+        _check_walk(settings)
         return
     spec = spec_for(settings.strategy)
     screened = tuple(n for n in strategy_names("comparing") if _screens_drafts(n))
@@ -496,11 +522,28 @@ def _check_rounds(settings: RunSettings) -> None:
         f"--draft-steps and --draft-size screen candidates for a strategy that keeps only an image beating the best, "
         f"which {spec.name} does not: use --strategy {_either(screened)}, or drop the draft options",
     )
+
+
+def _check_walk(settings: RunSettings) -> None:
+    """A walk on drafts draws every image from its prompt, and its drafts are cheaper than the full images."""
+    spec = spec_for(settings.strategy)
+    walking = tuple(n for n in strategy_names() if _walks_drafts(n))
     _check(
-        settings.steps is None or settings.draft_steps < settings.steps,
-        f"--draft-steps {settings.draft_steps} is not fewer than --steps {settings.steps}: a draft must be cheaper "
-        "than the image (try a quarter of --steps)",
+        _walks_drafts(settings.strategy),
+        f"--draft-walk draws each image from its prompt and redraws the best in full at the stop, which "
+        f"{spec.name} cannot (it draws from its best image, or hands the loop to agents): use --strategy "
+        f"{_either(walking)}, or drop --draft-walk",
     )
+    _check(
+        not changed_flags(settings, "draft_margin"),
+        "--draft-margin decides which screened drafts are drawn in full as the run goes; a --draft-walk draws "
+        "in full only at the stop: drop one of them",
+    )
+
+
+def _walks_drafts(strategy: str) -> bool:
+    spec = spec_for(strategy)
+    return spec.shape == "loop" and not spec.from_image
 
 
 def _screens_drafts(strategy: str) -> bool:

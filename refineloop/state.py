@@ -16,6 +16,14 @@ from typing_extensions import TypedDict
 Verdict = Literal["DONE", "CONTINUE", "unknown"]
 
 
+def walk_lines(finish: list[dict[str, Any]] | None) -> list[str]:
+    """What summary.txt and the progress say about a walk's drafts drawn in full at the stop (--draft-walk)."""
+    if not finish:
+        return []
+    drawn = ", ".join(f"#{f['iteration']} from draft #{f['draft']} ({score_words(f['score'])}/10)" for f in finish)
+    return [f"drawn in full at the stop: {drawn}"]
+
+
 def score_words(score: float | None) -> str:
     """A score as every line and prompt shows it: 8, 7.33 (at most two decimals), or ? when the judge gave none."""
     return "?" if score is None else f"{round(score, 2):g}"
@@ -57,7 +65,11 @@ class Candidate(TypedDict, total=False):
     verdict: Verdict
     """DONE (cannot get better), CONTINUE, or unknown (unparseable reply)."""
     draft: dict[str, Any]
-    """With drafts: the draft this image was drawn in full from ({"path", "score", "steps", "width", "height"})."""
+    """With drafts: the draft this image was drawn in full from ({"path", "score", "steps", "width", "height"};
+    a walk's also its "iteration")."""
+    walk_draft: dict[str, Any]
+    """With --draft-walk: this image is one of the walk's drafts, drawn with these {"steps", "width", "height"}
+    from this "base_prompt" (absent on an image drawn in full)."""
     critique: str
     """What the critic saw."""
     next_idea: str
@@ -281,5 +293,8 @@ class RefineState(TypedDict, total=False):
     refineloop.judges.measure turns it into lines of summary.txt and the report."""
     final_pick: dict[str, Any] | None
     """The final pick at the stop: the images that met again, their samples and duel points, the winner."""
+    walk_finish: list[dict[str, Any]] | None
+    """With --draft-walk: the full images the stop drew from the walk's best drafts, each {"iteration",
+    "draft" (the draft's number), "score"} (refineloop.nodes.walk)."""
     audit: dict[str, Any] | None
     """With --audit-model: the independent critic's verdict on whether the run improved on its first image."""

@@ -31,7 +31,7 @@ def stop_reason(state: RefineState) -> str | None:
     budget = budget_stop_reason(state, settings)
     if budget is not None:
         return budget
-    if settings.drafting and state.get("draft_rounds", 0) >= settings.round_cap():
+    if settings.screening and state.get("draft_rounds", 0) >= settings.round_cap():
         return f"reached --max-iterations {settings.max_iterations} (rounds of drafts)"
     if state["iteration"] >= settings.image_cap():
         if settings.max_iterations > 0:

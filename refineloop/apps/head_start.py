@@ -37,7 +37,7 @@ from refineloop.strategies import spec_for
 def first_request_known(settings: RunSettings) -> bool:
     """Whether a new run's first image can be asked for before its graph starts."""
     # A first round of drafts (drafting with --candidates 2 or more) asks for drafts, not this image.
-    drafts_first = settings.drafting and settings.candidates > 1
+    drafts_first = settings.screening and settings.candidates > 1
     return not settings.init_image and not drafts_first and spec_for(settings.strategy).shape == "loop"
 
 

@@ -22,7 +22,7 @@ from refineloop.judges.audit import audit_lines
 from refineloop.judges.final_pick import pick_headline
 from refineloop.progress_events import Progress
 from refineloop.settings import RunSettings
-from refineloop.state import score_words
+from refineloop.state import score_words, walk_lines
 from refineloop.visible_text import WIPE_LINE
 
 #: When the output is not a terminal: a judging phase or a drawing that takes less than PLAIN_AFTER seconds gets
@@ -204,7 +204,8 @@ class ProgressLines(EngineCallbacks):
             )
         elif node == "stop":
             self.out.write(f"stopped: {update.get('stop_reason')}\n")
-            for line in (pick_headline(update.get("final_pick")), *audit_lines(update.get("audit"))[:1]):
+            headlines = (*walk_lines(update.get("walk_finish")), pick_headline(update.get("final_pick")))
+            for line in (*headlines, *audit_lines(update.get("audit"))[:1]):
                 if line:
                     self.out.write(line + "\n")
         self.out.flush()

@@ -49,11 +49,16 @@ def record_of(run_dir: str, iteration: int, record: dict[str, Any]) -> Candidate
     return candidate
 
 
-def pool_of(run_dir: str, best: Mapping[str, Any] | None, k: int, said_done: int | None = None) -> list[Candidate]:
+def pool_of(
+    run_dir: str, best: Mapping[str, Any] | None, k: int, said_done: int | None = None, *, full_only: bool = False
+) -> list[Candidate]:
     """The images that meet again: the best first, then the highest-scored others (the earliest on a tie), K of
     them and every image tied with the K-th, up to WIDEN times K; and the image whose DONE stopped the run
-    (`said_done`) always, even when its score ranks it outside: the run ended on its word."""
+    (`said_done`) always, even when its score ranks it outside: the run ended on its word. `full_only`: leave
+    out a walk's drafts (--draft-walk), whose best the stop has drawn in full."""
     sidecars = read_sidecars(run_dir)
+    if full_only:
+        sidecars = {it: rec for it, rec in sidecars.items() if not rec.get("walk_draft")}
     ranked = sorted(
         (it for it, rec in sidecars.items() if _scored(rec.get("score"))), key=lambda it: (-sidecars[it]["score"], it)
     )
@@ -80,8 +85,10 @@ def pool_size(chosen: list[int], sidecars: Mapping[int, Mapping[str, Any]], k: i
 def final_pick(j: Judging, best: Mapping[str, Any] | None, said_done: int | None = None) -> dict[str, Any] | None:
     """Judge the pool again and name the winner; None when fewer than two judged images exist. A pick the
     budget cut short decides on what it measured; one that could make no call at all keeps the best.
-    `said_done`: the image whose DONE stopped the run, which always takes part."""
-    pool = pool_of(j.run_dir, best, j.settings.final_pick, said_done)
+    `said_done`: the image whose DONE stopped the run, which always takes part. A walk on drafts picks among
+    its images drawn in full only."""
+    full_only = j.settings.draft_walk
+    pool = pool_of(j.run_dir, best, j.settings.final_pick, None if full_only else said_done, full_only=full_only)
     if len(pool) < 2:
         return None
     calls = len(pool) * FINAL_SAMPLES + len(pool) * (len(pool) - 1)  # fresh looks, then duels in both orders

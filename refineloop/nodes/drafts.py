@@ -9,7 +9,6 @@ sample. Drafts live in the run folder's drafts/ with a JSON record each, never a
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from refineloop.nodes.round_draw import draw_round, new_candidate
 from refineloop.nodes.round_ideas import split_by_idea
 from refineloop.progress_events import drawing
 from refineloop.prompt_text import compose_prompt
+from refineloop.round_request import draft_request
 from refineloop.run_folder.image_files import save_image
 from refineloop.settings import RunSettings
 from refineloop.state import Candidate, RefineState
@@ -32,20 +32,6 @@ from refineloop.tasks import Task
 
 #: The folder, inside the run folder, that holds the drafts.
 DRAFTS = "drafts"
-
-
-def draft_request(request: ImageRequest, settings: RunSettings) -> ImageRequest:
-    """The draft of `request`: --draft-steps steps (else the image's), and --draft-size on its longest side at the
-    run's aspect (square when the run leaves its size to the model)."""
-    width, height = request.width, request.height
-    if settings.draft_size:
-        side = settings.draft_size
-        if width and height:
-            scale = side / max(width, height)
-            width, height = (max(8, int(width * scale) // 8 * 8), max(8, int(height * scale) // 8 * 8))
-        else:
-            width = height = side
-    return dataclasses.replace(request, steps=settings.draft_steps or request.steps, width=width, height=height)
 
 
 def draw_drafts(

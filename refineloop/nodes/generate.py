@@ -7,7 +7,7 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 
 from refineloop.backends.model_cache import models_for
-from refineloop.nodes.drafts import draw_drafts, draw_in_full
+from refineloop.nodes.drafts import draft_size, draw_drafts, draw_in_full
 from refineloop.nodes.round_draw import draw_round
 from refineloop.nodes.round_ideas import round_ideas
 from refineloop.round_request import round_request
@@ -24,7 +24,8 @@ def generate(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
     thread while the critic judges them from memory (refineloop.run_folder.image_writer); `evaluate` waits for
     the files. With --distinct-ideas each candidate after the first follows an idea of its own
     (refineloop.nodes.round_ideas); with drafts the round is drawn as drafts first, and the one that earns it is
-    drawn in full on the next call (refineloop.nodes.drafts).
+    drawn in full on the next call (refineloop.nodes.drafts); on a walk on drafts every image is a draft, and
+    the stop draws the best in full (refineloop.nodes.walk).
     """
     settings = RunSettings.from_state(state["settings"])
     task = Task.from_dict(state["task"])
@@ -33,7 +34,7 @@ def generate(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
     if winner:
         return draw_in_full(state, config, winner)
     # A lone candidate with no best to beat would be drawn in full whatever its draft scored: no draft for it.
-    drafting = settings.drafting and (settings.candidates > 1 or state.get("best") is not None)
+    drafting = settings.screening and (settings.candidates > 1 or state.get("best") is not None)
     planned = round_request(
         settings,
         task,
@@ -47,5 +48,6 @@ def generate(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
     ideas, calls = round_ideas(state, config, settings, len(planned.numbers))
     if drafting:
         return {**draw_drafts(state, model, planned.request, ideas, settings), "critic_calls": calls}
-    update = draw_round(state, config, model, planned.request, ideas, planned.numbers)
-    return {**update, "critic_calls": calls, **({"draft_rounds": 1} if settings.drafting else {})}
+    walk = draft_size(planned.request) if settings.draft_walk else None
+    update = draw_round(state, config, model, planned.request, ideas, planned.numbers, walk=walk)
+    return {**update, "critic_calls": calls, **({"draft_rounds": 1} if settings.screening else {})}

@@ -29,9 +29,12 @@ def draw_round(
     request: ImageRequest,
     ideas: list[tuple[str, str]],
     numbers: range,
+    *,
+    walk: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Draw the round's images, numbered `numbers` with the request's seeds, one per (idea, prompt) in `ideas`
-    when they differ (else all from the request's prompt, in one batched call), and record them."""
+    when they differ (else all from the request's prompt, in one batched call), and record them. `walk`: the
+    steps and size of a walk's drafts (--draft-walk), which the records keep with each image's own prompt."""
     settings = RunSettings.from_state(state["settings"])
     task = Task.from_dict(state["task"])
     requests = split_by_idea(request, ideas, task.subject)
@@ -57,7 +60,10 @@ def draw_round(
         view: RefineState = {**state, "idea": idea, "prompt": prompt}
         info = provenance_info(view, config, settings, task, model, one, number, seed, image)
         image_writer.save_later(path, image, info)
-        batch.append(new_candidate(number, path, one.prompt, idea, seed, request))
+        record = new_candidate(number, path, one.prompt, idea, seed, request)
+        if walk is not None:  # the prompt too: the stop draws this draft in full from its record alone
+            record["walk_draft"] = {**walk, "base_prompt": prompt}
+        batch.append(record)
     seconds = time.perf_counter() - started
     append_trace(
         state["run_dir"],

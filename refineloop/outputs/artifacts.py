@@ -122,7 +122,9 @@ def summary_text(state: RefineState) -> str:
     from refineloop.judges.audit import audit_lines
     from refineloop.judges.final_pick import pick_lines
     from refineloop.judges.measure import run_lines
+    from refineloop.state import walk_lines
 
+    lines += walk_lines(state.get("walk_finish"))
     lines += [*pick_lines(state.get("final_pick")), *audit_lines(state.get("audit")), *run_lines(dict(state))]
     lines.append(f"critic calls: {state.get('critic_calls', 0)}   working time: {state.get('seconds', 0.0):.1f} s")
     comparisons = state.get("comparisons", 0)

@@ -88,6 +88,9 @@ def remake_missing(state: RefineState, config: RunnableConfig) -> None:
         init_image=first.get("init_image"),
         strength=first.get("strength"),
     )
+    if first.get("walk_draft"):  # a walk's draft is remade as it was drawn, from its record's steps and size
+        drawn = first["walk_draft"]
+        request = dataclasses.replace(request, steps=drawn["steps"], width=drawn["width"], height=drawn["height"])
     # A round of distinct ideas (--distinct-ideas) was drawn one request per prompt: it is remade the same way.
     requests = [dataclasses.replace(request, prompt=c["prompt"], seeds=(c["seed"],)) for c in round_]
     distinct = len({c["prompt"] for c in round_}) > 1

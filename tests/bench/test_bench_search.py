@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import json
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -86,6 +87,8 @@ def test_a_simulated_draft_is_its_full_image_plus_noise_and_costs_a_fraction(ben
     assert images == [bench.decode_both(_png(i))[0] for i in model.generate(full)], "a full image is its seed's"
     gaps = [d - i for d, i in zip(drafts, images, strict=True)]
     assert all(gap != 0 for gap in gaps) and all(abs(gap) < 3 for gap in gaps)
+    # What a draft stands for is its full image: the bench scores that, and new ideas are proposed from it.
+    assert [bench.decode(_png(i)) for i in model.generate(draft)] == images
     knobs = dict(bench.CONFIGS)["drafts, 4 rounds"]
     settings = bench.RunSettings(
         image_model="sim",
@@ -104,3 +107,17 @@ def _png(image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def test_a_walks_drafts_cost_a_fraction_and_its_best_is_drawn_in_full(bench, tmp_path):
+    knobs = {k: v for k, v in dict(bench.CONFIGS)["walk, pick 2, 6 rounds"].items() if k != "rounds"}
+    settings = bench.RunSettings(
+        image_model="sim", eval_model="sim", goal="a simulated goal", max_iterations=6, **knobs
+    )
+    result = bench.run_once(settings, 3, bench.Noise(), tmp_path / "run", draft_cost=0.25)
+    records = [json.loads(p.read_text()) for p in sorted((tmp_path / "run").glob("[0-9]*.json"))]
+    walked = [r for r in records if r.get("walk_draft")]
+    full = [r for r in records if not r.get("walk_draft")]
+    assert walked and 1 <= len(full) <= 4 and all(r["draft"]["iteration"] for r in full)
+    assert result.images == len(full) + 0.25 * len(walked)
+    assert result.quality == bench.decode(tmp_path / "run" / "best.png")

@@ -20,6 +20,7 @@ from refineloop.backends.model_cache import MODELS
 from refineloop.cli.main import main
 from refineloop.cli.run_commands import resume_run, start_run
 from refineloop.round_request import first_prompt, round_request
+from refineloop.run_folder.provenance import read_provenance
 from refineloop.run_start import resolve_run
 from refineloop.settings import RunSettings
 from tests.conftest import checkpointed, images_in, refineloop, wait_for
@@ -80,6 +81,19 @@ def test_candidates_are_drawn_ahead_together_and_match_a_plain_run(tmp_path, tin
         assert (tmp_path / "ahead" / "run" / name).read_bytes() == (tmp_path / "plain" / "run" / name).read_bytes()
 
 
+def test_a_walk_draws_its_first_draft_ahead_and_its_best_in_full_at_the_stop(tmp_path, tiny_sd3_dir, capsys):
+    more = ("--draft-walk", "--draft-steps", "1", "--final-pick", "0")
+    assert main(["run", *flags(tiny_sd3_dir, tmp_path / "ahead" / "run", *more)]) == 0
+    plain_run(tiny_sd3_dir, tmp_path / "plain" / "run", draft_walk=True, draft_steps=1, final_pick=0)
+
+    ahead = images_traced(tmp_path / "ahead" / "run")
+    assert [r.get("head_start") for r in ahead] == ["used", None, None]  # two drafts, then the best in full
+    for name in ("01.png", "02.png", "03.png"):
+        assert (tmp_path / "ahead" / "run" / name).read_bytes() == (tmp_path / "plain" / "run" / name).read_bytes()
+    steps = [read_provenance(tmp_path / "ahead" / "run" / f"0{n}.png")["steps"] for n in (1, 2, 3)]
+    assert steps == [1, 1, 2]
+
+
 @pytest.mark.parametrize("wrong", ["seed", "failing"])
 def test_a_head_start_for_another_request_is_discarded_and_the_node_draws_its_own(
     tmp_path, tiny_sd3_dir, wrong, capsys
@@ -109,7 +123,8 @@ def test_a_head_start_for_another_request_is_discarded_and_the_node_draws_its_ow
     [({"strategy": "climbing"}, True), ({"strategy": "img2img"}, True), ({"strategy": "agent"}, False),
      ({"strategy": "evaluator-optimizer"}, False), ({"init_image": "picture.png"}, False),
      ({"draft_steps": 2, "candidates": 2}, False),  # the first round asks for drafts
-     ({"draft_steps": 2}, True)],  # a lone first candidate has no best to beat: drawn in full at once
+     ({"draft_steps": 2}, True),  # a lone first candidate has no best to beat: drawn in full at once
+     ({"draft_steps": 2, "candidates": 2, "draft_walk": True}, True)],  # a walk's drafts are its images
 )  # fmt: skip
 def test_only_runs_of_the_shared_loop_without_a_picture_know_their_first_request_early(
     knobs: dict[str, object], known: bool
