@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 import statistics
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from refineloop.judges.base import Judging
@@ -50,15 +50,20 @@ def record_of(run_dir: str, iteration: int, record: dict[str, Any]) -> Candidate
 
 
 def pool_of(
-    run_dir: str, best: Mapping[str, Any] | None, k: int, said_done: int | None = None, *, full_only: bool = False
+    run_dir: str,
+    best: Mapping[str, Any] | None,
+    k: int,
+    said_done: int | None = None,
+    *,
+    among: Callable[[Mapping[str, Any]], bool] | None = None,
 ) -> list[Candidate]:
     """The images that meet again: the best first, then the highest-scored others (the earliest on a tie), K of
     them and every image tied with the K-th, up to WIDEN times K; and the image whose DONE stopped the run
-    (`said_done`) always, even when its score ranks it outside: the run ended on its word. `full_only`: leave
-    out a walk's drafts (--draft-walk), whose best the stop has drawn in full."""
+    (`said_done`) always, even when its score ranks it outside: the run ended on its word. `among`: only the
+    images whose records it accepts (a walk's drafts, or its images drawn in full: --draft-walk)."""
     sidecars = read_sidecars(run_dir)
-    if full_only:
-        sidecars = {it: rec for it, rec in sidecars.items() if not rec.get("walk_draft")}
+    if among is not None:
+        sidecars = {it: rec for it, rec in sidecars.items() if among(rec)}
     ranked = sorted(
         (it for it, rec in sidecars.items() if _scored(rec.get("score"))), key=lambda it: (-sidecars[it]["score"], it)
     )
@@ -82,13 +87,18 @@ def pool_size(chosen: list[int], sidecars: Mapping[int, Mapping[str, Any]], k: i
     return size
 
 
+def drawn_in_full(record: Mapping[str, Any]) -> bool:
+    """Whether an image's record is of a full image, not one of a walk's drafts (--draft-walk)."""
+    return not record.get("walk_draft")
+
+
 def final_pick(j: Judging, best: Mapping[str, Any] | None, said_done: int | None = None) -> dict[str, Any] | None:
     """Judge the pool again and name the winner; None when fewer than two judged images exist. A pick the
     budget cut short decides on what it measured; one that could make no call at all keeps the best.
     `said_done`: the image whose DONE stopped the run, which always takes part. A walk on drafts picks among
     its images drawn in full only."""
-    full_only = j.settings.draft_walk
-    pool = pool_of(j.run_dir, best, j.settings.final_pick, None if full_only else said_done, full_only=full_only)
+    among = drawn_in_full if j.settings.draft_walk else None
+    pool = pool_of(j.run_dir, best, j.settings.final_pick, None if among else said_done, among=among)
     if len(pool) < 2:
         return None
     calls = len(pool) * FINAL_SAMPLES + len(pool) * (len(pool) - 1)  # fresh looks, then duels in both orders

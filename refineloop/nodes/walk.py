@@ -34,18 +34,20 @@ from refineloop.tasks import Task
 
 def finish_walk(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
     """Draw the walk's best drafts in full and judge them; the update moves `iteration` past them and makes the
-    best full image the best. Empty when the run is no walk, or has no best draft to finish. A re-run of the stop
-    keeps the full images a crash left judged on disk, and draws the rest again (same seeds, same images)."""
+    full image of the best draft the best. Empty when the run is no walk, or has no draft to finish. A re-run of
+    the stop keeps the full images a crash left judged on disk, and draws the rest again (same seeds, same
+    images)."""
     settings = RunSettings.from_state(state["settings"])
-    best = state.get("best")
-    if not settings.draft_walk or not best or not best.get("walk_draft"):
+    if not settings.draft_walk or not state.get("best"):
+        return {}
+    drafts = walk_pool(state, settings)
+    if not drafts:  # the best is the user's own picture (--init-image), and no draft would meet it
         return {}
     started = time.perf_counter()
     task = Task.from_dict(state["task"])
     if state.get("checklist"):
         task = with_questions(task, state["checklist"])
     j = Judging(models_for(config), settings, task, state["run_dir"], Budget(critic_calls_left(state, settings)))
-    drafts = walk_pool(state, settings)
     first = state["iteration"] + 1
     finished: list[Candidate] = []
     for number, draft in enumerate(drafts, start=first):
@@ -53,7 +55,9 @@ def finish_walk(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
         finished.append(kept if kept is not None else draw_and_judge(state, config, j, draft, number))
     image_writer.wait_for([c["path"] for c in finished])  # best.png is copied from one of them next
     pairs = list(zip(finished, drafts, strict=True))
-    crowned = next(c for c, d in pairs if d["iteration"] == best["iteration"])
+    best = state["best"]
+    assert best is not None
+    crowned = next((c for c, d in pairs if d["iteration"] == best["iteration"]), best)
     record = [{"iteration": c["iteration"], "draft": d["iteration"], "score": c.get("score")} for c, d in pairs]
     return {
         "iteration": first + len(finished) - 1,
@@ -65,16 +69,21 @@ def finish_walk(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
 
 
 def walk_pool(state: RefineState, settings: RunSettings) -> list[Candidate]:
-    """The drafts to draw in full: the final pick's pool among the walk's drafts (the best first), or the best
-    alone when there is no final pick."""
+    """The drafts to draw in full: the final pick's pool drawn among the drafts alone (the best first), or the
+    best alone when there is no final pick; never the user's own picture (--init-image), which is not a draft."""
     best = state["best"]
     assert best is not None
     if settings.final_pick < 2:
-        return [record_of(state["run_dir"], best["iteration"], dict(best))]
+        return [record_of(state["run_dir"], best["iteration"], dict(best))] if best.get("walk_draft") else []
     candidate = state.get("candidate") or {}
     said_done = candidate.get("iteration") if candidate.get("verdict") == "DONE" else None
-    pool = pool_of(state["run_dir"], best, settings.final_pick, said_done)
-    return [c for c in pool if c.get("walk_draft")]
+    return pool_of(state["run_dir"], best, settings.final_pick, said_done, among=is_walk_draft)
+
+
+def is_walk_draft(record: Mapping[str, Any]) -> bool:
+    """Whether an image's record is one of the walk's drafts (a full image drawn at an earlier try of this stop
+    is not, and must not take a draft's place in the pool)."""
+    return bool(record.get("walk_draft"))
 
 
 def finished_before(run_dir: str, number: int, draft: Mapping[str, Any]) -> Candidate | None:

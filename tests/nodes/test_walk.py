@@ -88,21 +88,39 @@ def test_a_walk_without_what_it_needs_is_refused_in_one_line(flags, message, cap
 
 
 def test_a_walk_stopped_while_drawing_in_full_resumes_keeping_what_was_judged(scripted, run_settings, quiet):
-    # Drafts 5, 7, 6; #2 drawn in full as #4 and judged 6; Ctrl-C while #5 (from #3) is judged. The resume keeps
-    # #4 as it was and draws and judges #5 again.
-    replies = [judge_reply(s) for s in (5, 7, 6, 6)] + [KeyboardInterrupt(), judge_reply(8)]
+    # Drafts 5, 7, 6; #2 drawn in full as #4 and judged 9; Ctrl-C while #5 (from #3) is judged. The resume keeps
+    # #4 as it was (its 9 outranking every draft must not push #3 out of the drafts to draw) and draws and
+    # judges #5 again.
+    replies = [judge_reply(s) for s in (5, 7, 6, 9)] + [KeyboardInterrupt(), judge_reply(8)]
     cache, _ = scripted(replies)
     settings = run_settings(strategy="climbing", draft_size=32, draft_walk=True, max_iterations=3, final_pick=2)
     first = start_run(settings, models=cache, out=quiet)
     assert first.status == "interrupted"
     run = Path(first.run_dir)
-    assert sidecar(run, 4)["score"] == 6
+    assert sidecar(run, 4)["score"] == 9
 
     second = resume_run(first.run_dir, models=cache, out=quiet)
     assert second.status == "done"
     drawn = [json.loads(line) for line in (run / "trace.jsonl").read_text().splitlines()]
     drawn = [r["iteration"] for r in drawn if r.get("kind") == "image"]
     assert drawn.count(4) == 1 and drawn.count(5) == 2, drawn
-    assert sidecar(run, 4)["score"] == 6 and sidecar(run, 5)["score"] == 8
+    assert sidecar(run, 4)["score"] == 9 and sidecar(run, 5)["score"] == 8
     assert second.values["final_pick"]["pool"] == [4, 5]
     assert Image.open(run / "best.png").size == (64, 64)
+
+
+def test_a_users_picture_that_leads_the_walk_meets_the_best_drafts_in_full(tmp_path, scripted, run_settings, quiet):
+    picture = tmp_path / "mine.png"
+    Image.new("RGB", (64, 64), (200, 40, 30)).save(picture)
+    # The picture is judged 8; drafts 5, 7, 6. The two best drafts are drawn in full (#4 and #5, judged 6 and 5),
+    # and the final pick's two are the picture and #4.
+    cache, _ = scripted([judge_reply(s) for s in (8, 5, 7, 6, 6, 5)])
+    settings = run_settings(
+        init_image=str(picture), draft_size=32, draft_walk=True, max_iterations=3, final_pick=2, strategy="greedy"
+    )
+    outcome = start_run(settings, models=cache, out=quiet)
+    run = Path(outcome.run_dir)
+    assert images_in(run) == ["00.png", "01.png", "02.png", "03.png", "04.png", "05.png"]
+    assert [sidecar(run, n)["draft"]["iteration"] for n in (4, 5)] == [2, 3]
+    assert outcome.values["final_pick"]["pool"] == [0, 4]
+    assert outcome.values["best"]["iteration"] in (0, 4)
