@@ -115,6 +115,6 @@ def draw_and_judge(state: RefineState, config: RunnableConfig, j: Judging, draft
     drawn["draft"] = {"iteration": draft["iteration"], "path": draft["path"], "score": draft.get("score")}
     with critic_phase(f"judging image {number}, draft #{draft['iteration']} drawn in full", j.settings.judge_samples):
         judged = score_image(j, drawn, j.settings.judge_samples)
-    judged["decision"] = f"drawn in full at the stop from draft #{draft['iteration']}"
-    save_json(dict(judged), sidecar_path(j.run_dir, number))
+    decision = f"drawn in full at the stop from draft #{draft['iteration']}"
+    save_json({**judged, "decision": decision}, sidecar_path(j.run_dir, number))
     return judged
