@@ -389,8 +389,10 @@ OLD = {"patience": 3, "sideways": False}
 
 #: Drafts at a quarter of a full image's steps (the sim draws a request with fewer than FULL_STEPS as a draft).
 DRAFTS = {"steps": FULL_STEPS, "draft_steps": FULL_STEPS // 4}
-#: A walk on drafts (--draft-walk) at a quarter of the steps; only its best is drawn in full at the stop.
+#: A walk on drafts (--draft-walk) at a quarter of the steps; only its crowned draft is drawn in full at the stop.
 WALK = {**DRAFTS, "draft_walk": True, "final_pick": 0}
+#: The rounds of the walk rows: drafts are cheap, so the sweep goes past the other rows' 10 rounds.
+WALKS = (4, 6, 8, 10, 13, 16)
 #: Three candidates a round, each on its own idea.
 IDEAS = {"candidates": 3, "distinct_ideas": True}
 #: What a draft costs, in images, in the "images" column (--draft-cost; set before the workers fork).
@@ -436,9 +438,9 @@ CONFIGS: list[tuple[str, dict[str, Any]]] = [
     ("plateau 0.1 (defaults)", {"plateau_cost": 0.1}),
     ("plateau 0.1, 6 images", {"plateau_cost": 0.1, "rounds": 6}),
     ("drafts + plateau 0.1", {**DRAFTS, "plateau_cost": 0.1}),
-    *[(f"walk, {n} rounds", {**WALK, "rounds": n}) for n in (4, 6, 8, 10, 13, 16)],
-    *[(f"walk, pick 2, {n} rounds", {**WALK, "final_pick": 2, "rounds": n}) for n in (4, 6, 8, 10, 13, 16)],
-    *[(f"walk, pick 4, {n} rounds", {**WALK, "final_pick": 4, "rounds": n}) for n in (8, 13, 20)],
+    *[(f"walk, {n} rounds", {**WALK, "rounds": n}) for n in WALKS],
+    *[(f"walk, pick 2, {n} rounds", {**WALK, "final_pick": 2, "rounds": n}) for n in WALKS],
+    *[(f"walk, pick 4, {n} rounds", {**WALK, "final_pick": 4, "rounds": n}) for n in WALKS],
 ]
 
 

@@ -50,12 +50,15 @@ def audit_each(j: Judging, judged: list[Candidate]) -> list[Candidate]:
     return scored
 
 
-def audit_run(j: Judging, best: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """The auditor's verdict on the run: the crowned image against the first one, in both orders."""
+def audit_run(j: Judging, best: Mapping[str, Any] | None, start_at: int | None = None) -> dict[str, Any] | None:
+    """The auditor's verdict on the run: the crowned image against the first one, in both orders. `start_at`:
+    the image that stands for the first one drawn (a walk's first draft drawn in full: --draft-walk)."""
     if not j.settings.audit_model or not best:
         return None
     sidecars = read_sidecars(j.run_dir)
     start = 0 if 0 in sidecars else 1  # the user's own picture (--init-image), else the first image drawn
+    if start_at is not None and start != 0:
+        start = start_at
     record: dict[str, Any] = {"model": j.settings.audit_model, "first": start, "crowned": best["iteration"]}
     if j.settings.audit_every:
         record.update(_agreement(sidecars))

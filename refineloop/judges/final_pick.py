@@ -60,7 +60,7 @@ def pool_of(
     """The images that meet again: the best first, then the highest-scored others (the earliest on a tie), K of
     them and every image tied with the K-th, up to WIDEN times K; and the image whose DONE stopped the run
     (`said_done`) always, even when its score ranks it outside: the run ended on its word. `among`: only the
-    images whose records it accepts (a walk's drafts, or its images drawn in full: --draft-walk)."""
+    images whose records it accepts."""
     sidecars = read_sidecars(run_dir)
     if among is not None:
         sidecars = {it: rec for it, rec in sidecars.items() if among(rec)}
@@ -87,18 +87,19 @@ def pool_size(chosen: list[int], sidecars: Mapping[int, Mapping[str, Any]], k: i
     return size
 
 
-def drawn_in_full(record: Mapping[str, Any]) -> bool:
-    """Whether an image's record is of a full image, not one of a walk's drafts (--draft-walk)."""
-    return not record.get("walk_draft")
+def walked(record: Mapping[str, Any]) -> bool:
+    """Whether an image is one of a walk's own (a draft, or the user's picture), not a draft that the stop drew
+    in full (--draft-walk), whose record names its draft."""
+    return not record.get("draft")
 
 
 def final_pick(j: Judging, best: Mapping[str, Any] | None, said_done: int | None = None) -> dict[str, Any] | None:
     """Judge the pool again and name the winner; None when fewer than two judged images exist. A pick the
     budget cut short decides on what it measured; one that could make no call at all keeps the best.
     `said_done`: the image whose DONE stopped the run, which always takes part. A walk on drafts picks among
-    its images drawn in full only."""
-    among = drawn_in_full if j.settings.draft_walk else None
-    pool = pool_of(j.run_dir, best, j.settings.final_pick, None if among else said_done, among=among)
+    its own images, never a draft an earlier try of the stop drew in full (refineloop.nodes.walk)."""
+    among = walked if j.settings.draft_walk else None
+    pool = pool_of(j.run_dir, best, j.settings.final_pick, said_done, among=among)
     if len(pool) < 2:
         return None
     calls = len(pool) * FINAL_SAMPLES + len(pool) * (len(pool) - 1)  # fresh looks, then duels in both orders

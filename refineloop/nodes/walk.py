@@ -1,11 +1,14 @@
-"""The end of a walk on drafts (--draft-walk): the stop draws the walk's best drafts in full before the final pick.
+"""The end of a walk on drafts (--draft-walk): the stop draws the crowned draft in full.
 
 On a walk every round's image is a draft (refineloop.round_request: --draft-steps, --draft-size), judged and kept by
-the strategy like any image, so the search takes several steps for the cost of one full image. What the walk found
-is only a draft, though; at the stop the drafts that the final pick would meet (or the best alone with
---final-pick 0, and the one whose DONE stopped the run) are drawn in full with their own seeds and prompts,
-numbered after the walk's images, and judged; the final pick then chooses among those full images only
-(refineloop.judges.final_pick), so best.png is always drawn in full. A full image's record names its draft.
+the strategy like any image, so the search takes several steps for the cost of one full image. The final pick
+meets the walk's best drafts as it meets any run's images (its looks and duels cost critic calls, not draws);
+then the crowned draft is drawn in full with its own seed and prompt, numbered after the walk's images, and
+judged, and best.png is that full image. With an auditor (--audit-model) the walk's first draft is drawn in full
+too, so the audit compares two full images. A full image's record names its draft.
+
+In bench/search.py's two simulated worlds, picking among the drafts and drawing only the winner in full reached
+more quality per image than drawing the pick's pool in full and picking among those (docs/bench.md).
 """
 
 from __future__ import annotations
@@ -17,73 +20,59 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 
 from refineloop.backends.image.requests import run_request
-from refineloop.backends.model_cache import models_for
-from refineloop.budgets import critic_calls_left
-from refineloop.judges.base import Budget, Judging
-from refineloop.judges.checklist import with_questions
-from refineloop.judges.final_pick import pool_of, record_of
+from refineloop.judges.base import Judging
+from refineloop.judges.final_pick import record_of
+from refineloop.judges.finish import spent, stop_judging
 from refineloop.judges.samples import score_image
 from refineloop.nodes.round_draw import draw_round
 from refineloop.progress_events import critic_phase
 from refineloop.run_folder import image_writer
-from refineloop.run_folder.image_files import read_record, save_json, sidecar_path
+from refineloop.run_folder.image_files import read_record, read_sidecars, save_json, sidecar_path
 from refineloop.settings import RunSettings
 from refineloop.state import Candidate, RefineState
 from refineloop.tasks import Task
 
 
 def finish_walk(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
-    """Draw the walk's best drafts in full and judge them; the update moves `iteration` past them and makes the
-    full image of the best draft the best. Empty when the run is no walk, or has no draft to finish. A re-run of
-    the stop keeps the full images a crash left judged on disk, and draws the rest again (same seeds, same
-    images)."""
+    """Draw the crowned draft in full (and the first one, for the audit) and judge it; the update moves
+    `iteration` past the full images, makes the crowned draft's the best and records them in `walk_finish`.
+    Empty when the run is no walk or its best is no draft (the user's own picture). A re-run of the stop keeps a
+    full image an earlier try left judged on disk, when it is of the same draft."""
     settings = RunSettings.from_state(state["settings"])
-    if not settings.draft_walk or not state.get("best"):
-        return {}
-    drafts = walk_pool(state, settings)
-    if not drafts:  # the best is the user's own picture (--init-image), and no draft would meet it
+    best = state.get("best")
+    if not settings.draft_walk or not best or not best.get("walk_draft"):
         return {}
     started = time.perf_counter()
-    task = Task.from_dict(state["task"])
-    if state.get("checklist"):
-        task = with_questions(task, state["checklist"])
-    j = Judging(models_for(config), settings, task, state["run_dir"], Budget(critic_calls_left(state, settings)))
-    first = state["iteration"] + 1
+    j = stop_judging(dict(state), config)
+    drafts = to_draw(state, settings, best)
     finished: list[Candidate] = []
-    for number, draft in enumerate(drafts, start=first):
+    for number, draft in enumerate(drafts, start=state["iteration"] + 1):
         kept = finished_before(state["run_dir"], number, draft)
         finished.append(kept if kept is not None else draw_and_judge(state, config, j, draft, number))
-    image_writer.wait_for([c["path"] for c in finished])  # best.png is copied from one of them next
-    pairs = list(zip(finished, drafts, strict=True))
-    best = state["best"]
-    assert best is not None
-    crowned = next((c for c, d in pairs if d["iteration"] == best["iteration"]), best)
-    record = [{"iteration": c["iteration"], "draft": d["iteration"], "score": c.get("score")} for c, d in pairs]
-    return {
-        "iteration": first + len(finished) - 1,
-        "best": crowned,
-        "walk_finish": record,
-        "critic_calls": j.budget.used,
-        "seconds": time.perf_counter() - started,
-    }
+    image_writer.wait_for([c["path"] for c in finished])  # best.png is copied from the first of them next
+    record = [{"iteration": c["iteration"], "draft": d["iteration"], "score": c.get("score")} for c, d in zip(
+        finished, drafts, strict=True
+    )]  # fmt: skip
+    update = {"iteration": finished[-1]["iteration"], "best": finished[0], "walk_finish": record}
+    return {**update, **spent(j, started)}
 
 
-def walk_pool(state: RefineState, settings: RunSettings) -> list[Candidate]:
-    """The drafts to draw in full: the final pick's pool drawn among the drafts alone (the best first), or the
-    best alone when there is no final pick; never the user's own picture (--init-image), which is not a draft."""
-    best = state["best"]
-    assert best is not None
-    if settings.final_pick < 2:
-        return [record_of(state["run_dir"], best["iteration"], dict(best))] if best.get("walk_draft") else []
-    candidate = state.get("candidate") or {}
-    said_done = candidate.get("iteration") if candidate.get("verdict") == "DONE" else None
-    return pool_of(state["run_dir"], best, settings.final_pick, said_done, among=is_walk_draft)
+def to_draw(state: RefineState, settings: RunSettings, best: Mapping[str, Any]) -> list[Candidate]:
+    """The crowned draft, then, for an auditor, the walk's first draft (when the run has no picture of the user's
+    as image 0, and the first draft is not the crowned one)."""
+    run_dir = state["run_dir"]
+    drafts = [record_of(run_dir, best["iteration"], dict(best))]
+    if settings.audit_model and best["iteration"] != 1:
+        sidecars = read_sidecars(run_dir)
+        if 0 not in sidecars and (sidecars.get(1) or {}).get("walk_draft"):
+            drafts.append(record_of(run_dir, 1, sidecars[1]))
+    return drafts
 
 
-def is_walk_draft(record: Mapping[str, Any]) -> bool:
-    """Whether an image's record is one of the walk's drafts (a full image drawn at an earlier try of this stop
-    is not, and must not take a draft's place in the pool)."""
-    return bool(record.get("walk_draft"))
+def first_in_full(finish: list[dict[str, Any]] | None) -> int | None:
+    """The full image of the walk's first draft, which the audit compares the crowned image with (None when
+    the run drew none)."""
+    return next((f["iteration"] for f in finish or [] if f["draft"] == 1), None)
 
 
 def finished_before(run_dir: str, number: int, draft: Mapping[str, Any]) -> Candidate | None:

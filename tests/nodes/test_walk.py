@@ -45,20 +45,23 @@ def test_the_walk_draws_drafts_and_the_stop_draws_the_best_in_full(scripted, run
     assert "drawn in full at the stop: #4 from draft #2 (8/10)" in quiet.getvalue()
 
 
-def test_the_final_pick_of_a_walk_meets_its_full_images_only(scripted, run_settings, quiet):
-    # Drafts 5, 7, 6: the pool of 2 is #2 and #3, drawn in full as #4 and #5 (judged 6 and 8); the final pick's
-    # fresh looks and duels are among #4 and #5, never the drafts.
-    cache, critic = scripted([judge_reply(s) for s in (5, 7, 6, 6, 8)], compare_replies=["WINNER: B", "WINNER: A"])
+def test_the_final_pick_meets_the_drafts_and_only_its_winner_is_drawn_in_full(scripted, run_settings, quiet):
+    # Drafts 5, 7, 6: the pick's pool is #2 and #3 (two fresh looks each, then a duel in both orders, which #3
+    # wins); #3 is drawn in full as #4 and judged 9.
+    replies = [judge_reply(s) for s in (5, 7, 6, 6, 6, 7, 7, 9)]
+    cache, critic = scripted(replies, compare_replies=["WINNER: B", "WINNER: A"])
     settings = run_settings(strategy="climbing", draft_size=32, draft_walk=True, max_iterations=3, final_pick=2)
     outcome = start_run(settings, models=cache, out=quiet)
     run = Path(outcome.run_dir)
-    assert images_in(run)[-2:] == ["04.png", "05.png"] and len(images_in(run)) == 5
-    assert [sidecar(run, n)["draft"]["iteration"] for n in (4, 5)] == [2, 3]
+    assert images_in(run) == ["01.png", "02.png", "03.png", "04.png"], "one full image, whatever the pool"
     pick = outcome.values["final_pick"]
-    assert pick["pool"] == [4, 5] and pick["previous"] == 4
-    assert outcome.values["best"]["iteration"] == pick["winner"] in (4, 5)
+    assert pick["pool"] == [2, 3] and pick["winner"] == 3
+    assert sidecar(run, 4)["draft"]["iteration"] == 3 and sidecar(run, 4)["score"] == 9
+    assert outcome.values["best"]["iteration"] == 4
     assert Image.open(run / "best.png").size == (64, 64)
-    assert "final pick among #4, #5" in (run / "summary.txt").read_text()
+    summary = (run / "summary.txt").read_text()
+    assert "final pick among #2, #3: #3 won" in summary and "#4 from draft #3 (9/10)" in summary
+    assert "best: image 4 (04.png) scored 9/10" in summary
 
 
 def test_a_greedy_walk_finishes_its_best_draft(scripted, run_settings, quiet):
@@ -88,12 +91,15 @@ def test_a_walk_without_what_it_needs_is_refused_in_one_line(flags, message, cap
 
 
 def test_a_walk_stopped_while_drawing_in_full_resumes_keeping_what_was_judged(scripted, run_settings, quiet):
-    # Drafts 5, 7, 6; #2 drawn in full as #4 and judged 9; Ctrl-C while #5 (from #3) is judged. The resume keeps
-    # #4 as it was (its 9 outranking every draft must not push #3 out of the drafts to draw) and draws and
-    # judges #5 again.
-    replies = [judge_reply(s) for s in (5, 7, 6, 9)] + [KeyboardInterrupt(), judge_reply(8)]
-    cache, _ = scripted(replies)
-    settings = run_settings(strategy="climbing", draft_size=32, draft_walk=True, max_iterations=3, final_pick=2)
+    # With an auditor the first draft is drawn in full too. Drafts 5, 7, 6; the pick crowns #2, drawn in full as
+    # #4 and judged 9; Ctrl-C while #5 (draft #1 in full) is judged. The resume picks again among the drafts
+    # alone (#4's 9 does not put it in the pool), keeps #4 and draws #5 again.
+    looks = [judge_reply(6)] * 4
+    replies = [judge_reply(s) for s in (5, 7, 6)] + looks + [judge_reply(9), KeyboardInterrupt(), *looks]
+    cache, _ = scripted([*replies, judge_reply(4)], compare_replies=["WINNER: A", "WINNER: B"] * 3)
+    settings = run_settings(
+        strategy="climbing", draft_size=32, draft_walk=True, max_iterations=3, final_pick=2, audit_model="scripted"
+    )
     first = start_run(settings, models=cache, out=quiet)
     assert first.status == "interrupted"
     run = Path(first.run_dir)
@@ -104,23 +110,26 @@ def test_a_walk_stopped_while_drawing_in_full_resumes_keeping_what_was_judged(sc
     drawn = [json.loads(line) for line in (run / "trace.jsonl").read_text().splitlines()]
     drawn = [r["iteration"] for r in drawn if r.get("kind") == "image"]
     assert drawn.count(4) == 1 and drawn.count(5) == 2, drawn
-    assert sidecar(run, 4)["score"] == 9 and sidecar(run, 5)["score"] == 8
-    assert second.values["final_pick"]["pool"] == [4, 5]
+    assert sidecar(run, 5)["draft"]["iteration"] == 1 and sidecar(run, 5)["score"] == 4
+    assert second.values["final_pick"]["pool"] == [2, 3] and second.values["final_pick"]["winner"] == 2
+    audit = second.values["audit"]
+    assert (audit["first"], audit["crowned"]) == (5, 4), "the audit compares two full images"
     assert Image.open(run / "best.png").size == (64, 64)
 
 
-def test_a_users_picture_that_leads_the_walk_meets_the_best_drafts_in_full(tmp_path, scripted, run_settings, quiet):
+def test_a_draft_that_beats_the_users_picture_at_the_pick_is_drawn_in_full(tmp_path, scripted, run_settings, quiet):
     picture = tmp_path / "mine.png"
     Image.new("RGB", (64, 64), (200, 40, 30)).save(picture)
-    # The picture is judged 8; drafts 5, 7, 6. The two best drafts are drawn in full (#4 and #5, judged 6 and 5),
-    # and the final pick's two are the picture and #4.
-    cache, _ = scripted([judge_reply(s) for s in (8, 5, 7, 6, 6, 5)])
+    # The picture is judged 8 and leads; drafts 5, 7, 6. The pick's pool is the picture and #2, and #2 wins
+    # both orders of the duel: it is drawn in full as #4.
+    replies = [judge_reply(s) for s in (8, 5, 7, 6, 8, 8, 8, 8, 9)]
+    cache, _ = scripted(replies, compare_replies=["WINNER: B", "WINNER: A"])
     settings = run_settings(
         init_image=str(picture), draft_size=32, draft_walk=True, max_iterations=3, final_pick=2, strategy="greedy"
     )
     outcome = start_run(settings, models=cache, out=quiet)
     run = Path(outcome.run_dir)
-    assert images_in(run) == ["00.png", "01.png", "02.png", "03.png", "04.png", "05.png"]
-    assert [sidecar(run, n)["draft"]["iteration"] for n in (4, 5)] == [2, 3]
-    assert outcome.values["final_pick"]["pool"] == [0, 4]
-    assert outcome.values["best"]["iteration"] in (0, 4)
+    assert outcome.values["final_pick"]["pool"] == [0, 2] and outcome.values["final_pick"]["winner"] == 2
+    assert images_in(run) == ["00.png", "01.png", "02.png", "03.png", "04.png"]
+    assert sidecar(run, 4)["draft"]["iteration"] == 2
+    assert outcome.values["best"]["iteration"] == 4
