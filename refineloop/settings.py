@@ -204,9 +204,9 @@ class RunSettings:
     draft_walk: bool = _knob(
         False,
         "With drafts: walk on the drafts themselves. Every round's image is a draft (--draft-steps, --draft-size), "
-        "judged and kept by the strategy as any image; only at the stop are the best drafts (the final pick's pool, "
-        "or the best alone with --final-pick 0) drawn in full, with their seeds and prompts, and judged, and "
-        "best.png is one of those full images.",
+        "judged and kept by the strategy as any image; at the stop the final pick meets the best drafts, and only "
+        "its winner (the best draft with --final-pick 0) is drawn in full, with its seed and prompt, and judged: "
+        "best.png is that full image.",
     )
     final_pick: int = _knob(
         4,
