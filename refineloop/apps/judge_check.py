@@ -6,8 +6,10 @@ a run folder's images (spread over the run), or a small fresh batch drawn from t
 escalation steps. On each image it asks two cold looks (does a cold score repeat?) and `--samples` warm ones (how
 far do they spread?); on `--pairs` pairs of images of close score it holds duels in both orders (position flips,
 ties, and whether the duel agrees with the scores); with `--audit-model` the auditor scores every image too (do
-the two critics rank pairs alike?); one checklist look shows whether the backend returns log probabilities. It
-prints a table and a recommendation with the measured reason, and writes `judge-check.json` beside the images.
+the two critics rank pairs alike?); with --draft-steps or --draft-size each fresh image's draft gets a cold look
+(do drafts rank the images as the images do? the premise of --draft-walk); one checklist look shows whether the
+backend returns log probabilities. It prints a table and a recommendation with the measured reason, and writes
+`judge-check.json` beside the images.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from refineloop.backends.chat import critic_images
+from refineloop.backends.image.protocol import ImageModel, ImageRequest
 from refineloop.backends.model_cache import ModelCache
 from refineloop.errors import RunFolderError
 from refineloop.files.safe_io import write_text_atomic
@@ -26,11 +29,14 @@ from refineloop.judges.base import Budget, Judging
 from refineloop.judges.check import CheckImage, measure_critic, planned_calls
 from refineloop.judges.measure import measure_rows, rates
 from refineloop.progress_events import critic_phase
+from refineloop.round_request import draft_request
 from refineloop.run_folder.image_files import image_path, listed_images, read_sidecars, save_image
 from refineloop.settings import RunSettings
 from refineloop.tasks import Task
 
 REPORT = "judge-check.json"
+DRAFTS = "drafts"
+"""Where a fresh batch's drafts go, inside the check's folder."""
 
 # Thresholds of the recommendation, in the measures' own units (refineloop.judges.measure).
 STEADY_REPEAT = 0.9
@@ -60,8 +66,8 @@ def images_of_run(run_dir: str, count: int) -> list[CheckImage]:
 
 
 def fresh_images(models: ModelCache, settings: RunSettings, task: Task, folder: str, count: int) -> list[CheckImage]:
-    """`count` new images from the task's start prompt and escalation steps, so their qualities differ."""
-    from refineloop.backends.image.protocol import ImageRequest
+    """`count` new images from the task's start prompt and escalation steps, so their qualities differ (and each
+    one's draft, with --draft-steps or --draft-size)."""
     from refineloop.schedules import derive_seed
 
     model = models.image_model(settings)
@@ -83,12 +89,27 @@ def fresh_images(models: ModelCache, settings: RunSettings, task: Task, folder: 
         (image,) = model.generate(request)
         path = image_path(folder, n)
         save_image(image, path)
-        made.append(CheckImage(n, str(path), prompt))
+        made.append(CheckImage(n, str(path), prompt, draft_path=draw_draft(model, request, settings, folder, n)))
     return made
 
 
-def recommend(measured: dict[str, tuple[float | None, int]], logprobs: bool | None) -> tuple[dict[str, Any], list[str]]:
-    """Settings for this critic, and the measured reason for each (the thresholds above; README, judge-check)."""
+def draw_draft(model: ImageModel, request: ImageRequest, settings: RunSettings, folder: str, n: int) -> str | None:
+    """With --draft-steps or --draft-size: image `n`'s draft (its request, with the draft's steps and size) in
+    drafts/, for the check to judge beside it; None without drafts."""
+    if not settings.drafting:
+        return None
+    (draft,) = model.generate(draft_request(request, settings))
+    path = Path(folder) / DRAFTS / image_path(folder, n).name
+    path.parent.mkdir(exist_ok=True)
+    save_image(draft, path)
+    return str(path)
+
+
+def recommend(
+    measured: dict[str, tuple[float | None, int]], logprobs: bool | None, drafts: dict[str, int] | None = None
+) -> tuple[dict[str, Any], list[str]]:
+    """Settings for this critic, and the measured reason for each (the thresholds above; README, judge-check).
+    `drafts`: the draft flags the check measured (`draft_steps`, `draft_size`), for the walk's line."""
     repeat, spread, ties_of_scores = (measured[k][0] for k in ("cold_repeat", "warm_spread", "score_ties"))
     flips, ties, agreement = (measured[k][0] for k in ("flip_rate", "tie_rate", "agreement"))
     noisy = (repeat is not None and repeat < STEADY_REPEAT) or (spread is not None and spread >= STEADY_SPREAD)
@@ -136,12 +157,34 @@ def recommend(measured: dict[str, tuple[float | None, int]], logprobs: bool | No
         else:
             why = "its misses are real"
         reasons.append(f"--strategy climbing --patience {chosen['patience']}: {why}")
+    if drafts:
+        chosen.update(walk_line(measured, drafts, reasons))
     pick = f"--final-pick {chosen['final_pick']} (the default)"
     if flips is not None and not reliable:
         reasons.append(f"{pick}: its duels flip or tie often here, so its fresh looks break more of its ties")
     else:
         reasons.append(f"{pick}: the top images meet again before best.png is crowned")
     return chosen, reasons
+
+
+def walk_line(
+    measured: dict[str, tuple[float | None, int]], drafts: dict[str, int], reasons: list[str]
+) -> dict[str, Any]:
+    """Whether to walk on drafts like the ones checked: only when they rank pairs of images as their full images
+    do (AGREEING, the bar scores must clear against duels); its reason goes into `reasons`."""
+    agreement, gap = measured["draft_agreement"][0], measured["draft_gap"][0]
+    flags = draft_flags(drafts)
+    seen = f"drafts ({flags}) rank {_pct(agreement)} of pairs like their images, {_pts(gap)} off them on average"
+    if agreement is not None and agreement >= AGREEING:
+        reasons.append(f"--draft-walk {flags}: {seen}, so a search on drafts sees what the images show, for less")
+        return {"draft_walk": True, **drafts}
+    reasons.append(f"no --draft-walk: {seen}; a walk on them would follow what the full images do not show")
+    return {}
+
+
+def draft_flags(drafts: dict[str, int]) -> str:
+    """The draft settings as flags (those left at 0 are off)."""
+    return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in drafts.items() if v)
 
 
 def _pct(value: float | None) -> str:
@@ -159,6 +202,9 @@ def command_line(settings: dict[str, Any]) -> str:
         flags.insert(1, f"--judge-samples {settings['judge_samples']}")
     if settings.get("patience") is not None:
         flags.append(f"--patience {settings['patience']}")
+    if settings.get("draft_walk"):
+        drafts: dict[str, int] = {k: settings[k] for k in ("draft_steps", "draft_size") if k in settings}
+        flags.append(f"--draft-walk {draft_flags(drafts)}")
     return " ".join(flags)
 
 
@@ -223,18 +269,26 @@ def _check(
     # Outside the graph no node sets the critic's working size: the check shows its critic what a run would.
     token = critic_images.WORKING_SIZE.set(settings.judge_image_size)
     try:
-        total = planned_calls(len(checked), samples=samples, pairs=pairs, audit=bool(settings.audit_model))
+        drafts = any(image.draft_path for image in checked)
+        total = planned_calls(
+            len(checked), samples=samples, pairs=pairs, audit=bool(settings.audit_model), drafts=drafts
+        )
         with critic_phase("judge check", total):
             stats, extra = measure_critic(j, checked, samples=samples, pairs=pairs, out=out)
     finally:
         critic_images.WORKING_SIZE.reset(token)
     measured = rates(stats)
-    chosen, reasons = recommend(measured, extra.get("logprobs"))
+    drafted = {"draft_steps": settings.draft_steps, "draft_size": settings.draft_size} if drafts else None
+    chosen, reasons = recommend(measured, extra.get("logprobs"), drafted)
     report = {
         "critic": settings.eval_model,
         "auditor": settings.audit_model or None,
         "folder": folder,
-        "images": [{"iteration": i.iteration, "cold": i.cold, "warm": i.warm, "auditor": i.audit} for i in checked],
+        "images": [
+            {"iteration": i.iteration, "cold": i.cold, "warm": i.warm, "auditor": i.audit}
+            | ({"draft": i.draft, "draft_path": i.draft_path} if i.draft_path else {})
+            for i in checked
+        ],
         "duels": extra["duels"],
         "logprobs": extra.get("logprobs"),
         "counters": stats,

@@ -34,6 +34,8 @@ CHECK_SETTINGS = (
     "steps",
     "guidance",
     "seed",
+    "draft_steps",
+    "draft_size",
     "output_dir",
 )
 
@@ -42,8 +44,10 @@ Measure your critic on real images and recommend judge settings for it: how ofte
 warm samples spread, how often a duel flips with the order of its two images or ties, whether scores agree with
 duels, and (with --audit-model) whether a second critic ranks the images alike. With RUN_DIR it judges that run's
 images (spread over the run) and writes judge-check.json there; without, it draws a small fresh batch from the
-task into a new folder (runs/<time>-judge-check, or --output-dir). Flags not given take the run's settings
-(with RUN_DIR) or the defaults; the offline demo critic answers when no --eval-model is given.
+task into a new folder (runs/<time>-judge-check, or --output-dir); with --draft-steps or --draft-size it draws
+each fresh image's draft too and measures whether drafts rank the images as the images do (whether
+--draft-walk suits your model and critic). Flags not given take the run's settings (with RUN_DIR) or the
+defaults; the offline demo critic answers when no --eval-model is given.
 """
 
 
@@ -86,6 +90,11 @@ def _check(args: argparse.Namespace, out: TextIO) -> int:
     from refineloop.tasks import Task, resolve_task
 
     run_dir = None
+    if args.run_dir and (given.get("draft_steps") or given.get("draft_size")):
+        raise SettingsError(
+            "--draft-steps and --draft-size measure drafts of a fresh batch, drawn beside their images: leave "
+            "RUN_DIR out"
+        )
     if args.run_dir:
         from refineloop.apps.reading import read_values
         from refineloop.run_folder.folder import read_meta

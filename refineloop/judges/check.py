@@ -2,7 +2,9 @@
 refineloop.apps.judge_check): two cold looks at each image (does a cold score repeat?), warm ones (how far do
 they spread?), duels in both orders between images of close score (position flips, ties, agreement with the
 scores), the auditor's own score of each image, and one checklist look (does the backend return log
-probabilities?). The counters are those a run counts in passing (refineloop.judges.measure).
+probabilities?). With drafts, each image's draft (the same request with fewer steps or a smaller size) gets a
+cold look too: do drafts rank the images as their full images do? The counters are those a run counts in
+passing (refineloop.judges.measure), and the drafts' own.
 """
 
 from __future__ import annotations
@@ -17,7 +19,15 @@ from refineloop.judges.base import Judging
 from refineloop.judges.checklist import ask_checklist, fallback_questions, questions_of
 from refineloop.judges.duel import count_duel, duel
 from refineloop.judges.knobs import COLD, WARM
-from refineloop.judges.measure import add, count_audit, count_repeat, count_samples, count_tie
+from refineloop.judges.measure import (
+    add,
+    count_audit,
+    count_draft,
+    count_draft_order,
+    count_repeat,
+    count_samples,
+    count_tie,
+)
 from refineloop.judges.score import look
 
 
@@ -31,6 +41,10 @@ class CheckImage:
     cold: list[float] = field(default_factory=list)
     warm: list[float] = field(default_factory=list)
     audit: float | None = None
+    draft_path: str | None = None
+    """The image's draft, when the check measures drafts."""
+    draft: float | None = None
+    """The draft's cold score."""
 
     @property
     def score(self) -> float | None:
@@ -50,11 +64,12 @@ def close_pairs(images: list[CheckImage], count: int) -> list[tuple[CheckImage, 
     return pairs[:count]
 
 
-def planned_calls(images: int, *, samples: int, pairs: int, audit: bool) -> int:
+def planned_calls(images: int, *, samples: int, pairs: int, audit: bool, drafts: bool = False) -> int:
     """How many critic calls `measure_critic` makes when every call is answered: two cold looks and `samples`
-    warm ones an image, both orders of each duel, one auditor look an image, and the checklist probe."""
+    warm ones an image, both orders of each duel, one auditor look an image, one cold look at each draft, and
+    the checklist probe."""
     duels = min(pairs, images * (images - 1) // 2)
-    return images * (2 + samples) + 2 * duels + (images if audit else 0) + 1
+    return images * (2 + samples) + 2 * duels + (images if audit else 0) + (images if drafts else 0) + 1
 
 
 def measure_critic(
@@ -90,10 +105,29 @@ def measure_critic(
         for a, b in itertools.combinations(images, 2):
             if None not in (a.score, b.score, a.audit, b.audit) and a.score != b.score and a.audit != b.audit:
                 add(stats, count_audit((a.score > b.score) == (a.audit > b.audit)))  # type: ignore[operator]
+    add(stats, measure_drafts(j, images, out))
     questions = questions_of(j.task) or fallback_questions(j.task)
     probe = ask_checklist(j, images[0].record(), questions, temperature=COLD, label="check-logprobs")
     extra["logprobs"] = None if probe is None else probe.from_logprobs
     return stats, extra
+
+
+def measure_drafts(j: Judging, images: list[CheckImage], out: TextIO) -> dict[str, float]:
+    """A cold look at each image's draft, beside the image's first cold look; then, for each pair of images of
+    different cold scores, whether their drafts order them alike (nothing without drafts)."""
+    stats: dict[str, float] = {}
+    drafted = [image for image in images if image.draft_path and image.cold]
+    for image in drafted:
+        record = {"iteration": image.iteration, "path": image.draft_path, "prompt": image.prompt, "score": None}
+        found = look(j, record, temperature=COLD, label="check-draft")
+        image.draft = None if found is None else found.score
+        if image.draft is not None:
+            add(stats, count_draft(image.cold[0], image.draft))
+        out.write(f"  #{image.iteration}'s draft: cold {_scores([] if image.draft is None else [image.draft])}\n")
+    for a, b in itertools.combinations([i for i in drafted if i.draft is not None], 2):
+        if a.cold[0] != b.cold[0]:
+            add(stats, count_draft_order((a.cold[0], b.cold[0]), (a.draft, b.draft)))  # type: ignore[arg-type]
+    return stats
 
 
 def _scores(values: list[float]) -> str:

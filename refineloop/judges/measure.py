@@ -12,7 +12,10 @@ A run adds counters to its state's `judge_stats` (a reducer sums them; a duel's 
 - scores agree with duels: of the duels one image won in both orders, between images of different scores,
   how often the higher-scored one won;
 - DONE confirmed: of the DONEs that could have stopped the run, how many a second look upheld;
-- auditor agrees (judge-check): pairs of images the critic and the auditor rank the same way.
+- auditor agrees (judge-check): pairs of images the critic and the auditor rank the same way;
+- drafts rank like their full images (judge-check with --draft-steps or --draft-size): pairs of images of
+  different cold scores whose drafts' cold scores order them the same way (a tie of the drafts does not), and
+  how far, on average, a draft's cold score lies from its full image's.
 """
 
 from __future__ import annotations
@@ -49,6 +52,17 @@ def count_audit(same_order: bool) -> dict[str, float]:
     return {"audit_pairs": 1, "audit_agree": int(same_order)}
 
 
+def count_draft(full: float, draft: float) -> dict[str, float]:
+    """The counters of one image's cold score beside its draft's."""
+    return {"drafts": 1, "draft_gap": abs(full - draft)}
+
+
+def count_draft_order(full: tuple[float, float], draft: tuple[float, float]) -> dict[str, float]:
+    """The counters of one pair of images of different cold scores, and their drafts' cold scores."""
+    same = draft[0] != draft[1] and (full[0] > full[1]) == (draft[0] > draft[1])
+    return {"draft_pairs": 1, "draft_agree": int(same)}
+
+
 def add(total: dict[str, float], more: dict[str, float]) -> dict[str, float]:
     """Counters summed (the state reducer's rule, for code that collects outside the graph)."""
     for key, value in more.items():
@@ -67,7 +81,7 @@ def rates(stats: dict[str, float], comparisons: int = 0, order_flips: int = 0) -
         n = stats.get(whole, 0) + extra_whole
         return ((stats.get(part, 0) + extra_part) / n if n else None, int(n))
 
-    sampled = stats.get("sampled", 0)
+    sampled, drafts = stats.get("sampled", 0), stats.get("drafts", 0)
     return {
         "cold_repeat": ratio("repeated", "repeats"),
         "score_ties": ratio("score_tied", "score_pairs"),
@@ -77,6 +91,8 @@ def rates(stats: dict[str, float], comparisons: int = 0, order_flips: int = 0) -
         "agreement": ratio("agree", "agree_pairs"),
         "done_upheld": ratio("dones_upheld", "dones"),
         "audit_agreement": ratio("audit_agree", "audit_pairs"),
+        "draft_agreement": ratio("draft_agree", "draft_pairs"),
+        "draft_gap": (stats.get("draft_gap", 0) / drafts if drafts else None, int(drafts)),
     }
 
 
@@ -90,6 +106,8 @@ ROWS = (
     ("agreement", "scores agree with duels", "decided duels"),
     ("done_upheld", "DONE upheld by a second look", "DONEs"),
     ("audit_agreement", "auditor ranks pairs alike", "pairs"),
+    ("draft_agreement", "drafts rank pairs like their images", "pairs"),
+    ("draft_gap", "a draft's score off its image's", "drafts"),
 )
 
 
@@ -99,6 +117,8 @@ def shown(key: str, value: float | None) -> str:
         return "not measured"
     if key == "warm_spread":
         return f"{value:.2f} points (std. dev.)"
+    if key == "draft_gap":
+        return f"{value:.2f} points (mean)"
     return f"{value:.0%}"
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from refineloop.apps.judge_check import recommend
+from refineloop.apps.judge_check import command_line, recommend
 from refineloop.cli.main import main
 from tests.conftest import images_in, refineloop
 
@@ -61,6 +61,49 @@ def test_a_run_folder_is_checked_in_place_and_its_run_left_alone(tmp_path):
     assert after == before, "the run's images, sidecars and checkpoints are untouched"
     listed = refineloop("runs", str(tmp_path), cwd=tmp_path)
     assert " done " in listed.stdout
+
+
+@pytest.mark.slow
+def test_drafts_are_checked_beside_their_images_and_the_walk_follows_what_they_show(tmp_path):
+    args = ("judge-check", "--output-dir", "chk", "--images", "4", "--samples", "2", "--pairs", "2")
+    result = refineloop(*args, "--draft-size", "64", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    folder = tmp_path / "chk"
+    assert sorted(p.name for p in (folder / "drafts").iterdir()) == ["01.png", "02.png", "03.png", "04.png"]
+    report = json.loads((folder / "judge-check.json").read_text())
+    assert all(i["draft"] is not None and i["draft_path"].endswith(".png") for i in report["images"])
+    # Two cold and two warm looks per image, two duels in both orders, a cold look at each draft, the checklist.
+    assert report["critic_calls"] == 4 * 4 + 2 * 2 + 4 + 1
+    assert report["measures"]["draft_gap"]["basis"] == 4
+    assert "drafts rank pairs like their images" in result.stdout and "a draft's score off its image's" in result.stdout
+    agreement = report["measures"]["draft_agreement"]["value"]
+    recommendation = report["recommendation"]
+    if agreement is not None and agreement >= 0.75:
+        assert "--draft-walk --draft-size 64" in recommendation["flags"]
+    else:
+        assert "--draft-walk" not in recommendation["flags"]
+        assert any(r.startswith("no --draft-walk: drafts (--draft-size 64)") for r in recommendation["reasons"])
+
+
+def test_the_walk_is_recommended_only_for_drafts_that_rank_like_their_images():
+    steady = measured(cold_repeat=1.0, score_ties=0.1, warm_spread=0.2, flip_rate=0.1, tie_rate=0.0, agreement=0.9)
+    alike = {**steady, "draft_agreement": (0.8, 10), "draft_gap": (0.6, 5)}
+    chosen, reasons = recommend(alike, logprobs=False, drafts={"draft_steps": 7, "draft_size": 0})
+    assert chosen["draft_walk"] is True and chosen["draft_steps"] == 7
+    assert "--draft-walk --draft-steps 7" in command_line(chosen)
+    assert any("rank 80% of pairs like their images, 0.60 points off them" in r for r in reasons)
+    unlike = {**steady, "draft_agreement": (0.5, 10), "draft_gap": (2.1, 5)}
+    chosen, reasons = recommend(unlike, logprobs=False, drafts={"draft_steps": 7, "draft_size": 0})
+    assert "draft_walk" not in chosen and "--draft-walk" not in command_line(chosen)
+    assert any(r.startswith("no --draft-walk: drafts (--draft-steps 7) rank 50%") for r in reasons)
+    chosen, reasons = recommend(steady, logprobs=False)
+    assert not any("draft" in r for r in reasons), "without drafts checked the walk is not mentioned"
+
+
+def test_drafts_of_a_run_folder_are_refused_in_one_line(tmp_path, capsys):
+    assert main(["judge-check", str(tmp_path), "--draft-size", "64"]) == 2
+    err = capsys.readouterr().err
+    assert "measure drafts of a fresh batch" in err and err.count("\n") == 1
 
 
 @pytest.mark.parametrize(
