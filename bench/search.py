@@ -20,6 +20,10 @@ The checklist judge in both worlds: the critic writes six questions, one per lev
 (true quality + half its appeal + half its persistent bias + a per-question error of 0.8 - t), over 0.6; the
 answer text is yes when that chance is at least a half, and the reply carries the chances as log probabilities.
 
+Drafts (rows with drafts, and a walk on drafts) show the same idea and seed as their full image, with a flaw of
+their own (`--draft`) that every critic sees and that no idea proposed from the draft inherits; a draft counts
+as `--draft-cost` of an image in the images column.
+
 Besides each row's true quality, images, critic calls, how often best.png is truly the best image made and the
 quality found but not picked, the table shows how often an ideal pick would crown the truly best: one that sees
 every image as duels do (half its idea's appeal, the duels' share of its persistent error) without their fresh

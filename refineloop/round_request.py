@@ -87,7 +87,7 @@ def round_request(
         init_image=init_image,
         strength=used_strength,
     )
-    if settings.draft_walk:  # the walk's images are drafts; the best are drawn in full at the stop
+    if settings.draft_walk:  # the walk's images are drafts; the stop draws the crowned one in full
         request = draft_request(request, settings)
     return RoundRequest(request, numbers, init_image, used_strength)
 

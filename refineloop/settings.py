@@ -265,7 +265,8 @@ class RunSettings:
 
     @property
     def drafting(self) -> bool:
-        """Whether rounds are judged from drafts first (--draft-steps or --draft-size)."""
+        """Whether the run draws drafts (--draft-steps or --draft-size): screened before a full image is drawn,
+        or walked on (--draft-walk)."""
         return self.draft_steps > 0 or self.draft_size > 0
 
     @property
@@ -525,7 +526,8 @@ def _check_rounds(settings: RunSettings) -> None:
 
 
 def _check_walk(settings: RunSettings) -> None:
-    """A walk on drafts draws every image from its prompt, and its drafts are cheaper than the full images."""
+    """A walk on drafts draws every image from its prompt (the stop draws the crowned one in full from its
+    record), and has no use for --draft-margin."""
     spec = spec_for(settings.strategy)
     walking = tuple(n for n in strategy_names() if _walks_drafts(n))
     _check(

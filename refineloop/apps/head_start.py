@@ -36,7 +36,8 @@ from refineloop.strategies import spec_for
 
 def first_request_known(settings: RunSettings) -> bool:
     """Whether a new run's first image can be asked for before its graph starts."""
-    # A first round of drafts (drafting with --candidates 2 or more) asks for drafts, not this image.
+    # A first round of screened drafts (--candidates 2 or more, no --draft-walk) asks for drafts, not this image;
+    # a walk's first draft is its first image, and round_request asks for it.
     drafts_first = settings.screening and settings.candidates > 1
     return not settings.init_image and not drafts_first and spec_for(settings.strategy).shape == "loop"
 
