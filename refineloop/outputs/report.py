@@ -240,6 +240,7 @@ def _card(row: dict[str, Any], is_best: bool) -> str:
         meta.append(f"duel with #{_fmt(duel['against'])}: won {_fmt(duel.get('wins'))} of 2 orders")
     if row.get("first_score") is not None:
         meta.append(f"re-scored: first {_fmt(row['first_score'])}/10, now {_fmt(row['score'])}/10")
+    meta += _draft_meta(row)
     meta += _judging_meta(row)
     text = [
         f'<h3>#{iteration} <span class="score">{escape(_fmt(row["score"]))}/10</span>{"".join(tags)}</h3>',
@@ -339,6 +340,22 @@ def score_plot(rows: list[dict[str, Any]], best_iteration: int | None = None) ->
         )
     out.append("</svg>")
     return "".join(out)
+
+
+def _draft_meta(row: dict[str, Any]) -> list[str]:
+    """A card's notes on drafts: a walk's draft and how it was drawn (--draft-walk), or the draft an image was
+    drawn in full from (screened drafts, or a walk's crowned draft)."""
+    walked, drawn_from = row.get("walk_draft"), row.get("draft")
+    if isinstance(walked, dict):
+        steps = walked.get("steps")
+        size = f"{walked['width']}x{walked['height']}" if walked.get("width") and walked.get("height") else None
+        how = ", ".join(part for part in (f"{steps} steps" if steps else "", size or "") if part)
+        return [f"a draft of the walk ({how})" if how else "a draft of the walk"]
+    if isinstance(drawn_from, dict):
+        number, path = drawn_from.get("iteration"), str(drawn_from.get("path") or "?")
+        origin = f"#{number}" if number is not None else f"drafts/{Path(path).name}"
+        return [f"drawn in full from draft {origin} ({_fmt(drawn_from.get('score'))}/10)"]
+    return []
 
 
 def _judging_meta(row: dict[str, Any]) -> list[str]:

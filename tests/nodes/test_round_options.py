@@ -67,6 +67,7 @@ def test_drafts_are_judged_first_and_only_a_winner_is_drawn_in_full(third, margi
     second = json.loads((run / "02.json").read_text())
     assert second["draft"]["path"] == str(run / "drafts" / "003-1.png") and second["draft"]["score"] == third
     assert second["seed"] == kept["seed"] and second["prompt"] == kept["prompt"]
+    assert "drawn in full from draft drafts/003-1.png" in (run / "report.html").read_text()
     # The draft's look counts as one of the full image's samples.
     assert second["samples"] == [third, 6] and second["score"] == (third + 6) / 2
     assert outcome.values["best"]["iteration"] == 2

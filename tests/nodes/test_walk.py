@@ -43,6 +43,8 @@ def test_the_walk_draws_drafts_and_the_stop_draws_the_best_in_full(scripted, run
     assert outcome.values["critic_calls"] == 4 and outcome.values["stop_reason"] == "reached --max-iterations 3"
     assert "drawn in full at the stop: #4 from draft #2 (8/10)" in (run / "summary.txt").read_text()
     assert "drawn in full at the stop: #4 from draft #2 (8/10)" in quiet.getvalue()
+    report = (run / "report.html").read_text()
+    assert "a draft of the walk (32x32)" in report and "drawn in full from draft #2 (7/10)" in report
 
 
 def test_the_final_pick_meets_the_drafts_and_only_its_winner_is_drawn_in_full(scripted, run_settings, quiet):
