@@ -45,11 +45,13 @@ def pixels(path: Path) -> bytes:
         return picture.convert("RGB").tobytes()
 
 
-def test_killed_before_the_png_lands_the_resume_remakes_it_exactly(tmp_path: Path) -> None:
-    whole = refineloop("demo", *FLAGS, "--output-dir", "whole", cwd=tmp_path, timeout=300)
+@pytest.mark.parametrize("walk", [(), ("--draft-walk", "--draft-size", "2048")], ids=["images", "walk"])
+def test_killed_before_the_png_lands_the_resume_remakes_it_exactly(tmp_path: Path, walk: tuple[str, ...]) -> None:
+    # On a walk the lost image is a draft: it is remade as a draft (its size), and the stop's full image follows.
+    whole = refineloop("demo", *FLAGS, *walk, "--output-dir", "whole", cwd=tmp_path, timeout=300)
     assert whole.returncode == 0, whole.stdout + whole.stderr
     run = tmp_path / "cut"
-    proc = start_cli_in(tmp_path, "demo", *FLAGS, "--output-dir", "cut")
+    proc = start_cli_in(tmp_path, "demo", *FLAGS, *walk, "--output-dir", "cut")
     lost = None
     deadline = time.time() + 120
     while lost is None and time.time() < deadline and proc.poll() is None:
