@@ -35,6 +35,17 @@ def load_critic(settings: RunSettings) -> str:
     return f" ({resident.line()}{where}{kept})"
 
 
+def check_critic(settings: RunSettings) -> None:
+    """An Ollama critic's checks (the server answers, has the model, the model sees images), made before it is
+    loaded into memory: the head start loads it ahead of the run's own checks (refineloop.apps.head_start), and a
+    model that will be refused must not take GPU memory first. Nothing for other critics."""
+    if not settings.eval_model.startswith("ollama:"):
+        return
+    from refineloop.backends.chat.ollama import probe_ollama, resolve_base_url
+
+    probe_ollama(settings.eval_model[7:], base_url=resolve_base_url(reveal(settings.ollama_url) or None))
+
+
 def on_this_machine(url: str) -> bool:
     """Whether a server's URL names this machine (its memory and GPU are the ones an image model is placed on)."""
     return urlsplit(url).hostname in ("127.0.0.1", "localhost", "::1")

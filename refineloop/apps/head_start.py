@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 
-from refineloop.apps.critic_load import load_critic, on_this_machine
+from refineloop.apps.critic_load import check_critic, load_critic, on_this_machine
 from refineloop.apps.new_run import OpenedRun
 from refineloop.backends.chat.ollama import resolve_base_url
 from refineloop.backends.image import head_start
@@ -60,6 +60,7 @@ def begin_first_image(opened: OpenedRun, models: ModelCache = MODELS, *, always:
     if not first_request_known(settings):
         return
     if shares_memory_with_the_critic(settings, models) and _has_a_gpu():
+        check_critic(settings)  # a blind or missing model is refused before it takes any memory
         opened.critic_note = load_critic(settings)
     model = models.image_model(settings)
     if not always and not leaves_a_core_free(model):

@@ -195,6 +195,25 @@ def test_beside_a_local_ollama_critic_the_critic_loads_once_then_the_first_image
     assert [r.get("head_start") for r in images_traced(tmp_path / "run")] == ["used"]
 
 
+@pytest.mark.parametrize("capabilities", [["completion"], ["completion", "vision"]])
+def test_with_a_gpu_the_critic_loaded_first_is_checked_before_it_takes_memory(
+    tmp_path, tiny_sd3_dir, capsys, monkeypatch, capabilities
+):
+    # A GPU is what makes the head start load a local critic before the image model; this machine has none.
+    monkeypatch.setattr("refineloop.apps.head_start._has_a_gpu", lambda: True)
+    with FakeOllama(models={"fake-vlm:1b": capabilities}) as fake:
+        critic = ["--eval-model", "ollama:fake-vlm:1b", "--ollama-url", fake.url, "--max-iterations", "1"]
+        code = main(["run", *flags(tiny_sd3_dir, tmp_path / "run"), *critic])
+        loads = fake.chat_requests("load")
+    err = capsys.readouterr().err
+    if "vision" in capabilities:
+        assert code == 0 and len(loads) == 1, "loaded once, before the image model"
+    else:
+        assert code != 0 and "cannot see images" in err and err.count("\n") == 1, err
+        assert loads == [], "a model the run refuses is never loaded into the server's memory"
+        assert not (tmp_path / "run").exists(), "nothing is left of a run refused before it began"
+
+
 def test_a_draw_on_every_cpu_core_leaves_none_to_the_start_up(tiny_sd3_dir: Path) -> None:
     model = MODELS.image_model(RunSettings(image_model=str(tiny_sd3_dir), device="cpu"))
     sketch = MODELS.image_model(RunSettings(image_model="sketch"))
