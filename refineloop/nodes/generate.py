@@ -25,7 +25,7 @@ def generate(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
     the files. With --distinct-ideas each candidate after the first follows an idea of its own
     (refineloop.nodes.round_ideas); with drafts the round is drawn as drafts first, and the one that earns it is
     drawn in full on the next call (refineloop.nodes.drafts); on a walk on drafts every image is a draft, and
-    the stop draws the best in full (refineloop.nodes.walk).
+    the stop draws the crowned draft in full (refineloop.nodes.walk).
     """
     settings = RunSettings.from_state(state["settings"])
     task = Task.from_dict(state["task"])
