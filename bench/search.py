@@ -66,7 +66,7 @@ from pydantic import ConfigDict  # noqa: E402
 from refineloop.backends.chat.invoke import call_kind  # noqa: E402
 from refineloop.backends.image.protocol import ImageRequest, ImageTraits  # noqa: E402
 from refineloop.backends.model_cache import ModelCache  # noqa: E402
-from refineloop.graph import build_graph  # noqa: E402
+from refineloop.graph_build import build_graph  # noqa: E402
 from refineloop.nodes.setup import initial_state  # noqa: E402
 from refineloop.run_start import resolve_settings  # noqa: E402
 from refineloop.settings import RunSettings  # noqa: E402

@@ -4,7 +4,7 @@ A run folder is relocatable: copied or moved, it resumes into itself, and nothin
 checkpointed state still names the folder the run was started in, so the runner hands the graph a *view*
 (`configurable.run_view` in the run config): the folder given, and the settings that change how models are
 reached but never what they make (a critic's URL, a device, timeouts). Every node sees the state through the
-view (`in_run_view` wraps them in `refineloop.graph`), so what it writes lands in the folder given and what
+view (`in_run_view` wraps them in `refineloop.graph_build`), so what it writes lands in the folder given and what
 it returns is checkpointed with the new paths. Without a view (Studio, or a run in its own folder with its own
 settings) the state is used as it is, at no cost.
 """

@@ -12,7 +12,7 @@ from typing import Literal
 
 from refineloop.acceptance import Rule, climb, keep_better, keep_new, metropolis
 
-#: How a strategy's graph is laid out (refineloop.graph): the shared accept-and-route loop, agent mode's
+#: How a strategy's graph is laid out (refineloop.graph_build): the shared accept-and-route loop, agent mode's
 #: tool-calling router, or evaluator-optimizer's two agents.
 Shape = Literal["loop", "agent-router", "evaluator-optimizer"]
 

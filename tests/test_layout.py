@@ -193,7 +193,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("judges",),
     ("outputs",),
     ("nodes",),
-    ("graph", "run_view"),
+    ("graph", "graph_build", "run_view"),
     ("apps",),
     ("scale",),
     ("cli",),

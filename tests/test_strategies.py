@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from refineloop.cli.run_commands import resume_run, start_run
-from refineloop.graph import build_graph
+from refineloop.graph_build import build_graph
 from refineloop.run_folder.checkpoints import connect, run_saver
 from refineloop.run_folder.folder import read_meta
 from refineloop.schedules import draw, temperature

@@ -9,7 +9,7 @@ import pytest
 
 from refineloop.acceptance import Decision
 from refineloop.errors import SettingsError
-from refineloop.graph import build_graph
+from refineloop.graph_build import build_graph
 from refineloop.settings import RunSettings
 from refineloop.state import RefineState
 from refineloop.strategies import STRATEGY_SPECS, StrategySpec, register_strategy, spec_for, unregister_strategy

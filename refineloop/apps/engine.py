@@ -35,7 +35,7 @@ from refineloop.apps.stop_signals import ctrl_c_drains
 from refineloop.backends.model_cache import ModelCache
 from refineloop.errors import ModelError, RefineError, RunFolderError, SettingsError
 from refineloop.files.safe_io import write_text_atomic
-from refineloop.graph import build_graph
+from refineloop.graph_build import build_graph
 from refineloop.judges.audit import auditor_settings
 from refineloop.outputs.artifacts import write_artifacts
 from refineloop.progress_events import Progress, reporting

@@ -44,7 +44,7 @@ from refineloop.backends.checks import validated
 from refineloop.backends.model_cache import MODELS, ModelCache
 from refineloop.errors import RunFolderError, SettingsError
 from refineloop.files.trace import append_trace
-from refineloop.graph import build_graph
+from refineloop.graph_build import build_graph
 from refineloop.run_folder.checkpoints import CHECKPOINTS, database_error, run_saver
 from refineloop.run_folder.folder import META, kept_on_exit, new_run_folder, read_meta, write_meta
 from refineloop.run_folder.image_files import image_problem, listed_images, read_record, save_json, sidecar_path

@@ -318,7 +318,7 @@ class PostgresStore:
     def values(self, item: BatchItem) -> dict[str, Any]:
         """The item's latest checkpointed state ({} before its first checkpoint), delta channels rebuilt (the
         graph's channels are the same for every strategy but the agents' bookkeeping, which is not read here)."""
-        from refineloop.graph import build_graph
+        from refineloop.graph_build import build_graph
 
         config: Any = {"configurable": {"thread_id": item.thread_id, "checkpoint_ns": ""}}
         return dict(build_graph("greedy", self.saver).get_state(config).values)

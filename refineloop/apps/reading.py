@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from refineloop.apps.postgres import open_pool, open_saver
-from refineloop.graph import build_graph
+from refineloop.graph_build import build_graph
 from refineloop.run_folder.checkpoints import connect_readonly, database_error, run_saver
 from refineloop.run_folder.folder import META, read_meta
 

@@ -27,7 +27,7 @@ from refineloop.apps.stop_signals import stop_ends_loading
 from refineloop.backends.model_cache import MODELS, ModelCache
 from refineloop.cli.terminal import Terminal
 from refineloop.errors import RunFolderError
-from refineloop.graph import build_graph
+from refineloop.graph_build import build_graph
 from refineloop.nodes.setup import initial_state
 from refineloop.outputs.report import REPORT_NAME
 from refineloop.run_folder.checkpoints import database_error

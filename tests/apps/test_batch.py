@@ -330,7 +330,7 @@ def planned_item(tmp_path: Path, store_kind: str = "sqlite") -> tuple[Any, Any]:
 
 def test_a_fractional_best_score_survives_the_folder_store_and_the_summary(tmp_path: Path) -> None:
     from refineloop.apps.batch import format_summary, summarize, write_summary
-    from refineloop.graph import build_graph
+    from refineloop.graph_build import build_graph
 
     plan, item = planned_item(tmp_path)
     store = FolderStore(plan.batch_dir)

@@ -15,7 +15,7 @@ from langgraph.types import Command
 
 from refineloop.cli.main import main
 from refineloop.cli.run_commands import start_run
-from refineloop.graph import build_graph
+from refineloop.graph_build import build_graph
 from tests.conftest import refineloop
 from tests.fake_ollama import FakeOllama, message_text
 

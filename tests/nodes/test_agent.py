@@ -10,7 +10,7 @@ from refineloop.backends.demo.sketch import SketchImageModel
 from refineloop.backends.model_cache import ModelCache
 from refineloop.cli.run_commands import resume_run, start_run
 from refineloop.files.trace import read_trace
-from refineloop.graph import build_graph
+from refineloop.graph_build import build_graph
 from tests.conftest import images_in, judge_reply, tool_call
 from tests.fake_ollama import FakeOllama
 

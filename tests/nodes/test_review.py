@@ -17,7 +17,7 @@ from langgraph_sdk import get_sync_client
 
 from refineloop.apps.engine import EXIT_PAUSED
 from refineloop.apps.reading import read_values
-from refineloop.graph import build_graph
+from refineloop.graph_build import build_graph
 from refineloop.nodes.review import parse_answer
 from tests.conftest import cli_env, images_in, judge_reply, refineloop, wait_for
 

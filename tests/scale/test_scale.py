@@ -43,7 +43,7 @@ def write_goals(path: Path, count: int) -> Path:
 def checkpointed(url: str, thread_id: str) -> dict[str, Any]:
     """A thread's latest checkpointed state, read from Postgres (the history rebuilt from its deltas)."""
     from refineloop.apps.reading import reading_saver
-    from refineloop.graph import build_graph
+    from refineloop.graph_build import build_graph
 
     with reading_saver("", url) as saver:
         return dict(build_graph("greedy", saver).get_state({"configurable": {"thread_id": thread_id}}).values)

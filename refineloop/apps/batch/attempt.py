@@ -62,7 +62,7 @@ def _run_held(
 ) -> ItemResult:
     from langgraph.runtime import RunControl
 
-    from refineloop.graph import build_graph
+    from refineloop.graph_build import build_graph
     from refineloop.nodes.setup import initial_state
     from refineloop.run_folder.folder import write_meta
     from refineloop.run_start import resolve_settings

@@ -24,7 +24,7 @@ class Runner:
     model cache per process."""
 
     def __init__(self, checkpointer: str, batch_dir: str, app: str = APP) -> None:
-        import refineloop.graph  # noqa: F401 - load the graph and node code now, not inside the first run
+        import refineloop.graph_build  # noqa: F401 - load the graph and node code now, not inside the first run
         from refineloop.apps.batch import open_store
 
         self.store = open_store(checkpointer, batch_dir, pool_size=8, create_tables=False)
