@@ -195,6 +195,19 @@ def test_ctrl_c_before_the_run_begins_takes_the_prompts_drawn_ahead_off_the_serv
     assert not out.exists()
 
 
+def test_a_walk_queues_every_round_as_a_draft_and_only_the_crowned_one_in_full(workflow_file, tmp_path):
+    out = tmp_path / "run"
+    with fake_comfyui() as (fake, url):
+        flags = ("--max-iterations", "3", "--steps", "8", "--draft-steps", "2", "--draft-walk", "--final-pick", "0")
+        assert run(workflow_file, url, out, *flags) == 0
+    steps = [w["3"]["inputs"]["steps"] for w in fake.prompts]
+    assert steps == [2, 2, 2, 8], "three drafts, then the crowned one in full"
+    full = read_provenance(out / "04.png")
+    crowned = json.loads((out / "04.json").read_text())["draft"]["iteration"]
+    assert full["steps"] == 8 and full["seed"] == read_provenance(out / f"0{crowned}.png")["seed"]
+    assert read_provenance(out / "01.png")["steps"] == 2
+
+
 def test_drafts_are_queued_with_fewer_steps_and_the_winner_again_in_full(workflow_file, tmp_path):
     out = tmp_path / "run"
     with fake_comfyui() as (fake, url):
