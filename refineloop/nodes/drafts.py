@@ -80,29 +80,36 @@ def draft_size(request: ImageRequest) -> dict[str, int | None]:
 
 
 def draw_in_full(state: RefineState, config: RunnableConfig, winner: Candidate) -> dict[str, Any]:
-    """Draw the round's winning draft in full (the run's steps and size, the draft's seed and prompt) as the
-    run's next image, which evaluate then judges like any other."""
-    settings = RunSettings.from_state(state["settings"])
-    task = Task.from_dict(state["task"])
-    model = models_for(config).image_model(settings)
-    request = run_request(
-        settings,
-        task,
-        model.traits,
-        prompt=winner["prompt"],
-        seeds=(winner["seed"],),
-        init_image=winner.get("init_image"),
-        strength=winner.get("strength"),
-    )
+    """Draw the round's winning draft in full as the run's next image, which evaluate then judges like any
+    other."""
+    model = models_for(config).image_model(RunSettings.from_state(state["settings"]))
     draft = winner.get("draft") or {}
-    view: RefineState = {**state, "idea": winner["idea"], "prompt": draft.get("prompt", state["prompt"])}
-    number = state["iteration"] + 1
-    update = draw_round(view, config, model, request, [], range(number, number + 1))
+    update = draw_full(state, config, model, winner, draft.get("prompt", state["prompt"]), state["iteration"] + 1)
     record = {"path": winner["path"], "score": winner.get("score"), **{k: draft.get(k) for k in draft_keys()}}
     # The draft was a look at this very idea and seed: its judge samples count among the full image's, which the
     # judge then adds its own look to (as --judge-samples would), so one noisy look does not decide alone.
     update["candidate"] = {**update["candidate"], "draft": record, "samples": list(winner.get("samples") or [])}
     return {**update, "draft_winner": None}
+
+
+def draw_full(
+    state: RefineState, config: RunnableConfig, model: ImageModel, draft: Candidate, base_prompt: str, number: int
+) -> dict[str, Any]:
+    """Draw the image a draft's record stands for, in full, as image `number`: the run's steps and size, the
+    draft's seed, prompt and init image; `base_prompt` is the prompt before the subject was composed in (for the
+    image's provenance). The update draw_round makes (screened drafts' winners, and a walk's crowned draft at
+    the stop: refineloop.nodes.walk)."""
+    request = run_request(
+        RunSettings.from_state(state["settings"]),
+        Task.from_dict(state["task"]),
+        model.traits,
+        prompt=draft["prompt"],
+        seeds=(draft["seed"],),
+        init_image=draft.get("init_image"),
+        strength=draft.get("strength"),
+    )
+    view: RefineState = {**state, "idea": draft["idea"], "prompt": base_prompt}
+    return draw_round(view, config, model, request, [], range(number, number + 1))
 
 
 def draft_keys() -> tuple[str, ...]:

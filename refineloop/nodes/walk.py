@@ -19,18 +19,16 @@ from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 
-from refineloop.backends.image.requests import run_request
 from refineloop.judges.base import Judging
 from refineloop.judges.final_pick import record_of
 from refineloop.judges.finish import spent, stop_judging
 from refineloop.judges.samples import score_image
-from refineloop.nodes.round_draw import draw_round
+from refineloop.nodes.drafts import draw_full
 from refineloop.progress_events import critic_phase
 from refineloop.run_folder import image_writer
 from refineloop.run_folder.image_files import read_record, read_sidecars, save_json, sidecar_path
 from refineloop.settings import RunSettings
 from refineloop.state import Candidate, RefineState
-from refineloop.tasks import Task
 
 
 def finish_walk(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
@@ -89,18 +87,8 @@ def draw_and_judge(state: RefineState, config: RunnableConfig, j: Judging, draft
     """Draw `draft` in full as image `number` (the run's steps and size, the draft's seed and prompt) and judge
     it as the run judges an image; its record names the draft."""
     model = j.models.image_model(j.settings)
-    request = run_request(
-        j.settings,
-        Task.from_dict(state["task"]),
-        model.traits,
-        prompt=draft["prompt"],
-        seeds=(draft["seed"],),
-        init_image=draft.get("init_image"),
-        strength=draft.get("strength"),
-    )
-    walk = draft["walk_draft"]
-    view: RefineState = {**state, "idea": draft["idea"], "prompt": walk.get("base_prompt", state["prompt"])}
-    drawn = draw_round(view, config, model, request, [], range(number, number + 1))["candidate"]
+    base_prompt = draft["walk_draft"].get("base_prompt", state["prompt"])
+    drawn = draw_full(state, config, model, draft, base_prompt, number)["candidate"]
     drawn["draft"] = {"iteration": draft["iteration"], "path": draft["path"], "score": draft.get("score")}
     with critic_phase(f"judging image {number}, draft #{draft['iteration']} drawn in full", j.settings.judge_samples):
         judged = score_image(j, drawn, j.settings.judge_samples)
