@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from refineloop.redaction import redact, reveal
+from refineloop.redaction import redact
 from refineloop.settings import RunSettings
 
 
@@ -18,9 +18,9 @@ def load_critic(settings: RunSettings) -> str:
     critics)."""
     if not settings.eval_model.startswith("ollama:"):
         return ""
-    from refineloop.backends.chat.ollama import load_resident, resolve_base_url
+    from refineloop.backends.chat.ollama import load_resident, settings_url
 
-    url = resolve_base_url(reveal(settings.ollama_url) or None)
+    url = settings_url(settings)
     keep = settings.critic_keep_alive
     resident = load_resident(settings.eval_model[7:], base_url=url, keep_alive=keep, timeout=settings.critic_timeout)
     # A remote Ollama's memory is its own host's: say whose GPU it is, since it is not the one being placed on.
@@ -41,9 +41,9 @@ def check_critic(settings: RunSettings) -> None:
     model that will be refused must not take GPU memory first. Nothing for other critics."""
     if not settings.eval_model.startswith("ollama:"):
         return
-    from refineloop.backends.chat.ollama import probe_ollama, resolve_base_url
+    from refineloop.backends.chat.ollama import probe_ollama, settings_url
 
-    probe_ollama(settings.eval_model[7:], base_url=resolve_base_url(reveal(settings.ollama_url) or None))
+    probe_ollama(settings.eval_model[7:], base_url=settings_url(settings))
 
 
 def on_this_machine(url: str) -> bool:

@@ -25,10 +25,9 @@ import os
 
 from refineloop.apps.critic_load import check_critic, load_critic, on_this_machine
 from refineloop.apps.new_run import OpenedRun
-from refineloop.backends.chat.ollama import resolve_base_url
+from refineloop.backends.chat.ollama import settings_url
 from refineloop.backends.image import head_start
 from refineloop.backends.model_cache import MODELS, ModelCache
-from refineloop.redaction import reveal
 from refineloop.round_request import first_prompt, round_request
 from refineloop.settings import RunSettings
 from refineloop.strategies import spec_for
@@ -49,7 +48,7 @@ def shares_memory_with_the_critic(settings: RunSettings, models: ModelCache = MO
     entry = models.backends.find("image", settings.image_model)
     if entry is None or entry.name != "diffusers":  # placed by its own server
         return False
-    return on_this_machine(resolve_base_url(reveal(settings.ollama_url) or None))
+    return on_this_machine(settings_url(settings))
 
 
 def begin_first_image(opened: OpenedRun, models: ModelCache = MODELS, *, always: bool = False) -> None:

@@ -55,6 +55,12 @@ class OllamaInfo:
         return None if self.capabilities is None else "vision" in self.capabilities
 
 
+def settings_url(settings: RunSettings) -> str:
+    """The Ollama server a run's settings name: --ollama-url (its password revealed), else $OLLAMA_HOST, else the
+    local default."""
+    return resolve_base_url(reveal(settings.ollama_url) or None)
+
+
 def resolve_base_url(base_url: str | None = None) -> str:
     """The Ollama URL to use: the argument, else $OLLAMA_HOST, else the local default.
 
@@ -416,7 +422,7 @@ def broken_ollama_reply(exc: BaseException, settings: RunSettings) -> ModelError
     spec = next((s for s in (settings.eval_model, settings.agent_model) if s.startswith("ollama:")), "")
     if not spec:
         return None
-    url = resolve_base_url(reveal(settings.ollama_url) or None)
+    url = settings_url(settings)
     fix = "check its log and any proxy in between, then resume the run"
     return broken_reply_error(exc, "Ollama", url, f"a call to '{spec[7:]}'", fix)
 
