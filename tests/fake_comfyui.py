@@ -23,12 +23,13 @@ import urllib.parse
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 from PIL import Image
 
 from refineloop.backends.demo.sketch import paint, read_scene
+from tests.fake_http import QuietHandler
 
 KNOWN = {
     "CheckpointLoaderSimple",
@@ -259,27 +260,8 @@ class Evaluator:
         return Image.blend(drawn, base, 1.0 - float(inputs.get("denoise", 1.0)))
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(QuietHandler):
     fake: FakeComfyUI
-
-    def setup(self) -> None:
-        super().setup()
-        # Headers and body go out in two writes: without this, Nagle's algorithm and the client's delayed ACK
-        # hold the body back for up to 40 ms (a real server writes both at once).
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def reply(self, status: int, body: Any, kind: str = "application/json") -> None:
-        data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        # A client stopped with Ctrl-C, or done with an error status, may have gone before the headers are out.
-        with suppress(ConnectionError):
-            self.send_response(status)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
 
     def do_GET(self) -> None:
         address = urllib.parse.urlsplit(self.path)
