@@ -26,11 +26,10 @@ from refineloop.run_folder.image_files import (
     sidecar_path,
 )
 from refineloop.run_folder.init_picture import improvement
+from refineloop.run_folder.thumbnails import THUMB, thumbnail
 
 if TYPE_CHECKING:
     from refineloop.state import RefineState
-
-THUMB = 192
 
 
 def write_artifacts(state: RefineState) -> list[Path]:
@@ -51,7 +50,8 @@ def write_artifacts(state: RefineState) -> list[Path]:
     written.append(summary)
     collage = make_collage(run_dir, best["iteration"] if best else None)
     if collage is not None:
-        save_image(collage, Path(run_dir) / "collage.png")
+        # A preview written on the run's tail: level 3 writes it about 3x faster than the default, 20% larger.
+        save_image(collage, Path(run_dir) / "collage.png", compress_level=3)
         written.append(Path(run_dir) / "collage.png")
     written.append(write_report(run_dir, state))
     return written
@@ -178,8 +178,7 @@ def make_collage(run_dir: str, best_iteration: int | None) -> Image.Image | None
     for index, (iteration, path) in enumerate(images):
         x, y = (index % cols) * THUMB, (index // cols) * THUMB
         try:
-            with Image.open(path) as img:
-                sheet.paste(img.convert("RGB").resize((THUMB, THUMB)), (x, y))
+            sheet.paste(thumbnail(path), (x, y))
         except (OSError, UnidentifiedImageError):
             continue
         score = sidecars.get(iteration, {}).get("score")

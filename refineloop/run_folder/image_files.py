@@ -39,11 +39,11 @@ def sidecar_path(run_dir: str, iteration: int) -> Path:
     return Path(run_dir) / f"{iteration:02d}.json"
 
 
-def save_image(image: Image.Image, path: Path, info: PngInfo | None = None) -> None:
+def save_image(image: Image.Image, path: Path, info: PngInfo | None = None, *, compress_level: int = 6) -> None:
     """Save a PNG atomically, never through a symbolic link; `info` holds its text chunks (provenance:
-    refineloop.run_folder.provenance.png_info)."""
+    refineloop.run_folder.provenance.png_info). Lower `compress_level`s write faster and larger files."""
     safe = redacted_png_info(info) if info is not None else None
-    write_with(path, lambda fh: image.save(fh, format="PNG", pnginfo=safe))
+    write_with(path, lambda fh: image.save(fh, format="PNG", pnginfo=safe, compress_level=compress_level))
 
 
 def redacted_png_info(info: PngInfo) -> PngInfo:

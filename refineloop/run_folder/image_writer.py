@@ -22,6 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from refineloop.run_folder import thumbnails
 from refineloop.run_folder.image_files import save_image
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ def save_later(path: str | Path, picture: Image.Image, info: PngInfo | None = No
     """Queue the PNG of `picture` at `path` (atomic, never through a link, with its provenance `info`)."""
     key = str(path)
     with _lock:
-        future = _executor().submit(save_image, picture, Path(path), info)
+        future = _executor().submit(_save, picture, Path(path), info)
         _pending[key] = future
     future.add_done_callback(lambda done: _forget(key, done))
 
@@ -57,6 +58,11 @@ def wait_for(paths: list[str]) -> None:
             future.result()
         finally:
             _forget(path, future, waited=True)
+
+
+def _save(picture: Image.Image, path: Path, info: PngInfo | None) -> None:
+    save_image(picture, path, info)
+    thumbnails.keep(path, picture)  # here, off the critical path, rather than decoded again for the collage
 
 
 def _executor() -> ThreadPoolExecutor:
