@@ -37,6 +37,7 @@ from refineloop.backends.model_cache import ModelCache  # noqa: E402
 from refineloop.cli.run_commands import start_run  # noqa: E402
 from refineloop.judges.verdicts import parse_judge_text  # noqa: E402
 from refineloop.outputs.artifacts import write_artifacts  # noqa: E402
+from refineloop.run_start import default_run_dir  # noqa: E402
 from refineloop.settings import RunSettings  # noqa: E402
 
 REPLY = "SCORE: 5\nCRITIQUE: fine\nCONTINUE: a hotter hotdog"
@@ -231,7 +232,8 @@ def long_run(images: int, folder: Path, options: dict[str, Any]) -> tuple[float,
     cache = ModelCache()
     cache.register_image("instant", InstantImage())
     cache.register_chat("instant", TalkingCritic())
-    run = folder / "long"
+    # Named as a run's folder is by default: the thread id is the folder's name, and every database row keeps it.
+    run = Path(default_run_dir("hotdog", root=str(folder)))
     rounds = -(-images // options.get("candidates", 1))
     settings = RunSettings(
         image_model="instant", eval_model="instant", max_iterations=rounds, patience=images, seed=1,

@@ -40,6 +40,39 @@ def connect(run_dir: str) -> sqlite3.Connection:
     return conn
 
 
+#: LangGraph's SqliteSaver tables, column for column, made WITHOUT ROWID when a run's database is new (by
+#: RunSaver.setup, just before the saver's own). Its `CREATE TABLE IF NOT EXISTS` makes rowid tables, where each
+#: primary key (thread, checkpoint and task ids, about 110 bytes a row) is stored twice, in the row and again in
+#: the key's index; a run writes 10 to 30 rows an image, most of them a few bytes of value, so the copy was an
+#: eighth of the database. Every query the saver makes names the key or sorts its rows itself, so the order rows
+#: come back in does not matter. A database made before keeps its tables (IF NOT EXISTS), and the saver's own
+#: set-up then finds these and adds nothing.
+TABLES = """
+CREATE TABLE IF NOT EXISTS checkpoints (
+    thread_id TEXT NOT NULL,
+    checkpoint_ns TEXT NOT NULL DEFAULT '',
+    checkpoint_id TEXT NOT NULL,
+    parent_checkpoint_id TEXT,
+    type TEXT,
+    checkpoint BLOB,
+    metadata BLOB,
+    PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS writes (
+    thread_id TEXT NOT NULL,
+    checkpoint_ns TEXT NOT NULL DEFAULT '',
+    checkpoint_id TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    task_path TEXT NOT NULL DEFAULT '',
+    idx INTEGER NOT NULL,
+    channel TEXT NOT NULL,
+    type TEXT,
+    value BLOB,
+    PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id, task_id, idx)
+) WITHOUT ROWID;
+"""
+
+
 def run_saver(conn: sqlite3.Connection) -> BaseCheckpointSaver[str]:
     """LangGraph's SqliteSaver with short channel versions (see `_run_saver_class`) and packed blobs
     (refineloop.run_folder.packed_serde)."""
@@ -53,11 +86,16 @@ def _run_saver_class() -> type[SqliteSaver]:
     """SqliteSaver stores the whole checkpoint, version maps included, at every super-step, and its versions
     carry a 16-digit random suffix each: about half of a small run's checkpoint. A run's thread is one
     timeline, so a zero-padded counter is enough; it also sorts after the long versions of folders written
-    before (those start with many more zeros), so old runs resume as they are. Built on first use, so that
-    importing this module does not import LangGraph."""
+    before (those start with many more zeros), so old runs resume as they are. Its tables are made without
+    rowids (TABLES). Built on first use, so that importing this module does not import LangGraph."""
     from langgraph.checkpoint.sqlite import SqliteSaver
 
     class RunSaver(SqliteSaver):
+        def setup(self) -> None:
+            if not self.is_setup:
+                self.conn.executescript(TABLES)
+            super().setup()
+
         def get_next_version(self, current: str | int | None, channel: None = None) -> str:
             number = 0 if current is None else int(str(current).split(".", 1)[0])
             return f"{number + 1:08d}"

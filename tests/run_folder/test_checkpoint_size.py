@@ -36,6 +36,13 @@ def checkpoint_bytes(run_dir: str) -> list[int]:
     return [size for (size,) in rows]
 
 
+def without_rowid(run_dir: str | Path) -> dict[str, bool]:
+    """Whether each of the saver's tables keeps its rows in its primary key's tree (no copy of the key)."""
+    with closing(sqlite3.connect(Path(run_dir) / "checkpoints.sqlite")) as conn:
+        rows = conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'").fetchall()
+    return {name: "WITHOUT ROWID" in sql.upper() for name, sql in rows}
+
+
 def write_bytes(run_dir: str) -> list[int]:
     """The size of each record of the best image written, oldest first."""
     with closing(sqlite3.connect(Path(run_dir) / "checkpoints.sqlite")) as conn:
@@ -80,6 +87,7 @@ def test_checkpoints_do_not_grow_with_the_run_and_the_state_reads_back_whole(scr
     with closing(sqlite3.connect(Path(outcome.run_dir) / "checkpoints.sqlite")) as conn:
         kinds = {kind for (kind,) in conn.execute("SELECT type FROM checkpoints")}
     assert kinds == {"msgpack+zlib"}  # packed (refineloop.run_folder.packed_serde)
+    assert without_rowid(outcome.run_dir) == {"checkpoints": True, "writes": True}
     found = read_checkpoint(outcome.run_dir, read_meta(outcome.run_dir)["thread_id"])
     assert found is not None
     stored = found.checkpoint["channel_values"]
@@ -111,6 +119,7 @@ def old_run(tmp_path: Path) -> Path:
 def test_a_run_checkpointed_in_the_old_shape_resumes_where_it_stopped(old_run, scripted, quiet):
     found = read_checkpoint(str(old_run), "old_shape_run")
     assert found is not None and found.checkpoint["channel_values"]["best"]["iteration"] == 1  # the old shape
+    assert without_rowid(old_run) == {"checkpoints": False, "writes": False}  # the old tables, kept as they are
     cache, critic = scripted([judge_reply(3, idea="idea from three"), judge_reply(7), judge_reply(6), judge_reply(6)])
     outcome = resume_run(str(old_run), models=cache, out=quiet)
     assert outcome.status == "done", outcome.error
