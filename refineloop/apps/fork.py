@@ -47,8 +47,9 @@ from refineloop.files.trace import append_trace
 from refineloop.graph_build import build_graph
 from refineloop.run_folder.checkpoints import CHECKPOINTS, database_error, run_saver
 from refineloop.run_folder.folder import META, kept_on_exit, new_run_folder, read_meta, write_meta
-from refineloop.run_folder.image_files import image_problem, listed_images, read_record, save_json, sidecar_path
+from refineloop.run_folder.image_files import image_problem, listed_images, read_record, sidecar_path
 from refineloop.run_folder.lock import LOCK
+from refineloop.run_folder.score_index import save_sidecar
 from refineloop.run_view import rewrite_paths
 from refineloop.settings import RunSettings
 from refineloop.strategies import spec_for
@@ -221,7 +222,7 @@ def copy_images(
             if record is None:
                 continue
             moved = rewrite_paths(record, recorded, target) if recorded else record
-            save_json(rewrite_paths(moved, source, target), sidecar_path(target, iteration))
+            save_sidecar(rewrite_paths(moved, source, target), str(target), iteration)
 
 
 def _note_origin(target: str, source: str, meta: dict[str, Any], iteration: int) -> None:

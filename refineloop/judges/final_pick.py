@@ -25,7 +25,8 @@ from refineloop.judges.measure import count_samples
 from refineloop.judges.samples import fresh_look
 from refineloop.knob_shapes import MAX_FINAL_PICK
 from refineloop.progress_events import critic_phase
-from refineloop.run_folder.image_files import image_path, read_record, read_sidecars, save_json, sidecar_path
+from refineloop.run_folder.image_files import image_path, read_record, read_sidecars, sidecar_path
+from refineloop.run_folder.score_index import save_sidecar
 from refineloop.state import Candidate
 
 FINAL_SAMPLES = 2
@@ -152,7 +153,9 @@ def _note(run_dir: str, entry: dict[str, Any]) -> None:
     path = sidecar_path(run_dir, entry["iteration"])
     record = read_record(path)
     if record is not None:
-        save_json({**record, "final_pick": {k: v for k, v in entry.items() if k != "iteration"}}, path)
+        save_sidecar(
+            {**record, "final_pick": {k: v for k, v in entry.items() if k != "iteration"}}, run_dir, entry["iteration"]
+        )
 
 
 def winner_record(run_dir: str, pick: dict[str, Any]) -> Candidate | None:

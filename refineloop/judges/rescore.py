@@ -9,13 +9,13 @@ that drops the incumbent below an earlier image hands the title to that image.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, TypeGuard
+from typing import Any
 
 from refineloop.judges.base import Judging
 from refineloop.judges.knobs import TIE_MARGIN
 from refineloop.judges.samples import score_image
-from refineloop.run_folder.image_files import image_path, read_record, save_json, sidecar_path
-from refineloop.run_folder.score_index import sidecar_scores
+from refineloop.run_folder.image_files import image_path, read_record, sidecar_path
+from refineloop.run_folder.score_index import save_sidecar, top_score
 from refineloop.state import Candidate
 from refineloop.strategies import spec_for
 
@@ -58,7 +58,7 @@ def record_rescore(run_dir: str, before: Candidate, after: Candidate, *, at: int
     rescores.append({"at": at, "score": after.get("score")})
     record.update({key: after[key] for key in ("score", "samples", "verdict", "critique", "next_idea") if key in after})
     record.update(first_score=first, rescores=rescores)
-    save_json(record, path)
+    save_sidecar(record, run_dir, after["iteration"])
 
 
 def highest_scored(run_dir: str, incumbent: Candidate, *, before: int, held: float | None = None) -> Candidate:
@@ -73,21 +73,17 @@ def highest_scored(run_dir: str, incumbent: Candidate, *, before: int, held: flo
     revised = incumbent.get("score")
     if held is not None and revised is not None and revised >= held:
         return incumbent
-    top, top_score = incumbent["iteration"], revised
-    # The scores come from an index that re-reads a sidecar only when it changed (see score_index).
-    for iteration, score in sorted(sidecar_scores(run_dir).items()):
-        if iteration >= before or iteration == incumbent["iteration"] or not _is_score(score):
-            continue
-        if top_score is None or score > top_score or (score == top_score and iteration < top):
-            top, top_score = iteration, score
-    record = read_record(sidecar_path(run_dir, top)) if top != incumbent["iteration"] else None
+    # The others' scores come from an index this process keeps up to date (see score_index).
+    found = top_score(run_dir, below=before, skip=incumbent["iteration"])
+    if found is None:
+        return incumbent
+    top, score = found
+    if revised is not None and (revised > score or (revised == score and incumbent["iteration"] < top)):
+        return incumbent
+    record = read_record(sidecar_path(run_dir, top))
     if record is None:
         return incumbent
     known = Candidate.__annotations__
     leader: Candidate = {k: v for k, v in record.items() if k in known}  # type: ignore[assignment]
     leader.update({"iteration": top, "path": str(image_path(run_dir, top))})
     return leader
-
-
-def _is_score(value: Any) -> TypeGuard[float]:
-    return isinstance(value, int | float) and not isinstance(value, bool)

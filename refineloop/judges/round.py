@@ -28,7 +28,7 @@ from refineloop.judges.duel import pairwise
 from refineloop.judges.measure import add, count_samples
 from refineloop.judges.rescore import record_rescore, rescore_tie
 from refineloop.judges.samples import score_image
-from refineloop.run_folder.image_files import save_json, sidecar_path
+from refineloop.run_folder.score_index import save_sidecar
 from refineloop.state import Candidate
 from refineloop.strategies import spec_for
 
@@ -47,7 +47,7 @@ def judge_round(j: Judging, state: Mapping[str, Any]) -> dict[str, Any]:
     for other in judged:
         if other is not chosen:
             decision = f"not chosen (best of {len(judged)})"
-            save_json({**other, "decision": decision}, sidecar_path(j.run_dir, other["iteration"]))
+            save_sidecar({**other, "decision": decision}, j.run_dir, other["iteration"])
     update, rescored = rescore_tie(j, state, chosen, before=batch[0]["iteration"])
     best = update.get("best", state.get("best"))
     spec = spec_for(j.settings.strategy)

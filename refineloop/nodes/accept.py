@@ -16,7 +16,7 @@ from typing import Any
 
 from refineloop.acceptance import Decision, beats
 from refineloop.outputs.report import refresh_live_report
-from refineloop.run_folder.image_files import save_json, sidecar_path
+from refineloop.run_folder.score_index import save_sidecar
 from refineloop.settings import RunSettings
 from refineloop.state import HistoryEntry, RefineState
 from refineloop.strategies import StrategySpec
@@ -58,7 +58,7 @@ def apply_decision(state: RefineState, decided: Decision) -> dict[str, Any]:
     }
     if state.get("draft_rounds"):
         entry["round"] = state["draft_rounds"]
-    save_json({**candidate, **entry}, sidecar_path(state["run_dir"], candidate["iteration"]))
+    save_sidecar({**candidate, **entry}, state["run_dir"], candidate["iteration"])
     update = {
         "current": current,
         "best": best,

@@ -30,8 +30,9 @@ from refineloop.judges.round import round_extras
 from refineloop.judges.samples import score_image
 from refineloop.outputs.report import refresh_live_report
 from refineloop.prompt_text import compose_prompt
-from refineloop.run_folder.image_files import image_path, save_image, save_json, sidecar_path
+from refineloop.run_folder.image_files import image_path, save_image
 from refineloop.run_folder.init_picture import fit_picture
+from refineloop.run_folder.score_index import save_sidecar
 from refineloop.settings import RunSettings
 from refineloop.state import Candidate, HistoryEntry, RefineState
 from refineloop.tasks import Task
@@ -97,7 +98,7 @@ def baseline(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
         "temperature": None,
         "draw": None,
     }
-    save_json({**judged, **entry, "source": Path(settings.init_image).name}, sidecar_path(run_dir, 0))
+    save_sidecar({**judged, **entry, "source": Path(settings.init_image).name}, run_dir, 0)
     update: dict[str, Any] = {
         "candidate": judged,
         "current": judged,

@@ -34,7 +34,8 @@ from refineloop.backends.model_cache import models_for
 from refineloop.files.trace import append_trace
 from refineloop.judges.checklist import edited_checklist
 from refineloop.prompt_text import clean_prompt, fit_to_budget
-from refineloop.run_folder.image_files import read_record, save_json, sidecar_path
+from refineloop.run_folder.image_files import read_record, sidecar_path
+from refineloop.run_folder.score_index import save_sidecar
 from refineloop.settings import RunSettings
 from refineloop.state import RefineState
 from refineloop.tasks import Task
@@ -166,7 +167,7 @@ def _record(run_dir: str, iteration: int, record: dict[str, Any]) -> None:
     sidecar = read_record(path)
     if sidecar is None:
         return  # no sidecar to annotate (the image's own record is the accept node's job)
-    save_json({**sidecar, "review": record}, path)
+    save_sidecar({**sidecar, "review": record}, run_dir, iteration)
 
 
 def route_to_review(state: ReviewState) -> Literal["review", "generate"]:

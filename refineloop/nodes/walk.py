@@ -26,7 +26,8 @@ from refineloop.judges.samples import score_image
 from refineloop.nodes.drafts import draw_full
 from refineloop.progress_events import critic_phase
 from refineloop.run_folder import image_writer
-from refineloop.run_folder.image_files import read_record, read_sidecars, save_json, sidecar_path
+from refineloop.run_folder.image_files import read_record, read_sidecars, sidecar_path
+from refineloop.run_folder.score_index import save_sidecar
 from refineloop.settings import RunSettings
 from refineloop.state import Candidate, RefineState
 
@@ -93,5 +94,5 @@ def draw_and_judge(state: RefineState, config: RunnableConfig, j: Judging, draft
     with critic_phase(f"judging image {number}, draft #{draft['iteration']} drawn in full", j.settings.judge_samples):
         judged = score_image(j, drawn, j.settings.judge_samples)
     decision = f"drawn in full at the stop from draft #{draft['iteration']}"
-    save_json({**judged, "decision": decision}, sidecar_path(j.run_dir, number))
+    save_sidecar({**judged, "decision": decision}, j.run_dir, number)
     return judged

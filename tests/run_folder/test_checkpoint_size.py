@@ -18,7 +18,7 @@ from refineloop.cli.run_commands import resume_run, start_run
 from refineloop.judges.base import KEPT_SAMPLES
 from refineloop.run_folder.folder import read_meta
 from refineloop.run_folder.image_files import save_json, sidecar_path
-from refineloop.run_folder.score_index import sidecar_scores
+from refineloop.run_folder.score_index import save_sidecar, sidecar_scores, top_score
 from refineloop.state import FAILED_IDEAS_KEPT, SetValue, add_all_counts, last_write, recent_failures
 from tests.conftest import judge_reply
 
@@ -161,3 +161,20 @@ def test_the_score_index_sees_a_rewritten_sidecar_and_skips_a_damaged_one(tmp_pa
     (tmp_path / "03.json").write_text("{not json")
     (tmp_path / "04.json").write_text('{"score": 9}')  # no image beside it: not a judged image
     assert sidecar_scores(run) == {1: 5, 2: 4.5}
+
+
+def test_the_top_score_follows_this_process_writes_and_checks_what_it_names(tmp_path):
+    run = str(tmp_path)
+    for n, score in ((1, 6), (2, 8), (3, 8), (4, 5)):
+        (tmp_path / f"{n:02d}.png").write_bytes(b"png")
+        save_json({"score": score}, sidecar_path(run, n))
+    assert top_score(run, below=5, skip=0) == (2, 8)  # the first look scans; the earliest of a tie
+    assert top_score(run, below=5, skip=2) == (3, 8) and top_score(run, below=2, skip=0) == (1, 6)
+    save_sidecar({"score": 9.5}, run, 4)  # a re-score written by the run: seen without a second scan
+    assert top_score(run, below=5, skip=0) == (4, 9.5)
+    (tmp_path / "04.json").write_text('{"score": 1}')  # changed behind the run's back: read again before named
+    (tmp_path / "02.png").unlink()  # no image: not a judged image
+    assert top_score(run, below=5, skip=0) == (3, 8)
+    (tmp_path / "03.json").write_text("{not json")
+    assert top_score(run, below=5, skip=0) == (1, 6)
+    assert top_score(run, below=5, skip=1) == (4, 1) and top_score(run, below=1, skip=0) is None
