@@ -5,11 +5,12 @@ is the graph: SQLite checkpoints with durability "sync", state copies, sidecars 
 
     python bench/overhead.py [--iterations 200] [--long 1000] [--configs greedy,climbing,...]
 
-The long runs (one per strategy, and climbing with `--candidates 4`, `--judge-samples 3`, `--judge pairwise`
-and `--judge checklist`) show that the per-iteration cost stays flat and the checkpoints grow linearly: at
-image 1000 an iteration costs what it cost at image 10, and the database holds a few KB per image. Their critic
-answers each role (judge, proposer, duel, checklist) with replies as long as a real vision model's, and its
-scores wander (so climbing both adopts and rejects, and annealing walks downhill), never saying DONE.
+The long runs (one per strategy, and climbing with `--candidates 4`, `--judge-samples 3`, `--judge pairwise`,
+`--judge checklist`, screened drafts and a walk on drafts) show that the per-iteration cost stays flat and the
+checkpoints grow linearly: at image 1000 an iteration costs what it cost at image 10, and the database holds a
+few KB per image. Their critic answers each role (judge, proposer, duel, checklist) with replies as long as a real
+vision model's, and its scores wander (so climbing both adopts and rejects, and annealing walks downhill), never
+saying DONE. Each run's folder is named as a run's is by default, since every database row keeps that name.
 """
 
 from __future__ import annotations
@@ -247,12 +248,17 @@ def long_run(images: int, folder: Path, options: dict[str, Any]) -> tuple[float,
     # line is the image drawn in full after one or more rounds of drafts, so the average is taken).
     times = stamps.times
     per = max(1, options.get("candidates", 1)) if "draft_steps" not in options else made / len(times)
-    early = (times[min(14, len(times) - 1)] - times[min(4, len(times) - 1)]) / 10 / per * 1000
-    late = (times[-1] - times[-11]) / 10 / per * 1000
+    early, late = window(times, 4, 14) / per, window(times, len(times) - 11, len(times) - 1) / per
     size = sum(p.stat().st_size for p in run.glob("checkpoints.sqlite*"))
     if made < images:
         print(f"  warning: the run stopped at {made} images of {images}")
     return early, late, size / max(made, 1) / 1024
+
+
+def window(times: list[float], first: int, last: int) -> float:
+    """CPU ms per progress line between two lines (kept within the run: a short run has fewer than 15)."""
+    first, last = max(0, min(first, len(times) - 2)), max(1, min(last, len(times) - 1))
+    return (times[last] - times[first]) / (last - first) * 1000
 
 
 def short_runs(iterations: int, repeats: int) -> None:
