@@ -178,3 +178,15 @@ def test_the_top_score_follows_this_process_writes_and_checks_what_it_names(tmp_
     (tmp_path / "03.json").write_text("{not json")
     assert top_score(run, below=5, skip=0) == (1, 6)
     assert top_score(run, below=5, skip=1) == (4, 1) and top_score(run, below=1, skip=0) is None
+
+
+def test_every_sidecar_is_written_through_the_score_index():
+    """A sidecar written past `save_sidecar` would leave the index a stale score (see score_index): no module
+    but the two that define them both names sidecar paths and saves JSON."""
+    package = Path(__file__).resolve().parents[2] / "refineloop"
+    mixing = [
+        str(path.relative_to(package))
+        for path in sorted(package.rglob("*.py"))
+        if "save_json(" in (text := path.read_text()) and "sidecar_path(" in text
+    ]
+    assert mixing == ["run_folder/image_files.py", "run_folder/score_index.py"]
