@@ -199,3 +199,18 @@ def read_user_text(path: str | Path, what: str, limit: int, error: type[RefineEr
 def write_json_atomic(path: str | Path, data: Any) -> None:
     """Write `data` as indented JSON through a temporary file and a rename, never through a link."""
     write_text_atomic(path, json.dumps(data, indent=1))
+
+
+FileStamp = tuple[int, int, int]
+"""A file's inode, size and modification time (ns): the atomic writers here replace a file by renaming a new one
+into place, a new inode, so a value kept for a file is still the file's while its stamp is unchanged."""
+
+
+def file_stamp(path: str | Path) -> FileStamp:
+    """`path`'s stamp (OSError when it cannot be statted)."""
+    return stamp_of(os.stat(path))
+
+
+def stamp_of(info: os.stat_result) -> FileStamp:
+    """The stamp in a stat result already made (a directory entry's, say)."""
+    return info.st_ino, info.st_size, info.st_mtime_ns

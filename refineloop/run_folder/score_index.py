@@ -18,16 +18,14 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, TypeGuard
 
+from refineloop.files.safe_io import FileStamp, file_stamp, stamp_of
 from refineloop.run_folder.image_files import IMAGE_NAME, image_path, read_record, save_json, sidecar_path
 
 #: Run folders whose scores are kept in this process (a batch runner drives many runs, one after another).
 FOLDERS_KEPT = 8
 
-Stamp = tuple[int, int, int]
-"""A file's inode, size and modification time."""
-
 _lock = threading.Lock()
-_kept: OrderedDict[str, dict[int, tuple[Stamp, object]]] = OrderedDict()
+_kept: OrderedDict[str, dict[int, tuple[FileStamp, object]]] = OrderedDict()
 
 
 def sidecar_scores(run_dir: str) -> dict[int, object]:
@@ -52,7 +50,7 @@ def sidecar_scores(run_dir: str) -> dict[int, object]:
             info = entry.stat()
         except OSError:
             continue
-        stamp: Stamp = (info.st_ino, info.st_size, info.st_mtime_ns)
+        stamp = stamp_of(info)
         cached = known.get(iteration)
         if cached is None or cached[0] != stamp:
             record = read_record(Path(run_dir) / entry.name)
@@ -73,7 +71,7 @@ def save_sidecar(record: dict[str, Any], run_dir: str, iteration: int) -> None:
     if known is None:
         return  # not looked at yet: the first look scans the folder
     try:
-        stamp = _stamp(path)
+        stamp = file_stamp(path)
     except OSError:
         return
     with _lock:
@@ -91,7 +89,7 @@ def top_score(run_dir: str, *, below: int, skip: int) -> tuple[int, float] | Non
             known = _kept.get(run_dir, {})
     while True:
         with _lock:
-            pool = [(score, -n, n) for n, (_, score) in known.items() if n < below and n != skip and is_score(score)]
+            pool = [(score, -n, n) for n, (_, score) in known.items() if n < below and n != skip and _is_score(score)]
         if not pool:
             return None
         score, _, iteration = max(pool)
@@ -99,16 +97,16 @@ def top_score(run_dir: str, *, below: int, skip: int) -> tuple[int, float] | Non
             return iteration, score
 
 
-def is_score(value: object) -> TypeGuard[float]:
+def _is_score(value: object) -> TypeGuard[float]:
     """Whether a sidecar's `score` is a number (not a flag, a text or nothing)."""
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _still_kept(run_dir: str, iteration: int, known: dict[int, tuple[Stamp, object]]) -> bool:
+def _still_kept(run_dir: str, iteration: int, known: dict[int, tuple[FileStamp, object]]) -> bool:
     """Whether the score kept for `iteration` is still its sidecar's; if not, keep the file's (or forget it)."""
     path = sidecar_path(run_dir, iteration)
     try:
-        stamp = _stamp(path) if image_path(run_dir, iteration).exists() else None
+        stamp = file_stamp(path) if image_path(run_dir, iteration).exists() else None
     except OSError:
         stamp = None
     with _lock:
@@ -120,8 +118,3 @@ def _still_kept(run_dir: str, iteration: int, known: dict[int, tuple[Stamp, obje
         with _lock:
             known[iteration] = (stamp, record.get("score"))
     return False
-
-
-def _stamp(path: Path) -> Stamp:
-    info = os.stat(path)
-    return info.st_ino, info.st_size, info.st_mtime_ns

@@ -21,6 +21,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from refineloop.files.safe_io import FileStamp, file_stamp
+
 #: The side of a thumbnail, in pixels.
 THUMB = 192
 #: The most bytes of thumbnails kept in memory.
@@ -29,7 +31,7 @@ BUDGET = 128 * 1024 * 1024
 
 @dataclass(frozen=True)
 class _Kept:
-    file: tuple[int, int, int]  # inode, size and modification time: an atomic rewrite is a new inode
+    file: FileStamp
     pixels: bytes
 
 
@@ -47,7 +49,7 @@ def keep(path: str | Path, picture: Image.Image) -> None:
     """Remember the thumbnail of `picture`, just written to `path`."""
     global _bytes
     try:
-        kept = _Kept(_identity(path), shrink(picture).tobytes())
+        kept = _Kept(file_stamp(path), shrink(picture).tobytes())
     except OSError:
         return
     with _lock:
@@ -61,18 +63,13 @@ def keep(path: str | Path, picture: Image.Image) -> None:
 def thumbnail(path: str | Path) -> Image.Image:
     """The thumbnail of the PNG at `path`: the one kept when it was written, if the file is still that one, else
     made from the file (OSError or PIL.UnidentifiedImageError when it cannot be read)."""
-    file = _identity(path)
+    file = file_stamp(path)
     with _lock:
         kept = _kept.get(str(path))
     if kept is not None and kept.file == file:
         return Image.frombytes("RGB", (THUMB, THUMB), kept.pixels)
     with Image.open(path) as img:
         return shrink(img)
-
-
-def _identity(path: str | Path) -> tuple[int, int, int]:
-    stat = os.stat(path)
-    return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 def _after_fork_in_child() -> None:
