@@ -244,10 +244,10 @@ def long_run(images: int, folder: Path, options: dict[str, Any]) -> tuple[float,
     start_run(settings, models=cache, out=stamps)
     # Screened drafts count as images here: each is drawn, judged and recorded like one.
     made = len(list(run.glob("[0-9]*.png"))) + len(list(run.glob("drafts/*.png")))
-    # A progress line is one round: with --candidates 4, ten lines are forty images (with screened drafts, a
-    # line is the image drawn in full after one or more rounds of drafts, so the average is taken).
+    # A progress line is one round: with --candidates 4, ten lines are forty images; with screened drafts, the
+    # image drawn in full after one or more rounds of drafts. So a line stands for the run's images per line.
     times = stamps.times
-    per = max(1, options.get("candidates", 1)) if "draft_steps" not in options else made / len(times)
+    per = made / len(times)
     early, late = window(times, 4, 14) / per, window(times, len(times) - 11, len(times) - 1) / per
     size = sum(p.stat().st_size for p in run.glob("checkpoints.sqlite*"))
     if made < images:
