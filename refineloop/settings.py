@@ -258,10 +258,22 @@ class RunSettings:
         return spec.default_patience if spec else 3
 
     def image_cap(self) -> int:
-        """The most images this run may make: rounds times candidates, and within --max-images."""
+        """The most images this run's rounds may make: rounds times candidates, and within --max-images, less the
+        full images a walk's stop draws."""
         rounds = self.max_iterations if self.max_iterations > 0 else self.safety_cap
         cap = rounds * self.candidates
-        return min(cap, self.max_images) if self.max_images > 0 else cap
+        return min(cap, self.rounds_image_budget()) if self.max_images > 0 else cap
+
+    def stop_draws(self) -> int:
+        """Full images a walk on drafts draws at its stop: the crowned draft, and with an auditor the walk's first
+        draft as well (the audit compares full images); 0 for any other run."""
+        if not self.draft_walk:
+            return 0
+        return 2 if self.audit_model else 1
+
+    def rounds_image_budget(self) -> int:
+        """What --max-images leaves to the rounds: the stop's full images are drawn within it too."""
+        return self.max_images - self.stop_draws()
 
     @property
     def drafting(self) -> bool:
@@ -540,6 +552,24 @@ def _check_walk(settings: RunSettings) -> None:
         not changed_flags(settings, "draft_margin"),
         "--draft-margin decides which screened drafts are drawn in full as the run goes; a --draft-walk draws "
         "in full only at the stop: drop one of them",
+    )
+    _check_walk_budgets(settings)
+
+
+def _check_walk_budgets(settings: RunSettings) -> None:
+    """A walk's stop draws and judges its full images within --max-images and --max-critic-calls, so each must
+    leave room for a round of drafts besides."""
+    full = settings.stop_draws()
+    why = f"the walk's stop draws and judges {full} full image{'s' if full > 1 else ''} within it"
+    _check(
+        not settings.max_images or settings.rounds_image_budget() >= 1,
+        f"--max-images {settings.max_images} leaves no draft to walk on ({why}): give --max-images {full + 1} or more",
+    )
+    calls = settings.candidates + full
+    _check(
+        not settings.max_critic_calls or settings.max_critic_calls >= calls,
+        f"--max-critic-calls {settings.max_critic_calls} leaves no call to judge a round of drafts ({why}): give "
+        f"--max-critic-calls {calls} or more",
     )
 
 

@@ -26,14 +26,16 @@ from refineloop.tasks import Task
 COUNTERS = ("critic_calls", "seconds", "comparisons", "order_flips")
 
 
-def stop_judging(state: dict[str, Any], config: RunnableConfig | None) -> Judging:
+def stop_judging(state: dict[str, Any], config: RunnableConfig | None, *, keep: int = 0) -> Judging:
     """The judging the stop's steps share: the run's models, settings, task (with its checklist) and the critic
-    calls the state leaves."""
+    calls the state leaves, less `keep` calls held back for a later step."""
     settings = RunSettings.from_state(state["settings"])
     task = Task.from_dict(state["task"])
     if state.get("checklist"):
         task = with_questions(task, state["checklist"])
-    return Judging(models_for(config), settings, task, state["run_dir"], Budget(critic_calls_left(state, settings)))
+    left = critic_calls_left(state, settings)
+    budget = Budget(None if left is None else max(0, left - keep))
+    return Judging(models_for(config), settings, task, state["run_dir"], budget)
 
 
 def pick_step(state: dict[str, Any], config: RunnableConfig | None) -> dict[str, Any]:
@@ -44,7 +46,7 @@ def pick_step(state: dict[str, Any], config: RunnableConfig | None) -> dict[str,
     if not best or settings.final_pick < 2:
         return {}
     started = time.perf_counter()
-    j = stop_judging(state, config)
+    j = stop_judging(state, config, keep=settings.stop_draws())  # a walk's full images are judged after the pick
     candidate = state.get("candidate") or {}
     said_done = candidate.get("iteration") if candidate.get("verdict") == "DONE" else None
     update: dict[str, Any] = {}

@@ -82,6 +82,9 @@ def test_a_greedy_walk_finishes_its_best_draft(scripted, run_settings, quiet):
         (["--draft-walk"], "--draft-walk walks on drafts: say how they are drawn with --draft-steps"),
         (["--draft-walk", "--draft-size", "32", "--strategy", "img2img"], "use --strategy greedy, climbing or"),
         (["--draft-walk", "--draft-size", "32", "--draft-margin", "1"], "a --draft-walk draws in full only at"),
+        (["--draft-walk", "--draft-size", "32", "--max-images", "1"], "--max-images 1 leaves no draft to walk on"),
+        (["--draft-walk", "--draft-size", "32", "--audit-model", "demo", "--max-images", "2"], "--max-images 3 or"),
+        (["--draft-walk", "--draft-size", "32", "--max-critic-calls", "1"], "give --max-critic-calls 2 or more"),
     ],
 )
 def test_a_walk_without_what_it_needs_is_refused_in_one_line(flags, message, capsys, tmp_path, monkeypatch):
@@ -90,6 +93,49 @@ def test_a_walk_without_what_it_needs_is_refused_in_one_line(flags, message, cap
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err, err
     assert not any(tmp_path.iterdir()), "nothing is made before the settings are checked"
+
+
+def test_the_image_budget_holds_the_full_images_the_stop_draws(scripted, run_settings, quiet):
+    # --max-images 4 on a walk: three drafts (5, 7, 6), then #2 drawn in full as #4 and judged 8; no fifth image.
+    cache, _ = scripted([judge_reply(s) for s in (5, 7, 6, 8)])
+    settings = run_settings(
+        strategy="climbing", draft_size=32, draft_walk=True, max_iterations=10, max_images=4, final_pick=0
+    )
+    outcome = start_run(settings, models=cache, out=quiet)
+    run = Path(outcome.run_dir)
+    assert images_in(run) == ["01.png", "02.png", "03.png", "04.png"]
+    assert sidecar(run, 4)["draft"]["iteration"] == 2 and sidecar(run, 4)["score"] == 8
+    reason = "reached the image budget (--max-images 4; 1 kept for the full image the walk's stop draws)"
+    assert outcome.values["stop_reason"] == reason
+
+
+def test_with_an_auditor_the_image_budget_holds_both_full_images(scripted, run_settings, quiet):
+    # --max-images 5 with an auditor: drafts 5, 7, 6; #2 in full as #4 (9) and draft #1 in full as #5 (4).
+    cache, _ = scripted([judge_reply(s) for s in (5, 7, 6, 9, 4)], compare_replies=["WINNER: A", "WINNER: B"])
+    settings = run_settings(
+        strategy="climbing", draft_size=32, draft_walk=True, max_iterations=10, max_images=5, final_pick=0,
+        audit_model="scripted",
+    )  # fmt: skip
+    outcome = start_run(settings, models=cache, out=quiet)
+    run = Path(outcome.run_dir)
+    assert images_in(run) == ["01.png", "02.png", "03.png", "04.png", "05.png"]
+    assert [sidecar(run, n)["draft"]["iteration"] for n in (4, 5)] == [2, 1]
+    assert "2 kept for the full images the walk's stop draws" in outcome.values["stop_reason"]
+
+
+def test_the_critic_call_budget_keeps_a_call_to_judge_the_full_image(scripted, run_settings, quiet):
+    # --max-critic-calls 5 on a walk with a final pick: four drafts use four calls; the pick would need more than
+    # the one left, which is kept to judge #2 drawn in full as #5 (9).
+    cache, critic = scripted([judge_reply(s) for s in (5, 7, 6, 4, 9)])
+    settings = run_settings(
+        strategy="climbing", draft_size=32, draft_walk=True, max_iterations=10, max_critic_calls=5, final_pick=2
+    )
+    outcome = start_run(settings, models=cache, out=quiet)
+    run = Path(outcome.run_dir)
+    assert images_in(run) == ["01.png", "02.png", "03.png", "04.png", "05.png"]
+    assert sidecar(run, 5)["draft"]["iteration"] == 2 and sidecar(run, 5)["score"] == 9
+    assert outcome.values["critic_calls"] == len(critic.calls) == 5
+    assert "best: image 5 (05.png) scored 9/10" in (run / "summary.txt").read_text()
 
 
 def test_a_walk_stopped_while_drawing_in_full_resumes_keeping_what_was_judged(scripted, run_settings, quiet):
