@@ -50,8 +50,7 @@ def write_artifacts(state: RefineState) -> list[Path]:
     written.append(summary)
     collage = make_collage(run_dir, best["iteration"] if best else None)
     if collage is not None:
-        # A preview written on the run's tail: level 3 writes it about 3x faster than the default, 20% larger.
-        save_image(collage, Path(run_dir) / "collage.png", compress_level=3)
+        save_image(collage, Path(run_dir) / "collage.png", compress_level=COLLAGE_LEVEL)
         written.append(Path(run_dir) / "collage.png")
     written.append(write_report(run_dir, state))
     return written
@@ -165,27 +164,43 @@ def second_look_lines(record: dict[str, Any]) -> list[str]:
     return lines
 
 
+#: The PNG level collage.png is written at: a preview on the run's tail, which level 3 writes about 3x faster than
+#: the default level for a file 20% larger.
+COLLAGE_LEVEL = 3
+#: The longest side of collage.png, in pixels. Up to a hundred images (ten tiles a row) keep their full
+#: thumbnails; past that the tiles shrink so the sheet stays this size: unbounded, a 1000-image run's sheet was
+#: 6144 px square, about 68 MB, and took 5 s to write on the run's tail (docs/bench.md).
+SHEET_SIDE = 2048
+
+
 def make_collage(run_dir: str, best_iteration: int | None) -> Image.Image | None:
-    """A near-square grid of every image on disk, each badged with its iteration and score."""
+    """A near-square grid of every image on disk, each badged with its iteration and score, at most SHEET_SIDE
+    pixels a side."""
     images = listed_images(run_dir)
     if not images:
         return None
     sidecars = read_sidecars(run_dir)
     cols = math.ceil(math.sqrt(len(images)))
     rows = math.ceil(len(images) / cols)
-    sheet = Image.new("RGB", (cols * THUMB, rows * THUMB), (24, 24, 24))
-    font = ImageFont.load_default(size=18)
+    tile = min(THUMB, SHEET_SIDE // cols)
+    sheet = Image.new("RGB", (cols * tile, rows * tile), (24, 24, 24))
+    draw = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default(size=max(8, 18 * tile // THUMB))
+    pad = max(2, 4 * tile // THUMB)  # the badge's margins and the best's frame, in step with the tile
     for index, (iteration, path) in enumerate(images):
-        x, y = (index % cols) * THUMB, (index // cols) * THUMB
+        x, y = (index % cols) * tile, (index // cols) * tile
         try:
-            sheet.paste(thumbnail(path), (x, y))
+            picture = thumbnail(path)
         except (OSError, UnidentifiedImageError):
             continue
+        if tile < THUMB:  # a box filter: a plain average of each tile's pixels, the cheapest shrink that stays sharp
+            picture = picture.resize((tile, tile), Image.Resampling.BOX)
+        sheet.paste(picture, (x, y))
         score = sidecars.get(iteration, {}).get("score")
         label = f"#{iteration} {score if score is not None else '?'}/10"
-        draw = ImageDraw.Draw(sheet)
-        draw.rectangle((x + 4, y + 4, x + 14 + 11 * len(label), y + 30), fill=(0, 0, 0))
-        draw.text((x + 9, y + 7), label, fill=(255, 255, 255), font=font)
+        _, _, right, bottom = draw.textbbox((x + 2 * pad, y + 2 * pad), label, font=font)
+        draw.rectangle((x + pad, y + pad, right + pad, bottom + pad), fill=(0, 0, 0))
+        draw.text((x + 2 * pad, y + 2 * pad), label, fill=(255, 255, 255), font=font)
         if iteration == best_iteration:
-            draw.rectangle((x + 1, y + 1, x + THUMB - 2, y + THUMB - 2), outline=(255, 200, 0), width=4)
+            draw.rectangle((x + 1, y + 1, x + tile - 2, y + tile - 2), outline=(255, 200, 0), width=pad)
     return sheet
