@@ -2,6 +2,7 @@
 image's verdict to the closing line.
 
     python bench/startup.py [--size 1024] [--steps 28] [--images 5] [--repeats 1] [--threads N] [--[no-]head-start]
+                            [--final-pick K]
 
 Both sides draw with one tiny SD3.5-medium-shaped pipeline (tests/tiny_models.py, random weights) and ask one
 fake Ollama server (tests/fake_ollama.py, real HTTP on 127.0.0.1) for a verdict on each image, each in a fresh
@@ -109,6 +110,7 @@ def child_refineloop(job: dict[str, Any]) -> None:
         "--goal", GOAL, "--strategy", "climbing", "--seed", "7", "--max-iterations", str(job["images"]),
         "--steps", str(job["steps"]), "--width", str(job["size"]), "--height", str(job["size"]),
         "--output-dir", job["out"], *HEAD_START_FLAG[job.get("head_start")],
+        *(["--final-pick", str(job["final_pick"])] if job.get("final_pick") is not None else []),
     ]  # fmt: skip
     if job.get("profile"):
         import cProfile
@@ -229,6 +231,12 @@ def main() -> None:
         default=None,
         help="run refineloop with --head-start or --no-head-start (default: neither, refineloop's own choice)",
     )
+    parser.add_argument(
+        "--final-pick",
+        type=int,
+        default=None,
+        help="refineloop's --final-pick K (default: its own); 0 leaves the tail with no critic call to hide behind",
+    )
     parser.add_argument("--profile", help="write a cProfile of the refineloop side here")
     parser.add_argument("--timeline", action="store_true", help="print each side's lines with their times")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -249,7 +257,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp, fake_server as fake:
         folder = build_tiny_sd3(Path(tmp) / "pipe", largest=args.size)
         base = {"folder": str(folder), "url": fake.url, "images": args.images, "steps": args.steps, "size": args.size}
-        base["threads"], base["head_start"] = args.threads, args.head_start
+        base["threads"], base["head_start"], base["final_pick"] = args.threads, args.head_start, args.final_pick
         for n in range(args.repeats):
             bare = spawn("bare", {**base, "out": f"{tmp}/bare-{n}"})
             rows["bare diffusers"].append(bare_figures(bare))
