@@ -121,11 +121,14 @@ def child_refineloop(job: dict[str, Any]) -> None:
         profiler.disable()
         profiler.dump_stats(job["profile"])
     else:
-        code = _run(argv)
+        # As the console script calls it (no argv: this process's own command line), so that it ends the process
+        # as a user's `refineloop run` does, and the exit column is its own, not this wrapper's shutdown.
+        sys.argv = ["refineloop", *argv]
+        code = _run(None)
     raise SystemExit(code)
 
 
-def _run(argv: list[str]) -> int:
+def _run(argv: list[str] | None) -> int:
     # Note the process's CPU time when the first image is drawn (its trace record), a figure that other
     # processes on a shared machine do not move; patched before any node imports the function.
     import refineloop.files.trace as trace
