@@ -31,17 +31,18 @@ def budget_stop_reason(state: Mapping[str, Any], settings: RunSettings) -> str |
     # A walk on drafts keeps back, from both budgets, the full images its stop draws and judges.
     kept_back = settings.stop_draws()
     if settings.max_images and state.get("iteration", 0) >= settings.rounds_image_budget():
-        return f"reached the image budget (--max-images {settings.max_images}{_kept_for_the_stop(kept_back)})"
+        return f"reached the image budget (--max-images {settings.max_images}{_kept_for_the_stop(kept_back, 'draws')})"
     left = critic_calls_left(state, settings)
     if left is not None and left < settings.candidates + kept_back:
         used = state.get("critic_calls", 0)
-        return f"reached the critic-call budget (--max-critic-calls {settings.max_critic_calls}; {used} used)"
+        kept = _kept_for_the_stop(kept_back, "judges")
+        return f"reached the critic-call budget (--max-critic-calls {settings.max_critic_calls}; {used} used{kept})"
     if settings.max_seconds and state.get("seconds", 0.0) >= settings.max_seconds:
         return f"reached the time budget (--max-seconds {settings.max_seconds:g}; {state['seconds']:.1f} s worked)"
     return None
 
 
-def _kept_for_the_stop(full: int) -> str:
+def _kept_for_the_stop(full: int, does: str) -> str:
     if not full:
         return ""
-    return f"; {full} kept for the full image{'s' if full > 1 else ''} the walk's stop draws"
+    return f"; {full} kept for the full image{'s' if full > 1 else ''} the walk's stop {does}"

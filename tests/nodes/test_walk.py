@@ -136,6 +136,9 @@ def test_the_critic_call_budget_keeps_a_call_to_judge_the_full_image(scripted, r
     assert sidecar(run, 5)["draft"]["iteration"] == 2 and sidecar(run, 5)["score"] == 9
     assert outcome.values["critic_calls"] == len(critic.calls) == 5
     assert "best: image 5 (05.png) scored 9/10" in (run / "summary.txt").read_text()
+    kept = "1 kept for the full image the walk's stop judges"
+    reason = f"reached the critic-call budget (--max-critic-calls 5; 4 used; {kept})"
+    assert outcome.values["stop_reason"] == reason
 
 
 def test_a_walk_stopped_while_drawing_in_full_resumes_keeping_what_was_judged(scripted, run_settings, quiet):
