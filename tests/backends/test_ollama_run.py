@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from refineloop.backends.chat.ollama import shared_tls
+from refineloop.cli.main import main
 from tests.conftest import images_in, refineloop
 from tests.fake_ollama import GARBAGE_REPLIES, FakeOllama
 
@@ -155,3 +158,26 @@ def test_ollama_dying_mid_run_keeps_the_run_for_resume(tmp_path, fake):
     assert again.returncode == 0, again.stdout + again.stderr
     assert images_in(run) == ["01.png", "02.png", "03.png"]
     assert Path(run / "best.png").exists()
+
+
+def test_a_run_builds_one_tls_context_for_all_its_ollama_clients(tmp_path, fake, monkeypatch):
+    # Each httpx client builds its own TLS context unless handed one, reading the certificate bundle each time;
+    # the probe, the warm-up and ChatOllama's two clients share the process's one.
+    built = []
+    real = ssl.create_default_context
+
+    def counted(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        built.append(kwargs.get("cafile") or kwargs.get("capath"))
+        return real(*args, **kwargs)
+
+    import ollama  # noqa: F401  (its import makes a default client of its own, before the count begins)
+
+    monkeypatch.setattr(ssl, "create_default_context", counted)
+    shared_tls.cache_clear()
+    monkeypatch.chdir(tmp_path)
+    fake.script([judge_json(5), judge_json(6)], role="judge")
+    argv = ["run", "--eval-model", "ollama:llava:7b", "--ollama-url", fake.url, "--image-model", "sketch:size=64"]
+    assert main([*argv, "--max-iterations", "2", "--final-pick", "0", "--output-dir", "out"]) == 0
+    assert images_in(tmp_path / "out") == ["01.png", "02.png"]
+    assert len(built) == 1, built
+    assert shared_tls().verify_mode == ssl.CERT_REQUIRED, "the shared context still verifies an https server"
