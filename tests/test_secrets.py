@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -59,6 +61,49 @@ def test_a_registered_secret_is_masked_and_ordinary_text_is_left_alone() -> None
     assert redact("the server said registered-value-42 is wrong") == "the server said *** is wrong"
     for plain in ("a teapot with 77 tokens: fine", "postgres://bob@db/x", "the author: Jane"):
         assert redact(plain) == plain
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"pa\u017f\u017fword={PASSWORD}",  # a long s, which a case-insensitive pattern reads as s
+        f"TO\u212aEN: {PASSWORD}",  # the Kelvin sign, read as k
+        f"author\u0131zation = {PASSWORD}",  # a dotless i
+        f"x.API-Key='{PASSWORD}'",
+        f"Basic  {PASSWORD}",
+    ],
+)
+def test_secrets_spelled_with_letters_a_pattern_folds_are_masked(text: str) -> None:
+    assert PASSWORD not in redact(text), redact(text)
+
+
+#: The shape patterns as plainly written, run on every text: `redact` must mask exactly what they mask.
+PLAIN_PAIR = re.compile(
+    r"(?P<key>\b[\w.-]*(?:api[_-]?key|apikey|password|passwd|pwd|secret|token|authorization|credentials?)(?![\w]))"
+    r"(?P<sep>[\"']?\s*[:=]\s*[\"']?)(?P<value>[^\s\"'&,;}]+)",
+    re.IGNORECASE,
+)
+PLAIN_BEARER = re.compile(r"\b(Bearer|Basic|Token)\s+[A-Za-z0-9._~+/=-]{6,}", re.IGNORECASE)
+PLAIN_KEYS = re.compile(r"\b(?:sk|pk|rk|ghp|gho|ghs|hf|xox[abp])[-_][A-Za-z0-9_-]{12,}")
+PIECES = (
+    "api_key", "API-KEY", "apikey", "password", "PASSWD", "pwd", "secret", "Token", "authorization", "Credentials",
+    "Bearer ", "basic ", "sk-", "ghp_", "xoxb-", "abcdefghijkl", "0123456789AB", "a", "_", "-", ".", " ", "\n", "=",
+    ":", '"', "'", "&", ",", ";", "}", "\u00e9", "\u0130", "\u0131", "\u017f", "\u212a", "pa\u017f\u017fword", "***",
+)  # fmt: skip
+
+
+def plainly_redacted(text: str) -> str:
+    text = PLAIN_BEARER.sub(lambda m: f"{m.group(1)} ***", text)
+    text = PLAIN_PAIR.sub(lambda m: m[0] if m["value"] == "***" else f"{m['key']}{m['sep']}***", text)
+    return PLAIN_KEYS.sub("***", text)
+
+
+def test_redaction_masks_what_the_plain_patterns_mask() -> None:
+    # redact skips a pattern where its words are absent and takes a key's run whole: neither may change a result.
+    rng = random.Random(5)
+    for _ in range(20000):
+        text = "".join(rng.choice(PIECES) for _ in range(rng.randint(1, 14)))
+        assert redact(text) == plainly_redacted(text), repr(text)
 
 
 @pytest.mark.slow
