@@ -227,9 +227,11 @@ LONG_CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
-def long_run(images: int, folder: Path, options: dict[str, Any]) -> tuple[float, float, float]:
+def long_run(images: int, folder: Path, options: dict[str, Any]) -> tuple[float, float, float, float]:
     """One run of `images` images with `options` (RunSettings fields): CPU ms per image around image 10 and
-    around the last image, and the checkpoint database's size per image in KB (its write-ahead log included)."""
+    around the last image, the checkpoint database's size per image in KB (its write-ahead log included), and
+    the CPU seconds from the last image's progress line to the run's end (the stop: the final pick with this
+    instant critic, best.png, summary.txt, the collage and report.html)."""
     cache = ModelCache()
     cache.register_image("instant", InstantImage())
     cache.register_chat("instant", TalkingCritic())
@@ -242,6 +244,7 @@ def long_run(images: int, folder: Path, options: dict[str, Any]) -> tuple[float,
     )  # fmt: skip
     stamps = Stamps()
     start_run(settings, models=cache, out=stamps)
+    tail = time.process_time() - stamps.times[-1]
     # Screened drafts count as images here: each is drawn, judged and recorded like one.
     made = len(list(run.glob("[0-9]*.png"))) + len(list(run.glob("drafts/*.png")))
     # A progress line is one round: with --candidates 4, ten lines are forty images; with screened drafts, the
@@ -252,7 +255,7 @@ def long_run(images: int, folder: Path, options: dict[str, Any]) -> tuple[float,
     size = sum(p.stat().st_size for p in run.glob("checkpoints.sqlite*"))
     if made < images:
         print(f"  warning: the run stopped at {made} images of {images}")
-    return early, late, size / max(made, 1) / 1024
+    return early, late, size / max(made, 1) / 1024, tail
 
 
 def window(times: list[float], first: int, last: int) -> float:
@@ -299,12 +302,13 @@ def main() -> None:
     if args.long:
         print(f"long runs of {args.long} images (graph + SQLite, instant image, a critic that talks at length):")
         print(
-            f"  {'configuration':<42}{'CPU ms/image @10':>17}{f'@{args.long}':>9}{'KB/image':>10}   (target <= 20 KB)"
+            f"  {'configuration':<42}{'CPU ms/image @10':>17}{f'@{args.long}':>9}{'KB/image':>10}{'stop CPU s':>12}"
+            "   (target <= 20 KB)"
         )
         for name in args.configs.split(","):
             with tempfile.TemporaryDirectory() as tmp:
-                early, late, kb = long_run(args.long, Path(tmp), LONG_CONFIGS[name])
-            print(f"  {name:<42}{early:17.2f}{late:9.2f}{kb:10.2f}")
+                early, late, kb, tail = long_run(args.long, Path(tmp), LONG_CONFIGS[name])
+            print(f"  {name:<42}{early:17.2f}{late:9.2f}{kb:10.2f}{tail:12.2f}")
 
 
 if __name__ == "__main__":
