@@ -50,7 +50,10 @@ _PAIR = re.compile(
 )
 _BEARER_WORDS = ("bearer", "basic", "token")
 _BEARER = re.compile(r"\b(Bearer|Basic|Token)\s+[A-Za-z0-9._~+/=-]{6,}", re.IGNORECASE)
-_KEY_PREFIXES = ("sk", "pk", "rk", "ghp", "gho", "ghs", "hf", "xoxa", "xoxb", "xoxp")
+#: How every key _KEY_SHAPES masks begins (case as written: that pattern is case-sensitive).
+_KEY_STARTS = tuple(
+    f"{p}{joint}" for p in ("sk", "pk", "rk", "ghp", "gho", "ghs", "hf", "xoxa", "xoxb", "xoxp") for joint in "-_"
+)
 _KEY_SHAPES = re.compile(r"\b(?:sk|pk|rk|ghp|gho|ghs|hf|xox[abp])[-_][A-Za-z0-9_-]{12,}")
 #: The only characters outside ASCII that a case-insensitive pattern takes for ASCII letters (Python's re docs;
 #: checked over every code point), mapped to those letters, so that a plain substring test never misses what the
@@ -95,25 +98,26 @@ def redact(text: str) -> str:
     if "://" in text and "@" in text:
         text = _URL_USERINFO.sub(_userinfo, text)
     # Each pattern runs only where its words are: scanning a 1000-image report.html that held none of them took
-    # the key=value pattern alone half a second of the run's stop.
-    if _holds_any(text, _BEARER_WORDS):
+    # the key=value pattern alone half a second of the run's stop. Folded once: masking a Bearer token writes
+    # `***`, which can take a word away but never make one.
+    folded = _folded(text)
+    if any(word in folded for word in _BEARER_WORDS):
         text = _BEARER.sub(lambda m: f"{m.group(1)} {MASK}", text)
-    if _holds_any(text, _KEY_WORDS):
+    if any(word in folded for word in _KEY_WORDS):
         text = _PAIR.sub(
             lambda m: m[0] if m.group("value") == MASK else f"{m.group('key')}{m.group('sep')}{MASK}", text
         )
-    if any(f"{prefix}{joint}" in text for prefix in _KEY_PREFIXES for joint in "-_"):
+    if any(start in text for start in _KEY_STARTS):
         text = _KEY_SHAPES.sub(MASK, text)
     return text
 
 
-def _holds_any(text: str, words: tuple[str, ...]) -> bool:
-    """Whether `text` holds one of the lowercase ASCII `words` as a case-insensitive pattern would see it."""
+def _folded(text: str) -> str:
+    """`text` lowercased as a case-insensitive pattern sees it, so that an ASCII word test finds what it finds."""
     for lookalike, letter in _LOOKALIKES.items():
         if lookalike in text:
             text = text.replace(lookalike, letter)
-    folded = text.lower()
-    return any(word in folded for word in words)
+    return text.lower()
 
 
 #: URLs whose credentials were taken out, by the form that is stored and shown: the process that was given a
