@@ -15,13 +15,12 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import ThreadingHTTPServer
 from typing import Any
 
 from PIL import Image
 
 from refineloop.backends.demo.sketch import paint, read_scene
-from tests.fake_http import QuietHandler
+from tests.fake_http import QuietHandler, QuietServer
 
 SAMPLERS = ("Euler a", "Euler", "DPM++ 2M", "DDIM")
 MODELS = [
@@ -149,7 +148,7 @@ def _invalid(payload: dict[str, Any], *, img2img: bool) -> tuple[str, str] | Non
 def fake_a1111() -> Iterator[tuple[FakeA1111, str]]:
     """A running fake A1111 server and its base URL; stopped after the block."""
     fake = FakeA1111()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), type("BoundHandler", (Handler,), {"fake": fake}))
+    server = QuietServer(("127.0.0.1", 0), type("BoundHandler", (Handler,), {"fake": fake}))
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

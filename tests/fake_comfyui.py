@@ -29,7 +29,7 @@ from typing import Any
 from PIL import Image
 
 from refineloop.backends.demo.sketch import paint, read_scene
-from tests.fake_http import QuietHandler
+from tests.fake_http import QuietHandler, QuietServer
 
 KNOWN = {
     "CheckpointLoaderSimple",
@@ -378,7 +378,7 @@ def fake_comfyui() -> Iterator[tuple[FakeComfyUI, str]]:
     """A running fake ComfyUI and its base URL; stopped after the block."""
     fake = FakeComfyUI()
     handler = type("BoundHandler", (Handler,), {"fake": fake})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = QuietServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     fake.server = server
     threads = [

@@ -1,13 +1,26 @@
-"""What the fake image servers' request handlers share (tests/fake_a1111.py, tests/fake_comfyui.py): no log
-lines, no Nagle delay between headers and body, and no traceback when a client has gone away mid-answer."""
+"""What the fake servers share. Every one of them (Ollama, OpenAI-compatible, A1111, ComfyUI, the spoiling proxy)
+runs on `QuietServer`; the image servers' request handlers are also `QuietHandler`s: no log lines, no Nagle delay
+between headers and body, and no traceback when a client has gone away mid-answer."""
 
 from __future__ import annotations
 
 import json
 import socket
+import sys
 from contextlib import suppress
-from http.server import BaseHTTPRequestHandler
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+
+class QuietServer(ThreadingHTTPServer):
+    """A threading HTTP server that says nothing when a client went away mid-answer. A handler thread can outlive
+    the test that started its server (a stop ends the accept loop, not the answers under way), and socketserver
+    would print its traceback into whichever test runs next, one that may check "one line, no traceback"."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 class QuietHandler(BaseHTTPRequestHandler):

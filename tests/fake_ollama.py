@@ -56,6 +56,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+try:
+    from tests.fake_http import QuietServer
+except ModuleNotFoundError:  # run as a process (`python tests/fake_ollama.py`): its own folder is on the path
+    from fake_http import QuietServer
+
 GARBAGE_REPLIES: list[Any] = [
     "Sorry, I cannot judge images.",
     "SCORE: 11/10",
@@ -367,7 +372,7 @@ class FakeOllama:
         class Handler(_Handler):
             owner = fake
 
-        self._server = ThreadingHTTPServer((self._host, self._port), Handler)
+        self._server = QuietServer((self._host, self._port), Handler)
         # Remember the port so a later start() comes back at the same URL, like a restarted Ollama.
         self._port = self._server.server_address[1]
         self._server.daemon_threads = True

@@ -41,6 +41,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+try:
+    from tests.fake_http import QuietServer
+except ModuleNotFoundError:  # run as a process (`python tests/fake_openai.py`): its own folder is on the path
+    from fake_http import QuietServer
+
 VISION = {"vision": True, "json_schema": True}
 TEXT_ONLY = {"vision": False, "json_schema": True}
 NO_SCHEMA = {"vision": True, "json_schema": False}
@@ -162,7 +167,7 @@ class FakeOpenAI:
         class Handler(_Handler):
             owner = fake
 
-        self._server = ThreadingHTTPServer((self._host, self._port), Handler)
+        self._server = QuietServer((self._host, self._port), Handler)
         self._server.daemon_threads = True
         self._port = self._server.server_address[1]
         threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True).start()

@@ -20,9 +20,11 @@ import http.client
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import urlsplit
+
+from tests.fake_http import QuietServer
 
 KINDS = ("binary", "encoding", "cut", "html")
 BINARY = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe\x00\x80\x81\xc3\x28\xa0\xa1\x00"
@@ -142,7 +144,7 @@ def spoiling_proxy(
 ) -> Iterator[tuple[SpoilingProxy, str]]:
     """A running proxy in front of `upstream` and its base URL (with upstream's path); stopped after the block."""
     proxy = SpoilingProxy(upstream, path, kind, nth, distinct=distinct)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), type("BoundHandler", (_Handler,), {"proxy": proxy}))
+    server = QuietServer(("127.0.0.1", 0), type("BoundHandler", (_Handler,), {"proxy": proxy}))
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -184,8 +184,9 @@ def test_a_process_that_gave_up_on_streaming_calls_exits_with_its_own_status(tmp
     process says so in one line and exits with its status at once, never an abort at interpreter shutdown."""
     import json
     import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from http.server import BaseHTTPRequestHandler
 
+    from tests.fake_http import QuietServer
     from tests.fake_openai import default_reply, role_of
 
     class Stalling(BaseHTTPRequestHandler):
@@ -220,7 +221,7 @@ def test_a_process_that_gave_up_on_streaming_calls_exits_with_its_own_status(tmp
             self.wfile.write(raw)
 
     stop = threading.Event()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Stalling)
+    server = QuietServer(("127.0.0.1", 0), Stalling)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         started = time.time()
