@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from refineloop.files.safe_io import write_text_atomic
 from refineloop.run_folder.best_rule import best_rule
-from refineloop.run_folder.image_files import listed_images, read_sidecars
+from refineloop.run_folder.image_files import Sidecars, listed_images, read_sidecars
 from refineloop.run_folder.init_picture import improvement
 
 if TYPE_CHECKING:
@@ -94,15 +94,18 @@ window.addEventListener("load", function () {
 """
 
 
-def write_report(run_dir: str | Path, state: RefineState | dict[str, Any], *, live: bool = False) -> Path:
+def write_report(
+    run_dir: str | Path, state: RefineState | dict[str, Any], *, live: bool = False, sidecars: Sidecars | None = None
+) -> Path:
     """Write report.html in the run folder (atomically) and return its path.
 
     `live` (the accept nodes, after every judged image) makes the page reload itself every LIVE_REFRESH seconds,
     so a browser left open on it follows the run; the page written when the run stops (or is interrupted) has no
     reload, so it stays still once nothing changes. A live write costs one page of text (no collage, no best.png).
+    `sidecars` are the run's records when the caller has read them already; else they are read here.
     """
     path = Path(run_dir) / REPORT_NAME
-    page = report_html(str(run_dir), state, live=live)
+    page = report_html(str(run_dir), state, live=live, sidecars=sidecars)
     write_text_atomic(path, page)
     return path
 
@@ -130,9 +133,10 @@ def refresh_live_report(run_dir: str | Path, state: RefineState | dict[str, Any]
     return True
 
 
-def _rows(run_dir: str) -> list[dict[str, Any]]:
+def _rows(run_dir: str, sidecars: Sidecars | None) -> list[dict[str, Any]]:
     """One row per image on disk, merged with its sidecar (an image without one still shows)."""
-    sidecars = read_sidecars(run_dir)
+    if sidecars is None:
+        sidecars = read_sidecars(run_dir)
     rows = []
     best_so_far: float | None = None
     for iteration, path in listed_images(run_dir):
@@ -152,9 +156,11 @@ def _fmt(value: Any) -> str:
     return "?" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def report_html(run_dir: str, state: RefineState | dict[str, Any], *, live: bool = False) -> str:
+def report_html(
+    run_dir: str, state: RefineState | dict[str, Any], *, live: bool = False, sidecars: Sidecars | None = None
+) -> str:
     """The whole page as a string; `live` adds the self-reload of a running run (see write_report)."""
-    rows = _rows(run_dir)
+    rows = _rows(run_dir, sidecars)
     settings = state.get("settings") or {}
     task = state.get("task") or {}
     best = state.get("best") or None

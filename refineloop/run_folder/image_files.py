@@ -12,6 +12,7 @@ import os
 import re
 import stat
 import zlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -97,6 +98,10 @@ def read_record(path: Path) -> dict[str, Any] | None:
     """A JSON object from a file in the run folder; None when it is missing, unreadable, not UTF-8, not JSON,
     or JSON that is not an object (a damaged or hand-edited sidecar is skipped, never a crash)."""
     return read_json_object(path, SIDECAR_LIMIT)
+
+
+#: A run's sidecar records by iteration, as read_sidecars returns them.
+Sidecars = Mapping[int, dict[str, Any]]
 
 
 def read_sidecars(run_dir: str) -> dict[int, dict[str, Any]]:

@@ -37,3 +37,27 @@ def test_a_long_runs_collage_shrinks_its_tiles_to_stay_within_the_sheet(scripted
     best = collage.getpixel((10 * side + 2, 10 * side + side // 2))
     other = collage.getpixel((9 * side + 2, 10 * side + side // 2))
     assert best == (255, 200, 0) and other != (255, 200, 0)
+
+
+def test_the_stop_reads_each_sidecar_once_for_its_three_files(scripted, run_settings, quiet, monkeypatch):
+    # summary.txt, collage.png and report.html each read every sidecar: three reads a file (0.27 s at image
+    # 1000). Written again from the run's final state, the files are the same, and each sidecar is read once.
+    import refineloop.run_folder.image_files as image_files
+    from refineloop.outputs.artifacts import write_artifacts
+
+    cache, _ = scripted([judge_reply(n) for n in (4, 6, 5, 7)])
+    outcome = start_run(run_settings(strategy="greedy", max_iterations=4, final_pick=0), models=cache, out=quiet)
+    run = Path(outcome.run_dir)
+    names = ("summary.txt", "collage.png", "report.html")
+    before = {name: (run / name).read_bytes() for name in names}
+    reads: list[str] = []
+    original = image_files.read_record
+
+    def counted(path: Path) -> dict | None:
+        reads.append(path.name)
+        return original(path)
+
+    monkeypatch.setattr(image_files, "read_record", counted)
+    write_artifacts(outcome.values)
+    assert sorted(reads) == [f"{n:02d}.json" for n in range(1, 5)]
+    assert {name: (run / name).read_bytes() for name in names} == before
