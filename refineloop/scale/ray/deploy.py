@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 def cluster_gpus() -> int:
     """GPUs in the whole cluster (0 on a CPU-only one)."""
-    return int(ray.cluster_resources().get("GPU", 0))  # type: ignore[no-untyped-call]
+    return int(ray.cluster_resources().get("GPU", 0))
 
 
 def deploy_generator(settings: RunSettings, options: EngineOptions) -> tuple[DeploymentHandle[Any], dict[str, Any]]:

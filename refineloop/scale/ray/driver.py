@@ -72,7 +72,7 @@ def run_ray(
         store.claim_batch(plan.batch_id)
         store.register(plan.batch_id, plan.items)
         joined = connect(options)
-        nodes = [n for n in ray.nodes() if n.get("Alive")]  # type: ignore[no-untyped-call]
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
         out.write(
             f"ray: {len(nodes)} node(s), {cluster_gpus()} GPU(s)   checkpoints and queue: {_storage(url, plan)}\n"
         )

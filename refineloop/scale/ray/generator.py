@@ -109,7 +109,7 @@ class Generator:
         """One request's images, made together with whatever other requests are waiting."""
         most = self.config["max_batch_size"]
         if len(request.seeds) <= most:
-            return await self._batched(request)
+            return cast(Reply, await self._batched(request))  # serve.batch hands back one request's reply
         # More images than one call may hold (the batcher would refuse it): queue it in parts, still through
         # the batcher, so the pipeline keeps its single consumer.
         parts = [replace(request, seeds=request.seeds[i : i + most]) for i in range(0, len(request.seeds), most)]
@@ -117,7 +117,7 @@ class Generator:
         failed = next((reply for reply in replies if reply[0] != "ok"), None)
         return failed or ("ok", [png for reply in replies for png in reply[1]])
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05, batch_size_fn=images_in)
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05, batch_size_fn=images_in)  # type: ignore[untyped-decorator]
     async def _batched(self, requests: list[ImageRequest]) -> list[Reply]:
         self.stats_counts["batches"] += 1
         self.stats_counts["requests"] += len(requests)

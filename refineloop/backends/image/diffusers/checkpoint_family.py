@@ -120,7 +120,7 @@ def family_of(path: Path, shapes: dict[str, Shape]) -> Family:
     if not shapes:
         raise ModelError(f"'{path.name}' holds no tensors: it is not a model checkpoint")
     try:
-        model_type = str(infer_diffusers_model_type(shapes))  # type: ignore[no-untyped-call]
+        model_type = str(infer_diffusers_model_type(shapes))
     except (KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:
         raise ModelError(f"'{path.name}' has a key layout diffusers cannot read ({one_line(exc)})") from None
     if model_type == "v1" and _UNET_KEY not in shapes:

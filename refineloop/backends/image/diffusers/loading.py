@@ -91,12 +91,12 @@ def _from_pretrained(source: Source, kwargs: dict[str, Any]) -> Any:
 
     try:
         try:
-            return AutoPipelineForText2Image.from_pretrained(source.target, **kwargs)  # type: ignore[no-untyped-call]
+            return AutoPipelineForText2Image.from_pretrained(source.target, **kwargs)
         except ValueError as exc:
             # AutoPipeline only knows text-to-image families it maps; anything else loads generically.
             if "AutoPipeline" not in str(exc):
                 raise
-            return DiffusionPipeline.from_pretrained(source.target, **kwargs)  # type: ignore[no-untyped-call]
+            return DiffusionPipeline.from_pretrained(source.target, **kwargs)
     except ModelError:
         raise
     except Exception as exc:
