@@ -40,8 +40,8 @@ def test_a_long_runs_collage_shrinks_its_tiles_to_stay_within_the_sheet(scripted
 
 
 def test_the_stop_reads_each_sidecar_once_for_its_three_files(scripted, run_settings, quiet, monkeypatch):
-    # summary.txt, collage.png and report.html each read every sidecar: three reads a file (0.27 s at image
-    # 1000). Written again from the run's final state, the files are the same, and each sidecar is read once.
+    # summary.txt, collage.png and report.html each read every sidecar, so each was read three times (0.27 s at
+    # image 1000). Written again from the run's final state, the files are the same, and each sidecar is read once.
     import refineloop.run_folder.image_files as image_files
     from refineloop.outputs.artifacts import write_artifacts
 
