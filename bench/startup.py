@@ -13,8 +13,9 @@ process timed from just before it is spawned, so imports count:
 The tail is from the last verdict (refineloop: its last judge call before the stop) to the closing line; the
 final pick's own critic calls are shown apart, since the target is 0.3 s plus those. The last line says whether
 refineloop's first image was drawn ahead while the run started up (refineloop.apps.head_start) and how long its
-generate step still waited for it: 0 means the whole draw was hidden behind the start-up. `--profile FILE` writes
-a cProfile of the refineloop side.
+generate step still waited for it: 0 means the whole draw was hidden behind the start-up. The line before it
+times, apart, what a run imports beyond torch and diffusers: without a head start, the first image comes at least
+that much after bare diffusers'. `--profile FILE` writes a cProfile of the refineloop side.
 """
 
 from __future__ import annotations
@@ -173,6 +174,27 @@ def spawn(mode: str, job: dict[str, Any]) -> dict[str, Any]:
     return {"started": started, "ended": ended, "lines": lines}
 
 
+#: Imports the image stack, then times the import of what a run needs beyond it (LangGraph, langchain-core,
+#: LangSmith and refineloop's run modules), in a fresh process.
+RUN_IMPORTS = """
+import time, torch, diffusers, diffusers.pipelines.stable_diffusion_3
+started = time.perf_counter()
+import refineloop.cli.run_commands
+print(time.perf_counter() - started)
+"""
+
+
+def run_imports_seconds(repeats: int) -> float:
+    """The median time to import a run's modules after torch and diffusers: the start-up that the first image
+    waits for unless a head start draws it meanwhile (docs/bench.md)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    times = [
+        float(subprocess.run([sys.executable, "-c", RUN_IMPORTS], env=env, capture_output=True, text=True).stdout)
+        for _ in range(repeats)
+    ]
+    return statistics.median(times)
+
+
 def first_cpu(run: dict[str, Any]) -> float:
     """CPU seconds the process had used when its first image was drawn."""
     found = re.search(r"\(cpu ([\d.]+)\)", next(text for _, text in run["lines"] if "(cpu " in text))
@@ -289,6 +311,10 @@ def main() -> None:
         f"{ours_med['cpu'] - bare_med['cpu']:+.2f} CPU s   (target <= 0.3 s)"
     )
     print(f"tail beyond the final pick's calls: {ours_med['tail'] - ours_med['pick']:.2f} s   (target <= 0.3 s)")
+    print(
+        f"a run's own imports after torch and diffusers (LangGraph, langchain-core, LangSmith; fresh process): "
+        f"{run_imports_seconds(max(3, args.repeats)):.2f} s, which the first image waits for unless drawn ahead"
+    )
     ours = rows["refineloop"]
     print(
         f"refineloop's first image drawn ahead in {sum(r['ahead'] for r in ours):.0f} of {len(ours)} runs; "
