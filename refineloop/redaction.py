@@ -48,13 +48,13 @@ _PAIR = re.compile(
     r"(?P<sep>[\"']?\s*[:=]\s*[\"']?)(?P<value>[^\s\"'&,;}]+)",
     re.IGNORECASE,
 )
+#: The schemes of an Authorization header's credentials, in any case.
 _BEARER_WORDS = ("bearer", "basic", "token")
-_BEARER = re.compile(r"\b(Bearer|Basic|Token)\s+[A-Za-z0-9._~+/=-]{6,}", re.IGNORECASE)
-#: How every key _KEY_SHAPES masks begins (case as written: that pattern is case-sensitive).
-_KEY_STARTS = tuple(
-    f"{p}{joint}" for p in ("sk", "pk", "rk", "ghp", "gho", "ghs", "hf", "xoxa", "xoxb", "xoxp") for joint in "-_"
-)
-_KEY_SHAPES = re.compile(r"\b(?:sk|pk|rk|ghp|gho|ghs|hf|xox[abp])[-_][A-Za-z0-9_-]{12,}")
+_BEARER = re.compile(r"\b(" + "|".join(_BEARER_WORDS) + r")\s+[A-Za-z0-9._~+/=-]{6,}", re.IGNORECASE)
+#: How the API keys of well-known services begin (case as written: _KEY_SHAPES is case-sensitive).
+_KEY_PREFIXES = ("sk", "pk", "rk", "ghp", "gho", "ghs", "hf", "xoxa", "xoxb", "xoxp")
+_KEY_STARTS = tuple(f"{prefix}{joint}" for prefix in _KEY_PREFIXES for joint in "-_")
+_KEY_SHAPES = re.compile(r"\b(?:" + "|".join(_KEY_PREFIXES) + r")[-_][A-Za-z0-9_-]{12,}")
 #: The only characters outside ASCII that a case-insensitive pattern takes for ASCII letters (Python's re docs;
 #: checked over every code point), mapped to those letters, so that a plain substring test never misses what the
 #: patterns would find.
